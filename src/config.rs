@@ -1,0 +1,162 @@
+//! Every knob of emap, with its default, in one place.
+//!
+//! There are no globals: a [`Config`] is given to the registry (or to
+//! [`crate::test_login_with`]) and every session created from it uses it.
+
+use std::time::Duration;
+
+use crate::proto::Limits;
+use crate::proto::client::Options;
+
+/// emap's settings. Construct with [`Config::default`] and override fields:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = emap::Config {
+///     idle_round: Duration::from_secs(4 * 60), // AOL cuts IDLE at 300 s
+///     ..emap::Config::default()
+/// };
+/// assert_eq!(config.queue_capacity, 8);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// How long a session stays connected after its last subscriber left,
+    /// so that a new subscriber reuses the connection. Default 60 s.
+    pub linger: Duration,
+    /// How long one IDLE command lasts before it is re-issued. RFC 2177 asks
+    /// clients to re-issue within 29 minutes; some providers cut sooner
+    /// (AOL: 300 s). Default 25 min.
+    pub idle_round: Duration,
+    /// How long IDLE may go without a single byte from the server before
+    /// emap ends it with DONE to check the link (Dovecot sends
+    /// `* OK Still here` every 2 min). Default 5 min.
+    pub idle_inactivity: Duration,
+    /// How often a server without IDLE is polled with NOOP. Default 30 s.
+    pub poll_interval: Duration,
+    /// The first reconnect delay; each failure doubles it, with full jitter.
+    /// Default 1 s.
+    pub backoff_initial: Duration,
+    /// The largest reconnect delay. Default 60 s.
+    pub backoff_max: Duration,
+    /// How long a TCP connect may take. Default 10 s.
+    pub dial_timeout: Duration,
+    /// How long the TLS handshake and then the server's greeting may take.
+    /// Default 10 s.
+    pub greeting_timeout: Duration,
+    /// How long a command may go without a byte of response before the
+    /// link is presumed dead. Default 30 s.
+    pub command_timeout: Duration,
+    /// How many mails a subscriber's queue holds before the oldest is
+    /// dropped (and counted). Default 8.
+    pub queue_capacity: usize,
+    /// The longest server line accepted, in bytes. Default 64 KiB.
+    pub max_line: usize,
+    /// The largest literal accepted, in bytes. Default 32 MiB.
+    pub max_literal: usize,
+    /// The most bytes of one message that are fetched; a larger message is
+    /// fetched partially and flagged truncated. Default 25 MiB; must not
+    /// exceed `max_literal`.
+    pub max_message_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            linger: Duration::from_secs(60),
+            idle_round: Duration::from_secs(25 * 60),
+            idle_inactivity: Duration::from_secs(5 * 60),
+            poll_interval: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            dial_timeout: Duration::from_secs(10),
+            greeting_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(30),
+            queue_capacity: 8,
+            max_line: 64 * 1024,
+            max_literal: 32 * 1024 * 1024,
+            max_message_size: 25 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |s: &str| Err(crate::Error::InvalidConfig(s.to_owned()));
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be at least 1");
+        }
+        if self.max_line < 1024 {
+            return bad("max_line must be at least 1024 bytes");
+        }
+        if self.max_message_size == 0 || self.max_message_size > self.max_literal {
+            return bad("max_message_size must be between 1 and max_literal");
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return bad("backoff_initial must be positive and at most backoff_max");
+        }
+        for (name, d) in [
+            ("idle_round", self.idle_round),
+            ("idle_inactivity", self.idle_inactivity),
+            ("poll_interval", self.poll_interval),
+            ("dial_timeout", self.dial_timeout),
+            ("greeting_timeout", self.greeting_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "{name} must be positive"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The protocol state machine's options derived from this config.
+    pub(crate) fn client_options(&self) -> Options {
+        Options {
+            limits: Limits {
+                max_line: self.max_line,
+                max_literal: self.max_literal,
+            },
+            greeting_timeout: self.greeting_timeout,
+            command_timeout: self.command_timeout,
+            idle_inactivity: self.idle_inactivity,
+            idle_round: self.idle_round,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.linger, Duration::from_secs(60));
+        assert_eq!(c.idle_round, Duration::from_secs(1500));
+        assert_eq!(c.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.queue_capacity, 8);
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let c = Config {
+            queue_capacity: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            max_message_size: 64 * 1024 * 1024,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            command_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}
