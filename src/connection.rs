@@ -40,6 +40,10 @@ pub(crate) struct Connection {
     client: Client,
     rx: Box<[u8]>,
     unsolicited: VecDeque<Event>,
+    /// Bytes taken from the machine and not yet written: kept here so that
+    /// a cancelled write (the IDLE loop selects on its orders) loses none.
+    out: Vec<u8>,
+    out_pos: usize,
     /// Bytes read from the socket so far (for statistics and benchmarks).
     bytes_read: u64,
 }
@@ -79,6 +83,8 @@ impl Connection {
             client: Client::new(cfg.client_options(), now()),
             rx: vec![0u8; READ_CHUNK].into_boxed_slice(),
             unsolicited: VecDeque::new(),
+            out: Vec::new(),
+            out_pos: 0,
             bytes_read: 0,
         };
         let greeting = conn.greeting().await?;
@@ -357,15 +363,25 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes what the machine has to send. Cancel-safe: progress is kept
+    /// in `out_pos`, so a cancelled call loses no byte.
     async fn flush(&mut self) -> Result<(), Error> {
-        let mut wrote = false;
         while let Some(bytes) = self.client.poll_transmit() {
-            self.stream.write_all(&bytes).await?;
-            wrote = true;
+            self.out.extend_from_slice(&bytes);
         }
-        if wrote {
-            self.stream.flush().await?;
+        if self.out.is_empty() {
+            return Ok(());
         }
+        while self.out_pos < self.out.len() {
+            let n = self.stream.write(&self.out[self.out_pos..]).await?;
+            if n == 0 {
+                return Err(Error::Closed);
+            }
+            self.out_pos += n;
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        self.stream.flush().await?;
         Ok(())
     }
 }

@@ -73,6 +73,12 @@ pub enum Error {
     /// A user-supplied value cannot be sent (CR, LF or NUL in it).
     #[error(transparent)]
     InvalidInput(#[from] InputError),
+    /// `wait_for` saw no matching mail in time.
+    #[error("no matching mail within the timeout")]
+    WaitTimedOut,
+    /// The registry was shut down.
+    #[error("the registry is shut down")]
+    Shutdown,
     /// The configuration or credential is not usable.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -91,14 +97,16 @@ impl Error {
             | Error::Refused(_)
             | Error::Tls(_)
             | Error::Token(_)
-            | Error::Protocol(_) => true,
+            | Error::Protocol(_)
+            | Error::WaitTimedOut => true,
             Error::CommandFailed { temporary, .. } => *temporary,
             Error::TlsVerification(_)
             | Error::StartTlsUnavailable(_)
             | Error::AuthenticationFailed(_)
             | Error::NoAuthMethod(_)
             | Error::InvalidInput(_)
-            | Error::InvalidConfig(_) => false,
+            | Error::InvalidConfig(_)
+            | Error::Shutdown => false,
         }
     }
 

@@ -30,13 +30,24 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backoff;
 mod config;
 mod connection;
 mod credential;
 mod error;
+mod filter;
+mod handle;
 mod login;
+mod mail;
+pub mod messages;
 pub mod proto;
+mod registry;
+mod session;
+mod stats;
+mod subscriber;
+mod subscription;
 mod transport;
+mod watcher;
 
 pub use config::Config;
 pub use credential::{
@@ -44,4 +55,12 @@ pub use credential::{
     TokenProvider,
 };
 pub use error::Error;
+pub use filter::Filter;
+pub use handle::{Handle, Mailbox};
 pub use login::{test_login, test_login_with};
+pub use mail::{Address, Mail};
+pub use registry::Registry;
+pub use session::Session;
+pub use stats::{SessionState, SessionStats};
+pub use subscriber::Subscriber;
+pub use subscription::Subscription;

@@ -1,0 +1,166 @@
+//! The user's entry point: [`Handle`], cheap to clone and `Send + Sync`,
+//! usable from actix and from plain tokio alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use tokio_util::sync::CancellationToken;
+
+use crate::messages::{GetStats, Shutdown, Subscribe};
+use crate::registry::Registry;
+use crate::stats::SessionStats;
+use crate::subscription::Subscription;
+use crate::{Credential, Error, Filter, Mail};
+
+/// A handle to a running registry.
+#[derive(Clone)]
+pub struct Handle {
+    registry: Addr<Registry>,
+    system: Option<actix_rt::System>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("own_thread", &self.system.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    pub(crate) fn new(registry: Addr<Registry>, system: Option<actix_rt::System>) -> Self {
+        Handle { registry, system }
+    }
+
+    /// The registry's address, for actix users who prefer messages.
+    pub fn addr(&self) -> &Addr<Registry> {
+        &self.registry
+    }
+
+    /// Subscribes to new mail of `credential` that matches `filter`, with
+    /// the configured queue capacity. Resolves once the session has selected
+    /// the mailbox and fixed its watermark: a mail delivered after this
+    /// returns reaches the subscription if it matches.
+    pub async fn subscribe(
+        &self,
+        credential: Credential,
+        filter: Filter,
+    ) -> Result<Subscription, Error> {
+        self.subscribe_with_capacity(credential, filter, None).await
+    }
+
+    /// [`Handle::subscribe`] with a queue capacity of its own (a consumer
+    /// of every mail on a busy catch-all wants hundreds).
+    pub async fn subscribe_with_capacity(
+        &self,
+        credential: Credential,
+        filter: Filter,
+        capacity: Option<usize>,
+    ) -> Result<Subscription, Error> {
+        self.registry
+            .send(Subscribe {
+                credential,
+                filter,
+                capacity,
+            })
+            .await
+            .map_err(|_| Error::Shutdown)?
+    }
+
+    /// Waits for one matching mail: the one-shot task case. Fails with
+    /// [`Error::WaitTimedOut`] when none arrives within `timeout`, or with
+    /// the session's error.
+    pub async fn wait_for(
+        &self,
+        credential: Credential,
+        filter: Filter,
+        timeout: Duration,
+    ) -> Result<Arc<Mail>, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut sub = tokio::time::timeout_at(deadline, self.subscribe(credential, filter))
+            .await
+            .map_err(|_| Error::WaitTimedOut)??;
+        match tokio::time::timeout_at(deadline, sub.recv()).await {
+            Ok(Some(mail)) => Ok(mail),
+            Ok(None) => Err(sub.error().unwrap_or(Error::Shutdown)),
+            Err(_) => Err(Error::WaitTimedOut),
+        }
+    }
+
+    /// A view of one mailbox, for repeated watches.
+    pub fn mailbox(&self, credential: Credential) -> Mailbox {
+        Mailbox {
+            handle: self.clone(),
+            credential,
+        }
+    }
+
+    /// Statistics of every session.
+    pub async fn stats(&self) -> Result<Vec<SessionStats>, Error> {
+        self.registry
+            .send(GetStats)
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// LOGOUT on every session; every subscription ends. With
+    /// [`Registry::start_in_thread`], also stops the background thread.
+    pub async fn shutdown(&self) {
+        let _ = self.registry.send(Shutdown).await;
+        if let Some(system) = &self.system {
+            system.stop();
+        }
+    }
+}
+
+/// One credential's mailbox, bound to a handle.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    handle: Handle,
+    credential: Credential,
+}
+
+impl Mailbox {
+    /// Subscribes with `filter`.
+    pub async fn watch(&self, filter: Filter) -> Result<Subscription, Error> {
+        self.handle.subscribe(self.credential.clone(), filter).await
+    }
+
+    /// Subscribes with `filter` and calls `on_mail` for each mail until
+    /// `cancel` fires (then the subscription is closed) or the subscription
+    /// ends. Returns the session's error if it ended with one.
+    pub async fn watch_until<F>(
+        &self,
+        filter: Filter,
+        cancel: CancellationToken,
+        mut on_mail: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut(Arc<Mail>),
+    {
+        let mut sub = tokio::select! {
+            s = self.watch(filter) => s?,
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        loop {
+            tokio::select! {
+                m = sub.recv() => match m {
+                    Some(m) => on_mail(m),
+                    None => return sub.error().map_or(Ok(()), Err),
+                },
+                _ = cancel.cancelled() => {
+                    sub.close();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Waits for one matching mail.
+    pub async fn wait_for(&self, filter: Filter, timeout: Duration) -> Result<Arc<Mail>, Error> {
+        self.handle
+            .wait_for(self.credential.clone(), filter, timeout)
+            .await
+    }
+}

@@ -1,0 +1,502 @@
+//! Unit tests of the client state machine: scripted server bytes in, bytes
+//! out and events checked, time passed in explicitly.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::proto::{Code, Condition, Data, FetchItem};
+
+const GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN] ready\r\n";
+
+fn greeted(greeting: &[u8]) -> (Client, Instant) {
+    let t0 = Instant::now();
+    let mut c = Client::new(Options::default(), t0);
+    c.receive(greeting, t0).unwrap();
+    assert!(matches!(c.poll_event(), Some(Event::Greeted(_))));
+    (c, t0)
+}
+
+fn sent(c: &mut Client) -> String {
+    String::from_utf8(c.poll_transmit().unwrap_or_default()).unwrap()
+}
+
+fn completed(c: &mut Client) -> Completion {
+    loop {
+        match c.poll_event() {
+            Some(Event::Completed(done)) => return done,
+            Some(_) => continue,
+            None => panic!("no completion"),
+        }
+    }
+}
+
+/// Logged in and INBOX selected, without LITERAL+ unless the greeting says.
+fn selected() -> (Client, Instant) {
+    let (mut c, t0) = greeted(GREETING);
+    c.login("u", "p", t0).unwrap();
+    c.receive(b"A1 OK [CAPABILITY IMAP4rev1 IDLE] done\r\n", t0)
+        .unwrap();
+    completed(&mut c);
+    c.select("INBOX", true, t0).unwrap();
+    c.receive(
+        b"* 3 EXISTS\r\n* OK [UIDNEXT 9] x\r\n* OK [UIDVALIDITY 77] x\r\nA2 OK [READ-ONLY] ok\r\n",
+        t0,
+    )
+    .unwrap();
+    completed(&mut c);
+    sent(&mut c);
+    (c, t0)
+}
+
+#[test]
+fn greeting_records_capabilities() {
+    let (c, _) = greeted(GREETING);
+    assert_eq!(c.state(), State::NotAuthenticated);
+    assert!(c.has_capability("idle"));
+    assert!(c.has_capability("SASL-IR"));
+    assert!(!c.has_capability("STARTTLS"));
+}
+
+#[test]
+fn preauth_and_bye_greetings() {
+    let (c, _) = greeted(b"* PREAUTH hi\r\n");
+    assert_eq!(c.state(), State::Authenticated);
+    let t0 = Instant::now();
+    let mut c = Client::new(Options::default(), t0);
+    c.receive(b"* BYE [UNAVAILABLE] too busy\r\n", t0).unwrap();
+    match c.poll_event() {
+        Some(Event::Greeted(Greeting::Bye { code, text })) => {
+            assert_eq!(code, Some(Code::Unavailable));
+            assert_eq!(text, "too busy");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn garbage_greeting_is_an_error() {
+    let t0 = Instant::now();
+    let mut c = Client::new(Options::default(), t0);
+    assert!(matches!(
+        c.receive(b"A1 OK hello\r\n", t0),
+        Err(ProtoError::BadGreeting(_))
+    ));
+    // The error sticks.
+    assert!(c.receive(b"* OK\r\n", t0).is_err());
+    assert!(c.noop(t0).is_err());
+}
+
+#[test]
+fn greeting_timeout() {
+    let t0 = Instant::now();
+    let mut c = Client::new(Options::default(), t0);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    c.handle_timeout(t0 + Duration::from_secs(9)).unwrap();
+    assert_eq!(
+        c.handle_timeout(t0 + Duration::from_secs(10)),
+        Err(ProtoError::Timeout("greeting"))
+    );
+}
+
+#[test]
+fn login_and_capabilities_after_it() {
+    let (mut c, t0) = greeted(GREETING);
+    c.login("alice", "pass word", t0).unwrap();
+    assert_eq!(sent(&mut c), "A1 LOGIN alice \"pass word\"\r\n");
+    assert!(c.is_busy());
+    c.receive(b"A1 OK Logged in\r\n", t0).unwrap();
+    let done = completed(&mut c);
+    assert_eq!(done.status, Status::Ok);
+    assert_eq!(done.kind, CommandKind::Login);
+    assert_eq!(c.state(), State::Authenticated);
+    // No CAPABILITY code on the OK: forget, so the driver asks again.
+    assert!(c.capabilities().is_none());
+}
+
+#[test]
+fn login_disabled_is_respected() {
+    let (mut c, t0) = greeted(b"* OK [CAPABILITY IMAP4rev1 LOGINDISABLED STARTTLS] hi\r\n");
+    assert!(matches!(c.login("a", "b", t0), Err(ClientError::Misuse(_))));
+    assert!(c.poll_transmit().is_none());
+}
+
+#[test]
+fn injection_refused_before_sending() {
+    let (mut c, t0) = greeted(GREETING);
+    let err = c.login("alice", "x\r\nA2 DELETE INBOX", t0).unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::Input(InputError {
+            field: "password",
+            ..
+        })
+    ));
+    assert!(c.poll_transmit().is_none());
+    assert!(!c.is_busy());
+    assert!(
+        c.authenticate(Mechanism::Plain, "a\0b", "p", None, t0)
+            .is_err()
+    );
+    assert!(c.poll_transmit().is_none());
+}
+
+#[test]
+fn synchronizing_literal_waits_for_continuation() {
+    let (mut c, t0) = greeted(b"* OK [CAPABILITY IMAP4rev1] hi\r\n");
+    c.login("alice", "pässword", t0).unwrap();
+    assert_eq!(sent(&mut c), "A1 LOGIN alice {9}\r\n");
+    assert!(c.poll_transmit().is_none());
+    c.receive(b"+ go ahead\r\n", t0).unwrap();
+    assert_eq!(sent(&mut c), "pässword\r\n");
+    c.receive(b"A1 OK\r\n", t0).unwrap();
+    assert_eq!(completed(&mut c).status, Status::Ok);
+}
+
+#[test]
+fn authenticate_plain_with_and_without_sasl_ir() {
+    let (mut c, t0) = greeted(GREETING);
+    c.authenticate(Mechanism::Plain, "u", "p", None, t0)
+        .unwrap();
+    // base64("\0u\0p") = "AHUAcA=="
+    assert_eq!(sent(&mut c), "A1 AUTHENTICATE PLAIN AHUAcA==\r\n");
+
+    let (mut c, t0) = greeted(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+    c.authenticate(Mechanism::Plain, "u", "p", None, t0)
+        .unwrap();
+    assert_eq!(sent(&mut c), "A1 AUTHENTICATE PLAIN\r\n");
+    c.receive(b"+ \r\n", t0).unwrap();
+    assert_eq!(sent(&mut c), "AHUAcA==\r\n");
+    c.receive(
+        b"A1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        t0,
+    )
+    .unwrap();
+    let done = completed(&mut c);
+    assert_eq!(done.status, Status::No);
+    assert_eq!(done.code, Some(Code::AuthenticationFailed));
+    assert_eq!(c.state(), State::NotAuthenticated);
+}
+
+#[test]
+fn oauthbearer_error_challenge_is_answered_and_reported() {
+    let (mut c, t0) = greeted(GREETING);
+    c.authenticate(
+        Mechanism::OAuthBearer,
+        "u@x",
+        "tok",
+        Some(("imap.x", 993)),
+        t0,
+    )
+    .unwrap();
+    let line = sent(&mut c);
+    let b64 = line.trim_end().rsplit(' ').next().unwrap();
+    let decoded = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
+    assert_eq!(
+        decoded,
+        "n,a=u@x,\x01host=imap.x\x01port=993\x01auth=Bearer tok\x01\x01"
+    );
+    // RFC 7628 §3.2.2: error JSON as a challenge, answered with %x01.
+    let json = r#"{"status":"invalid_token","scope":"mail"}"#;
+    c.receive(format!("+ {}\r\n", B64.encode(json)).as_bytes(), t0)
+        .unwrap();
+    assert_eq!(sent(&mut c), "AQ==\r\n");
+    c.receive(b"A1 NO [AUTHENTICATIONFAILED] bad\r\n", t0)
+        .unwrap();
+    let done = completed(&mut c);
+    assert_eq!(done.status, Status::No);
+    assert_eq!(done.sasl_error.as_deref(), Some(json));
+}
+
+#[test]
+fn xoauth2_payload_and_error_answer() {
+    let (mut c, t0) = greeted(GREETING);
+    c.authenticate(Mechanism::XOAuth2, "u@x", "tok", None, t0)
+        .unwrap();
+    let line = sent(&mut c);
+    let b64 = line.trim_end().rsplit(' ').next().unwrap();
+    assert_eq!(
+        B64.decode(b64).unwrap(),
+        b"user=u@x\x01auth=Bearer tok\x01\x01"
+    );
+    c.receive(b"+ eyJzdGF0dXMiOiI0MDAifQ==\r\n", t0).unwrap();
+    assert_eq!(sent(&mut c), "\r\n");
+    c.receive(b"A1 NO nope\r\n", t0).unwrap();
+    assert_eq!(
+        completed(&mut c).sasl_error.as_deref(),
+        Some(r#"{"status":"400"}"#)
+    );
+}
+
+#[test]
+fn debug_output_hides_secrets() {
+    let (mut c, t0) = greeted(b"* OK [CAPABILITY IMAP4rev1] hi\r\n");
+    c.login("alice", "hünter2", t0).unwrap();
+    assert!(!format!("{c:?}").contains("nter2"));
+}
+
+#[test]
+fn select_gathers_its_data_and_surfaces_alerts() {
+    let (mut c, t0) = greeted(GREETING);
+    c.login("u", "p", t0).unwrap();
+    c.receive(b"A1 OK [CAPABILITY IMAP4rev1 IDLE] done\r\n", t0)
+        .unwrap();
+    completed(&mut c);
+    c.select("INBOX", false, t0).unwrap();
+    assert_eq!(sent(&mut c), "A1 LOGIN u p\r\nA2 SELECT INBOX\r\n");
+    c.receive(
+        b"* FLAGS (\\Seen)\r\n* 4 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 123] v\r\n\
+          * OK [UIDNEXT 45] n\r\n* OK [ALERT] maintenance tonight\r\nA2 OK [READ-WRITE] done\r\n",
+        t0,
+    )
+    .unwrap();
+    match c.poll_event() {
+        Some(Event::Data(Data::Status {
+            condition: Condition::Ok,
+            code: Some(Code::Alert),
+            text,
+        })) => assert_eq!(text, "maintenance tonight"),
+        other => panic!("{other:?}"),
+    }
+    let done = completed(&mut c);
+    assert_eq!(
+        done.data,
+        CommandData::Selected(SelectInfo {
+            exists: 4,
+            uid_next: Some(45),
+            uid_validity: Some(123),
+            read_only: false,
+            highest_modseq: None,
+        })
+    );
+    assert_eq!(c.state(), State::Selected);
+    assert!(c.poll_event().is_none());
+}
+
+#[test]
+fn idle_push_and_done() {
+    let (mut c, t0) = selected();
+    c.idle(t0).unwrap();
+    assert_eq!(sent(&mut c), "A3 IDLE\r\n");
+    assert!(!c.is_idling());
+    c.receive(b"+ idling\r\n", t0).unwrap();
+    assert_eq!(c.poll_event(), Some(Event::IdleStarted));
+    assert!(c.is_idling());
+    c.receive(b"* 4 EXISTS\r\n* 1 EXPUNGE\r\n", t0).unwrap();
+    assert_eq!(c.poll_event(), Some(Event::Data(Data::Exists(4))));
+    assert_eq!(c.poll_event(), Some(Event::Data(Data::Expunge(1))));
+    c.done(t0);
+    c.done(t0); // only once
+    assert_eq!(sent(&mut c), "DONE\r\n");
+    c.receive(b"A3 OK Idle completed\r\n", t0).unwrap();
+    assert_eq!(completed(&mut c).kind, CommandKind::Idle);
+    assert!(!c.is_busy());
+}
+
+#[test]
+fn done_before_the_continuation_is_sent_after_it() {
+    let (mut c, t0) = selected();
+    c.idle(t0).unwrap();
+    sent(&mut c);
+    c.done(t0);
+    assert!(c.poll_transmit().is_none());
+    c.receive(b"+ idling\r\n", t0).unwrap();
+    assert_eq!(sent(&mut c), "DONE\r\n");
+}
+
+#[test]
+fn idle_inactivity_sends_done_then_a_silent_server_times_out() {
+    let (mut c, t0) = selected();
+    c.idle(t0).unwrap();
+    c.receive(b"+ idling\r\n", t0).unwrap();
+    sent(&mut c);
+    let quiet = t0 + Duration::from_secs(300);
+    assert_eq!(c.poll_timeout(), Some(quiet));
+    c.handle_timeout(quiet - Duration::from_secs(1)).unwrap();
+    assert!(c.poll_transmit().is_none());
+    c.handle_timeout(quiet).unwrap();
+    assert_eq!(sent(&mut c), "DONE\r\n");
+    while let Some(ev) = c.poll_event() {
+        if ev == Event::IdleDoneSent {
+            break;
+        }
+    }
+    // The answer to DONE must come within the command timeout.
+    assert_eq!(c.poll_timeout(), Some(quiet + Duration::from_secs(30)));
+    assert_eq!(
+        c.handle_timeout(quiet + Duration::from_secs(30)),
+        Err(ProtoError::Timeout("command response"))
+    );
+}
+
+#[test]
+fn idle_round_reissues_even_when_the_server_chats() {
+    let (mut c, t0) = selected();
+    c.idle(t0).unwrap();
+    c.receive(b"+ idling\r\n", t0).unwrap();
+    sent(&mut c);
+    // "* OK Still here" every two minutes keeps the inactivity timer away.
+    let mut t = t0;
+    for _ in 0..12 {
+        t += Duration::from_secs(120);
+        c.handle_timeout(t).unwrap();
+        assert!(
+            c.poll_transmit().is_none(),
+            "DONE too early at {:?}",
+            t - t0
+        );
+        c.receive(b"* OK Still here\r\n", t).unwrap();
+    }
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(1500)));
+    c.handle_timeout(t0 + Duration::from_secs(1500)).unwrap();
+    assert_eq!(sent(&mut c), "DONE\r\n");
+}
+
+#[test]
+fn command_timeout_is_extended_by_progress() {
+    let (mut c, t0) = selected();
+    c.fetch(true, "9:*", "(UID BODY.PEEK[])", t0).unwrap();
+    assert_eq!(sent(&mut c), "A3 UID FETCH 9:* (UID BODY.PEEK[])\r\n");
+    let t1 = t0 + Duration::from_secs(20);
+    c.receive(b"* 4 FETCH (UID 9 BODY[] {10}\r\n01234", t1)
+        .unwrap();
+    c.handle_timeout(t0 + Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        c.handle_timeout(t1 + Duration::from_secs(30)),
+        Err(ProtoError::Timeout("command response"))
+    );
+}
+
+#[test]
+fn exists_inside_a_fetch_response_is_surfaced_in_order() {
+    let (mut c, t0) = selected();
+    c.fetch(true, "9:*", "(UID)", t0).unwrap();
+    c.receive(
+        b"* 4 FETCH (UID 9)\r\n* 5 EXISTS\r\n* 5 FETCH (UID 10)\r\nA3 OK done\r\n",
+        t0,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    while let Some(ev) = c.poll_event() {
+        seen.push(ev);
+    }
+    assert!(matches!(&seen[0], Event::Data(Data::Fetch(f)) if f.uid() == Some(9)));
+    assert_eq!(seen[1], Event::Data(Data::Exists(5)));
+    assert!(
+        matches!(&seen[2], Event::Data(Data::Fetch(f)) if f.items.contains(&FetchItem::Uid(10)))
+    );
+    assert!(matches!(&seen[3], Event::Completed(_)));
+}
+
+#[test]
+fn search_and_esearch_results_are_gathered() {
+    let (mut c, t0) = selected();
+    c.uid_search("SINCE 1-Jan-2026", t0).unwrap();
+    c.receive(b"* SEARCH 3 5 8\r\n* 9 EXISTS\r\nA3 OK done\r\n", t0)
+        .unwrap();
+    assert_eq!(c.poll_event(), Some(Event::Data(Data::Exists(9))));
+    assert_eq!(completed(&mut c).data, CommandData::Search(vec![3, 5, 8]));
+
+    c.uid_search("RETURN (ALL) SINCE 1-Jan-2026", t0).unwrap();
+    c.receive(
+        b"* ESEARCH (TAG \"A4\") UID ALL 3:5,9\r\nA4 OK done\r\n",
+        t0,
+    )
+    .unwrap();
+    assert_eq!(
+        completed(&mut c).data,
+        CommandData::Search(vec![3, 4, 5, 9])
+    );
+}
+
+#[test]
+fn status_is_gathered() {
+    let (mut c, t0) = selected();
+    c.status("INBOX", "UIDNEXT UIDVALIDITY", t0).unwrap();
+    assert_eq!(sent(&mut c), "A3 STATUS INBOX (UIDNEXT UIDVALIDITY)\r\n");
+    c.receive(
+        b"* STATUS INBOX (UIDNEXT 12 UIDVALIDITY 7)\r\nA3 OK done\r\n",
+        t0,
+    )
+    .unwrap();
+    assert_eq!(
+        completed(&mut c).data,
+        CommandData::Status(vec![("UIDNEXT".into(), 12), ("UIDVALIDITY".into(), 7)])
+    );
+}
+
+#[test]
+fn bye_is_surfaced_and_remembered() {
+    let (mut c, t0) = selected();
+    c.noop(t0).unwrap();
+    c.receive(b"* BYE Server shutting down.\r\n", t0).unwrap();
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::Data(Data::Status {
+            condition: Condition::Bye,
+            ..
+        }))
+    ));
+    assert_eq!(c.bye(), Some("Server shutting down."));
+}
+
+#[test]
+fn hostile_sequences_are_errors() {
+    let (mut c, t0) = selected();
+    assert_eq!(
+        c.receive(b"+ surprise\r\n", t0),
+        Err(ProtoError::UnexpectedContinuation)
+    );
+
+    let (mut c, t0) = selected();
+    c.noop(t0).unwrap();
+    assert!(matches!(
+        c.receive(b"Z9 OK who?\r\n", t0),
+        Err(ProtoError::UnknownTag(_))
+    ));
+    assert!(c.handle_timeout(t0).is_err(), "the error sticks");
+
+    let (mut c, t0) = selected();
+    c.idle(t0).unwrap();
+    c.receive(b"+ idling\r\n", t0).unwrap();
+    assert_eq!(
+        c.receive(b"+ again\r\n", t0),
+        Err(ProtoError::UnexpectedContinuation)
+    );
+}
+
+#[test]
+fn one_command_at_a_time() {
+    let (mut c, t0) = selected();
+    c.noop(t0).unwrap();
+    assert!(matches!(c.noop(t0), Err(ClientError::Misuse(_))));
+}
+
+#[test]
+fn byte_at_a_time_gives_the_same_events() {
+    let script: &[u8] = b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n";
+    let rest: &[u8] = b"A1 OK done\r\n* 2 EXISTS\r\n* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\n";
+    let run = |chunked: bool| {
+        let t0 = Instant::now();
+        let mut c = Client::new(Options::default(), t0);
+        let mut events = Vec::new();
+        let feed = |c: &mut Client, bytes: &[u8]| {
+            if chunked {
+                for b in bytes {
+                    c.receive(std::slice::from_ref(b), t0).unwrap();
+                }
+            } else {
+                c.receive(bytes, t0).unwrap();
+            }
+        };
+        feed(&mut c, script);
+        c.noop(t0).unwrap();
+        feed(&mut c, rest);
+        while let Some(ev) = c.poll_event() {
+            events.push(ev);
+        }
+        events
+    };
+    let whole = run(false);
+    assert_eq!(whole.len(), 4);
+    assert_eq!(whole, run(true));
+}

@@ -1,0 +1,264 @@
+//! The `Registry` actor: the map from session key to session, and the
+//! lifecycle of every session.
+//!
+//! It is the only holder of a strong `Addr<Session>`: each session runs
+//! under an actix `Supervisor` on one of a few arbiters (about one per core,
+//! so one busy session never stalls the others), and dropping the address
+//! here is what finally stops a session. It counts subscribers per session
+//! and keeps a session `linger` after its last one leaves, so that a task
+//! that subscribes again soon reuses the connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix::{Arbiter, Supervisor};
+
+use crate::messages::{
+    AddSubscriber, EndSession, GetStats, RemoveSubscriber, SessionEnded, Shutdown, Subscribe,
+    Unsubscribe,
+};
+use crate::session::Session;
+use crate::stats::SessionStats;
+use crate::subscriber::Shared;
+use crate::subscription::Subscription;
+use crate::{Config, Error, Handle, SessionKey};
+
+struct Slot {
+    addr: Addr<Session>,
+    instance: u64,
+    subscribers: usize,
+    /// Bumped at each subscribe, so a stale linger timer does nothing.
+    generation: u64,
+}
+
+/// Owns every session.
+pub struct Registry {
+    config: Arc<Config>,
+    sessions: HashMap<SessionKey, Slot>,
+    arbiters: Vec<Arbiter>,
+    next_arbiter: usize,
+    next_id: u64,
+    next_instance: u64,
+    shut_down: bool,
+}
+
+impl Registry {
+    /// A registry with `config`; start it with [`Registry::start`].
+    fn new(config: Config) -> Self {
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
+        Registry {
+            config: Arc::new(config),
+            sessions: HashMap::new(),
+            arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
+            next_arbiter: 0,
+            next_id: 0,
+            next_instance: 0,
+            shut_down: false,
+        }
+    }
+
+    /// Starts the registry in the running actix System (inside
+    /// `#[actix::main]`, `#[actix_web::main]` or `actix_rt::System::new()`)
+    /// and returns its handle.
+    ///
+    /// Panics outside a running System, like every actix actor start.
+    pub fn start(config: Config) -> Result<Handle, Error> {
+        config.validate()?;
+        let addr = Actor::start(Registry::new(config));
+        Ok(Handle::new(addr, None))
+    }
+
+    /// Starts the registry in its own actix System on a background thread,
+    /// for `#[tokio::main]` programs and plain threads. The handle is
+    /// `Send + Sync + Clone`; [`Handle::shutdown`] stops the thread.
+    pub fn start_in_thread(config: Config) -> Result<Handle, Error> {
+        config.validate()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("emap-registry".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(async move {
+                    let addr = Actor::start(Registry::new(config));
+                    let _ = tx.send((addr, actix_rt::System::current()));
+                });
+                let _ = system.run();
+            })
+            .map_err(|e| Error::Io(Arc::new(e)))?;
+        let (addr, system) = rx
+            .recv()
+            .map_err(|_| Error::InvalidConfig("the registry thread did not start".into()))?;
+        Ok(Handle::new(addr, Some(system)))
+    }
+
+    fn session(&mut self, msg: &Subscribe, ctx: &mut Context<Self>) -> (SessionKey, Addr<Session>) {
+        let key = msg.credential.key();
+        if let Some(slot) = self.sessions.get_mut(&key) {
+            slot.subscribers += 1;
+            slot.generation += 1;
+            return (key, slot.addr.clone());
+        }
+        self.next_instance += 1;
+        let instance = self.next_instance;
+        let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
+        self.next_arbiter += 1;
+        let cred = msg.credential.clone();
+        let config = self.config.clone();
+        let me = ctx.address().downgrade();
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
+            Session::new(cred, config, instance, me)
+        });
+        tracing::info!(session = %key, "session started");
+        self.sessions.insert(
+            key.clone(),
+            Slot {
+                addr: addr.clone(),
+                instance,
+                subscribers: 1,
+                generation: 0,
+            },
+        );
+        (key, addr)
+    }
+
+    fn release(&mut self, key: &SessionKey, ctx: &mut Context<Self>) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        slot.subscribers = slot.subscribers.saturating_sub(1);
+        if slot.subscribers > 0 {
+            return;
+        }
+        let generation = slot.generation;
+        let key = key.clone();
+        ctx.run_later(self.config.linger, move |act, _| {
+            let idle = act
+                .sessions
+                .get(&key)
+                .is_some_and(|s| s.subscribers == 0 && s.generation == generation);
+            if idle && let Some(slot) = act.sessions.remove(&key) {
+                tracing::info!(session = %key, "linger elapsed; logging out");
+                slot.addr.do_send(EndSession);
+            }
+        });
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for a in &self.arbiters {
+            a.stop();
+        }
+    }
+}
+
+impl Handler<Subscribe> for Registry {
+    type Result = ResponseActFuture<Self, Result<Subscription, Error>>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        let checks = msg
+            .credential
+            .validate()
+            .and_then(|()| msg.filter.validate())
+            .and_then(|()| match msg.capacity {
+                Some(0) => Err(Error::InvalidConfig("capacity must be at least 1".into())),
+                _ => Ok(()),
+            });
+        if self.shut_down {
+            return Box::pin(fut::ready(Err(Error::Shutdown)));
+        }
+        if let Err(e) = checks {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (key, addr) = self.session(&msg, ctx);
+        self.next_id += 1;
+        let id = self.next_id;
+        let shared = Shared::new(msg.capacity.unwrap_or(self.config.queue_capacity));
+        let add = AddSubscriber {
+            id,
+            filter: msg.filter,
+            shared: shared.clone(),
+        };
+        let registry = ctx.address();
+        let fut = async move { addr.send(add).await.unwrap_or(Err(Error::Closed)) };
+        Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(()) => Ok(Subscription::new(shared, id, key, registry)),
+            Err(e) => {
+                if let Some(slot) = act.sessions.get(&key) {
+                    slot.addr.do_send(RemoveSubscriber { id });
+                }
+                act.release(&key, ctx);
+                Err(e)
+            }
+        }))
+    }
+}
+
+impl Handler<Unsubscribe> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
+        if let Some(slot) = self.sessions.get(&msg.key) {
+            slot.addr.do_send(RemoveSubscriber { id: msg.id });
+            self.release(&msg.key, ctx);
+        }
+    }
+}
+
+impl Handler<SessionEnded> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionEnded, _: &mut Context<Self>) {
+        if self
+            .sessions
+            .get(&msg.key)
+            .is_some_and(|s| s.instance == msg.instance)
+        {
+            tracing::warn!(session = %msg.key, error = %msg.error, "session ended");
+            // Dropping the only strong address lets the session stop.
+            self.sessions.remove(&msg.key);
+        }
+    }
+}
+
+impl Handler<GetStats> for Registry {
+    type Result = ResponseFuture<Vec<SessionStats>>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let addrs: Vec<Addr<Session>> = self.sessions.values().map(|s| s.addr.clone()).collect();
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for a in addrs {
+                if let Ok(mut s) = a.send(GetStats).await {
+                    all.append(&mut s);
+                }
+            }
+            all.sort_by(|a, b| a.key.cmp(&b.key));
+            all
+        })
+    }
+}
+
+impl Handler<Shutdown> for Registry {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.shut_down = true;
+        let slots: Vec<Slot> = self.sessions.drain().map(|(_, s)| s).collect();
+        let timeout = self.config.command_timeout;
+        // `send` enqueues at once, so the sessions log out in parallel.
+        let ends: Vec<_> = slots.iter().map(|s| s.addr.send(EndSession)).collect();
+        let fut = async move {
+            for end in ends {
+                let _ = tokio::time::timeout(timeout, end).await;
+            }
+            drop(slots);
+        };
+        Box::pin(fut.into_actor(self).map(|(), _, ctx| ctx.stop()))
+    }
+}

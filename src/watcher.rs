@@ -1,0 +1,378 @@
+//! The IMAP loop of one session: select, fix the watermark, then IDLE (or
+//! poll) and fetch what arrives above the watermark.
+//!
+//! It is a plain async function with no actix in it; the session actor runs
+//! it as one future per connection and receives what it finds through a
+//! [`Sink`]. It never fetches the backlog:
+//!
+//! - the watermark is UIDNEXT at the first SELECT (STATUS UIDNEXT, or the
+//!   highest UID + 1, when SELECT does not say), and survives reconnects
+//!   while UIDVALIDITY stays the same;
+//! - new mail is fetched by the *sequence* range that EXISTS announced
+//!   (`FETCH a:b`), which never returns an old message and costs the same on
+//!   a mailbox of a million messages as on an empty one;
+//! - after a reconnect, the gap is fetched once with `UID FETCH W:*`;
+//! - a UID below the watermark is discarded whatever the server sends, so
+//!   `N:*` returning the last message never delivers it twice.
+//!
+//! Mail is fetched with `BODY.PEEK[]<0.max>` (never marked read) from a
+//! mailbox opened with EXAMINE.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::credential::Credential;
+use crate::mail::{Mail, parse_internal_date};
+use crate::proto::client::{CommandData, CommandKind, Event};
+use crate::proto::{Condition, Data, Fetch, FetchItem, ProtoError, Status};
+use crate::transport::Tls;
+
+/// Where a session stands in its mailbox. Kept by the session across
+/// reconnects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// The mailbox's UIDVALIDITY when the watermark was taken.
+    pub uid_validity: u32,
+    /// The lowest UID not yet delivered.
+    pub watermark: u32,
+}
+
+/// What the loop reports to its session.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// The mailbox is selected and the watermark fixed.
+    Selected {
+        position: Position,
+        /// Whether UIDVALIDITY changed since the last connection.
+        validity_changed: bool,
+        /// Whether the server pushes with IDLE (else it is polled).
+        idle: bool,
+    },
+    /// A new message, parsed.
+    Mail(Arc<Mail>),
+    /// The watermark moved (after the mails below it were reported).
+    Advanced(u32),
+    /// The server sent an `[ALERT]`.
+    Alert(String),
+}
+
+/// Receives reports; returns `false` when nobody listens any more.
+pub(crate) type Sink = Box<dyn FnMut(Report) -> bool + Send>;
+
+/// Orders from the session to its loop.
+#[derive(Debug)]
+pub(crate) enum Order {
+    /// LOGOUT and end.
+    Logout,
+}
+
+/// Runs one connection until LOGOUT is ordered (`Ok`) or it fails.
+pub(crate) async fn run(
+    cred: Credential,
+    config: Arc<Config>,
+    tls: Option<Tls>,
+    position: Option<Position>,
+    mut sink: Sink,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+) -> Result<(), Error> {
+    let mut conn = Connection::open(&cred, &config, tls.as_ref()).await?;
+    tracing::info!("connected");
+    let info = conn.select(&cred.mailbox, true).await?;
+    let uid_validity = info.uid_validity.unwrap_or(0);
+    let uid_next = match info.uid_next {
+        Some(n) => n,
+        None => uid_next_fallback(&mut conn, &cred.mailbox).await?,
+    };
+    let (watermark, validity_changed) = match position {
+        Some(p) if p.uid_validity == uid_validity => (p.watermark, false),
+        Some(p) => {
+            tracing::warn!(
+                old = p.uid_validity,
+                new = uid_validity,
+                "UIDVALIDITY changed: the old watermark is void, starting at UIDNEXT"
+            );
+            (uid_next, true)
+        }
+        None => (uid_next, false),
+    };
+    let idle = conn.has_capability("IDLE");
+    tracing::info!(
+        uid_validity,
+        watermark,
+        exists = info.exists,
+        idle,
+        "selected"
+    );
+    let mut w = Watcher {
+        conn,
+        config,
+        mailbox: cred.mailbox.clone(),
+        uid_validity,
+        watermark,
+        exists: info.exists,
+        announced: info.exists,
+        idle,
+    };
+    if !sink(Report::Selected {
+        position: w.position(),
+        validity_changed,
+        idle,
+    }) {
+        return w.conn.logout().await;
+    }
+    if uid_next > watermark {
+        // Mail arrived while we were away: fetch the gap once, by UID.
+        let set = format!("{watermark}:*");
+        w.fetch(true, &set, &mut sink).await?;
+    }
+    loop {
+        if w.announced > w.exists {
+            let set = format!("{}:{}", w.exists + 1, w.announced);
+            w.exists = w.announced;
+            w.fetch(false, &set, &mut sink).await?;
+            continue;
+        }
+        let stop = if w.idle {
+            w.idle_once(&mut orders, &mut sink).await?
+        } else {
+            w.poll_once(&mut orders, &mut sink).await?
+        };
+        if stop {
+            return w.conn.logout().await;
+        }
+    }
+}
+
+/// UIDNEXT when SELECT did not say: `STATUS (UIDNEXT)`, else the highest
+/// UID + 1 from `UID FETCH * (UID)`. Never `1:*`.
+async fn uid_next_fallback(conn: &mut Connection, mailbox: &str) -> Result<u32, Error> {
+    let done = conn
+        .command(|c, now| c.status(mailbox, "UIDNEXT", now))
+        .await;
+    if let Ok(done) = done
+        && let CommandData::Status(items) = &done.data
+        && let Some((_, n)) = items.iter().find(|(k, _)| k == "UIDNEXT")
+    {
+        return u32::try_from(*n).map_err(|_| ProtoError::Violation("UIDNEXT out of range").into());
+    }
+    tracing::warn!("server sent no UIDNEXT; asking for the highest UID");
+    conn.start(|c, now| c.fetch(true, "*", "(UID)", now))?;
+    let mut highest = 0u32;
+    loop {
+        match conn.next_event().await? {
+            Event::Data(Data::Fetch(f)) => highest = highest.max(f.uid().unwrap_or(0)),
+            Event::Completed(c) if c.kind == CommandKind::Fetch => {
+                // An empty mailbox answers NO or OK with nothing.
+                return Ok(highest.saturating_add(1).max(1));
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Watcher {
+    conn: Connection,
+    config: Arc<Config>,
+    mailbox: String,
+    uid_validity: u32,
+    watermark: u32,
+    /// Messages in the mailbox as far as fetched.
+    exists: u32,
+    /// Messages the server announced (EXISTS); above `exists` means new.
+    announced: u32,
+    idle: bool,
+}
+
+impl Watcher {
+    fn position(&self) -> Position {
+        Position {
+            uid_validity: self.uid_validity,
+            watermark: self.watermark,
+        }
+    }
+
+    /// Tracks mailbox size from untagged data; reports alerts.
+    fn observe(&mut self, data: &Data, sink: &mut Sink) {
+        match data {
+            Data::Exists(n) => {
+                if *n < self.announced {
+                    tracing::warn!(
+                        was = self.announced,
+                        now = n,
+                        "EXISTS decreased without EXPUNGE"
+                    );
+                    self.exists = (*n).min(self.exists);
+                }
+                self.announced = *n;
+            }
+            Data::Expunge(_) => {
+                self.announced = self.announced.saturating_sub(1);
+                self.exists = self.exists.saturating_sub(1);
+            }
+            Data::Status {
+                code: Some(crate::proto::Code::Alert),
+                text,
+                ..
+            } => {
+                tracing::warn!(alert = %text, "server alert");
+                sink(Report::Alert(text.clone()));
+            }
+            Data::Status {
+                condition: Condition::Bye,
+                text,
+                ..
+            } => tracing::info!(reason = %text, "server said BYE"),
+            _ => {}
+        }
+    }
+
+    /// One IDLE command; returns whether LOGOUT was ordered.
+    async fn idle_once(
+        &mut self,
+        orders: &mut mpsc::UnboundedReceiver<Order>,
+        sink: &mut Sink,
+    ) -> Result<bool, Error> {
+        self.conn.start(|c, now| c.idle(now))?;
+        let mut stop = false;
+        let mut orders_open = true;
+        loop {
+            let ev = tokio::select! {
+                ev = self.conn.next_event() => ev?,
+                order = orders.recv(), if orders_open => {
+                    match order {
+                        Some(Order::Logout) | None => {
+                            orders_open = false;
+                            stop = true;
+                            self.conn.done();
+                        }
+                    }
+                    continue;
+                }
+            };
+            match ev {
+                Event::Data(d) => {
+                    self.observe(&d, sink);
+                    if self.announced > self.exists {
+                        self.conn.done();
+                    }
+                }
+                Event::Completed(c) if c.kind == CommandKind::Idle => {
+                    if c.status != Status::Ok {
+                        tracing::warn!(text = %c.text, "server rejected IDLE; polling instead");
+                        self.idle = false;
+                    }
+                    return Ok(stop);
+                }
+                Event::IdleStarted => tracing::trace!("idling"),
+                Event::IdleDoneSent => tracing::debug!("IDLE round ended"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits one poll interval, then NOOP; returns whether LOGOUT was
+    /// ordered.
+    async fn poll_once(
+        &mut self,
+        orders: &mut mpsc::UnboundedReceiver<Order>,
+        sink: &mut Sink,
+    ) -> Result<bool, Error> {
+        tokio::select! {
+            _ = tokio::time::sleep(self.config.poll_interval) => {}
+            _ = orders.recv() => return Ok(true),
+        }
+        self.conn.start(|c, now| c.noop(now))?;
+        loop {
+            match self.conn.next_event().await? {
+                Event::Data(d) => self.observe(&d, sink),
+                Event::Completed(c) if c.kind == CommandKind::Noop => {
+                    if c.status != Status::Ok {
+                        return Err(Error::CommandFailed {
+                            command: "NOOP",
+                            text: c.text,
+                            temporary: true,
+                        });
+                    }
+                    return Ok(false);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// FETCH (by sequence numbers) or UID FETCH `set`, reporting every
+    /// message at or above the watermark.
+    async fn fetch(&mut self, uid: bool, set: &str, sink: &mut Sink) -> Result<(), Error> {
+        let items = format!(
+            "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
+            self.config.max_message_size
+        );
+        tracing::debug!(set, uid, "fetch");
+        self.conn.start(|c, now| c.fetch(uid, set, &items, now))?;
+        loop {
+            match self.conn.next_event().await? {
+                Event::Data(Data::Fetch(f)) => self.fetched(f, sink).await?,
+                Event::Data(d) => self.observe(&d, sink),
+                Event::Completed(c) if c.kind == CommandKind::Fetch => {
+                    if c.status != Status::Ok {
+                        return Err(Error::CommandFailed {
+                            command: "FETCH",
+                            text: c.text,
+                            temporary: true,
+                        });
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn fetched(&mut self, f: Fetch, sink: &mut Sink) -> Result<(), Error> {
+        let Some(uid) = f.uid() else {
+            // A flag update or similar without UID: nothing new.
+            return Ok(());
+        };
+        let mut body = None;
+        let mut internal_date = None;
+        let mut size = None;
+        for item in f.items {
+            match item {
+                FetchItem::Body { section, data, .. } if section.is_empty() => body = data,
+                FetchItem::InternalDate(d) => internal_date = parse_internal_date(&d),
+                FetchItem::Rfc822Size(s) => size = Some(s),
+                _ => {}
+            }
+        }
+        let Some(raw) = body else {
+            return Ok(());
+        };
+        if uid < self.watermark {
+            tracing::debug!(
+                uid,
+                watermark = self.watermark,
+                "discarding UID below the watermark"
+            );
+            return Ok(());
+        }
+        let truncated = size.is_some_and(|s| s as usize > raw.len())
+            || raw.len() >= self.config.max_message_size;
+        let mailbox = self.mailbox.clone();
+        let uid_validity = self.uid_validity;
+        // mail-parser is CPU work: keep it off the session's arbiter.
+        let mail = tokio::task::spawn_blocking(move || {
+            Mail::parse(uid, uid_validity, &mailbox, internal_date, raw, truncated)
+        })
+        .await
+        .map_err(|_| Error::Protocol(ProtoError::Violation("mail parser task failed")))?;
+        tracing::debug!(uid, "fetched");
+        self.watermark = uid.saturating_add(1);
+        sink(Report::Mail(Arc::new(mail)));
+        sink(Report::Advanced(self.watermark));
+        Ok(())
+    }
+}

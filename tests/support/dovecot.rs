@@ -1,0 +1,1111 @@
+//! A real Dovecot 2.3 for emap's integration tests, started once per test
+//! binary on 127.0.0.1 in a temporary directory and shared by its tests.
+//!
+//! # Lifetime
+//! [`dovecot()`] starts the server on first use. Dovecot runs in the
+//! foreground (`dovecot -F`) under a small `sh` watchdog in its own process
+//! group. The watchdog blocks reading a pipe whose write end only this test
+//! process holds; when the process exits — normally, by panic or by
+//! SIGKILL — the kernel closes the pipe, and the watchdog stops Dovecot
+//! (SIGTERM, which also ends its imap/lmtp children), waits for it and
+//! removes the temporary directory. Ctrl-C on the terminal does not reach
+//! the watchdog's process group, so it cannot orphan Dovecot either.
+//! Ports are free ports picked at start (bind `127.0.0.1:0`, release);
+//! a start that loses a port race is retried with fresh ports and a fresh
+//! directory, so concurrently running test binaries do not collide.
+//!
+//! # Configuration that matters (and why)
+//! - Runs as root with `default_internal_user = dovecot`,
+//!   `default_login_user = dovenull`; mail processes run as the system user
+//!   `emaptest` (created with `useradd --system` when missing), with
+//!   `first_valid_uid/gid` lowered to it. The temp dir is made 0755 and the
+//!   `mail/` and `home/` dirs are owned by that user: without this LMTP
+//!   fails with `mkdir(...) failed: Permission denied`.
+//! - Users live in **one file per user**: passdb `passwd-file`
+//!   `<dir>/passdb/%u`, userdb `passwd-file` `<dir>/userdb/%u`.
+//!   Dovecot re-stats a passwd-file at most once per second, so users
+//!   appended to a single shared file are not seen for up to a second
+//!   (observed: fresh users failed to log in right after being added).
+//!   A new per-user file is read on its first lookup: users can log in
+//!   immediately. Passwords use the `{PLAIN}` scheme. A userdb line must
+//!   keep its uid/gid columns (`name::uid:gid::home::`): a bare `name:pw`
+//!   line makes the userdb lookup fail ("user not found from any
+//!   userdbs").
+//! - Catch-all: a second userdb, `passwd-file` `<dir>/domains/%d.passwd`
+//!   with `username_format=%d`, is consulted when the first one does not
+//!   know the recipient. Its line `<domain>::uid:gid::home::userdb_user=<u>`
+//!   renames the recipient to user `<u>` (`userdb_` prefix needed: a bare
+//!   `user=` extra field is a passdb field and is ignored), so LMTP mail to
+//!   `anything@<domain>` lands in `<u>`'s INBOX while `Delivered-To:` keeps
+//!   the original recipient (`lmtp_hdr_delivery_address = final`, the
+//!   default). [`CATCHALL_DOMAIN`] belongs to [`Dovecot::catchall_user`];
+//!   [`Dovecot::catchall`] makes a private domain per test.
+//! - `auth_failure_delay = 0` and no `anvil-auth-penalty` socket
+//!   (`mode = 0`): otherwise every failed login from 127.0.0.1 makes the
+//!   next ones wait 2, 4, 8, up to 15 s (observed: a third wrong password
+//!   on one connection took > 5 s), which would slow and couple unrelated
+//!   tests. Failed logins still answer after up to ~0.5 s (Dovecot flushes
+//!   failures on a 500 ms timer).
+//! - `disable_plaintext_auth = no`, `auth_mechanisms = plain login`,
+//!   `ssl = yes` with a leaf certificate signed by a test CA made with the
+//!   openssl CLI (CA: `CA:TRUE`, `keyCertSign`; leaf: `CA:FALSE`,
+//!   `serverAuth`, SAN `IP:127.0.0.1, DNS:localhost` — rustls rejects a
+//!   CA certificate used as a server certificate).
+//! - `protocol imap { mail_max_userip_connections = 15 }`; `auth_verbose =
+//!   yes` (needed for the failure lines counted below); logs go to
+//!   `<dir>/dovecot.log`.
+//!
+//! # Passwords
+//! passwd-file splits lines on `:` and files on newlines, so passwords may
+//! not contain `:`, CR, LF or NUL ([`Dovecot::user_with_password`] panics on
+//! them). Spaces (leading and trailing too), `"`, `\`, `{`, `#` and
+//! non-ASCII UTF-8 are fine. User names are lowercased, because Dovecot's
+//! default `auth_username_format = %Lu` lowercases login names.
+//!
+//! # Log formats used for counting (verified against 2.3.19)
+//! - successful login (imap-login):
+//!   `imap-login: Info: Login: user=<NAME>, method=PLAIN, rip=127.0.0.1, ...`
+//! - wrong password (auth, with `auth_verbose`):
+//!   `auth: Info: passwd-file(NAME,127.0.0.1,<SESSION>): Password mismatch`
+//! - unknown user (auth): `auth: Info: missing passwd file: <dir>/passdb/NAME`
+//!   (only passdb lookups, i.e. logins, read `passdb/`; LMTP's userdb
+//!   lookups read `userdb/` and are not counted).
+//!
+//! A failed login is logged once per attempt (also several attempts on one
+//! connection), while imap-login's own `Disconnected (auth failed, N
+//! attempts ...)` line only appears at disconnect, so it is not used.
+//! Lines reach the file through Dovecot's log process shortly after the
+//! client got its answer: use [`Dovecot::wait_login_attempts`].
+//!
+//! # Connections
+//! [`Dovecot::connections`] runs `doveadm who -1` (one line per
+//! connection: `username proto pid ip`) and counts the lines with this
+//! user and proto `imap`. Only logged-in connections count: a connection
+//! still in imap-login (before LOGIN) is not a user connection yet.
+//! Disconnects are seen by the server asynchronously: await a value with
+//! [`Dovecot::wait_connections`].
+
+use std::collections::hash_map::RandomState;
+use std::fs;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::lmtp;
+use super::raw_imap::{RawImap, is_ok, quoted};
+
+/// The catch-all domain created at start: mail to `anything@catchall.test`
+/// lands in [`Dovecot::catchall_user`]'s INBOX.
+pub const CATCHALL_DOMAIN: &str = "catchall.test";
+
+/// Envelope sender used by [`Dovecot::deliver`] (shows in `Return-Path`).
+pub const DEFAULT_FROM: &str = "sender@emap.test";
+
+/// How long Dovecot may take to listen before the start is declared failed.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a helper command (openssl, doveadm, useradd) may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The system user that owns the mail when the tests run as root.
+const MAIL_USER: &str = "emaptest";
+
+const INSTALL_HINT: &str = "the emap integration tests need a real Dovecot \
+    (dovecot-imapd + dovecot-lmtpd) and the openssl CLI: install them with \
+    `apt-get install -y dovecot-imapd dovecot-lmtpd openssl` (as root), or run \
+    `scripts/test`, which installs them when missing";
+
+/// The watchdog: starts Dovecot in the foreground, waits for EOF on stdin
+/// (the test process exiting), then stops Dovecot and removes the dir.
+/// Arguments: $1 dovecot binary, $2 config, $3 stderr file, $4 temp dir.
+const WATCHDOG: &str = r#"
+trap '' INT HUP
+"$1" -F -c "$2" >"$3" 2>&1 </dev/null &
+d=$!
+read -r _line || :
+kill -TERM "$d" 2>/dev/null
+wait "$d"
+i=0
+while [ -e "$4" ] && [ "$i" -lt 50 ]; do
+  rm -rf "$4" 2>/dev/null || sleep 0.1
+  i=$((i + 1))
+done
+"#;
+
+static DOVECOT: OnceLock<Result<Dovecot, String>> = OnceLock::new();
+static USER_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The Dovecot of this test binary, started on first call (from any
+/// thread) and shared afterwards. Panics — never skips — if it cannot be
+/// started, with the reason (missing packages: how to install them; a
+/// failed start: the end of Dovecot's log).
+pub fn dovecot() -> &'static Dovecot {
+    match DOVECOT.get_or_init(Dovecot::start) {
+        Ok(dovecot) => dovecot,
+        Err(e) => panic!("test Dovecot unavailable: {e}"),
+    }
+}
+
+/// A mail account on the test server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestUser {
+    /// Login name, also a valid LMTP recipient (`Delivered-To: <name>`).
+    pub name: String,
+    /// Plaintext password.
+    pub password: String,
+}
+
+/// A private catch-all domain: mail to any `local@domain` goes to `user`.
+#[derive(Clone, Debug)]
+pub struct CatchAll {
+    /// The domain, e.g. `task-1234-7.catchall.test`.
+    pub domain: String,
+    /// The account whose INBOX receives the domain's mail.
+    pub user: TestUser,
+}
+
+impl CatchAll {
+    /// `local@domain`.
+    pub fn address(&self, local: &str) -> String {
+        format!("{local}@{}", self.domain)
+    }
+}
+
+/// A running Dovecot (see the module docs for its configuration).
+pub struct Dovecot {
+    /// Plaintext IMAP (STARTTLS offered) on 127.0.0.1.
+    pub imap_port: u16,
+    /// Implicit-TLS IMAP on 127.0.0.1.
+    pub imaps_port: u16,
+    /// LMTP on 127.0.0.1.
+    pub lmtp_port: u16,
+    /// The test CA certificate (PEM) that signed the server certificate.
+    pub ca_pem: Vec<u8>,
+    /// Path of the same CA certificate.
+    pub ca_path: PathBuf,
+    dir: PathBuf,
+    conf_path: PathBuf,
+    log_path: PathBuf,
+    stderr_path: PathBuf,
+    doveadm: PathBuf,
+    openssl: PathBuf,
+    mail_uid: u32,
+    mail_gid: u32,
+    catchall: CatchAll,
+    /// The watchdog; its stdin pipe is what keeps Dovecot alive.
+    _watchdog: Mutex<Child>,
+}
+
+/// Who runs what, decided once per start.
+struct Accounts {
+    root: bool,
+    internal_user: String,
+    internal_group: String,
+    login_user: String,
+    mail_uid: u32,
+    mail_gid: u32,
+}
+
+struct Binaries {
+    dovecot: PathBuf,
+    doveadm: PathBuf,
+    openssl: PathBuf,
+}
+
+enum StartError {
+    /// Lost a port race: worth retrying with other ports.
+    PortInUse(String),
+    Fatal(String),
+}
+
+impl Dovecot {
+    fn start() -> Result<Dovecot, String> {
+        let bins = Binaries::find()?;
+        let accounts = Accounts::resolve()?;
+        let mut last = String::new();
+        for _attempt in 0..4 {
+            match Dovecot::start_once(&bins, &accounts) {
+                Ok(dovecot) => return Ok(dovecot),
+                Err(StartError::PortInUse(e)) => last = e,
+                Err(StartError::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(format!(
+            "Dovecot kept losing port races; last failure:\n{last}"
+        ))
+    }
+
+    fn start_once(bins: &Binaries, accounts: &Accounts) -> Result<Dovecot, StartError> {
+        let fatal = StartError::Fatal;
+        let dir = tempfile::Builder::new()
+            .prefix("emap-dovecot-")
+            .tempdir()
+            .map_err(|e| fatal(format!("creating the temp dir: {e}")))?
+            .keep();
+        // Until the watchdog owns the directory, remove it on failure.
+        let mut guard = DirGuard(Some(dir.clone()));
+        let p = |sub: &str| dir.join(sub);
+        set_mode(&dir, 0o755).map_err(fatal)?;
+        for sub in ["tls", "passdb", "userdb", "domains", "state"] {
+            fs::create_dir(p(sub)).map_err(|e| fatal(format!("mkdir {sub}: {e}")))?;
+            set_mode(&p(sub), 0o755).map_err(fatal)?;
+        }
+        for sub in ["mail", "home"] {
+            fs::create_dir(p(sub)).map_err(|e| fatal(format!("mkdir {sub}: {e}")))?;
+            set_mode(&p(sub), 0o755).map_err(fatal)?;
+            if accounts.root {
+                std::os::unix::fs::chown(p(sub), Some(accounts.mail_uid), Some(accounts.mail_gid))
+                    .map_err(|e| fatal(format!("chown {sub}: {e}")))?;
+            }
+        }
+        make_certificates(&bins.openssl, &p("tls")).map_err(fatal)?;
+        let ca_path = p("tls/ca.pem");
+        let ca_pem = fs::read(&ca_path).map_err(|e| fatal(format!("reading ca.pem: {e}")))?;
+
+        let ports = free_ports(3).map_err(|e| fatal(format!("picking free ports: {e}")))?;
+        let (imap_port, imaps_port, lmtp_port) = (ports[0], ports[1], ports[2]);
+        let conf_path = p("dovecot.conf");
+        let config = render_config(&dir, accounts, imap_port, imaps_port, lmtp_port);
+        fs::write(&conf_path, config).map_err(|e| fatal(format!("writing the config: {e}")))?;
+        let log_path = p("dovecot.log");
+        let stderr_path = p("dovecot.stderr");
+
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("emap-dovecot-watchdog")
+            .arg(&bins.dovecot)
+            .arg(&conf_path)
+            .arg(&stderr_path)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| fatal(format!("spawning sh for dovecot: {e}")))?;
+        // The watchdog removes the directory from now on.
+        guard.0 = None;
+
+        if let Err(e) = wait_ready(&log_path, &stderr_path, [imap_port, imaps_port, lmtp_port]) {
+            stop_watchdog(&mut child);
+            return Err(e);
+        }
+
+        let dovecot = Dovecot {
+            imap_port,
+            imaps_port,
+            lmtp_port,
+            ca_pem,
+            ca_path,
+            dir,
+            conf_path,
+            log_path,
+            stderr_path,
+            doveadm: bins.doveadm.clone(),
+            openssl: bins.openssl.clone(),
+            mail_uid: accounts.mail_uid,
+            mail_gid: accounts.mail_gid,
+            catchall: CatchAll {
+                domain: CATCHALL_DOMAIN.to_string(),
+                user: TestUser {
+                    name: unique_name("catchall"),
+                    password: random_password(),
+                },
+            },
+            _watchdog: Mutex::new(child),
+        };
+        dovecot.add_user(&dovecot.catchall.user);
+        dovecot.add_domain(CATCHALL_DOMAIN, &dovecot.catchall.user);
+        Ok(dovecot)
+    }
+
+    /// The temporary directory (config, logs, mail, TLS files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The generated `dovecot.conf`.
+    pub fn conf_path(&self) -> &Path {
+        &self.conf_path
+    }
+
+    /// Dovecot's log file (all services, info level).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The openssl binary found at start (tests may use it for TLS probes).
+    pub fn openssl(&self) -> &Path {
+        &self.openssl
+    }
+
+    /// The maildir of `user` (`<dir>/mail/<user>`; INBOX's `new/` and `cur/`
+    /// are directly inside).
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.join("mail").join(user)
+    }
+
+    /// A fresh user `<prefix>-<pid>-<n>` (lowercased) with a random
+    /// password, able to log in immediately.
+    pub fn user(&self, prefix: &str) -> TestUser {
+        self.user_with_password(prefix, &random_password())
+    }
+
+    /// A fresh user with the given password. Panics if the password holds
+    /// a character passwd-file cannot store (`:`, CR, LF, NUL).
+    pub fn user_with_password(&self, prefix: &str, password: &str) -> TestUser {
+        assert!(
+            !password.contains([':', '\r', '\n', '\0']),
+            "passwd-file passwords cannot contain ':', CR, LF or NUL: {password:?}"
+        );
+        let user = TestUser {
+            name: unique_name(prefix),
+            password: password.to_string(),
+        };
+        self.add_user(&user);
+        user
+    }
+
+    /// The owner of [`CATCHALL_DOMAIN`] (shared by every test of the
+    /// binary: tell your messages apart, e.g. by a unique local part).
+    pub fn catchall_user(&self) -> &TestUser {
+        &self.catchall.user
+    }
+
+    /// A fresh user plus a private catch-all domain delivering to it.
+    pub fn catchall(&self, prefix: &str) -> CatchAll {
+        let user = self.user(prefix);
+        let domain = format!("{}.catchall.test", user.name.replace(['_', '.'], "-"));
+        self.add_domain(&domain, &user);
+        CatchAll { domain, user }
+    }
+
+    fn add_user(&self, user: &TestUser) {
+        let home = self.dir.join("home").join(&user.name);
+        write_atomically(
+            &self.dir.join("passdb").join(&user.name),
+            format!("{}:{{PLAIN}}{}::::::\n", user.name, user.password).as_bytes(),
+        );
+        write_atomically(
+            &self.dir.join("userdb").join(&user.name),
+            format!(
+                "{}::{}:{}::{}::\n",
+                user.name,
+                self.mail_uid,
+                self.mail_gid,
+                home.display()
+            )
+            .as_bytes(),
+        );
+    }
+
+    fn add_domain(&self, domain: &str, owner: &TestUser) {
+        let home = self.dir.join("home").join(&owner.name);
+        write_atomically(
+            &self.dir.join("domains").join(format!("{domain}.passwd")),
+            format!(
+                "{domain}::{}:{}::{}::userdb_user={}\n",
+                self.mail_uid,
+                self.mail_gid,
+                home.display(),
+                owner.name
+            )
+            .as_bytes(),
+        );
+    }
+
+    /// Delivers `raw` to `rcpt` (a user name, or an address on a catch-all
+    /// domain) over LMTP from [`DEFAULT_FROM`]; panics if refused.
+    pub fn deliver(&self, rcpt: &str, raw: &[u8]) {
+        self.deliver_from(DEFAULT_FROM, rcpt, raw);
+    }
+
+    /// Like [`Dovecot::deliver`] with an explicit envelope sender.
+    pub fn deliver_from(&self, from: &str, rcpt: &str, raw: &[u8]) {
+        if let Err(e) = self.try_deliver(from, &[rcpt], raw) {
+            panic!("{e}\n--- dovecot.log (tail) ---\n{}", self.log_tail(20));
+        }
+    }
+
+    /// LMTP delivery to several recipients in one transaction.
+    pub fn try_deliver(&self, from: &str, rcpts: &[&str], raw: &[u8]) -> Result<(), String> {
+        lmtp::deliver(self.lmtp_port, from, rcpts, raw)
+    }
+
+    /// [`Dovecot::deliver`] on tokio's blocking pool, for async tests (a
+    /// blocking call inside a current-thread runtime would stall the
+    /// library's own tasks meanwhile).
+    pub async fn deliver_async(&'static self, rcpt: &str, raw: &[u8]) {
+        let (rcpt, raw) = (rcpt.to_string(), raw.to_vec());
+        super::blocking(move || self.deliver(&rcpt, &raw)).await
+    }
+
+    /// APPENDs `raw` to `mailbox` of `user` over IMAP (creating the mailbox
+    /// if needed); returns the tagged OK line (with `[APPENDUID ...]`).
+    pub fn append(&self, user: &TestUser, mailbox: &str, raw: &[u8]) -> String {
+        let mut imap = RawImap::connect(self.imap_port);
+        imap.login_ok(&user.name, &user.password);
+        if !mailbox.eq_ignore_ascii_case("INBOX") {
+            self.create_mailbox_on(&mut imap, mailbox);
+        }
+        let lines = imap.append(mailbox, raw);
+        assert!(is_ok(&lines), "APPEND to {mailbox} failed: {lines:?}");
+        imap.logout();
+        lines.last().cloned().unwrap_or_default()
+    }
+
+    /// Creates `mailbox` for `user` (no error if it exists).
+    pub fn create_mailbox(&self, user: &TestUser, mailbox: &str) {
+        let mut imap = RawImap::connect(self.imap_port);
+        imap.login_ok(&user.name, &user.password);
+        self.create_mailbox_on(&mut imap, mailbox);
+        imap.logout();
+    }
+
+    fn create_mailbox_on(&self, imap: &mut RawImap, mailbox: &str) {
+        let name = quoted(mailbox).expect("mailbox name must be 7-bit");
+        let lines = imap.command(&format!("CREATE {name}"));
+        assert!(
+            is_ok(&lines) || lines.last().is_some_and(|l| l.contains("[ALREADYEXISTS]")),
+            "CREATE {mailbox} failed: {lines:?}"
+        );
+    }
+
+    /// The raw messages in `mailbox` of `user`, in sequence order (read
+    /// with `BODY.PEEK[]`, so `\Seen` is not set).
+    pub fn messages(&self, user: &TestUser, mailbox: &str) -> Vec<Vec<u8>> {
+        let mut imap = RawImap::connect(self.imap_port);
+        imap.login_ok(&user.name, &user.password);
+        let lines = imap.select(mailbox);
+        assert!(is_ok(&lines), "SELECT {mailbox} failed: {lines:?}");
+        let messages = if RawImap::exists(&lines).unwrap_or(0) == 0 {
+            Vec::new()
+        } else {
+            imap.fetch_all()
+        };
+        imap.logout();
+        messages
+    }
+
+    /// Runs `doveadm -c <conf> <args>` (bounded in time) and returns its
+    /// output whatever the exit status.
+    pub fn doveadm(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(&self.doveadm);
+        cmd.arg("-c").arg(&self.conf_path).args(args);
+        run(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("doveadm {args:?}: {e}"))
+    }
+
+    /// Logged-in IMAP connections of `user`, as the server counts them
+    /// (`doveadm who -1`).
+    pub fn connections(&self, user: &str) -> usize {
+        let out = self.doveadm(&["who", "-1"]);
+        assert!(
+            out.status.success(),
+            "doveadm who failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        count_who_connections(&String::from_utf8_lossy(&out.stdout), user)
+    }
+
+    /// Polls [`Dovecot::connections`] until it equals `expected` or
+    /// `timeout` passes; returns the last count seen.
+    pub fn wait_connections(&self, user: &str, expected: usize, timeout: Duration) -> usize {
+        let mut last = 0;
+        super::wait_for(timeout, || {
+            last = self.connections(user);
+            (last == expected).then_some(())
+        });
+        last
+    }
+
+    /// [`Dovecot::wait_connections`] on tokio's blocking pool.
+    pub async fn wait_connections_async(
+        &'static self,
+        user: &str,
+        expected: usize,
+        timeout: Duration,
+    ) -> usize {
+        let user = user.to_string();
+        super::blocking(move || self.wait_connections(&user, expected, timeout)).await
+    }
+
+    /// Disconnects every IMAP connection of `user` (`doveadm kick`); the
+    /// clients get `* BYE Server shutting down.` and EOF. Returns whether
+    /// anything was kicked.
+    pub fn kick(&self, user: &str) -> bool {
+        let out = self.doveadm(&["kick", user]);
+        // doveadm exits 68 (EX_NOUSER) when the user had no connection.
+        match out.status.code() {
+            Some(0) => true,
+            Some(68) => false,
+            _ => panic!(
+                "doveadm kick {user} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        let mut log = fs::read(&self.log_path).unwrap_or_default();
+        if let Ok(stderr) = fs::read(&self.stderr_path) {
+            log.extend_from_slice(&stderr);
+        }
+        String::from_utf8_lossy(&log).into_owned()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        tail(&self.log(), n)
+    }
+
+    /// Successful IMAP logins of `user` so far (see the module docs).
+    pub fn login_successes(&self, user: &str) -> usize {
+        count_successes(&self.log(), user)
+    }
+
+    /// Failed IMAP logins (wrong password or unknown user) of `user` so far.
+    pub fn login_failures(&self, user: &str) -> usize {
+        count_failures(&self.log(), user, &self.dir.join("passdb"))
+    }
+
+    /// All IMAP login attempts of `user` so far: successes + failures.
+    pub fn login_attempts(&self, user: &str) -> usize {
+        let log = self.log();
+        count_successes(&log, user) + count_failures(&log, user, &self.dir.join("passdb"))
+    }
+
+    /// Polls [`Dovecot::login_attempts`] until it reaches `at_least` or
+    /// `timeout` passes; returns the last count.
+    pub fn wait_login_attempts(&self, user: &str, at_least: usize, timeout: Duration) -> usize {
+        let mut last = 0;
+        super::wait_for(timeout, || {
+            last = self.login_attempts(user);
+            (last >= at_least).then_some(())
+        });
+        last
+    }
+}
+
+/// Counts `doveadm who -1` lines (`username proto pid ip`) of `user` with
+/// proto `imap`.
+pub fn count_who_connections(who_output: &str, user: &str) -> usize {
+    who_output
+        .lines()
+        .skip(1) // header: "username proto pid ip"
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            fields.next() == Some(user) && fields.next() == Some("imap")
+        })
+        .count()
+}
+
+fn count_successes(log: &str, user: &str) -> usize {
+    let needle = format!("imap-login: Info: Login: user=<{user}>,");
+    log.lines().filter(|l| l.contains(&needle)).count()
+}
+
+fn count_failures(log: &str, user: &str, passdb_dir: &Path) -> usize {
+    let mismatch = format!("auth: Info: passwd-file({user},");
+    let unknown = format!(
+        "auth: Info: missing passwd file: {}",
+        passdb_dir.join(user).display()
+    );
+    log.lines()
+        .filter(|l| {
+            (l.contains(&mismatch) && l.ends_with("): Password mismatch")) || l.ends_with(&unknown)
+        })
+        .count()
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Binaries {
+    fn find() -> Result<Binaries, String> {
+        let dovecot = find_binary("dovecot").ok_or_else(|| {
+            format!("the `dovecot` binary was not found in PATH or /usr/sbin: {INSTALL_HINT}")
+        })?;
+        let doveadm = find_binary("doveadm")
+            .ok_or_else(|| format!("the `doveadm` binary was not found: {INSTALL_HINT}"))?;
+        let openssl = find_binary("openssl")
+            .ok_or_else(|| format!("the `openssl` binary was not found: {INSTALL_HINT}"))?;
+        // Debian puts the LMTP server in its own package (dovecot-lmtpd).
+        let lmtp_candidates = ["/usr/lib/dovecot/lmtp", "/usr/libexec/dovecot/lmtp"];
+        if !lmtp_candidates.iter().any(|p| Path::new(p).exists()) {
+            return Err(format!(
+                "Dovecot's LMTP server ({}) is missing: {INSTALL_HINT}",
+                lmtp_candidates.join(" or ")
+            ));
+        }
+        Ok(Binaries {
+            dovecot,
+            doveadm,
+            openssl,
+        })
+    }
+}
+
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            [
+                "/usr/sbin",
+                "/usr/bin",
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/sbin",
+            ]
+            .map(PathBuf::from),
+        )
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Accounts {
+    fn resolve() -> Result<Accounts, String> {
+        let euid = fs::metadata("/proc/self")
+            .map_err(|e| format!("reading /proc/self: {e}"))?
+            .uid();
+        if euid != 0 {
+            // Dovecot as an unprivileged user: everything runs as us.
+            let user = id(&["-un"])?;
+            let group = id(&["-gn"])?;
+            return Ok(Accounts {
+                root: false,
+                internal_user: user.clone(),
+                internal_group: group,
+                login_user: user,
+                mail_uid: euid,
+                mail_gid: id(&["-g"])?.parse().map_err(|e| format!("id -g: {e}"))?,
+            });
+        }
+        for needed in ["dovecot", "dovenull"] {
+            if id(&["-u", needed]).is_err() {
+                return Err(format!(
+                    "the system user `{needed}` (created by the dovecot-core package) is missing: \
+                     {INSTALL_HINT}"
+                ));
+            }
+        }
+        if id(&["-u", MAIL_USER]).is_err() {
+            let mut cmd = Command::new(find_binary("useradd").unwrap_or_else(|| "useradd".into()));
+            cmd.args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                MAIL_USER,
+            ]);
+            // Another test binary may create it at the same time: only the
+            // final check below counts.
+            let created = run(cmd, COMMAND_TIMEOUT);
+            if id(&["-u", MAIL_USER]).is_err() {
+                return Err(format!(
+                    "could not create the system user `{MAIL_USER}` for Dovecot's mail \
+                     processes ({created:?}); create it with `useradd --system --user-group \
+                     {MAIL_USER}`"
+                ));
+            }
+        }
+        let number = |args: &[&str]| -> Result<u32, String> {
+            id(args)?.parse().map_err(|e| format!("id {args:?}: {e}"))
+        };
+        Ok(Accounts {
+            root: true,
+            internal_user: "dovecot".into(),
+            internal_group: "dovecot".into(),
+            login_user: "dovenull".into(),
+            mail_uid: number(&["-u", MAIL_USER])?,
+            mail_gid: number(&["-g", MAIL_USER])?,
+        })
+    }
+}
+
+/// Runs `id <args>` and returns its trimmed output, or an error if it fails.
+fn id(args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("id");
+    cmd.args(args);
+    let out = run(cmd, COMMAND_TIMEOUT)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "id {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn render_config(
+    dir: &Path,
+    accounts: &Accounts,
+    imap_port: u16,
+    imaps_port: u16,
+    lmtp_port: u16,
+) -> String {
+    let d = dir.display();
+    let Accounts {
+        internal_user,
+        internal_group,
+        login_user,
+        mail_uid,
+        mail_gid,
+        ..
+    } = accounts;
+    let mut config = format!(
+        r#"# Generated by emap's tests/support/dovecot.rs: see its module docs.
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+info_log_path = {d}/dovecot.log
+debug_log_path = {d}/dovecot.log
+listen = 127.0.0.1
+protocols = imap lmtp
+
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+default_login_user = {login_user}
+mail_uid = {mail_uid}
+mail_gid = {mail_gid}
+first_valid_uid = {mail_uid}
+first_valid_gid = {mail_gid}
+mail_location = maildir:{d}/mail/%u
+mail_fsync = never
+
+ssl = yes
+ssl_cert = <{d}/tls/server.pem
+ssl_key = <{d}/tls/server.key
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_failure_delay = 0
+
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passdb/%u
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/userdb/%u
+}}
+# Catch-all domains: <dir>/domains/<domain>.passwd renames the recipient.
+userdb {{
+  driver = passwd-file
+  args = username_format=%d {d}/domains/%d.passwd
+}}
+
+protocol imap {{
+  mail_max_userip_connections = 15
+}}
+
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+# No auth penalty: failed logins must not slow down later tests.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"#
+    );
+    if !accounts.root {
+        // chroot needs root.
+        config.push_str(
+            "service imap-login {\n  chroot =\n}\nservice anvil {\n  chroot =\n}\n\
+             service imap-urlauth-login {\n  chroot =\n}\n",
+        );
+    }
+    config
+}
+
+/// Generates `ca.pem`/`ca.key` (CA:TRUE, keyCertSign) and `server.pem`/
+/// `server.key` (CA:FALSE, serverAuth, SAN IP:127.0.0.1 + DNS:localhost,
+/// signed by the CA), all P-256, valid for ten years.
+fn make_certificates(openssl: &Path, tls: &Path) -> Result<(), String> {
+    let cnf = tls.join("openssl.cnf");
+    fs::write(
+        &cnf,
+        "[req]\n\
+         distinguished_name = dn\n\
+         prompt = no\n\
+         [dn]\n\
+         CN = emap test CA\n\
+         [v3_ca]\n\
+         basicConstraints = critical, CA:TRUE\n\
+         keyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\n\
+         [v3_leaf]\n\
+         basicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\n\
+         subjectAltName = IP:127.0.0.1, DNS:localhost\n\
+         subjectKeyIdentifier = hash\n\
+         authorityKeyIdentifier = keyid\n",
+    )
+    .map_err(|e| format!("writing openssl.cnf: {e}"))?;
+    let f = |name: &str| tls.join(name).into_os_string();
+    let steps: [Vec<std::ffi::OsString>; 3] = [
+        vec![
+            "req".into(),
+            "-x509".into(),
+            "-newkey".into(),
+            "ec".into(),
+            "-pkeyopt".into(),
+            "ec_paramgen_curve:P-256".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            f("ca.key"),
+            "-out".into(),
+            f("ca.pem"),
+            "-days".into(),
+            "3650".into(),
+            "-config".into(),
+            cnf.clone().into_os_string(),
+            "-extensions".into(),
+            "v3_ca".into(),
+        ],
+        vec![
+            "req".into(),
+            "-new".into(),
+            "-newkey".into(),
+            "ec".into(),
+            "-pkeyopt".into(),
+            "ec_paramgen_curve:P-256".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            f("server.key"),
+            "-out".into(),
+            f("server.csr"),
+            "-subj".into(),
+            "/CN=localhost".into(),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            f("server.csr"),
+            "-CA".into(),
+            f("ca.pem"),
+            "-CAkey".into(),
+            f("ca.key"),
+            "-CAcreateserial".into(),
+            "-out".into(),
+            f("server.pem"),
+            "-days".into(),
+            "3650".into(),
+            "-extfile".into(),
+            cnf.into_os_string(),
+            "-extensions".into(),
+            "v3_leaf".into(),
+        ],
+    ];
+    for args in steps {
+        let mut cmd = Command::new(openssl);
+        cmd.args(&args);
+        let out = run(cmd, COMMAND_TIMEOUT)?;
+        if !out.status.success() {
+            return Err(format!(
+                "openssl {:?} failed: {}",
+                args.first(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until all ports accept connections and IMAP greets; fails early
+/// on a `Fatal:` in the log.
+fn wait_ready(log: &Path, stderr: &Path, ports: [u16; 3]) -> Result<(), StartError> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let read_log = || {
+        let mut text = fs::read_to_string(log).unwrap_or_default();
+        text.push_str(&fs::read_to_string(stderr).unwrap_or_default());
+        text
+    };
+    loop {
+        let text = read_log();
+        if text.contains("Fatal:") || (text.contains("Error:") && text.contains("bind(")) {
+            let msg = format!("Dovecot failed to start:\n{}", tail(&text, 30));
+            return Err(if text.contains("Address already in use") {
+                StartError::PortInUse(msg)
+            } else {
+                StartError::Fatal(msg)
+            });
+        }
+        let all_listen = ports.iter().all(|port| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from((Ipv4Addr::LOCALHOST, *port)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        });
+        if all_listen
+            && let Ok(imap) = RawImap::try_connect(ports[0])
+            && imap.greeting().starts_with("* OK")
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StartError::Fatal(format!(
+                "Dovecot did not listen on 127.0.0.1 ports {ports:?} within {START_TIMEOUT:?}; \
+                 log:\n{}",
+                tail(&read_log(), 30)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Closes the watchdog's stdin (it then stops Dovecot and removes the
+/// directory) and waits for it, boundedly.
+fn stop_watchdog(child: &mut Child) {
+    drop(child.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 (held together while picking,
+/// then released).
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// Runs a command with piped output (stdin closed), killing it after
+/// `timeout`.
+pub fn run(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
+    let name = format!("{:?}", cmd.get_program());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawning {name}: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{name} did not finish within {timeout:?}"));
+            }
+            Err(e) => return Err(format!("waiting for {name}: {e}")),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {mode:o} {}: {e}", path.display()))
+}
+
+/// Writes a world-readable file via a temporary name + rename, so Dovecot
+/// never reads a half-written line.
+fn write_atomically(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("tmp-write");
+    fs::write(&tmp, contents)
+        .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)))
+        .and_then(|()| fs::rename(&tmp, path))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// `<prefix>-<pid>-<n>`, lowercased; the prefix must be a simple name.
+fn unique_name(prefix: &str) -> String {
+    assert!(
+        !prefix.is_empty()
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+        "user prefix must be non-empty ASCII letters, digits, '-', '_' or '.': {prefix:?}"
+    );
+    let n = USER_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{}-{n}", prefix.to_ascii_lowercase(), std::process::id())
+}
+
+fn random_password() -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(USER_COUNTER.load(Ordering::Relaxed));
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    let a = hasher.finish();
+    hasher.write_u64(a);
+    format!("pw-{a:016x}{:08x}", hasher.finish() as u32)
+}
+
+/// Removes a directory on drop unless disarmed (`.0 = None`).
+struct DirGuard(Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}

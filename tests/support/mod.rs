@@ -1,0 +1,69 @@
+//! Shared test support for emap's integration tests: a real Dovecot IMAP
+//! server started once per test binary, and a tiny blocking IMAP client.
+//!
+//! emap talks to real IMAP servers, so its integration tests run against a
+//! real one. Every test binary that needs a server does `mod support;` and
+//! calls [`dovecot()`]; the first call starts Dovecot on 127.0.0.1 in a
+//! fresh temporary directory, later calls (from any test thread) share it.
+//! Tests isolate themselves by creating their own users
+//! ([`Dovecot::user`]) and, for catch-all delivery, their own domains
+//! ([`Dovecot::catchall`]).
+//!
+//! This module depends only on std, tokio and tempfile — never on emap's
+//! API — so a broken library build never breaks the harness itself.
+//!
+//! Each test binary uses a different subset of these helpers, hence the
+//! crate-wide `dead_code` allowance below.
+//!
+//! Layout:
+//! - [`dovecot`](mod@dovecot): starting/stopping the server, users, LMTP
+//!   delivery, APPEND, `doveadm who`/`kick`, log inspection;
+//! - [`raw_imap`]: [`RawImap`], a line-oriented IMAP client over a plain
+//!   blocking `TcpStream`;
+//! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
+//! - [`message`]: [`mail()`], building small RFC 5322 messages.
+
+#![allow(dead_code, unused_imports)]
+
+pub mod dovecot;
+pub mod lmtp;
+pub mod message;
+pub mod raw_imap;
+
+pub use dovecot::{CATCHALL_DOMAIN, CatchAll, Dovecot, TestUser, dovecot};
+pub use message::{header_value, mail, message_id};
+pub use raw_imap::{RawImap, is_bad, is_no, is_ok};
+
+use std::time::{Duration, Instant};
+
+/// Polls `probe` until it returns `Some`, or until `timeout` has elapsed.
+///
+/// Returns the first `Some` value, or `None` on timeout. Use it to await a
+/// state ("the server counts 0 connections") instead of sleeping a fixed
+/// time and hoping.
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs blocking harness code (Dovecot helpers, [`RawImap`]) on tokio's
+/// blocking pool and awaits it, re-raising its panic. Async tests should
+/// use this rather than calling blocking helpers directly: on a
+/// current-thread runtime a blocking call also stalls the library's tasks.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("blocking task failed: {e}"),
+        },
+    }
+}
