@@ -1,29 +1,454 @@
-//! STUB (replaced by the mail helper).
-#![allow(missing_docs, dead_code)]
+//! [`Filter`]: which mail a subscriber is waiting for.
+//!
+//! A session indexes its subscribers by [`Filter::recipient`], so a new
+//! mail is only checked against the subscribers waiting at one of its
+//! addresses (plus those with no address); [`Filter::matches`] then checks
+//! the rest. [`Filter::earliest`] tells the session how far back a new
+//! subscriber wants mail, so that it can be handed mail that arrived just
+//! before it subscribed.
+//!
+//! Case: addresses are compared ASCII case-insensitively (the domain is
+//! case-insensitive and servers treat local parts that way in practice;
+//! a non-ASCII local part must match its case exactly). Sender and subject
+//! substrings are compared after Unicode lower-casing
+//! ([`str::to_lowercase`]) of both sides.
+
+use std::time::{Duration, SystemTime};
+
 use crate::Mail;
-use std::time::SystemTime;
-#[derive(Debug, Clone, Default)]
+use crate::proto::encode::check_value;
+
+/// What a subscriber wants. [`Filter::new`] matches every mail; each
+/// builder method adds a condition, and a mail must meet all of them.
+///
+/// ```
+/// # use std::time::Duration;
+/// let f = emap::Filter::new()
+///     .to("Task-17@catchall.example")
+///     .subject_contains("verify")
+///     .max_age(Duration::from_secs(600));
+/// assert_eq!(f.recipient(), Some("task-17@catchall.example"));
+/// ```
+#[derive(Clone, Debug, Default)]
 pub struct Filter {
+    /// ASCII lower-cased.
     to: Option<String>,
+    /// Unicode lower-cased.
+    from_contains: Option<String>,
+    /// Unicode lower-cased.
+    subject_contains: Option<String>,
+    since: Option<SystemTime>,
+    max_age: Option<Duration>,
 }
+
 impl Filter {
+    /// A filter that matches every mail.
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn to(mut self, a: impl Into<String>) -> Self {
-        self.to = Some(a.into().to_lowercase());
+
+    /// Only mail with `addr` among its recipients ([`Mail::recipients`]:
+    /// `To`, `Cc`, `Delivered-To`, `X-Original-To`, `X-Forwarded-To`,
+    /// `Envelope-To`): the whole address, case-insensitively. Surrounding
+    /// spaces and tabs are ignored.
+    pub fn to(mut self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        self.to = Some(addr.trim_matches([' ', '\t']).to_ascii_lowercase());
         self
     }
+
+    /// Only mail with `needle` in a `From` address or display name,
+    /// case-insensitively. An empty needle matches every mail.
+    pub fn from_contains(mut self, needle: impl Into<String>) -> Self {
+        self.from_contains = Some(needle.into().to_lowercase());
+        self
+    }
+
+    /// Only mail with `needle` in its decoded subject, case-insensitively.
+    /// An empty needle matches every mail.
+    pub fn subject_contains(mut self, needle: impl Into<String>) -> Self {
+        self.subject_contains = Some(needle.into().to_lowercase());
+        self
+    }
+
+    /// Only mail received at or after `t` (see [`Filter::matches`] for
+    /// which clock).
+    pub fn since(mut self, t: SystemTime) -> Self {
+        self.since = Some(t);
+        self
+    }
+
+    /// Only mail received at most `age` before the time the filter is
+    /// applied (see [`Filter::matches`] for which clock).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// The recipient address this filter waits at, lower-cased (ASCII), if
+    /// it has one. Sessions index subscribers by it.
     pub fn recipient(&self) -> Option<&str> {
         self.to.as_deref()
     }
-    pub fn matches(&self, _m: &Mail, _now: SystemTime) -> bool {
+
+    /// Whether `mail` meets every condition, `now` being the current time
+    /// for [`Filter::max_age`].
+    ///
+    /// The time conditions compare [`Mail::received_at`]: the server's
+    /// `INTERNALDATE`, or the `Date` header when the server gave none.
+    /// A mail with neither date passes the time conditions: it is new mail
+    /// the session just saw arrive, and dropping it would lose it.
+    pub fn matches(&self, mail: &Mail, now: SystemTime) -> bool {
+        if let Some(to) = &self.to
+            && !mail.recipients().iter().any(|r| r == to)
+        {
+            return false;
+        }
+        if let Some(needle) = &self.from_contains
+            && !needle.is_empty()
+            && !mail
+                .senders_folded()
+                .iter()
+                .any(|s| s.contains(needle.as_str()))
+        {
+            return false;
+        }
+        if let Some(needle) = &self.subject_contains
+            && !needle.is_empty()
+            && !mail
+                .subject_folded()
+                .is_some_and(|s| s.contains(needle.as_str()))
+        {
+            return false;
+        }
+        if let (Some(earliest), Some(at)) = (self.earliest(now), mail.received_at())
+            && at < earliest
+        {
+            return false;
+        }
         true
     }
+
+    /// Checks the filter before it is used: CR, LF or NUL in any string is
+    /// refused with [`crate::Error::InvalidInput`] (such a value can never
+    /// be sent to a server, for instance in a SEARCH), and an empty `to`
+    /// address with [`crate::Error::InvalidConfig`].
     pub fn validate(&self) -> Result<(), crate::Error> {
+        let strings = [
+            ("filter to", &self.to),
+            ("filter from_contains", &self.from_contains),
+            ("filter subject_contains", &self.subject_contains),
+        ];
+        for (field, value) in strings {
+            if let Some(v) = value {
+                check_value(field, v.as_bytes())?;
+            }
+        }
+        if self.to.as_deref().is_some_and(str::is_empty) {
+            return Err(crate::Error::InvalidConfig(
+                "filter `to` address is empty".into(),
+            ));
+        }
         Ok(())
     }
-    pub fn earliest(&self, _now: SystemTime) -> Option<SystemTime> {
-        None
+
+    /// How far back this filter wants mail: the later of
+    /// [`Filter::since`] and `now - max_age`, or `None` if neither is set
+    /// (nor a `max_age` so large that `now - max_age` is before any time
+    /// the system clock can represent).
+    pub fn earliest(&self, now: SystemTime) -> Option<SystemTime> {
+        let by_age = self.max_age.and_then(|age| now.checked_sub(age));
+        match (self.since, by_age) {
+            (Some(since), Some(by_age)) => Some(since.max(by_age)),
+            (since, by_age) => since.or(by_age),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+    use std::time::UNIX_EPOCH;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// 2024-01-01 10:00:00 UTC.
+    const DATE_HEADER: u64 = 1_704_103_200;
+
+    fn message(with_date: bool) -> Vec<u8> {
+        let date = if with_date {
+            "Date: Mon, 01 Jan 2024 12:00:00 +0200\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "{date}From: =?UTF-8?Q?=C3=89quipe_Service?= <NoReply@Service.test>\r\n\
+             To: \"Task, One\" <Task1@X.test>\r\n\
+             Delivered-To: catchall@x.test\r\n\
+             X-Original-To: task2@x.test\r\n\
+             Subject: Your VERIFICATION code: 482913\r\n\
+             \r\n\
+             body\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// A mail with a Date header and the given INTERNALDATE.
+    fn mail(internal: Option<SystemTime>) -> Mail {
+        Mail::parse(1, 1, "INBOX", internal, message(true), false)
+    }
+
+    #[test]
+    fn empty_filter_matches_everything() {
+        let f = Filter::new();
+        assert_eq!(f.recipient(), None);
+        assert_eq!(f.earliest(at(0)), None);
+        assert!(f.matches(&mail(None), at(0)));
+        let garbage = Mail::parse(1, 1, "INBOX", None, b"\x00\xff".to_vec(), false);
+        assert!(f.matches(&garbage, SystemTime::now()));
+        assert!(f.validate().is_ok());
+    }
+
+    #[test]
+    fn to_matches_any_recipient_exactly() {
+        let m = mail(None);
+        let now = SystemTime::now();
+        for addr in [
+            "task1@x.test",
+            "TASK1@x.TEST",
+            "catchall@x.test",
+            "Task2@X.Test",
+            " task2@x.test\t",
+        ] {
+            assert!(Filter::new().to(addr).matches(&m, now), "{addr}");
+        }
+        for addr in [
+            "task1@x.tes",
+            "ask1@x.test",
+            "task1",
+            "x.test",
+            "task3@x.test",
+            "noreply@service.test",
+        ] {
+            assert!(!Filter::new().to(addr).matches(&m, now), "{addr}");
+        }
+        assert_eq!(
+            Filter::new().to(" Task1@X.test").recipient(),
+            Some("task1@x.test")
+        );
+    }
+
+    #[test]
+    fn from_contains_matches_address_or_name() {
+        let m = mail(None);
+        let now = SystemTime::now();
+        for needle in [
+            "noreply@service.test",
+            "SERVICE.TEST",
+            "reply",
+            "équipe",
+            "ÉQUIPE SERV",
+            "",
+        ] {
+            assert!(
+                Filter::new().from_contains(needle).matches(&m, now),
+                "{needle}"
+            );
+        }
+        for needle in ["task1", "other.test", "service <noreply"] {
+            assert!(
+                !Filter::new().from_contains(needle).matches(&m, now),
+                "{needle}"
+            );
+        }
+    }
+
+    #[test]
+    fn subject_contains_is_a_case_insensitive_substring() {
+        let m = mail(None);
+        let now = SystemTime::now();
+        for needle in ["verification", "Your Verification Code", "482913", ""] {
+            assert!(
+                Filter::new().subject_contains(needle).matches(&m, now),
+                "{needle}"
+            );
+        }
+        for needle in ["reset", "482914"] {
+            assert!(
+                !Filter::new().subject_contains(needle).matches(&m, now),
+                "{needle}"
+            );
+        }
+        let no_subject = Mail::parse(
+            1,
+            1,
+            "INBOX",
+            None,
+            b"To: a@x.test\r\n\r\nb".to_vec(),
+            false,
+        );
+        assert!(
+            !Filter::new()
+                .subject_contains("x")
+                .matches(&no_subject, now)
+        );
+        assert!(Filter::new().subject_contains("").matches(&no_subject, now));
+    }
+
+    #[test]
+    fn unicode_case_folding_of_subjects() {
+        let raw = "Subject: =?UTF-8?B?0JLQsNGIINCa0J7QlA==?=\r\n\r\nb"
+            .as_bytes()
+            .to_vec();
+        let m = Mail::parse(1, 1, "INBOX", None, raw, false);
+        assert_eq!(m.subject(), Some("Ваш КОД"));
+        assert!(Filter::new().subject_contains("ваш код").matches(&m, at(0)));
+        assert!(Filter::new().subject_contains("ВАШ Код").matches(&m, at(0)));
+    }
+
+    #[test]
+    fn since_uses_internal_date() {
+        let m = mail(Some(at(2_000_000_000)));
+        let now = at(2_000_000_100);
+        assert!(Filter::new().since(at(2_000_000_000)).matches(&m, now));
+        assert!(Filter::new().since(at(1_999_999_999)).matches(&m, now));
+        assert!(!Filter::new().since(at(2_000_000_001)).matches(&m, now));
+        // The Date header (2024) is ignored when INTERNALDATE is known.
+        assert!(
+            !Filter::new()
+                .since(at(DATE_HEADER))
+                .matches(&mail(Some(at(DATE_HEADER - 1))), now)
+        );
+    }
+
+    #[test]
+    fn since_falls_back_to_date_header() {
+        let m = mail(None);
+        let now = at(DATE_HEADER + 100);
+        assert!(Filter::new().since(at(DATE_HEADER)).matches(&m, now));
+        assert!(!Filter::new().since(at(DATE_HEADER + 1)).matches(&m, now));
+    }
+
+    #[test]
+    fn max_age_uses_internal_date_then_date_header() {
+        let m = mail(Some(at(2_000_000_000)));
+        let f = Filter::new().max_age(Duration::from_secs(60));
+        assert!(f.matches(&m, at(2_000_000_060)));
+        assert!(!f.matches(&m, at(2_000_000_061)));
+        // Mail from the "future" (clock skew) is not too old.
+        assert!(f.matches(&m, at(1_000)));
+
+        let m = mail(None);
+        assert!(f.matches(&m, at(DATE_HEADER + 60)));
+        assert!(!f.matches(&m, at(DATE_HEADER + 61)));
+    }
+
+    #[test]
+    fn mail_without_any_date_passes_time_conditions() {
+        let m = Mail::parse(1, 1, "INBOX", None, message(false), false);
+        assert_eq!(m.received_at(), None);
+        let now = at(3_000_000_000);
+        assert!(Filter::new().since(now).matches(&m, now));
+        assert!(Filter::new().max_age(Duration::ZERO).matches(&m, now));
+        // But the other conditions still apply.
+        assert!(
+            !Filter::new()
+                .since(now)
+                .to("nobody@x.test")
+                .matches(&m, now)
+        );
+    }
+
+    #[test]
+    fn combinations_must_all_match() {
+        let m = mail(Some(at(2_000_000_000)));
+        let now = at(2_000_000_030);
+        let f = Filter::new()
+            .to("task2@x.test")
+            .from_contains("service")
+            .subject_contains("code")
+            .since(at(1_999_999_000))
+            .max_age(Duration::from_secs(60));
+        assert!(f.matches(&m, now));
+        assert!(!f.clone().to("task3@x.test").matches(&m, now));
+        assert!(!f.clone().from_contains("bank").matches(&m, now));
+        assert!(!f.clone().subject_contains("reset").matches(&m, now));
+        assert!(!f.clone().since(at(2_000_000_001)).matches(&m, now));
+        assert!(!f.clone().max_age(Duration::from_secs(10)).matches(&m, now));
+        assert!(!f.matches(&m, at(2_000_000_061)));
+    }
+
+    #[test]
+    fn earliest_is_the_later_bound() {
+        let now = at(10_000);
+        assert_eq!(Filter::new().since(at(5)).earliest(now), Some(at(5)));
+        assert_eq!(
+            Filter::new()
+                .max_age(Duration::from_secs(100))
+                .earliest(now),
+            Some(at(9_900))
+        );
+        assert_eq!(
+            Filter::new()
+                .since(at(5))
+                .max_age(Duration::from_secs(100))
+                .earliest(now),
+            Some(at(9_900))
+        );
+        assert_eq!(
+            Filter::new()
+                .since(at(9_950))
+                .max_age(Duration::from_secs(100))
+                .earliest(now),
+            Some(at(9_950))
+        );
+        assert_eq!(Filter::new().to("a@x.test").earliest(now), None);
+        // A max_age beyond what the clock can represent is no bound at all.
+        assert_eq!(Filter::new().max_age(Duration::MAX).earliest(now), None);
+        assert_eq!(
+            Filter::new()
+                .since(at(5))
+                .max_age(Duration::MAX)
+                .earliest(now),
+            Some(at(5))
+        );
+    }
+
+    #[test]
+    fn validate_refuses_cr_lf_nul() {
+        let bad = ["a\r@x.test", "a@x.test\r\n", "a\n", "a\0b"];
+        for v in bad {
+            for (f, field) in [
+                (Filter::new().to(v), "filter to"),
+                (Filter::new().from_contains(v), "filter from_contains"),
+                (Filter::new().subject_contains(v), "filter subject_contains"),
+            ] {
+                match f.validate() {
+                    Err(Error::InvalidInput(e)) => assert_eq!(e.field, field, "{v:?}"),
+                    other => panic!("{v:?} {field}: {other:?}"),
+                }
+            }
+        }
+        assert!(matches!(
+            Filter::new().to("").validate(),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            Filter::new().to(" \t").validate(),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(
+            Filter::new()
+                .to("Task1@x.test")
+                .from_contains("Équipe")
+                .subject_contains("")
+                .since(at(0))
+                .max_age(Duration::from_secs(1))
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -1,33 +1,1070 @@
-//! STUB (replaced by the mail helper).
-#![allow(missing_docs, dead_code)]
-use std::time::SystemTime;
-#[derive(Debug, Clone)]
+//! [`Mail`]: one fetched message, parsed once and shared.
+//!
+//! A session fetches each new message once and hands the same
+//! `Arc<Mail>` to every subscriber it reaches, so all parsing happens here,
+//! up front, in a single pass of `mail-parser`: headers are decoded
+//! (RFC 2047), bodies are MIME-decoded and converted to UTF-8 from their
+//! charset, and the recipient addresses that the session indexes
+//! subscribers by are collected from every header a catch-all mailbox may
+//! carry them in (`To`, `Cc`, `Delivered-To`, `X-Original-To`,
+//! `X-Forwarded-To`, `Envelope-To`).
+//!
+//! The message comes from the network, so parsing never fails and never
+//! panics: whatever the bytes, the result is a `Mail` that keeps them, with
+//! the fields that could not be found left empty.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
+
+use mail_parser::decoders::html::html_to_text;
+use mail_parser::{HeaderName, HeaderValue, MessageParser, PartType};
+
+/// IMAP `INTERNALDATE` parsing lives with the protocol parser; it is
+/// re-exported here for the code that builds a [`Mail`] from a FETCH.
+pub(crate) use crate::proto::parser::parse_internal_date;
+
+/// One mailbox of an address header: `"Name" <email>` or a bare `email`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Address {
+    /// The display name, RFC 2047 decoded, if the header gave one.
     pub name: Option<String>,
+    /// The address as written in the header, trimmed, without the angle
+    /// brackets, case preserved. Empty when the header held only a name
+    /// (`From: Mailer Daemon`).
     pub email: String,
 }
-#[derive(Debug, Clone)]
+
+impl fmt::Display for Address {
+    /// `Name <email>`, or `email` alone when there is no name. A name with
+    /// characters that are special in a header (`,`, `"`, `<`, ...) is
+    /// quoted. Meant for people and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            None => f.write_str(&self.email),
+            Some(name) => {
+                let special = |c: char| "()<>[]:;@\\,.\"".contains(c);
+                if name.contains(special) {
+                    f.write_str("\"")?;
+                    for c in name.chars() {
+                        if c == '"' || c == '\\' {
+                            f.write_str("\\")?;
+                        }
+                        write!(f, "{c}")?;
+                    }
+                    f.write_str("\"")?;
+                } else {
+                    f.write_str(name)?;
+                }
+                write!(f, " <{}>", self.email)
+            }
+        }
+    }
+}
+
+/// One message fetched from a mailbox, parsed once.
+///
+/// Cheap to share: a session wraps it in an `Arc` and sends that to every
+/// subscriber whose filter matches. `Debug` shows the identity, subject,
+/// senders and sizes, never the body.
+#[derive(Clone)]
 pub struct Mail {
+    uid: u32,
+    uid_validity: u32,
+    mailbox: String,
+    internal_date: Option<SystemTime>,
+    raw: Vec<u8>,
+    truncated: bool,
+    parsed: Parsed,
+}
+
+/// Everything taken from the bytes. `Default` is what garbage yields.
+#[derive(Clone, Default)]
+struct Parsed {
+    date: Option<SystemTime>,
+    message_id: Option<String>,
+    from: Vec<Address>,
+    to: Vec<Address>,
+    cc: Vec<Address>,
     recipients: Vec<String>,
+    subject: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+    /// `subject`, lower-cased (Unicode), for [`crate::Filter`].
+    subject_folded: Option<String>,
+    /// Every From display name and address, lower-cased (Unicode), for
+    /// [`crate::Filter`].
+    senders_folded: Vec<String>,
 }
+
+/// The headers that name a recipient, in the order their addresses are
+/// listed in [`Mail::recipients`].
+const RECIPIENT_HEADERS: [&str; 6] = [
+    "To",
+    "Cc",
+    "Delivered-To",
+    "X-Original-To",
+    "X-Forwarded-To",
+    "Envelope-To",
+];
+
+/// A parser that decodes only the headers [`Mail`] uses and skips the
+/// rest (`Received`, DKIM signatures, ...) without parsing them.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .header_address(HeaderName::From)
+        .header_address(HeaderName::To)
+        .header_address(HeaderName::Cc)
+        .header_address(HeaderName::DeliveredTo)
+        .header_address(HeaderName::Other(RECIPIENT_HEADERS[3].into()))
+        .header_address(HeaderName::Other(RECIPIENT_HEADERS[4].into()))
+        .header_address(HeaderName::Other(RECIPIENT_HEADERS[5].into()))
+        .header_date(HeaderName::Date)
+        .header_text(HeaderName::Subject)
+        .header_id(HeaderName::MessageId)
+        .default_header_ignore()
+});
+
+/// Which of [`RECIPIENT_HEADERS`] a header is, if any.
+fn recipient_slot(name: &HeaderName<'_>) -> Option<usize> {
+    match name {
+        HeaderName::To => Some(0),
+        HeaderName::Cc => Some(1),
+        HeaderName::DeliveredTo => Some(2),
+        HeaderName::Other(n) => RECIPIENT_HEADERS
+            .iter()
+            .skip(3)
+            .position(|h| h.eq_ignore_ascii_case(n))
+            .map(|i| i + 3),
+        _ => None,
+    }
+}
+
 impl Mail {
+    /// Parses a fetched message. Never fails and never panics: bytes that
+    /// are not a message give a `Mail` with empty fields that still holds
+    /// `raw`.
+    ///
+    /// `internal_date` is the server's `INTERNALDATE` (see
+    /// `parse_internal_date`); `truncated` says that `raw` is only the
+    /// start of a larger message (a partial FETCH), in which case the
+    /// bodies are whatever that start decodes to.
     pub fn parse(
-        _uid: u32,
-        _v: u32,
-        _m: &str,
-        _d: Option<SystemTime>,
-        _raw: Vec<u8>,
-        _t: bool,
+        uid: u32,
+        uid_validity: u32,
+        mailbox: &str,
+        internal_date: Option<SystemTime>,
+        raw: Vec<u8>,
+        truncated: bool,
     ) -> Mail {
-        Mail { recipients: vec![] }
+        // mail-parser promises not to panic, but it runs on untrusted bytes
+        // and has debug assertions and unchecked arithmetic on offsets; a
+        // panic here would take a whole session down with it.
+        let parsed =
+            catch_unwind(AssertUnwindSafe(|| Parsed::from_bytes(&raw))).unwrap_or_else(|_| {
+                tracing::warn!(
+                    uid,
+                    uid_validity,
+                    "mail-parser panicked; keeping raw bytes only"
+                );
+                Parsed::default()
+            });
+        Mail {
+            uid,
+            uid_validity,
+            mailbox: mailbox.to_owned(),
+            internal_date,
+            raw,
+            truncated,
+            parsed,
+        }
     }
+
+    /// The message's UID in its mailbox.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// The mailbox's UIDVALIDITY when the message was fetched; with
+    /// [`Mail::uid`] it identifies the message.
+    pub fn uid_validity(&self) -> u32 {
+        self.uid_validity
+    }
+
+    /// The mailbox the message was fetched from.
+    pub fn mailbox(&self) -> &str {
+        &self.mailbox
+    }
+
+    /// When the server received the message (IMAP `INTERNALDATE`, the
+    /// server's clock), if it said.
+    pub fn internal_date(&self) -> Option<SystemTime> {
+        self.internal_date
+    }
+
+    /// The `Date` header (the sender's clock), if present and valid. The
+    /// first `Date` header counts.
+    pub fn date(&self) -> Option<SystemTime> {
+        self.parsed.date
+    }
+
+    /// The `Message-ID`, without the angle brackets.
+    pub fn message_id(&self) -> Option<&str> {
+        self.parsed.message_id.as_deref()
+    }
+
+    /// The senders: every mailbox of every `From` header, in order.
+    pub fn from(&self) -> &[Address] {
+        &self.parsed.from
+    }
+
+    /// Every mailbox of every `To` header, in order (groups flattened).
+    pub fn to(&self) -> &[Address] {
+        &self.parsed.to
+    }
+
+    /// Every mailbox of every `Cc` header, in order (groups flattened).
+    pub fn cc(&self) -> &[Address] {
+        &self.parsed.cc
+    }
+
+    /// Every recipient address, lower-cased (ASCII only, so a non-ASCII
+    /// local part keeps its case) and without duplicates, from all
+    /// occurrences of `To`, `Cc`, `Delivered-To`, `X-Original-To`,
+    /// `X-Forwarded-To` and `Envelope-To`, in that order. On a catch-all
+    /// mailbox the address a message was sent to is often only in
+    /// `Delivered-To` or `X-Original-To`.
     pub fn recipients(&self) -> &[String] {
-        &self.recipients
+        &self.parsed.recipients
     }
+
+    /// The subject, RFC 2047 decoded. The first `Subject` header counts.
     pub fn subject(&self) -> Option<&str> {
-        None
+        self.parsed.subject.as_deref()
+    }
+
+    /// The plain-text body: the first `text/plain` body part, decoded and
+    /// converted to UTF-8. When the message has no plain-text body but an
+    /// HTML one, this is mail-parser's text rendering of that HTML.
+    pub fn text(&self) -> Option<&str> {
+        self.parsed.text.as_deref()
+    }
+
+    /// The HTML body: the first `text/html` body part, decoded and
+    /// converted to UTF-8. `None` when the message has no HTML part (no
+    /// HTML is made up from the text).
+    pub fn html(&self) -> Option<&str> {
+        self.parsed.html.as_deref()
+    }
+
+    /// The message as fetched.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Whether [`Mail::raw`] is only the start of a larger message (it was
+    /// over the configured size limit).
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Whether `addr` is among [`Mail::recipients`]: the whole address,
+    /// compared case-insensitively (ASCII).
+    pub fn has_recipient(&self, addr: &str) -> bool {
+        self.parsed
+            .recipients
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(addr))
+    }
+
+    /// When the message arrived: [`Mail::internal_date`], or the `Date`
+    /// header when the server gave none.
+    pub fn received_at(&self) -> Option<SystemTime> {
+        self.internal_date.or(self.parsed.date)
+    }
+
+    /// The subject, lower-cased (Unicode), for substring filters.
+    pub(crate) fn subject_folded(&self) -> Option<&str> {
+        self.parsed.subject_folded.as_deref()
+    }
+
+    /// Every From display name and address, each lower-cased (Unicode),
+    /// for substring filters.
+    pub(crate) fn senders_folded(&self) -> &[String] {
+        &self.parsed.senders_folded
     }
 }
-pub(crate) fn parse_internal_date(_s: &str) -> Option<SystemTime> {
-    None
+
+impl fmt::Debug for Mail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mail")
+            .field("uid", &self.uid)
+            .field("uid_validity", &self.uid_validity)
+            .field("mailbox", &self.mailbox)
+            .field("subject", &self.parsed.subject)
+            .field("from", &self.parsed.from)
+            .field("recipients", &self.parsed.recipients.len())
+            .field("text_len", &self.parsed.text.as_ref().map(String::len))
+            .field("html_len", &self.parsed.html.as_ref().map(String::len))
+            .field("raw_len", &self.raw.len())
+            .field("truncated", &self.truncated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parsed {
+    fn from_bytes(raw: &[u8]) -> Parsed {
+        let Some(msg) = PARSER.parse(raw) else {
+            return Parsed::default();
+        };
+        let mut p = Parsed::default();
+        // Addresses of each recipient header, in RECIPIENT_HEADERS order.
+        let mut by_slot: [Vec<String>; RECIPIENT_HEADERS.len()] = Default::default();
+        for header in msg.headers() {
+            let name = &header.name;
+            let value = &header.value;
+            match name {
+                HeaderName::Subject if p.subject.is_none() => {
+                    p.subject = value.as_text().map(str::to_owned);
+                }
+                HeaderName::Date if p.date.is_none() => {
+                    p.date = value.as_datetime().and_then(to_system_time);
+                }
+                HeaderName::MessageId if p.message_id.is_none() => {
+                    p.message_id = match value {
+                        HeaderValue::Text(id) => Some(id.to_string()),
+                        HeaderValue::TextList(ids) => ids.first().map(|id| id.to_string()),
+                        _ => None,
+                    }
+                    .filter(|id| !id.is_empty());
+                }
+                HeaderName::From => p.from.extend(addresses(value)),
+                _ => {}
+            }
+            if let (Some(slot), Some(list)) = (recipient_slot(name), value.as_address()) {
+                let listed: Vec<Address> = list.iter().filter_map(convert).collect();
+                if let Some(emails) = by_slot.get_mut(slot) {
+                    emails.extend(listed.iter().map(|a| a.email.to_ascii_lowercase()));
+                }
+                match name {
+                    HeaderName::To => p.to.extend(listed),
+                    HeaderName::Cc => p.cc.extend(listed),
+                    _ => {}
+                }
+            }
+        }
+
+        let mut seen = HashSet::new();
+        for email in by_slot.into_iter().flatten() {
+            // A name without an address, or an address mail-parser could
+            // not make sense of, is nothing a subscriber can wait for.
+            if email.is_empty() || email.contains(char::is_whitespace) {
+                continue;
+            }
+            if seen.insert(email.clone()) {
+                p.recipients.push(email);
+            }
+        }
+
+        p.text = msg
+            .text_bodies()
+            .find_map(|part| match &part.body {
+                PartType::Text(t) => Some(t.to_string()),
+                _ => None,
+            })
+            .or_else(|| {
+                msg.html_bodies()
+                    .chain(msg.text_bodies())
+                    .find_map(|part| match &part.body {
+                        PartType::Html(h) => Some(html_to_text(h)),
+                        _ => None,
+                    })
+            });
+        p.html = msg.html_bodies().find_map(|part| match &part.body {
+            PartType::Html(h) => Some(h.to_string()),
+            _ => None,
+        });
+
+        p.subject_folded = p.subject.as_deref().map(str::to_lowercase);
+        p.senders_folded = p
+            .from
+            .iter()
+            .flat_map(|a| a.name.iter().chain(Some(&a.email)))
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_lowercase())
+            .collect();
+        p
+    }
+}
+
+/// The mailboxes of an address header value (groups flattened).
+fn addresses<'a>(value: &'a HeaderValue<'_>) -> impl Iterator<Item = Address> + 'a {
+    value
+        .as_address()
+        .into_iter()
+        .flat_map(|list| list.iter())
+        .filter_map(convert)
+}
+
+/// One mail-parser mailbox as an [`Address`]; `None` when it has neither a
+/// name nor an address.
+fn convert(a: &mail_parser::Addr<'_>) -> Option<Address> {
+    let name = a.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    match a.address.as_deref() {
+        Some(e) => convert_email(e, name).map(|(email, name)| Address { name, email }),
+        None => name.map(|n| Address {
+            name: Some(n.to_owned()),
+            email: String::new(),
+        }),
+    }
+}
+
+/// Cleans an address as mail-parser found it: trims it and its angle
+/// brackets, and repairs `Name addr@host` written without brackets (which
+/// mail-parser returns as one address with spaces) into name and address.
+fn convert_email(email: &str, name: Option<&str>) -> Option<(String, Option<String>)> {
+    let email = email
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
+    if email.is_empty() {
+        return name.map(|n| (String::new(), Some(n.to_owned())));
+    }
+    if email.contains(char::is_whitespace)
+        && let Some((head, addr)) = email.rsplit_once(char::is_whitespace)
+        && addr.contains('@')
+    {
+        let addr = addr.trim_start_matches('<').trim_end_matches('>');
+        let head = head.trim().trim_matches('"').trim();
+        let name = name
+            .map(str::to_owned)
+            .or_else(|| (!head.is_empty()).then(|| head.to_owned()));
+        return Some((addr.to_owned(), name));
+    }
+    Some((email.to_owned(), name.map(str::to_owned)))
+}
+
+/// A valid `Date` header value as a point in time.
+fn to_system_time(d: &mail_parser::DateTime) -> Option<SystemTime> {
+    // `to_timestamp` does unchecked arithmetic on out-of-range fields.
+    if !d.is_valid() {
+        return None;
+    }
+    let secs = d.to_timestamp();
+    let delta = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(delta)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    /// Writes a message with `\n` line ends in the source and CRLF on the
+    /// wire, as IMAP delivers it.
+    fn eml(s: &str) -> Vec<u8> {
+        s.replace('\n', "\r\n").into_bytes()
+    }
+
+    fn parse(raw: Vec<u8>) -> Mail {
+        Mail::parse(7, 42, "INBOX", None, raw, false)
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    const VERIFICATION: &str = "\
+Return-Path: <noreply@service.test>
+Delivered-To: catchall@x.test
+Received: from mx.service.test (mx.service.test [192.0.2.1])
+\tby mx.x.test with ESMTPS id 4XyZ; Mon, 01 Jan 2024 10:00:01 +0000
+DKIM-Signature: v=1; a=rsa-sha256; d=service.test; s=s1;
+\th=from:to:subject; bh=abc=; b=def=
+Date: Mon, 01 Jan 2024 12:00:00 +0200
+From: Service Team <NoReply@Service.test>
+To: Task1@X.test
+Subject: Verify your email address
+Message-ID: <20240101100000.1234@service.test>
+MIME-Version: 1.0
+Content-Type: text/plain; charset=UTF-8
+Content-Transfer-Encoding: 7bit
+
+Hello,
+
+Your verification code is 482913.
+";
+
+    #[test]
+    fn plain_text_verification_mail() {
+        let raw = eml(VERIFICATION);
+        let m = Mail::parse(7, 42, "INBOX", Some(at(1_704_103_201)), raw.clone(), false);
+        assert_eq!(m.uid(), 7);
+        assert_eq!(m.uid_validity(), 42);
+        assert_eq!(m.mailbox(), "INBOX");
+        assert_eq!(m.subject(), Some("Verify your email address"));
+        assert_eq!(m.message_id(), Some("20240101100000.1234@service.test"));
+        assert_eq!(
+            m.from(),
+            [Address {
+                name: Some("Service Team".into()),
+                email: "NoReply@Service.test".into(),
+            }]
+        );
+        assert_eq!(
+            m.to(),
+            [Address {
+                name: None,
+                email: "Task1@X.test".into(),
+            }]
+        );
+        assert!(m.cc().is_empty());
+        assert_eq!(m.recipients(), ["task1@x.test", "catchall@x.test"]);
+        assert_eq!(
+            m.text(),
+            Some("Hello,\r\n\r\nYour verification code is 482913.\r\n")
+        );
+        assert_eq!(m.html(), None);
+        // 2024-01-01 10:00:00 UTC
+        assert_eq!(m.date(), Some(at(1_704_103_200)));
+        assert_eq!(m.internal_date(), Some(at(1_704_103_201)));
+        assert_eq!(m.received_at(), Some(at(1_704_103_201)));
+        assert_eq!(m.raw(), &raw[..]);
+        assert!(!m.is_truncated());
+        assert!(m.has_recipient("TASK1@x.test"));
+        assert!(m.has_recipient("catchall@X.TEST"));
+        assert!(!m.has_recipient("task1@x.tes"));
+        assert!(!m.has_recipient("task@x.test"));
+        assert_eq!(m.subject_folded(), Some("verify your email address"));
+        assert_eq!(m.senders_folded(), ["service team", "noreply@service.test"]);
+    }
+
+    #[test]
+    fn received_at_falls_back_to_date_header() {
+        let m = parse(eml(VERIFICATION));
+        assert_eq!(m.internal_date(), None);
+        assert_eq!(m.received_at(), Some(at(1_704_103_200)));
+        let m = parse(eml("From: a@x.test\nSubject: no date\n\nbody\n"));
+        assert_eq!(m.received_at(), None);
+        let m = parse(eml("Date: yesterday-ish\nSubject: bad date\n\nbody\n"));
+        assert_eq!(m.date(), None);
+    }
+
+    #[test]
+    fn html_only() {
+        let m = parse(eml("\
+From: shop@service.test
+To: task2@x.test
+Subject: Confirm
+Content-Type: text/html; charset=utf-8
+
+<html><body><p>Your code is <b>551122</b></p><a href=\"https://s.test/c?t=1\">Confirm</a></body></html>
+"));
+        let html = m.html().unwrap_or_default();
+        assert!(html.contains("<b>551122</b>"), "{html:?}");
+        let text = m.text().unwrap_or_default();
+        assert!(text.contains("Your code is 551122"), "{text:?}");
+        assert!(!text.contains('<'), "{text:?}");
+    }
+
+    #[test]
+    fn multipart_alternative_prefers_the_real_text_part() {
+        let m = parse(eml("\
+From: shop@service.test
+To: task3@x.test
+Subject: Alt
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary=\"b1\"
+
+This is a multi-part message in MIME format.
+--b1
+Content-Type: text/plain; charset=utf-8
+
+Plain version: 300400
+--b1
+Content-Type: text/html; charset=utf-8
+
+<p>HTML version: <b>300400</b></p>
+--b1--
+"));
+        assert_eq!(m.text(), Some("Plain version: 300400"));
+        assert_eq!(m.html(), Some("<p>HTML version: <b>300400</b></p>"));
+    }
+
+    #[test]
+    fn nested_multipart_with_attachment() {
+        let m = parse(eml("\
+From: shop@service.test
+To: task3@x.test
+Subject: Mixed
+Content-Type: multipart/mixed; boundary=outer
+
+--outer
+Content-Type: multipart/alternative; boundary=inner
+
+--inner
+Content-Type: text/plain
+
+the text
+--inner
+Content-Type: text/html
+
+<i>the html</i>
+--inner--
+--outer
+Content-Type: text/plain; name=notes.txt
+Content-Disposition: attachment; filename=notes.txt
+
+attached text, not the body
+--outer--
+"));
+        assert_eq!(m.text(), Some("the text"));
+        assert_eq!(m.html(), Some("<i>the html</i>"));
+    }
+
+    #[test]
+    fn quoted_printable_body() {
+        let m = parse(eml("\
+From: a@service.test
+To: task4@x.test
+Subject: QP
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: quoted-printable
+
+Caf=C3=A9 cr=C3=A8me, a very long line that was wrapped by the sender's =
+mailer: code=3D900100
+"));
+        assert_eq!(
+            m.text(),
+            Some(
+                "Café crème, a very long line that was wrapped by the sender's \
+                 mailer: code=900100\r\n"
+            )
+        );
+    }
+
+    #[test]
+    fn base64_body() {
+        let m = parse(eml("\
+From: a@service.test
+To: task5@x.test
+Subject: B64
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: base64
+
+Qm9uam91ciBab8OrLA0Kdm90cmUg
+Y29kZSBlc3QgNzcxMjA0Lg0K
+"));
+        assert_eq!(m.text(), Some("Bonjour Zoë,\r\nvotre code est 771204.\r\n"));
+    }
+
+    #[test]
+    fn encoded_word_subjects_and_names() {
+        let m = parse(eml("\
+From: =?ISO-8859-1?Q?Andr=E9?= Pirard <pirard@service.test>
+To: task6@x.test
+Subject: =?UTF-8?B?0JLQsNGIINC60L7QtCDQv9C+0LTRgtCy0LXRgNC20LTQtdC90LjRjw==?=
+
+body
+"));
+        assert_eq!(m.subject(), Some("Ваш код подтверждения"));
+        assert_eq!(m.from()[0].name.as_deref(), Some("André Pirard"));
+        assert_eq!(m.subject_folded(), Some("ваш код подтверждения"));
+
+        let m = parse(eml("\
+From: a@service.test
+Subject: =?ISO-8859-1?Q?Votre_code_=3A_caf=E9?= =?UTF-8?B?R3LDtsOfZQ==?=
+
+body
+"));
+        // Adjacent encoded words are joined without the space between them.
+        assert_eq!(m.subject(), Some("Votre code : caféGröße"));
+    }
+
+    #[test]
+    fn windows_1251_body_is_converted() {
+        let mut raw = eml("\
+From: a@service.test
+To: task7@x.test
+Subject: cp1251
+Content-Type: text/plain; charset=windows-1251
+Content-Transfer-Encoding: 8bit
+
+");
+        raw.extend_from_slice(b"\xcf\xf0\xe8\xe2\xe5\xf2, \xec\xe8\xf0\r\n");
+        let m = parse(raw);
+        assert_eq!(m.text(), Some("Привет, мир\r\n"));
+    }
+
+    #[test]
+    fn iso_2022_jp_body_is_converted() {
+        let mut raw = eml("\
+From: a@service.test
+To: task8@x.test
+Subject: =?ISO-2022-JP?B?GyRCJDMkcyRLJEEkTxsoQg==?=
+Content-Type: text/plain; charset=ISO-2022-JP
+Content-Transfer-Encoding: 7bit
+
+");
+        raw.extend_from_slice(b"\x1b$B$3$s$K$A$O!\"@$3&\x1b(B\r\n");
+        let m = parse(raw);
+        assert_eq!(m.text(), Some("こんにちは、世界\r\n"));
+        assert_eq!(m.subject(), Some("こんにちは"));
+    }
+
+    #[test]
+    fn catch_all_delivered_to_only() {
+        let m = parse(eml("\
+Delivered-To: catchall@x.test
+Received: by mx.x.test; Mon, 01 Jan 2024 10:00:01 +0000
+Delivered-To: Task9@X.test
+From: a@service.test
+To: undisclosed-recipients:;
+Subject: for task 9
+
+body
+"));
+        assert!(m.to().is_empty(), "{:?}", m.to());
+        assert_eq!(m.recipients(), ["catchall@x.test", "task9@x.test"]);
+        assert!(m.has_recipient("task9@x.test"));
+    }
+
+    #[test]
+    fn catch_all_x_original_to_only() {
+        let m = parse(eml("\
+X-Original-To: <task10@x.test>
+Delivered-To: catchall@x.test
+From: a@service.test
+To: list@lists.test
+Subject: for task 10
+
+body
+"));
+        assert_eq!(
+            m.recipients(),
+            ["list@lists.test", "catchall@x.test", "task10@x.test"]
+        );
+        assert!(m.has_recipient("Task10@x.test"));
+    }
+
+    #[test]
+    fn recipients_order_and_dedup() {
+        let m = parse(eml("\
+Envelope-To: env@x.test
+X-Forwarded-To: fwd@x.test, other@x.test
+X-Original-To: orig@x.test
+Delivered-To: A@x.test
+Cc: \"Copy\" <cc@x.test>, a@X.TEST
+To: a@x.test
+To: Team: b@x.test, c@x.test;
+From: sender@service.test
+
+body
+"));
+        assert_eq!(
+            m.recipients(),
+            [
+                "a@x.test",
+                "b@x.test",
+                "c@x.test",
+                "cc@x.test",
+                "orig@x.test",
+                "fwd@x.test",
+                "other@x.test",
+                "env@x.test",
+            ]
+        );
+        let emails: Vec<&str> = m.to().iter().map(|a| a.email.as_str()).collect();
+        assert_eq!(emails, ["a@x.test", "b@x.test", "c@x.test"]);
+        assert_eq!(m.cc().len(), 2);
+        assert_eq!(m.cc()[0].name.as_deref(), Some("Copy"));
+    }
+
+    #[test]
+    fn display_name_with_comma() {
+        let m = parse(eml("\
+From: a@service.test
+To: \"Task, One\" <task1@x.test>, task2@x.test
+Subject: two
+
+body
+"));
+        assert_eq!(
+            m.to(),
+            [
+                Address {
+                    name: Some("Task, One".into()),
+                    email: "task1@x.test".into(),
+                },
+                Address {
+                    name: None,
+                    email: "task2@x.test".into(),
+                },
+            ]
+        );
+        assert_eq!(m.recipients(), ["task1@x.test", "task2@x.test"]);
+        assert_eq!(m.to()[0].to_string(), "\"Task, One\" <task1@x.test>");
+        assert_eq!(m.to()[1].to_string(), "task2@x.test");
+    }
+
+    #[test]
+    fn address_display() {
+        let a = |name: Option<&str>, email: &str| Address {
+            name: name.map(str::to_owned),
+            email: email.to_owned(),
+        };
+        assert_eq!(
+            a(Some("Ann Lee"), "ann@x.test").to_string(),
+            "Ann Lee <ann@x.test>"
+        );
+        assert_eq!(a(None, "ann@x.test").to_string(), "ann@x.test");
+        assert_eq!(
+            a(Some("A \"B\" C."), "abc@x.test").to_string(),
+            "\"A \\\"B\\\" C.\" <abc@x.test>"
+        );
+    }
+
+    #[test]
+    fn odd_address_forms() {
+        let m = parse(eml("\
+From: Mailer Daemon
+To: Weird Name weird@x.test
+Cc:   spaced@x.test  , <angle@x.test>
+Subject: odd
+
+body
+"));
+        assert_eq!(
+            m.from(),
+            [Address {
+                name: Some("Mailer Daemon".into()),
+                email: String::new(),
+            }]
+        );
+        assert_eq!(m.senders_folded(), ["mailer daemon"]);
+        assert_eq!(
+            m.to(),
+            [Address {
+                name: Some("Weird Name".into()),
+                email: "weird@x.test".into(),
+            }]
+        );
+        assert_eq!(
+            m.recipients(),
+            ["weird@x.test", "spaced@x.test", "angle@x.test"]
+        );
+    }
+
+    #[test]
+    fn first_header_wins() {
+        let m = parse(eml("\
+Subject: first
+Subject: second
+Date: Mon, 01 Jan 2024 10:00:00 +0000
+Date: Tue, 02 Jan 2024 10:00:00 +0000
+Message-ID: <one@x.test>
+Message-ID: <two@x.test>
+From: a@x.test
+From: b@x.test
+
+body
+"));
+        assert_eq!(m.subject(), Some("first"));
+        assert_eq!(m.date(), Some(at(1_704_103_200)));
+        assert_eq!(m.message_id(), Some("one@x.test"));
+        assert_eq!(m.from().len(), 2);
+    }
+
+    #[test]
+    fn garbage_and_empty_input() {
+        for raw in [
+            Vec::new(),
+            b"\r\n".to_vec(),
+            b"\r\n\r\n".to_vec(),
+            b"\x00\xff\xfe\x80garbage\x00".to_vec(),
+            b":::\r\n: \r\n\r\n".to_vec(),
+            b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n".to_vec(),
+            b"Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n".to_vec(),
+            (0..=255u8).cycle().take(5000).collect(),
+        ] {
+            let m = parse(raw.clone());
+            assert_eq!(m.raw(), &raw[..]);
+            assert!(m.recipients().is_empty());
+            assert_eq!(m.subject(), None);
+            assert_eq!(m.received_at(), None);
+            let _ = format!("{m:?}");
+        }
+    }
+
+    #[test]
+    fn ten_thousand_header_lines() {
+        let mut raw = String::new();
+        for i in 0..10_000 {
+            raw.push_str(&format!("X-Spam-{i}: value {i}\r\n"));
+        }
+        raw.push_str("To: task11@x.test\r\nSubject: deep\r\n\r\nbody\r\n");
+        let m = parse(raw.into_bytes());
+        assert_eq!(m.recipients(), ["task11@x.test"]);
+        assert_eq!(m.subject(), Some("deep"));
+        assert_eq!(m.text(), Some("body\r\n"));
+
+        let mut raw = String::from("Subject: many\r\n");
+        for i in 0..10_000 {
+            raw.push_str(&format!("Delivered-To: t{i}@x.test\r\n"));
+        }
+        raw.push_str("\r\nbody\r\n");
+        let m = parse(raw.into_bytes());
+        assert_eq!(m.recipients().len(), 10_000);
+        assert_eq!(m.recipients()[9_999], "t9999@x.test");
+    }
+
+    #[test]
+    fn truncated_message_keeps_what_it_has() {
+        let mut raw = eml("\
+From: a@service.test
+To: task12@x.test
+Subject: big
+Content-Type: multipart/mixed; boundary=b
+
+--b
+Content-Type: text/plain
+
+code 123123
+--b
+Content-Type: application/pdf
+Content-Transfer-Encoding: base64
+
+JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29k
+");
+        raw.truncate(raw.len() - 20);
+        let m = Mail::parse(1, 1, "INBOX", None, raw, true);
+        assert!(m.is_truncated());
+        assert_eq!(m.text(), Some("code 123123"));
+        assert_eq!(m.recipients(), ["task12@x.test"]);
+    }
+
+    /// Mutates realistic messages at random (deterministically) and checks
+    /// that parsing never panics, whatever comes out.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds = [
+            eml(VERIFICATION),
+            eml(
+                "Content-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain\nContent-Transfer-Encoding: base64\n\nQm9u\n--b\nContent-Type: message/rfc822\n\nSubject: =?utf-8?q?x=C3?=\n\n--b--\n",
+            ),
+        ];
+        for _ in 0..2_000 {
+            let mut raw = seeds[(rand() % 2) as usize].clone();
+            for _ in 0..(rand() % 8 + 1) {
+                let len = raw.len() as u64;
+                let pos = (rand() % len.max(1)) as usize;
+                match rand() % 4 {
+                    0 => {
+                        if let Some(b) = raw.get_mut(pos) {
+                            *b = rand() as u8;
+                        }
+                    }
+                    1 => {
+                        raw.truncate(pos);
+                    }
+                    2 => {
+                        let bytes = [b"\r\n".as_slice(), b"--b", b"=?", b"<", b"\"", b":", b";"];
+                        let ins = bytes[(rand() % 7) as usize];
+                        raw.splice(pos..pos, ins.iter().copied());
+                    }
+                    _ => {
+                        raw.drain(pos..(pos + 10).min(raw.len()));
+                    }
+                }
+            }
+            let m = parse(raw.clone());
+            assert_eq!(m.raw(), &raw[..]);
+        }
+    }
+
+    #[test]
+    fn debug_does_not_dump_the_body() {
+        let m = parse(eml(VERIFICATION));
+        let d = format!("{m:?}");
+        assert!(d.contains("uid: 7"), "{d}");
+        assert!(d.contains("Verify your email address"), "{d}");
+        assert!(d.contains("NoReply@Service.test"), "{d}");
+        assert!(d.contains("raw_len"), "{d}");
+        assert!(!d.contains("482913"), "{d}");
+    }
+
+    #[test]
+    fn mail_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Mail>();
+        check::<Address>();
+        let m = parse(eml(VERIFICATION));
+        let c = m.clone();
+        assert_eq!(c.subject(), m.subject());
+        assert_eq!(c.raw(), m.raw());
+    }
+
+    #[test]
+    fn internal_date_values() {
+        // 1996-07-17 09:44:25 UTC
+        assert_eq!(
+            parse_internal_date("17-Jul-1996 02:44:25 -0700"),
+            Some(at(837_596_665))
+        );
+        assert_eq!(
+            parse_internal_date("17-Jul-1996 11:14:25 +0130"),
+            Some(at(837_596_665))
+        );
+        assert_eq!(
+            parse_internal_date("17-JUL-1996 09:44:25 +0000"),
+            Some(at(837_596_665))
+        );
+        // Space-padded day.
+        assert_eq!(
+            parse_internal_date(" 7-Jul-1996 02:44:25 +0000"),
+            Some(at(836_707_465))
+        );
+        assert_eq!(
+            parse_internal_date("01-Jan-2024 00:00:00 +0000"),
+            Some(at(1_704_067_200))
+        );
+    }
+
+    #[test]
+    fn internal_date_invalid_values() {
+        for bad in [
+            "",
+            " ",
+            "99-Foo-2020 00:00:00 +0000",
+            "01-Foo-2020 00:00:00 +0000",
+            "99-Jan-2020 00:00:00 +0000",
+            "31-Apr-2020 00:00:00 +0000",
+            "01-Jan-2020",
+            "01-Jan-2020 00:00:00",
+            "01-Jan-99999999999999999999 00:00:00 +0000",
+            "99999999999999999999-Jan-2020 00:00:00 +0000",
+            "01-Jan-2020 99999999999999999999:00:00 +0000",
+            "01-Jan-2020 00:00:00 +99999999999999999999",
+            "01-Jan-2020 00:00:00 +9999",
+            "01-Jan-2020 -1:00:00 +0000",
+            "Mon, 01 Jan 2024 10:00:00 +0000",
+        ] {
+            assert_eq!(parse_internal_date(bad), None, "{bad:?}");
+        }
+    }
 }

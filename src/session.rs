@@ -265,6 +265,7 @@ impl Session {
                     p.watermark = watermark;
                 }
             }
+            Report::Polling => self.idle = false,
             Report::Alert(_) => {}
         }
     }

@@ -56,6 +56,8 @@ pub(crate) enum Report {
     Mail(Arc<Mail>),
     /// The watermark moved (after the mails below it were reported).
     Advanced(u32),
+    /// IDLE was rejected: polling from now on.
+    Polling,
     /// The server sent an `[ALERT]`.
     Alert(String),
 }
@@ -264,6 +266,7 @@ impl Watcher {
                     if c.status != Status::Ok {
                         tracing::warn!(text = %c.text, "server rejected IDLE; polling instead");
                         self.idle = false;
+                        sink(Report::Polling);
                     }
                     return Ok(stop);
                 }

@@ -314,6 +314,11 @@ impl Parser {
                     if self.literal_bytes > limit as u64 {
                         return Err(ProtoError::ResponseTooLarge { limit });
                     }
+                    // `size` is within the limit here: make room once instead
+                    // of doubling (and copying) repeatedly as it arrives.
+                    let size_usize = usize::try_from(size).unwrap_or(limit);
+                    let available = self.buf.len().saturating_sub(self.scan);
+                    self.buf.reserve_exact(size_usize.saturating_sub(available));
                     self.state = FrameState::Literal(size);
                     self.line_start = self.scan;
                 }

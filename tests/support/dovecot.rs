@@ -3,16 +3,18 @@
 //!
 //! # Lifetime
 //! [`dovecot()`] starts the server on first use. Dovecot runs in the
-//! foreground (`dovecot -F`) under a small `sh` watchdog in its own process
-//! group. The watchdog blocks reading a pipe whose write end only this test
-//! process holds; when the process exits — normally, by panic or by
-//! SIGKILL — the kernel closes the pipe, and the watchdog stops Dovecot
-//! (SIGTERM, which also ends its imap/lmtp children), waits for it and
-//! removes the temporary directory. Ctrl-C on the terminal does not reach
-//! the watchdog's process group, so it cannot orphan Dovecot either.
-//! Ports are free ports picked at start (bind `127.0.0.1:0`, release);
-//! a start that loses a port race is retried with fresh ports and a fresh
-//! directory, so concurrently running test binaries do not collide.
+//! foreground (`dovecot -F`) under a small `sh` watchdog that leads a new
+//! process group (Dovecot and all its children stay in it). The watchdog
+//! blocks reading a pipe whose write end only the test process holds; when
+//! that process exits — normally, by panic or by SIGKILL — the kernel
+//! closes the pipe, and the watchdog sends SIGTERM to the whole group
+//! (Dovecot is gone within milliseconds; SIGTERM to the master alone takes
+//! it 1-3 s), reaps the master and removes the temporary directory.
+//! Ctrl-C on the terminal does not reach that group, so it cannot orphan
+//! Dovecot. Ports are free ports picked at start (bind `127.0.0.1:0`,
+//! release); a start that loses a port race is retried with fresh ports
+//! and a fresh directory, so concurrently running test binaries do not
+//! collide.
 //!
 //! # Configuration that matters (and why)
 //! - Runs as root with `default_internal_user = dovecot`,
@@ -51,6 +53,8 @@
 //!   openssl CLI (CA: `CA:TRUE`, `keyCertSign`; leaf: `CA:FALSE`,
 //!   `serverAuth`, SAN `IP:127.0.0.1, DNS:localhost` — rustls rejects a
 //!   CA certificate used as a server certificate).
+//! - `namespace inbox { separator = / }`: Maildir's default separator is
+//!   `.`, which refuses `CREATE Archive/2024`.
 //! - `protocol imap { mail_max_userip_connections = 15 }`; `auth_verbose =
 //!   yes` (needed for the failure lines counted below); logs go to
 //!   `<dir>/dovecot.log`.
@@ -122,15 +126,23 @@ const INSTALL_HINT: &str = "the emap integration tests need a real Dovecot \
     `apt-get install -y dovecot-imapd dovecot-lmtpd openssl` (as root), or run \
     `scripts/test`, which installs them when missing";
 
-/// The watchdog: starts Dovecot in the foreground, waits for EOF on stdin
-/// (the test process exiting), then stops Dovecot and removes the dir.
-/// Arguments: $1 dovecot binary, $2 config, $3 stderr file, $4 temp dir.
+/// The watchdog, run by `sh` as the leader of a new process group: starts
+/// Dovecot in the background (so Dovecot and all its children share the
+/// group), blocks until EOF on stdin (the test process exiting), then sends
+/// SIGTERM to the whole group — every Dovecot process at once, which stops
+/// Dovecot in milliseconds, while a SIGTERM to the master alone takes it
+/// 1-3 s — reaps the master and removes the temporary directory. The `:`
+/// trap keeps the watchdog itself alive through that SIGTERM (a handler,
+/// unlike an ignored signal, is not inherited across exec).
+/// Arguments: $1 dovecot binary, $2 config, $3 stdout/stderr file,
+/// $4 temp dir.
 const WATCHDOG: &str = r#"
 trap '' INT HUP
+trap ':' TERM
 "$1" -F -c "$2" >"$3" 2>&1 </dev/null &
 d=$!
 read -r _line || :
-kill -TERM "$d" 2>/dev/null
+kill -TERM 0 2>/dev/null
 wait "$d"
 i=0
 while [ -e "$4" ] && [ "$i" -lt 50 ]; do
@@ -199,7 +211,8 @@ pub struct Dovecot {
     mail_uid: u32,
     mail_gid: u32,
     catchall: CatchAll,
-    /// The watchdog; its stdin pipe is what keeps Dovecot alive.
+    /// The watchdog; its stdin pipe (closed only when this process exits)
+    /// is what keeps Dovecot alive.
     _watchdog: Mutex<Child>,
 }
 
@@ -277,7 +290,10 @@ impl Dovecot {
         let log_path = p("dovecot.log");
         let stderr_path = p("dovecot.stderr");
 
-        let mut child = Command::new("sh")
+        // The watchdog leads a new process group (so does Dovecot, its
+        // child): Ctrl-C on the terminal, sent to the foreground group, does
+        // not reach them, and the watchdog can stop them all at once.
+        let watchdog = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
             .arg("emap-dovecot-watchdog")
@@ -289,13 +305,13 @@ impl Dovecot {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
-            .spawn()
-            .map_err(|e| fatal(format!("spawning sh for dovecot: {e}")))?;
+            .spawn();
+        let mut watchdog = watchdog.map_err(|e| fatal(format!("spawning the sh watchdog: {e}")))?;
         // The watchdog removes the directory from now on.
         guard.0 = None;
 
         if let Err(e) = wait_ready(&log_path, &stderr_path, [imap_port, imaps_port, lmtp_port]) {
-            stop_watchdog(&mut child);
+            stop_watchdog(&mut watchdog);
             return Err(e);
         }
 
@@ -320,7 +336,7 @@ impl Dovecot {
                     password: random_password(),
                 },
             },
-            _watchdog: Mutex::new(child),
+            _watchdog: Mutex::new(watchdog),
         };
         dovecot.add_user(&dovecot.catchall.user);
         dovecot.add_domain(CATCHALL_DOMAIN, &dovecot.catchall.user);
@@ -787,6 +803,11 @@ first_valid_uid = {mail_uid}
 first_valid_gid = {mail_gid}
 mail_location = maildir:{d}/mail/%u
 mail_fsync = never
+# '/' as hierarchy separator, like most servers (maildir's default is '.').
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
 
 ssl = yes
 ssl_cert = <{d}/tls/server.pem

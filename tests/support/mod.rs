@@ -26,6 +26,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod dovecot;
+pub mod fake;
 pub mod lmtp;
 pub mod message;
 pub mod raw_imap;

@@ -1,0 +1,315 @@
+//! The actor core against a real Dovecot: one connection per credential,
+//! fan-out by recipient, no backlog, reconnect without loss, permanent
+//! errors reported once, linger, shutdown.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use emap::{
+    Auth, Config, Credential, Error, Filter, Handle, Mail, Registry, SessionState, TlsMode,
+};
+use support::{CatchAll, TestUser, blocking, dovecot, mail};
+
+/// Generous bound for awaiting an event that must happen (Dovecot holds
+/// IDLE notifications back 500 ms); never a timing assertion.
+const EVENTUALLY: Duration = Duration::from_secs(30);
+
+fn config() -> Config {
+    Config {
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        linger: Duration::from_millis(300),
+        ..Config::default()
+    }
+}
+
+fn cred(user: &TestUser) -> Credential {
+    Credential::new("127.0.0.1", &user.name, Auth::password(&*user.password))
+        .port(dovecot().imap_port)
+        .tls(TlsMode::None)
+}
+
+async fn deliver(rcpt: String, subject: String) {
+    blocking(move || {
+        let raw = mail("sender@emap.test", &rcpt, &subject, "hello");
+        dovecot().deliver(&rcpt, &raw);
+    })
+    .await
+}
+
+async fn next(sub: &mut emap::Subscription) -> Arc<Mail> {
+    tokio::time::timeout(EVENTUALLY, sub.recv())
+        .await
+        .expect("no mail in time")
+        .expect("subscription ended")
+}
+
+async fn connections(user: &str, expected: usize) -> usize {
+    dovecot()
+        .wait_connections_async(user, expected, EVENTUALLY)
+        .await
+}
+
+fn start() -> Handle {
+    Registry::start_in_thread(config()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_reaches_the_subscriber_of_its_address_only() {
+    let h = start();
+    let ca: CatchAll = dovecot().catchall("fan");
+    let c = cred(&ca.user);
+    let (a, b) = (ca.address("task1"), ca.address("task2"));
+    let mut sa = h
+        .subscribe(c.clone(), Filter::new().to(a.to_uppercase()))
+        .await
+        .unwrap();
+    let mut sb = h.subscribe(c.clone(), Filter::new().to(&b)).await.unwrap();
+    let mut all = h.subscribe(c.clone(), Filter::new()).await.unwrap();
+    deliver(a.clone(), "for a".into()).await;
+    deliver(b.clone(), "for b".into()).await;
+    assert_eq!(next(&mut sa).await.subject(), Some("for a"));
+    assert_eq!(next(&mut sb).await.subject(), Some("for b"));
+    let got: HashSet<String> = [next(&mut all).await, next(&mut all).await]
+        .iter()
+        .map(|m| m.subject().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(got, HashSet::from(["for a".to_owned(), "for b".to_owned()]));
+    // a's subscriber never saw b's mail: the next thing it gets is a's next.
+    deliver(a.clone(), "for a again".into()).await;
+    assert_eq!(next(&mut sa).await.subject(), Some("for a again"));
+    assert_eq!(connections(&ca.user.name, 1).await, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_is_never_delivered() {
+    let h = start();
+    let u = dovecot().user("backlog");
+    for i in 0..3 {
+        deliver(u.name.clone(), format!("old {i}")).await;
+    }
+    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    let stats = h.stats().await.unwrap();
+    assert_eq!(
+        stats[0].watermark,
+        Some(4),
+        "watermark is UIDNEXT at SELECT"
+    );
+    deliver(u.name.clone(), "new 1".into()).await;
+    deliver(u.name.clone(), "new 2".into()).await;
+    assert_eq!(next(&mut sub).await.subject(), Some("new 1"));
+    let second = next(&mut sub).await;
+    assert_eq!(second.subject(), Some("new 2"));
+    assert_eq!(second.uid(), 5);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_subscribers_share_one_connection() {
+    let h = start();
+    let ca = dovecot().catchall("shared");
+    let c = cred(&ca.user);
+    // Concurrent first subscribes share one connection attempt.
+    let subs = (0..200).map(|i| {
+        let h = h.clone();
+        let c = c.clone();
+        let addr = ca.address(&format!("t{i}"));
+        async move { h.subscribe(c, Filter::new().to(addr)).await }
+    });
+    let mut subs: Vec<_> = tokio_join_all(subs)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(connections(&ca.user.name, 1).await, 1);
+    assert_eq!(dovecot().login_successes(&ca.user.name), 1);
+    deliver(ca.address("t137"), "one".into()).await;
+    assert_eq!(next(&mut subs[137]).await.subject(), Some("one"));
+    let stats = h.stats().await.unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].subscribers, 200);
+    assert_eq!(stats[0].delivered, 1);
+    h.shutdown().await;
+}
+
+async fn tokio_join_all<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_fails_once_and_permanently() {
+    let h = start();
+    let u = dovecot().user("badpw");
+    let c = Credential::new("127.0.0.1", &u.name, Auth::password("wrong"))
+        .port(dovecot().imap_port)
+        .tls(TlsMode::None);
+    let err = h.subscribe(c.clone(), Filter::new()).await.unwrap_err();
+    assert!(matches!(err, Error::AuthenticationFailed(_)), "{err:?}");
+    // Several backoff intervals (50 ms .. 500 ms) pass: no retry loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dovecot().login_attempts(&u.name), 1);
+    assert!(
+        h.stats().await.unwrap().is_empty(),
+        "the failed session is gone"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_session_reconnects_and_loses_nothing() {
+    let h = start();
+    let u = dovecot().user("kicked");
+    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    deliver(u.name.clone(), "before".into()).await;
+    assert_eq!(next(&mut sub).await.subject(), Some("before"));
+    let name = u.name.clone();
+    assert!(blocking(move || dovecot().kick(&name)).await);
+    // Delivered while the session is down or reconnecting.
+    deliver(u.name.clone(), "during".into()).await;
+    assert_eq!(next(&mut sub).await.subject(), Some("during"));
+    deliver(u.name.clone(), "after".into()).await;
+    assert_eq!(next(&mut sub).await.subject(), Some("after"));
+    let stats = h.stats().await.unwrap();
+    assert!(stats[0].reconnects >= 1, "{stats:?}");
+    assert_eq!(stats[0].state, SessionState::Watching);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linger_keeps_the_connection_then_logs_out() {
+    let h = Registry::start_in_thread(Config {
+        linger: Duration::from_secs(600),
+        ..config()
+    })
+    .unwrap();
+    let u = dovecot().user("linger");
+    for _ in 0..50 {
+        let mut s = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+        s.close();
+    }
+    assert_eq!(dovecot().login_successes(&u.name), 1);
+    assert_eq!(connections(&u.name, 1).await, 1);
+    h.shutdown().await;
+    assert_eq!(connections(&u.name, 0).await, 0);
+
+    // With a short linger the session logs out by itself.
+    let h = start();
+    let u = dovecot().user("linger2");
+    let s = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    assert_eq!(connections(&u.name, 1).await, 1);
+    drop(s);
+    assert_eq!(connections(&u.name, 0).await, 0);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_every_subscription() {
+    let h = start();
+    let u = dovecot().user("shutdown");
+    let mut subs = Vec::new();
+    for _ in 0..20 {
+        subs.push(h.subscribe(cred(&u), Filter::new()).await.unwrap());
+    }
+    h.shutdown().await;
+    for s in &mut subs {
+        assert!(
+            tokio::time::timeout(EVENTUALLY, s.recv())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(connections(&u.name, 0).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_returns_the_mail_or_a_distinct_timeout() {
+    let h = start();
+    let ca = dovecot().catchall("wait");
+    let c = cred(&ca.user);
+    let err = h
+        .wait_for(
+            c.clone(),
+            Filter::new().to(ca.address("nobody")),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WaitTimedOut), "{err:?}");
+    // The task triggers the mail, then waits: a filter with `max_age`
+    // gets it from the session's replay window.
+    let addr = ca.address("someone");
+    let mut everything = h.subscribe(c.clone(), Filter::new()).await.unwrap();
+    deliver(addr.clone(), "code 123456".into()).await;
+    next(&mut everything).await;
+    let waiter = {
+        let h = h.clone();
+        let filter = Filter::new().to(&addr).max_age(Duration::from_secs(600));
+        tokio::spawn(async move { h.wait_for(c, filter, EVENTUALLY).await })
+    };
+    let m = waiter.await.unwrap().unwrap();
+    assert_eq!(m.subject(), Some("code 123456"));
+    h.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn works_inside_an_actix_system() {
+    let h = Registry::start(config()).unwrap();
+    let u = dovecot().user("actix");
+    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    deliver(u.name.clone(), "hi actix".into()).await;
+    assert_eq!(next(&mut sub).await.subject(), Some("hi actix"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_never_marked_read_and_large_mail_is_truncated() {
+    let h = Registry::start_in_thread(Config {
+        max_message_size: 2048,
+        ..config()
+    })
+    .unwrap();
+    let u = dovecot().user("peek");
+    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    let name = u.name.clone();
+    blocking(move || {
+        let body = "0123456789abcdef\n".repeat(1000);
+        dovecot().deliver(&name, &mail("sender@emap.test", &name, "big", &body));
+    })
+    .await;
+    let m = next(&mut sub).await;
+    assert!(m.is_truncated());
+    assert_eq!(m.raw().len(), 2048);
+    assert_eq!(m.subject(), Some("big"), "headers survive truncation");
+    let (name, password) = (u.name.clone(), u.password.clone());
+    let flags = blocking(move || {
+        let mut raw = support::RawImap::connect(dovecot().imap_port);
+        raw.login(&name, &password);
+        raw.command("EXAMINE INBOX");
+        raw.command("FETCH 1 (FLAGS)")
+    })
+    .await;
+    let line = flags
+        .iter()
+        .find(|l| l.contains("FETCH"))
+        .expect("a FETCH line");
+    assert!(
+        !line.contains("\\Seen"),
+        "emap marked the mail read: {line}"
+    );
+    h.shutdown().await;
+}

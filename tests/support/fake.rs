@@ -1,0 +1,190 @@
+//! A scripted fake IMAP server, for what a real server will not do on
+//! demand: never greet, omit UIDNEXT, change UIDVALIDITY, reject IDLE,
+//! announce EXISTS inside a FETCH response, send hostile bytes.
+//!
+//! Each accepted connection runs the test's script (an async closure given
+//! a [`FakeConn`] and the connection's index). The script reads the
+//! client's command lines and answers with whatever bytes it likes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// How long a script waits for the client's next line before failing.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running fake server.
+pub struct FakeServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    accepted: Arc<AtomicUsize>,
+    /// Every command line received, over all connections, in order.
+    pub commands: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeServer {
+    /// Listens and runs `script` for each connection.
+    pub async fn start<F, Fut>(script: F) -> FakeServer
+    where
+        F: Fn(FakeConn, usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let task = {
+            let accepted = accepted.clone();
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let n = accepted.fetch_add(1, Ordering::SeqCst);
+                    let (r, w) = sock.into_split();
+                    let conn = FakeConn {
+                        reader: BufReader::new(r),
+                        writer: w,
+                        commands: commands.clone(),
+                    };
+                    let script = script.clone();
+                    tokio::spawn(async move { script(conn, n).await });
+                }
+            })
+        };
+        FakeServer {
+            port,
+            accepted,
+            commands,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// A copy of every command line received so far.
+    pub fn commands(&self) -> Vec<String> {
+        self.commands.lock().unwrap().clone()
+    }
+}
+
+/// One connection, from the server's side.
+pub struct FakeConn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    commands: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeConn {
+    /// Sends raw bytes.
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let _ = self.writer.write_all(bytes.as_ref()).await;
+        let _ = self.writer.flush().await;
+    }
+
+    /// The client's next line, without CRLF; `None` on EOF or timeout.
+    pub async fn line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match tokio::time::timeout(LINE_TIMEOUT, self.reader.read_until(b'\n', &mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+        let s = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+        self.commands.lock().unwrap().push(s.clone());
+        Some(s)
+    }
+
+    /// Reads a command and checks its verb (the words after the tag, e.g.
+    /// `"UID FETCH"`); returns `(tag, rest of the line)`. Panics on a
+    /// different command, so a script states what the client must send.
+    pub async fn expect(&mut self, verb: &str) -> (String, String) {
+        let line = self
+            .line()
+            .await
+            .unwrap_or_else(|| panic!("client closed; expected {verb}"));
+        let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        assert!(
+            rest.to_ascii_uppercase()
+                .starts_with(&verb.to_ascii_uppercase()),
+            "expected {verb}, got {line:?}"
+        );
+        (tag.to_string(), rest[verb.len()..].trim().to_string())
+    }
+
+    /// Greeting, then LOGIN answered OK with capabilities `caps`.
+    pub async fn greet_and_login(&mut self, caps: &str) {
+        self.send(format!("* OK [CAPABILITY IMAP4rev1 {caps}] fake ready\r\n"))
+            .await;
+        let (tag, _) = self.expect("LOGIN").await;
+        self.send(format!(
+            "{tag} OK [CAPABILITY IMAP4rev1 {caps}] Logged in\r\n"
+        ))
+        .await;
+    }
+
+    /// Answers EXAMINE with `exists`, and UIDNEXT / UIDVALIDITY when given.
+    pub async fn examine(&mut self, exists: u32, uid_next: Option<u32>, uid_validity: Option<u32>) {
+        let (tag, _) = self.expect("EXAMINE").await;
+        let mut out = format!("* FLAGS (\\Seen)\r\n* {exists} EXISTS\r\n* 0 RECENT\r\n");
+        if let Some(v) = uid_validity {
+            out.push_str(&format!("* OK [UIDVALIDITY {v}] UIDs valid\r\n"));
+        }
+        if let Some(n) = uid_next {
+            out.push_str(&format!("* OK [UIDNEXT {n}] Predicted next UID\r\n"));
+        }
+        out.push_str(&format!("{tag} OK [READ-ONLY] Examine completed\r\n"));
+        self.send(out).await;
+    }
+
+    /// Waits for IDLE and accepts it; returns its tag.
+    pub async fn idle(&mut self) -> String {
+        let (tag, _) = self.expect("IDLE").await;
+        self.send("+ idling\r\n").await;
+        tag
+    }
+
+    /// Waits for DONE and completes the IDLE command `tag`.
+    pub async fn done(&mut self, tag: &str) {
+        let line = self.line().await.expect("client closed; expected DONE");
+        assert_eq!(line.to_ascii_uppercase(), "DONE", "expected DONE");
+        self.send(format!("{tag} OK Idle completed\r\n")).await;
+    }
+
+    /// A FETCH response for message `seq` with `uid` and `raw` as BODY[]<0>.
+    pub fn fetch_response(seq: u32, uid: u32, raw: &[u8]) -> Vec<u8> {
+        let mut out = format!(
+            "* {seq} FETCH (UID {uid} INTERNALDATE \"26-Nov-2026 00:00:00 +0000\" RFC822.SIZE {} BODY[]<0> {{{}}}\r\n",
+            raw.len(),
+            raw.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(raw);
+        out.extend_from_slice(b")\r\n");
+        out
+    }
+
+    /// Holds the connection open, reading and discarding, until EOF.
+    pub async fn drain(&mut self) {
+        while self.line().await.is_some() {}
+    }
+}
