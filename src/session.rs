@@ -73,6 +73,8 @@ pub struct Session {
     reconnects: u64,
     validity_changes: u64,
     last_error: Option<Error>,
+    last_alert: Option<String>,
+    startup_bytes: Option<u64>,
 }
 
 impl Session {
@@ -121,6 +123,8 @@ impl Session {
             reconnects: 0,
             validity_changes: 0,
             last_error: None,
+            last_alert: None,
+            startup_bytes: None,
         }
     }
 
@@ -242,7 +246,9 @@ impl Session {
                 position,
                 validity_changed,
                 idle,
+                bytes_read,
             } => {
+                self.startup_bytes = Some(bytes_read);
                 if validity_changed {
                     self.validity_changes += 1;
                     self.recent.clear();
@@ -266,7 +272,7 @@ impl Session {
                 }
             }
             Report::Polling => self.idle = false,
-            Report::Alert(_) => {}
+            Report::Alert(text) => self.last_alert = Some(text),
         }
     }
 
@@ -323,6 +329,8 @@ impl Session {
             validity_changes: self.validity_changes,
             last_error: self.last_error.as_ref().map(|e| e.to_string()),
             backoff: (self.state == SessionState::Backoff).then_some(self.delay),
+            last_alert: self.last_alert.clone(),
+            startup_bytes: self.startup_bytes,
         }
     }
 }

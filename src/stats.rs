@@ -52,4 +52,10 @@ pub struct SessionStats {
     pub last_error: Option<String>,
     /// The current backoff delay, if waiting.
     pub backoff: Option<Duration>,
+    /// The last `[ALERT]` text the server sent, if any.
+    pub last_alert: Option<String>,
+    /// Bytes read from connect until the mailbox was selected and the
+    /// watermark fixed, on the latest connection: the start-up cost, which
+    /// does not grow with the mailbox.
+    pub startup_bytes: Option<u64>,
 }

@@ -139,10 +139,6 @@ impl Shared {
     pub(crate) fn error(&self) -> Option<Error> {
         self.lock().error.clone()
     }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
 }
 
 /// One subscriber: a filter and a bounded queue.

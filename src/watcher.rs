@@ -51,6 +51,9 @@ pub(crate) enum Report {
         validity_changed: bool,
         /// Whether the server pushes with IDLE (else it is polled).
         idle: bool,
+        /// Bytes read from the socket from connect to here: the start-up
+        /// cost, which must not grow with the mailbox.
+        bytes_read: u64,
     },
     /// A new message, parsed.
     Mail(Arc<Mail>),
@@ -123,6 +126,7 @@ pub(crate) async fn run(
         position: w.position(),
         validity_changed,
         idle,
+        bytes_read: w.conn.bytes_read(),
     }) {
         return w.conn.logout().await;
     }

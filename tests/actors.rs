@@ -313,3 +313,41 @@ async fn mail_is_never_marked_read_and_large_mail_is_truncated() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_costs_the_same_on_a_full_mailbox() {
+    let h = start();
+    let empty = dovecot().user("startempty");
+    let full = dovecot().user("startfull");
+    let name = full.name.clone();
+    blocking(move || {
+        for i in 0..300 {
+            let raw = mail(
+                "sender@emap.test",
+                &name,
+                &format!("old {i}"),
+                &"x".repeat(2000),
+            );
+            dovecot().deliver(&name, &raw);
+        }
+    })
+    .await;
+    let _a = h.subscribe(cred(&empty), Filter::new()).await.unwrap();
+    let _b = h.subscribe(cred(&full), Filter::new()).await.unwrap();
+    let stats = h.stats().await.unwrap();
+    let bytes = |u: &TestUser| {
+        stats
+            .iter()
+            .find(|s| s.key.user == u.name)
+            .and_then(|s| s.startup_bytes)
+            .unwrap()
+    };
+    let (e, f) = (bytes(&empty), bytes(&full));
+    // The same commands and responses; only numbers and names differ in
+    // length (EXISTS 0 vs 300, UIDNEXT 1 vs 301, ...).
+    assert!(
+        f.abs_diff(e) < 64,
+        "empty mailbox {e} bytes, 300 messages {f} bytes"
+    );
+    h.shutdown().await;
+}
