@@ -53,6 +53,16 @@ pub struct Config {
     pub max_line: usize,
     /// The largest literal accepted, in bytes. Default 32 MiB.
     pub max_literal: usize,
+    /// How many recent mails a session keeps for late subscribers whose
+    /// filter has `since` or `max_age`. Default 64.
+    pub replay_capacity: usize,
+    /// How long a mail stays in that replay window. Default 5 min.
+    pub replay_age: Duration,
+    /// When a subscriber asks for mail older than the session (its `since`
+    /// or `max_age` reaches back before the session connected), the session
+    /// searches the mailbox (`UID SEARCH SINCE`) and fetches at most this
+    /// many of the newest matches. 0 disables the look-back. Default 64.
+    pub look_back_limit: usize,
     /// The most bytes of one message that are fetched; a larger message is
     /// fetched partially and flagged truncated. Default 25 MiB; must not
     /// exceed `max_literal`.
@@ -75,6 +85,9 @@ impl Default for Config {
             max_line: 64 * 1024,
             max_literal: 32 * 1024 * 1024,
             max_message_size: 25 * 1024 * 1024,
+            replay_capacity: 64,
+            replay_age: Duration::from_secs(5 * 60),
+            look_back_limit: 64,
         }
     }
 }

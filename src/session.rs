@@ -34,11 +34,6 @@ use crate::transport::Tls;
 use crate::watcher::{self, Order, Position, Report};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
 
-/// How many recent mails a session keeps for late subscribers.
-const REPLAY_CAPACITY: usize = 64;
-/// How long a recent mail stays replayable.
-const REPLAY_AGE: Duration = Duration::from_secs(5 * 60);
-
 struct Entry {
     addr: Addr<Subscriber>,
     filter: Filter,
@@ -75,6 +70,10 @@ pub struct Session {
     last_error: Option<Error>,
     last_alert: Option<String>,
     startup_bytes: Option<u64>,
+    /// When the mailbox was first selected: mail before it is only found
+    /// by the look-back.
+    connected_at: Option<std::time::SystemTime>,
+    looked_back: bool,
 }
 
 impl Session {
@@ -125,6 +124,8 @@ impl Session {
             last_error: None,
             last_alert: None,
             startup_bytes: None,
+            connected_at: None,
+            looked_back: false,
         }
     }
 
@@ -260,11 +261,19 @@ impl Session {
                 for w in self.waiting.drain(..) {
                     let _ = w.send(Ok(()));
                 }
+                if self.connected_at.is_none() {
+                    self.connected_at = Some(std::time::SystemTime::now());
+                }
+                self.maybe_look_back();
             }
             Report::Mail(mail) => {
                 self.fetched += 1;
                 self.remember(mail.clone());
-                self.fan_out(&mail);
+                self.fan_out(&mail, false);
+            }
+            Report::Old(mail) => {
+                self.remember(mail.clone());
+                self.fan_out(&mail, true);
             }
             Report::Advanced(watermark) => {
                 if let Some(p) = self.position.as_mut() {
@@ -277,25 +286,34 @@ impl Session {
     }
 
     fn remember(&mut self, mail: Arc<Mail>) {
+        if self.config.replay_capacity == 0 {
+            return;
+        }
         let now = Instant::now();
         while self
             .recent
             .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > REPLAY_AGE)
-            || self.recent.len() >= REPLAY_CAPACITY
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.config.replay_age)
+            || self.recent.len() >= self.config.replay_capacity
         {
             self.recent.pop_front();
         }
         self.recent.push_back((now, mail));
     }
 
-    fn fan_out(&self, mail: &Arc<Mail>) {
+    /// Sends `mail` to the subscribers indexed under one of its recipients
+    /// and to those without `to`. Old mail (from the look-back) goes only to
+    /// subscribers that asked for old mail with `since` or `max_age`.
+    fn fan_out(&self, mail: &Arc<Mail>, old: bool) {
+        let now = std::time::SystemTime::now();
+        let wants = |e: &Entry| !old || e.filter.earliest(now).is_some();
         let mut sent: HashSet<u64> = HashSet::new();
         for r in mail.recipients() {
             if let Some(ids) = self.by_recipient.get(r.as_str()) {
                 for id in ids {
                     if sent.insert(*id)
                         && let Some(e) = self.subscribers.get(id)
+                        && wants(e)
                     {
                         e.addr.do_send(NewMail(mail.clone()));
                     }
@@ -303,9 +321,34 @@ impl Session {
             }
         }
         for id in &self.everyone {
-            if let Some(e) = self.subscribers.get(id) {
+            if let Some(e) = self.subscribers.get(id)
+                && wants(e)
+            {
                 e.addr.do_send(NewMail(mail.clone()));
             }
+        }
+    }
+
+    /// Orders the one look-back of this session's life when a subscriber
+    /// wants mail from before the session first selected its mailbox.
+    fn maybe_look_back(&mut self) {
+        if self.looked_back || self.config.look_back_limit == 0 {
+            return;
+        }
+        let (Some(started), Some(orders)) = (self.connected_at, &self.orders) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let earliest = self
+            .subscribers
+            .values()
+            .filter_map(|e| e.filter.earliest(now))
+            .filter(|t| *t < started)
+            .min();
+        if let Some(since) = earliest
+            && orders.send(Order::LookBack(since)).is_ok()
+        {
+            self.looked_back = true;
         }
     }
 
@@ -409,6 +452,7 @@ impl Handler<AddSubscriber> for Session {
             },
         );
         if self.state == SessionState::Watching {
+            self.maybe_look_back();
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();

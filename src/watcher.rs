@@ -19,6 +19,7 @@
 //! mailbox opened with EXAMINE.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -28,6 +29,7 @@ use crate::connection::Connection;
 use crate::credential::Credential;
 use crate::mail::{Mail, parse_internal_date};
 use crate::proto::client::{CommandData, CommandKind, Event};
+use crate::proto::encode::search_date;
 use crate::proto::{Condition, Data, Fetch, FetchItem, ProtoError, Status};
 use crate::transport::Tls;
 
@@ -57,6 +59,9 @@ pub(crate) enum Report {
     },
     /// A new message, parsed.
     Mail(Arc<Mail>),
+    /// A message from before the session (found by the look-back): only
+    /// for subscribers that asked for old mail with `since` or `max_age`.
+    Old(Arc<Mail>),
     /// The watermark moved (after the mails below it were reported).
     Advanced(u32),
     /// IDLE was rejected: polling from now on.
@@ -73,6 +78,8 @@ pub(crate) type Sink = Box<dyn FnMut(Report) -> bool + Send>;
 pub(crate) enum Order {
     /// LOGOUT and end.
     Logout,
+    /// Find mail that arrived since this time, below the watermark.
+    LookBack(SystemTime),
 }
 
 /// Runs one connection until LOGOUT is ordered (`Ok`) or it fails.
@@ -121,6 +128,7 @@ pub(crate) async fn run(
         exists: info.exists,
         announced: info.exists,
         idle,
+        look_back: None,
     };
     if !sink(Report::Selected {
         position: w.position(),
@@ -133,13 +141,17 @@ pub(crate) async fn run(
     if uid_next > watermark {
         // Mail arrived while we were away: fetch the gap once, by UID.
         let set = format!("{watermark}:*");
-        w.fetch(true, &set, &mut sink).await?;
+        w.fetch(true, &set, false, &mut sink).await?;
     }
     loop {
+        if let Some(since) = w.look_back.take() {
+            w.look_back(since, &mut sink).await?;
+            continue;
+        }
         if w.announced > w.exists {
             let set = format!("{}:{}", w.exists + 1, w.announced);
             w.exists = w.announced;
-            w.fetch(false, &set, &mut sink).await?;
+            w.fetch(false, &set, false, &mut sink).await?;
             continue;
         }
         let stop = if w.idle {
@@ -191,6 +203,8 @@ struct Watcher {
     /// Messages the server announced (EXISTS); above `exists` means new.
     announced: u32,
     idle: bool,
+    /// A look-back ordered and not yet run.
+    look_back: Option<SystemTime>,
 }
 
 impl Watcher {
@@ -250,12 +264,13 @@ impl Watcher {
                 ev = self.conn.next_event() => ev?,
                 order = orders.recv(), if orders_open => {
                     match order {
+                        Some(Order::LookBack(since)) => self.order_look_back(since),
                         Some(Order::Logout) | None => {
                             orders_open = false;
                             stop = true;
-                            self.conn.done();
                         }
                     }
+                    self.conn.done();
                     continue;
                 }
             };
@@ -290,7 +305,13 @@ impl Watcher {
     ) -> Result<bool, Error> {
         tokio::select! {
             _ = tokio::time::sleep(self.config.poll_interval) => {}
-            _ = orders.recv() => return Ok(true),
+            order = orders.recv() => match order {
+                Some(Order::LookBack(since)) => {
+                    self.order_look_back(since);
+                    return Ok(false);
+                }
+                Some(Order::Logout) | None => return Ok(true),
+            },
         }
         self.conn.start(|c, now| c.noop(now))?;
         loop {
@@ -311,9 +332,56 @@ impl Watcher {
         }
     }
 
+    fn order_look_back(&mut self, since: SystemTime) {
+        self.look_back = Some(self.look_back.map_or(since, |t| t.min(since)));
+    }
+
+    /// Finds the newest messages below the watermark that arrived since
+    /// `since` and reports them as old mail. Bounded: it searches only the
+    /// last `look_back_limit · 16` UIDs below the watermark and fetches at
+    /// most `look_back_limit` of them; INTERNALDATE is checked by the
+    /// subscribers' filters.
+    async fn look_back(&mut self, since: SystemTime, sink: &mut Sink) -> Result<(), Error> {
+        let limit = self.config.look_back_limit;
+        if limit == 0 || self.watermark <= 1 {
+            return Ok(());
+        }
+        let top = self.watermark - 1;
+        let window = u32::try_from(limit.saturating_mul(16)).unwrap_or(u32::MAX);
+        let low = top.saturating_sub(window).max(1);
+        let secs = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // A day early: SINCE compares dates in the server's time zone.
+        let day = search_date(i64::try_from(secs).unwrap_or(i64::MAX) - 86_400);
+        let criteria = format!("UID {low}:{top} SINCE {day}");
+        tracing::debug!(%criteria, "look-back");
+        let done = self
+            .conn
+            .command(|c, now| c.uid_search(&criteria, now))
+            .await?;
+        let CommandData::Search(mut uids) = done.data else {
+            return Ok(());
+        };
+        uids.retain(|&u| u >= low && u <= top);
+        uids.sort_unstable();
+        uids.dedup();
+        let newest = &uids[uids.len().saturating_sub(limit)..];
+        if newest.is_empty() {
+            return Ok(());
+        }
+        let set: Vec<String> = newest.iter().map(u32::to_string).collect();
+        self.fetch(true, &set.join(","), true, sink).await
+    }
+
     /// FETCH (by sequence numbers) or UID FETCH `set`, reporting every
-    /// message at or above the watermark.
-    async fn fetch(&mut self, uid: bool, set: &str, sink: &mut Sink) -> Result<(), Error> {
+    /// message at or above the watermark — or, for a look-back, every
+    /// message below it, as old mail.
+    async fn fetch(
+        &mut self,
+        uid: bool,
+        set: &str,
+        old: bool,
+        sink: &mut Sink,
+    ) -> Result<(), Error> {
         let items = format!(
             "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
             self.config.max_message_size
@@ -322,7 +390,7 @@ impl Watcher {
         self.conn.start(|c, now| c.fetch(uid, set, &items, now))?;
         loop {
             match self.conn.next_event().await? {
-                Event::Data(Data::Fetch(f)) => self.fetched(f, sink).await?,
+                Event::Data(Data::Fetch(f)) => self.fetched(f, old, sink).await?,
                 Event::Data(d) => self.observe(&d, sink),
                 Event::Completed(c) if c.kind == CommandKind::Fetch => {
                     if c.status != Status::Ok {
@@ -339,7 +407,7 @@ impl Watcher {
         }
     }
 
-    async fn fetched(&mut self, f: Fetch, sink: &mut Sink) -> Result<(), Error> {
+    async fn fetched(&mut self, f: Fetch, old: bool, sink: &mut Sink) -> Result<(), Error> {
         let Some(uid) = f.uid() else {
             // A flag update or similar without UID: nothing new.
             return Ok(());
@@ -358,11 +426,12 @@ impl Watcher {
         let Some(raw) = body else {
             return Ok(());
         };
-        if uid < self.watermark {
+        if (uid < self.watermark) != old {
             tracing::debug!(
                 uid,
                 watermark = self.watermark,
-                "discarding UID below the watermark"
+                old,
+                "discarding a UID on the wrong side of the watermark"
             );
             return Ok(());
         }
@@ -376,7 +445,11 @@ impl Watcher {
         })
         .await
         .map_err(|_| Error::Protocol(ProtoError::Violation("mail parser task failed")))?;
-        tracing::debug!(uid, "fetched");
+        tracing::debug!(uid, old, "fetched");
+        if old {
+            sink(Report::Old(Arc::new(mail)));
+            return Ok(());
+        }
         self.watermark = uid.saturating_add(1);
         sink(Report::Mail(Arc::new(mail)));
         sink(Report::Advanced(self.watermark));

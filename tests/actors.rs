@@ -351,3 +351,56 @@ async fn start_up_costs_the_same_on_a_full_mailbox() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_subscribers_get_recent_mail_only_when_they_ask_for_it() {
+    let h = start();
+    let ca = dovecot().catchall("late");
+    let c = cred(&ca.user);
+    let addr = ca.address("task");
+    // The task triggers the mail before anyone watches the mailbox.
+    deliver(addr.clone(), "sent before the session".into()).await;
+    // Without a time condition: only new mail.
+    let mut plain = h
+        .subscribe(c.clone(), Filter::new().to(&addr))
+        .await
+        .unwrap();
+    // With max_age: the look-back finds the mail from before the session.
+    let mut recent = h
+        .subscribe(
+            c.clone(),
+            Filter::new().to(&addr).max_age(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut recent).await.subject(),
+        Some("sent before the session")
+    );
+    deliver(addr.clone(), "sent while watching".into()).await;
+    assert_eq!(
+        next(&mut plain).await.subject(),
+        Some("sent while watching")
+    );
+    assert_eq!(
+        next(&mut recent).await.subject(),
+        Some("sent while watching")
+    );
+    // A later subscriber with `since` is served from the replay window.
+    let mut later = h
+        .subscribe(
+            c.clone(),
+            Filter::new().to(&addr).max_age(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut later).await.subject(),
+        Some("sent before the session")
+    );
+    assert_eq!(
+        next(&mut later).await.subject(),
+        Some("sent while watching")
+    );
+    h.shutdown().await;
+}

@@ -340,6 +340,10 @@ fn login_attempts_are_counted_from_the_log() {
         "{}",
         d.log_tail(30)
     );
+    assert_eq!(
+        d.settled_login_attempts(&user.name, Duration::from_millis(300)),
+        3
+    );
     assert_eq!(d.login_successes(&user.name), 1);
     assert_eq!(d.login_failures(&user.name), 2);
     assert_eq!(

@@ -220,6 +220,25 @@ pub fn utf7_encode(name: &str) -> String {
     out
 }
 
+/// An IMAP search date (`26-Nov-2026`) for a Unix time, in UTC.
+pub fn search_date(unix_secs: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // Civil from days (H. Hinnant's algorithm), proleptic Gregorian.
+    let z = unix_secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let name = MONTHS[usize::try_from(month - 1).unwrap_or(0).min(11)];
+    format!("{day}-{name}-{year}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +339,14 @@ mod tests {
                 .mailbox("")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn search_dates() {
+        assert_eq!(search_date(0), "1-Jan-1970");
+        assert_eq!(search_date(1_764_115_200), "26-Nov-2025");
+        assert_eq!(search_date(951_782_400), "29-Feb-2000");
+        assert_eq!(search_date(-86_400), "31-Dec-1969");
     }
 
     #[test]

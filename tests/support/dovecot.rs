@@ -22,7 +22,9 @@
 //!   `emaptest` (created with `useradd --system` when missing), with
 //!   `first_valid_uid/gid` lowered to it. The temp dir is made 0755 and the
 //!   `mail/` and `home/` dirs are owned by that user: without this LMTP
-//!   fails with `mkdir(...) failed: Permission denied`.
+//!   fails with `mkdir(...) failed: Permission denied`. Not as root, every
+//!   Dovecot process runs as the current user and chroots are turned off
+//!   (checked as `nobody`).
 //! - Users live in **one file per user**: passdb `passwd-file`
 //!   `<dir>/passdb/%u`, userdb `passwd-file` `<dir>/userdb/%u`.
 //!   Dovecot re-stats a passwd-file at most once per second, so users
@@ -78,8 +80,12 @@
 //! A failed login is logged once per attempt (also several attempts on one
 //! connection), while imap-login's own `Disconnected (auth failed, N
 //! attempts ...)` line only appears at disconnect, so it is not used.
-//! Lines reach the file through Dovecot's log process shortly after the
-//! client got its answer: use [`Dovecot::wait_login_attempts`].
+//! Lines reach the file through Dovecot's log process, asynchronously, at
+//! about the time the client gets its answer: to assert a count, use
+//! [`Dovecot::wait_login_attempts`] (at least n) or
+//! [`Dovecot::settled_login_attempts`] (exactly, once quiet) rather than a
+//! single snapshot. Pass the lowercased name (as in [`TestUser::name`]):
+//! the log shows names after Dovecot lowercased them.
 //!
 //! # Connections
 //! [`Dovecot::connections`] runs `doveadm who -1` (one line per
@@ -608,6 +614,24 @@ impl Dovecot {
             last = self.login_attempts(user);
             (last >= at_least).then_some(())
         });
+        last
+    }
+
+    /// Waits until the login attempt count of `user` has not changed for
+    /// `quiet` (at most 10 s overall) and returns it: for asserting an exact
+    /// count ("one attempt, and no retry") without racing the log.
+    pub fn settled_login_attempts(&self, user: &str, quiet: Duration) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.login_attempts(user);
+        let mut since = Instant::now();
+        while Instant::now() < deadline && since.elapsed() < quiet {
+            std::thread::sleep(Duration::from_millis(25));
+            let now = self.login_attempts(user);
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+        }
         last
     }
 }

@@ -10,10 +10,11 @@
 //! ([`Dovecot::catchall`]).
 //!
 //! This module depends only on std, tokio and tempfile — never on emap's
-//! API — so a broken library build never breaks the harness itself.
+//! API — so changes to emap never break the harness itself.
 //!
 //! Each test binary uses a different subset of these helpers, hence the
-//! crate-wide `dead_code` allowance below.
+//! module-wide `dead_code` (and, for the re-exports, `unused_imports`)
+//! allowance below.
 //!
 //! Layout:
 //! - [`dovecot`](mod@dovecot): starting/stopping the server, users, LMTP
@@ -21,7 +22,9 @@
 //! - [`raw_imap`]: [`RawImap`], a line-oriented IMAP client over a plain
 //!   blocking `TcpStream`;
 //! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
-//! - [`message`]: [`mail()`], building small RFC 5322 messages.
+//! - [`message`]: [`mail()`], building small RFC 5322 messages;
+//! - [`fake`]: a scripted fake IMAP server, for behaviour a real server
+//!   will not produce on demand.
 
 #![allow(dead_code, unused_imports)]
 
