@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::messages::{GetStats, Shutdown, Subscribe};
 use crate::registry::Registry;
-use crate::stats::SessionStats;
+use crate::stats::{ActorCounts, Live, SessionStats};
 use crate::subscription::Subscription;
 use crate::{Credential, Error, Filter, Mail};
 
@@ -18,6 +18,7 @@ use crate::{Credential, Error, Filter, Mail};
 pub struct Handle {
     registry: Addr<Registry>,
     system: Option<actix_rt::System>,
+    live: Arc<Live>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -29,8 +30,22 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
-    pub(crate) fn new(registry: Addr<Registry>, system: Option<actix_rt::System>) -> Self {
-        Handle { registry, system }
+    pub(crate) fn new(
+        registry: Addr<Registry>,
+        system: Option<actix_rt::System>,
+        live: Arc<Live>,
+    ) -> Self {
+        Handle {
+            registry,
+            system,
+            live,
+        }
+    }
+
+    /// How many session and subscriber actors are alive: both return to
+    /// zero after [`Handle::shutdown`] (and sessions after their linger).
+    pub fn actors(&self) -> ActorCounts {
+        self.live.counts()
     }
 
     /// The registry's address, for actix users who prefer messages.

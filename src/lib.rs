@@ -61,6 +61,6 @@ pub use login::{test_login, test_login_with};
 pub use mail::{Address, Mail};
 pub use registry::Registry;
 pub use session::Session;
-pub use stats::{SessionState, SessionStats};
+pub use stats::{ActorCounts, SessionState, SessionStats};
 pub use subscriber::Subscriber;
 pub use subscription::Subscription;

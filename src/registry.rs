@@ -19,7 +19,7 @@ use crate::messages::{
     Unsubscribe,
 };
 use crate::session::Session;
-use crate::stats::SessionStats;
+use crate::stats::{Live, SessionStats};
 use crate::subscriber::Shared;
 use crate::subscription::Subscription;
 use crate::{Config, Error, Handle, SessionKey};
@@ -41,11 +41,12 @@ pub struct Registry {
     next_id: u64,
     next_instance: u64,
     shut_down: bool,
+    live: Arc<Live>,
 }
 
 impl Registry {
     /// A registry with `config`; start it with [`Registry::start`].
-    fn new(config: Config) -> Self {
+    fn new(config: Config, live: Arc<Live>) -> Self {
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 8);
@@ -57,6 +58,7 @@ impl Registry {
             next_id: 0,
             next_instance: 0,
             shut_down: false,
+            live,
         }
     }
 
@@ -67,8 +69,9 @@ impl Registry {
     /// Panics outside a running System, like every actix actor start.
     pub fn start(config: Config) -> Result<Handle, Error> {
         config.validate()?;
-        let addr = Actor::start(Registry::new(config));
-        Ok(Handle::new(addr, None))
+        let live = Arc::new(Live::default());
+        let addr = Actor::start(Registry::new(config, live.clone()));
+        Ok(Handle::new(addr, None, live))
     }
 
     /// Starts the registry in its own actix System on a background thread,
@@ -77,12 +80,14 @@ impl Registry {
     pub fn start_in_thread(config: Config) -> Result<Handle, Error> {
         config.validate()?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let live = Arc::new(Live::default());
+        let live2 = live.clone();
         std::thread::Builder::new()
             .name("emap-registry".into())
             .spawn(move || {
                 let system = actix_rt::System::new();
                 system.block_on(async move {
-                    let addr = Actor::start(Registry::new(config));
+                    let addr = Actor::start(Registry::new(config, live2));
                     let _ = tx.send((addr, actix_rt::System::current()));
                 });
                 let _ = system.run();
@@ -91,7 +96,7 @@ impl Registry {
         let (addr, system) = rx
             .recv()
             .map_err(|_| Error::InvalidConfig("the registry thread did not start".into()))?;
-        Ok(Handle::new(addr, Some(system)))
+        Ok(Handle::new(addr, Some(system), live))
     }
 
     fn session(&mut self, msg: &Subscribe, ctx: &mut Context<Self>) -> (SessionKey, Addr<Session>) {
@@ -108,8 +113,9 @@ impl Registry {
         let cred = msg.credential.clone();
         let config = self.config.clone();
         let me = ctx.address().downgrade();
+        let live = self.live.clone();
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
-            Session::new(cred, config, instance, me)
+            Session::new(cred, config, instance, me, live)
         });
         tracing::info!(session = %key, "session started");
         self.sessions.insert(

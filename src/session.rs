@@ -28,7 +28,7 @@ use crate::messages::{
     AddSubscriber, EndSession, GetStats, NewMail, RemoveSubscriber, SessionEnded,
 };
 use crate::registry::Registry;
-use crate::stats::{SessionState, SessionStats};
+use crate::stats::{Live, SessionState, SessionStats, Token};
 use crate::subscriber::{Shared, Subscriber};
 use crate::transport::Tls;
 use crate::watcher::{self, Order, Position, Report};
@@ -74,6 +74,8 @@ pub struct Session {
     /// by the look-back.
     connected_at: Option<std::time::SystemTime>,
     looked_back: bool,
+    live: Arc<Live>,
+    _live: Token,
 }
 
 impl Session {
@@ -82,6 +84,7 @@ impl Session {
         config: Arc<Config>,
         instance: u64,
         registry: WeakAddr<Registry>,
+        live: Arc<Live>,
     ) -> Self {
         let key = cred.key();
         let tls = match cred.tls {
@@ -126,6 +129,8 @@ impl Session {
             startup_bytes: None,
             connected_at: None,
             looked_back: false,
+            _live: live.session(),
+            live,
         }
     }
 
@@ -424,7 +429,12 @@ impl Handler<AddSubscriber> for Session {
         if self.ending {
             return Box::pin(async { Err(Error::Closed) });
         }
-        let addr = Subscriber::new(msg.filter.clone(), msg.shared.clone()).start();
+        let addr = Subscriber::new(
+            msg.filter.clone(),
+            msg.shared.clone(),
+            self.live.subscriber(),
+        )
+        .start();
         // Late subscriber: replay recent mail it asks for by `since` or
         // `max_age`.
         if msg.filter.earliest(std::time::SystemTime::now()).is_some() {

@@ -1,5 +1,7 @@
 //! Statistics a session reports through `Handle::stats`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::SessionKey;
@@ -58,4 +60,66 @@ pub struct SessionStats {
     /// watermark fixed, on the latest connection: the start-up cost, which
     /// does not grow with the mailbox.
     pub startup_bytes: Option<u64>,
+}
+
+/// How many actors of each kind are alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ActorCounts {
+    /// Session actors (one per credential key with subscribers or
+    /// lingering).
+    pub sessions: usize,
+    /// Subscriber actors.
+    pub subscribers: usize,
+}
+
+/// Live-actor counters shared by a registry's actors. Each actor holds a
+/// [`Token`] that counts it until it is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    sessions: AtomicUsize,
+    subscribers: AtomicUsize,
+}
+
+impl Live {
+    pub(crate) fn counts(&self) -> ActorCounts {
+        ActorCounts {
+            sessions: self.sessions.load(Ordering::SeqCst),
+            subscribers: self.subscribers.load(Ordering::SeqCst),
+        }
+    }
+
+    pub(crate) fn session(self: &Arc<Self>) -> Token {
+        self.sessions.fetch_add(1, Ordering::SeqCst);
+        Token {
+            live: self.clone(),
+            session: true,
+        }
+    }
+
+    pub(crate) fn subscriber(self: &Arc<Self>) -> Token {
+        self.subscribers.fetch_add(1, Ordering::SeqCst);
+        Token {
+            live: self.clone(),
+            session: false,
+        }
+    }
+}
+
+/// Counts one actor while it lives.
+#[derive(Debug)]
+pub(crate) struct Token {
+    live: Arc<Live>,
+    session: bool,
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        let counter = if self.session {
+            &self.live.sessions
+        } else {
+            &self.live.subscribers
+        };
+        counter.fetch_sub(1, Ordering::SeqCst);
+    }
 }

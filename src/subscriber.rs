@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::{Actor, Context, Handler};
 
 use crate::messages::NewMail;
+use crate::stats::Token;
 use crate::{Error, Filter, Mail};
 
 /// Drops are logged at most this often per subscriber.
@@ -146,14 +147,16 @@ pub struct Subscriber {
     filter: Filter,
     shared: Arc<Shared>,
     last_drop_log: Option<Instant>,
+    _live: Token,
 }
 
 impl Subscriber {
-    pub(crate) fn new(filter: Filter, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(filter: Filter, shared: Arc<Shared>, live: Token) -> Self {
         Subscriber {
             filter,
             shared,
             last_drop_log: None,
+            _live: live,
         }
     }
 }

@@ -197,7 +197,7 @@ async fn linger_keeps_the_connection_then_logs_out() {
     })
     .unwrap();
     let u = dovecot().user("linger");
-    for _ in 0..50 {
+    for _ in 0..5000 {
         let mut s = h.subscribe(cred(&u), Filter::new()).await.unwrap();
         s.close();
     }
@@ -402,5 +402,119 @@ async fn late_subscribers_get_recent_mail_only_when_they_ask_for_it() {
         next(&mut later).await.subject(),
         Some("sent while watching")
     );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_subscribers_on_five_credentials_use_five_connections() {
+    let h = start();
+    let inboxes: Vec<CatchAll> = (0..5)
+        .map(|i| dovecot().catchall(&format!("five{i}")))
+        .collect();
+    let subs = (0..2000).map(|i| {
+        let h = h.clone();
+        let ca = inboxes[i % 5].clone();
+        async move {
+            h.subscribe(
+                cred(&ca.user),
+                Filter::new().to(ca.address(&format!("t{i}"))),
+            )
+            .await
+        }
+    });
+    let mut subs: Vec<_> = tokio_join_all(subs)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for ca in &inboxes {
+        assert_eq!(connections(&ca.user.name, 1).await, 1, "{}", ca.user.name);
+    }
+    assert_eq!(h.actors().sessions, 5);
+    assert_eq!(h.actors().subscribers, 2000);
+    // Task 1234 gets its mail (inbox 1234 % 5 = 4).
+    deliver(inboxes[4].address("t1234"), "for 1234".into()).await;
+    assert_eq!(next(&mut subs[1234]).await.subject(), Some("for 1234"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_no_actor_and_no_connection() {
+    let h = start();
+    let users: Vec<TestUser> = (0..4)
+        .map(|i| dovecot().user(&format!("zero{i}")))
+        .collect();
+    let mut subs = Vec::new();
+    for i in 0..1000 {
+        subs.push(
+            h.subscribe(cred(&users[i % 4]), Filter::new())
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(h.actors().subscribers, 1000);
+    h.shutdown().await;
+    for u in &users {
+        assert_eq!(connections(&u.name, 0).await, 0);
+    }
+    drop(subs);
+    let counts = support::wait_for(EVENTUALLY, || {
+        let c = h.actors();
+        (c.sessions == 0 && c.subscribers == 0).then_some(c)
+    });
+    assert!(counts.is_some(), "actors left: {:?}", h.actors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_bounded_drop_the_oldest_and_count() {
+    let h = start();
+    let ca = dovecot().catchall("burst");
+    let c = cred(&ca.user);
+    let addr = ca.address("busy");
+    let mut big = h
+        .subscribe_with_capacity(c.clone(), Filter::new().to(&addr), Some(512))
+        .await
+        .unwrap();
+    let mut small = h
+        .subscribe(c.clone(), Filter::new().to(&addr))
+        .await
+        .unwrap();
+    let mut watcher = h
+        .subscribe(c.clone(), Filter::new().to(&addr))
+        .await
+        .unwrap();
+    let rcpt = addr.clone();
+    blocking(move || {
+        for i in 0..300 {
+            let raw = mail("sender@emap.test", &rcpt, &format!("burst {i}"), "x");
+            dovecot().deliver(&rcpt, &raw);
+        }
+    })
+    .await;
+    // A consumer that keeps up sees all 300, in order.
+    for i in 0..300 {
+        assert_eq!(
+            next(&mut watcher).await.subject(),
+            Some(format!("burst {i}").as_str())
+        );
+    }
+    // The 512-slot subscriber lost none.
+    for i in 0..300 {
+        assert_eq!(
+            next(&mut big).await.subject(),
+            Some(format!("burst {i}").as_str())
+        );
+    }
+    assert_eq!(big.dropped(), 0);
+    // The default 8-slot one that never read kept the newest 8 and
+    // counted the rest.
+    let st = support::wait_for(EVENTUALLY, || (small.dropped() == 292).then_some(()));
+    assert!(st.is_some(), "dropped {}", small.dropped());
+    for i in 292..300 {
+        assert_eq!(
+            next(&mut small).await.subject(),
+            Some(format!("burst {i}").as_str())
+        );
+    }
     h.shutdown().await;
 }
