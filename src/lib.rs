@@ -8,9 +8,19 @@
 //! downloads the backlog, pushes with IDLE, reconnects with jittered
 //! backoff, and bounds every queue.
 //!
-//! This release contains the foundation: the sans-I/O protocol, the TLS
-//! transport, authentication and [`test_login`]. The actor registry is built
-//! on top of it.
+//! ```no_run
+//! use std::time::Duration;
+//! use emap::{Auth, Config, Credential, Filter, Registry};
+//!
+//! # async fn demo() -> Result<(), emap::Error> {
+//! let handle = Registry::start_in_thread(Config::default())?;
+//! let inbox = Credential::new("imap.example.com", "catchall@example.com", Auth::password("secret"));
+//! let mail = handle
+//!     .wait_for(inbox, Filter::new().to("task42@example.com"), Duration::from_secs(300))
+//!     .await?;
+//! println!("{:?}", mail.subject());
+//! # Ok(()) }
+//! ```
 //!
 //! # Layout
 //! - [`proto`]: the IMAP protocol as a state machine without I/O or clock:
@@ -19,14 +29,27 @@
 //!   ring; webpki roots plus extra roots).
 //! - `connection`: the async driver that feeds socket bytes to the state
 //!   machine and runs the login flow.
-//! - [`Credential`], [`Config`], [`Error`]: the public types.
+//! - `watcher`: one session's IMAP loop (select, watermark, IDLE or poll,
+//!   fetch, look-back), a plain async function.
+//! - [`Registry`], [`Session`], [`Subscriber`]: the actors; [`messages`]:
+//!   their messages, public for actix users.
+//! - [`Handle`], [`Mailbox`], [`Subscription`]: the user-facing API, free of
+//!   actix types.
+//! - [`Mail`], [`Filter`]: a parsed message and what a subscriber wants.
+//! - [`Credential`], [`Config`], [`Error`]: settings and errors.
 //! - [`test_login`]: a one-shot credential check.
 //!
 //! ```text
+//!  Handle ─► Registry ─► Session (one per credential) ─► Subscriber ─► Subscription
+//!                           │ watcher::run
+//!                           ▼
 //!  server bytes ─► transport::Stream ─► connection ─► proto::Client ─► events
 //!                                          ▲               │
 //!                                          └── bytes to send, deadline
 //! ```
+//!
+//! See `ARCHITECTURE.md` for the watermark, the replay window, backoff and
+//! supervision, and the failure table.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

