@@ -45,7 +45,7 @@ async fn recv_subject(sub: &mut emap::Subscription) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_server_does_not_delay_other_credentials() {
-    let silent = FakeServer::start(|mut c: FakeConn, _| async move { c.drain().await }).await;
+    let silent = FakeServer::start(|mut c: FakeConn, _| async move { c.blackhole().await }).await;
     let working = FakeServer::start(|mut c: FakeConn, _| async move {
         c.greet_and_login("IDLE").await;
         c.examine(0, Some(1), Some(1)).await;
@@ -212,4 +212,186 @@ async fn without_idle_or_when_idle_is_rejected_the_session_polls() {
         assert!(!h.stats().await.unwrap()[0].idle);
         h.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_is_reissued_every_round() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("IDLE").await;
+        c.examine(0, Some(1), Some(1)).await;
+        for _ in 0..3 {
+            let tag = c.idle().await;
+            // The server stays quiet; the client ends the round itself.
+            c.done(&tag).await;
+        }
+        c.idle().await;
+        c.drain().await;
+    })
+    .await;
+    let h = Registry::start_in_thread(Config {
+        idle_round: Duration::from_millis(100),
+        ..config()
+    })
+    .unwrap();
+    let _s = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let rounds = support::wait_for(EVENTUALLY, || {
+        let n = server
+            .commands()
+            .iter()
+            .filter(|c| c.ends_with(" IDLE"))
+            .count();
+        (n >= 4).then_some(n)
+    });
+    assert!(rounds.is_some(), "commands: {:?}", server.commands());
+    assert_eq!(
+        server.accepted(),
+        1,
+        "re-issuing IDLE needs no new connection"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_link_is_detected_and_replaced() {
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        c.greet_and_login("IDLE").await;
+        c.examine(0, Some(1), Some(1)).await;
+        c.idle().await;
+        if n == 0 {
+            // Blackhole: read what comes (DONE), answer nothing, keep the
+            // socket open.
+            c.blackhole().await;
+            return;
+        }
+        c.send("* 1 EXISTS\r\n").await;
+        let line = c.line().await;
+        assert_eq!(line.as_deref(), Some("DONE"));
+        c.send("A3 OK done\r\n").await;
+        let (tag, _) = c.expect("FETCH").await;
+        let mut out = FakeConn::fetch_response(1, 1, &message("after the blackhole"));
+        out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+        c.send(out).await;
+        c.idle().await;
+        c.drain().await;
+    })
+    .await;
+    let h = Registry::start_in_thread(Config {
+        idle_inactivity: Duration::from_millis(200),
+        command_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .unwrap();
+    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    assert_eq!(recv_subject(&mut sub).await, "after the blackhole");
+    assert_eq!(server.accepted(), 2);
+    let st = &h.stats().await.unwrap()[0];
+    assert!(st.reconnects >= 1);
+    assert!(
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out")),
+        "{st:?}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_connections_is_retried_until_a_slot_frees() {
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        c.send("* OK [CAPABILITY IMAP4rev1 IDLE] fake ready\r\n").await;
+        let (tag, _) = c.expect("LOGIN").await;
+        if n < 3 {
+            c.send(format!(
+                "{tag} NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)\r\n"
+            ))
+            .await;
+            return;
+        }
+        c.send(format!("{tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n")).await;
+        c.examine(0, Some(1), Some(1)).await;
+        c.idle().await;
+        c.drain().await;
+    })
+    .await;
+    let h = start();
+    let sub = tokio::time::timeout(EVENTUALLY, h.subscribe(cred(server.port), Filter::new()))
+        .await
+        .expect("subscribe never resolved");
+    assert!(sub.is_ok(), "{sub:?}");
+    assert_eq!(server.accepted(), 4);
+    assert_eq!(h.stats().await.unwrap()[0].reconnects, 3);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_rejected_at_reconnect_ends_every_stream_with_the_error() {
+    let both_subscribed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = both_subscribed.clone();
+    let server = FakeServer::start(move |mut c: FakeConn, n| {
+        let signal = signal.clone();
+        async move {
+            if n == 0 {
+                c.greet_and_login("IDLE").await;
+                c.examine(0, Some(1), Some(1)).await;
+                c.idle().await;
+                // The password is changed meanwhile: drop the connection.
+                signal.notified().await;
+                return;
+            }
+            c.send("* OK [CAPABILITY IMAP4rev1 IDLE] fake ready\r\n")
+                .await;
+            let (tag, _) = c.expect("LOGIN").await;
+            c.send(format!(
+                "{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+            ))
+            .await;
+            c.drain().await;
+        }
+    })
+    .await;
+    let h = start();
+    let mut a = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let mut b = h
+        .subscribe(cred(server.port), Filter::new().to("x@y.test"))
+        .await
+        .unwrap();
+    both_subscribed.notify_one();
+    let end = tokio::time::timeout(EVENTUALLY, a.recv())
+        .await
+        .expect("stream did not end");
+    assert!(end.is_none());
+    assert!(
+        matches!(a.error(), Some(emap::Error::AuthenticationFailed(_))),
+        "{:?}",
+        a.error()
+    );
+    // The Stream form yields the error once, then ends.
+    let first = tokio::time::timeout(EVENTUALLY, next_item(&mut b))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Some(Err(emap::Error::AuthenticationFailed(_)))),
+        "{first:?}"
+    );
+    assert!(next_item(&mut b).await.is_none());
+    // The failed session is gone; a new subscribe tries once and reports.
+    let err = h
+        .subscribe(cred(server.port), Filter::new())
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent());
+    assert_eq!(
+        server.accepted(),
+        3,
+        "one connect per attempt, no retry loop"
+    );
+    h.shutdown().await;
+}
+
+/// The next item of the subscription's `Stream` implementation.
+async fn next_item(
+    sub: &mut emap::Subscription,
+) -> Option<Result<std::sync::Arc<emap::Mail>, emap::Error>> {
+    std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut *sub), cx))
+        .await
 }

@@ -61,6 +61,7 @@ impl FakeServer {
                         reader: BufReader::new(r),
                         writer: w,
                         commands: commands.clone(),
+                        idle_tag: None,
                     };
                     let script = script.clone();
                     tokio::spawn(async move { script(conn, n).await });
@@ -91,6 +92,9 @@ pub struct FakeConn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     commands: Arc<Mutex<Vec<String>>>,
+    /// The tag of the IDLE accepted last, so that [`FakeConn::drain`] can
+    /// complete it when the client sends DONE.
+    idle_tag: Option<String>,
 }
 
 impl FakeConn {
@@ -102,8 +106,12 @@ impl FakeConn {
 
     /// The client's next line, without CRLF; `None` on EOF or timeout.
     pub async fn line(&mut self) -> Option<String> {
+        self.line_within(LINE_TIMEOUT).await
+    }
+
+    async fn line_within(&mut self, timeout: Duration) -> Option<String> {
         let mut buf = Vec::new();
-        match tokio::time::timeout(LINE_TIMEOUT, self.reader.read_until(b'\n', &mut buf)).await {
+        match tokio::time::timeout(timeout, self.reader.read_until(b'\n', &mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return None,
         }
@@ -160,6 +168,7 @@ impl FakeConn {
     pub async fn idle(&mut self) -> String {
         let (tag, _) = self.expect("IDLE").await;
         self.send("+ idling\r\n").await;
+        self.idle_tag = Some(tag.clone());
         tag
     }
 
@@ -183,8 +192,28 @@ impl FakeConn {
         out
     }
 
-    /// Holds the connection open, reading and discarding, until EOF.
+    /// Holds the connection open until the client leaves: completes IDLE
+    /// on DONE, answers LOGOUT with BYE and OK, and anything else with OK.
     pub async fn drain(&mut self) {
-        while self.line().await.is_some() {}
+        while let Some(line) = self.line_within(Duration::from_secs(3600)).await {
+            if line.eq_ignore_ascii_case("DONE") {
+                if let Some(tag) = self.idle_tag.take() {
+                    self.send(format!("{tag} OK Idle completed\r\n")).await;
+                }
+                continue;
+            }
+            let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            if rest.eq_ignore_ascii_case("LOGOUT") {
+                self.send(format!("* BYE fake closing\r\n{tag} OK bye\r\n"))
+                    .await;
+                return;
+            }
+            self.send(format!("{tag} OK done\r\n")).await;
+        }
+    }
+
+    /// Holds the connection open without ever answering (a blackhole).
+    pub async fn blackhole(&mut self) {
+        while self.line_within(Duration::from_secs(3600)).await.is_some() {}
     }
 }
