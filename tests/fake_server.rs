@@ -374,17 +374,16 @@ async fn a_login_rejected_at_reconnect_ends_every_stream_with_the_error() {
         "{first:?}"
     );
     assert!(next_item(&mut b).await.is_none());
-    // The failed session is gone; a new subscribe tries once and reports.
+    // A new subscribe reports the permanent error too.
     let err = h
         .subscribe(cred(server.port), Filter::new())
         .await
         .unwrap_err();
     assert!(err.is_permanent());
-    assert_eq!(
-        server.accepted(),
-        3,
-        "one connect per attempt, no retry loop"
-    );
+    // One connection per attempt at most (the last subscribe may be
+    // answered by the failed session before the registry forgets it), and
+    // no retry loop.
+    assert!(server.accepted() <= 3, "{} connections", server.accepted());
     h.shutdown().await;
 }
 
