@@ -516,3 +516,55 @@ async fn queues_are_bounded_drop_the_oldest_and_count() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uid_n_star_returns_the_last_message_on_dovecot_and_emap_never_redelivers_it() {
+    let h = start();
+    let u = dovecot().user("nstar");
+    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    deliver(u.name.clone(), "only".into()).await;
+    assert_eq!(next(&mut sub).await.uid(), 1);
+    // The server's side of the trap: UID FETCH 100:* still answers with
+    // the last message (UID 1), because * is the highest UID.
+    let (name, password) = (u.name.clone(), u.password.clone());
+    let lines = blocking(move || {
+        let mut raw = support::RawImap::connect(dovecot().imap_port);
+        raw.login(&name, &password);
+        raw.command("EXAMINE INBOX");
+        raw.command("UID FETCH 100:* (UID)")
+    })
+    .await;
+    assert!(
+        lines.iter().any(|l| l.contains("FETCH (UID 1)")),
+        "{lines:?}"
+    );
+    // emap after a reconnect with nothing new: no re-delivery of UID 1.
+    let name = u.name.clone();
+    assert!(blocking(move || dovecot().kick(&name)).await);
+    deliver(u.name.clone(), "next".into()).await;
+    let m = next(&mut sub).await;
+    assert_eq!((m.uid(), m.subject()), (2, Some("next")));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_named_only_in_delivered_to_gets_its_mail() {
+    let h = start();
+    let ca = dovecot().catchall("envelope");
+    let task = ca.address("task7");
+    let mut sub = h
+        .subscribe(cred(&ca.user), Filter::new().to(&task))
+        .await
+        .unwrap();
+    let rcpt = task.clone();
+    blocking(move || {
+        // Headers name a list; only the envelope (Delivered-To) names the task.
+        let raw = mail("noreply@service.test", "list@elsewhere.test", "bcc'd", "x");
+        dovecot().deliver(&rcpt, &raw);
+    })
+    .await;
+    let m = next(&mut sub).await;
+    assert_eq!(m.subject(), Some("bcc'd"));
+    assert!(m.recipients().contains(&task));
+    h.shutdown().await;
+}
