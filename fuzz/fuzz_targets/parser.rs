@@ -32,7 +32,10 @@ use parser::{Limits, Parser};
 use types::Response;
 
 /// Small limits, so that every limit is reached by short inputs.
-const LIMITS: Limits = Limits { max_line: 256, max_literal: 1024 };
+const LIMITS: Limits = Limits {
+    max_line: 256,
+    max_literal: 1024,
+};
 
 fn run(input: &[u8], sizes: [usize; 2]) -> Vec<Result<Response, ProtoError>> {
     let mut parser = Parser::new(LIMITS);
@@ -73,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let whole = run(input, [input.len(), input.len()]);
-    let sizes = [usize::from(selector & 0x0f) + 1, usize::from(selector >> 4) + 1];
+    let sizes = [
+        usize::from(selector & 0x0f) + 1,
+        usize::from(selector >> 4) + 1,
+    ];
     let chunked = run(input, sizes);
     assert_eq!(whole, chunked, "chunk sizes {sizes:?}");
 });

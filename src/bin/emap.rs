@@ -1,0 +1,2 @@
+//! STUB: the `emap` command-line tool (being written).
+fn main() {}
