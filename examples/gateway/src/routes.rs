@@ -1,0 +1,359 @@
+//! The HTTP endpoints: long-poll wait, Server-Sent Events stream, stats,
+//! health and Prometheus metrics.
+//!
+//! Every wait or stream holds one waiter slot; past `max_waiters` a request
+//! gets 503 at once instead of piling up. A client that goes away drops
+//! its request future, which drops its emap subscription: the session
+//! forgets the subscriber at once.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse, get};
+use emap::{Credential, Error, Filter, Handle};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{Config, parse_duration};
+use crate::json::mail_json;
+
+/// How often an idle event stream gets a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Shared by every request.
+pub struct State {
+    /// The embedded registry.
+    pub handle: Handle,
+    /// The configuration.
+    pub config: Config,
+    waiters: AtomicUsize,
+    waits_ok: AtomicU64,
+    waits_timed_out: AtomicU64,
+    rejected_busy: AtomicU64,
+}
+
+impl State {
+    /// State around a started registry.
+    pub fn new(handle: Handle, config: Config) -> Self {
+        State {
+            handle,
+            config,
+            waiters: AtomicUsize::new(0),
+            waits_ok: AtomicU64::new(0),
+            waits_timed_out: AtomicU64::new(0),
+            rejected_busy: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a waiter slot, or `None` when all are taken.
+    fn slot(self: &Arc<Self>) -> Option<Slot> {
+        let mut n = self.waiters.load(Ordering::Relaxed);
+        loop {
+            if n >= self.config.max_waiters {
+                self.rejected_busy.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            match self
+                .waiters
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(Slot(self.clone())),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+/// A waiter slot, released on drop (also when the client disconnects).
+struct Slot(Arc<State>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The query of `/v1/wait` and `/v1/stream`.
+#[derive(Debug, Deserialize)]
+pub struct MailQuery {
+    inbox: Option<String>,
+    to: Option<String>,
+    from_contains: Option<String>,
+    subject_contains: Option<String>,
+    max_age: Option<String>,
+    timeout: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+/// A refused request: status and message.
+type Refusal = (StatusCode, String);
+
+/// Turns a query into a credential and filter, or a 400/404 refusal.
+fn request(state: &State, q: &MailQuery) -> Result<(Credential, Filter), Refusal> {
+    let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
+    let Some(name) = q.inbox.as_deref() else {
+        return Err(bad("missing parameter: inbox"));
+    };
+    let Some(cred) = state.config.inboxes.get(name) else {
+        return Err((StatusCode::NOT_FOUND, format!("unknown inbox {name:?}")));
+    };
+    let mut filter = Filter::new();
+    if let Some(to) = &q.to {
+        if !to.contains('@') {
+            return Err(bad("to: not an e-mail address"));
+        }
+        filter = filter.to(to);
+    }
+    if let Some(s) = &q.from_contains {
+        filter = filter.from_contains(s);
+    }
+    if let Some(s) = &q.subject_contains {
+        filter = filter.subject_contains(s);
+    }
+    if let Some(s) = &q.max_age {
+        let age = parse_duration(s).ok_or_else(|| bad("max_age: use e.g. 30s, 10m"))?;
+        filter = filter.max_age(age);
+    }
+    filter.validate().map_err(|e| bad(&e.to_string()))?;
+    Ok((cred.clone(), filter))
+}
+
+fn session_error(e: &Error) -> HttpResponse {
+    // The IMAP side failed: permanent (credentials) is a bad gateway;
+    // transient is worth retrying.
+    let status = if e.is_permanent() {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    error(status, e.to_string())
+}
+
+/// `GET /v1/wait`: the next matching mail as JSON (200), or 408 when none
+/// arrives within `timeout`.
+#[get("/v1/wait")]
+pub async fn wait(
+    req: HttpRequest,
+    state: web::Data<State>,
+    q: web::Query<MailQuery>,
+) -> HttpResponse {
+    let (cred, filter) = match request(&state, &q) {
+        Ok(x) => x,
+        Err((status, message)) => return error(status, message),
+    };
+    let timeout = match &q.timeout {
+        None => state.config.default_timeout,
+        Some(s) => match parse_duration(s) {
+            Some(t) if t <= state.config.max_timeout => t,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("timeout: at most {:?}", state.config.max_timeout),
+                );
+            }
+            None => return error(StatusCode::BAD_REQUEST, "timeout: use e.g. 30s, 2m"),
+        },
+    };
+    let state = state.into_inner();
+    let Some(_slot) = state.slot() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent waiters",
+        );
+    };
+    let waited = tokio::select! {
+        w = state.handle.wait_for(cred, filter, timeout) => w,
+        _ = crate::peer::hung_up(&req) => {
+            // Nobody to answer; dropping the wait releases the subscription.
+            return error(StatusCode::REQUEST_TIMEOUT, "client went away");
+        }
+    };
+    match waited {
+        Ok(mail) => {
+            state.waits_ok.fetch_add(1, Ordering::Relaxed);
+            HttpResponse::Ok().json(mail_json(&mail))
+        }
+        Err(Error::WaitTimedOut) => {
+            state.waits_timed_out.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "no matching mail within the timeout",
+            )
+        }
+        Err(e) => session_error(&e),
+    }
+}
+
+/// `GET /v1/stream`: matching mail as Server-Sent Events (`event: mail`,
+/// JSON data), with keep-alive comments; ends with `event: error` if the
+/// session fails for good.
+#[get("/v1/stream")]
+pub async fn stream(
+    req: HttpRequest,
+    state: web::Data<State>,
+    q: web::Query<MailQuery>,
+) -> HttpResponse {
+    let (cred, filter) = match request(&state, &q) {
+        Ok(x) => x,
+        Err((status, message)) => return error(status, message),
+    };
+    let state = state.into_inner();
+    let Some(slot) = state.slot() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent waiters",
+        );
+    };
+    let sub = match state.handle.subscribe(cred, filter).await {
+        Ok(s) => s,
+        Err(e) => return session_error(&e),
+    };
+    let mut tick = tokio::time::interval(KEEP_ALIVE);
+    tick.reset();
+    let gone: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
+        Box::pin(async move { crate::peer::hung_up(&req).await });
+    let events = futures_util::stream::unfold(Some((sub, slot, tick, gone)), |st| async move {
+        let (mut sub, slot, mut tick, mut gone) = st?;
+        tokio::select! {
+            // The client hung up: end the stream, dropping the subscription.
+            _ = &mut gone => None,
+            m = sub.recv() => match m {
+                Some(mail) => {
+                    let line = format!("event: mail\ndata: {}\n\n", mail_json(&mail));
+                    Some((Ok::<_, actix_web::Error>(Bytes::from(line)), Some((sub, slot, tick, gone))))
+                }
+                None => {
+                    let why = sub.error().map_or_else(|| "closed".to_owned(), |e| e.to_string());
+                    let line = format!("event: error\ndata: {}\n\n", json!({ "error": why }));
+                    Some((Ok(Bytes::from(line)), None))
+                }
+            },
+            _ = tick.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Some((sub, slot, tick, gone)))),
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(events)
+}
+
+/// `GET /v1/stats`: per-session statistics.
+#[get("/v1/stats")]
+pub async fn stats(state: web::Data<State>) -> HttpResponse {
+    let sessions = state.handle.stats().await.unwrap_or_default();
+    let sessions: Vec<_> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "session": s.key.to_string(),
+                "state": format!("{:?}", s.state),
+                "idle": s.idle,
+                "watermark": s.watermark,
+                "uid_validity": s.uid_validity,
+                "subscribers": s.subscribers,
+                "fetched": s.fetched,
+                "delivered": s.delivered,
+                "dropped": s.dropped,
+                "reconnects": s.reconnects,
+                "last_error": s.last_error,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "waiters": state.waiters.load(Ordering::Relaxed),
+        "sessions": sessions,
+    }))
+}
+
+/// `GET /healthz`: the process and its registry answer.
+#[get("/healthz")]
+pub async fn healthz(state: web::Data<State>) -> HttpResponse {
+    match state.handle.stats().await {
+        Ok(_) => HttpResponse::Ok().body("ok\n"),
+        Err(_) => HttpResponse::ServiceUnavailable().body("registry stopped\n"),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<State>) -> HttpResponse {
+    let sessions = state.handle.stats().await.unwrap_or_default();
+    let sum = |f: fn(&emap::SessionStats) -> u64| sessions.iter().map(f).sum::<u64>();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    };
+    metric(
+        "emap_sessions",
+        "gauge",
+        "IMAP sessions (one connection each).",
+        sessions.len() as u64,
+    );
+    metric(
+        "emap_subscribers",
+        "gauge",
+        "Subscribers across all sessions.",
+        sum(|s| s.subscribers as u64),
+    );
+    metric(
+        "emap_fetched_total",
+        "counter",
+        "Mails fetched from the servers.",
+        sum(|s| s.fetched),
+    );
+    metric(
+        "emap_deliveries_total",
+        "counter",
+        "Mails handed to subscribers.",
+        sum(|s| s.delivered),
+    );
+    metric(
+        "emap_dropped_total",
+        "counter",
+        "Mails dropped from full subscriber queues.",
+        sum(|s| s.dropped),
+    );
+    metric(
+        "emap_reconnects_total",
+        "counter",
+        "Reconnects after failures.",
+        sum(|s| s.reconnects),
+    );
+    metric(
+        "emap_gateway_waiters",
+        "gauge",
+        "Open waits and streams.",
+        state.waiters.load(Ordering::Relaxed) as u64,
+    );
+    metric(
+        "emap_gateway_waits_ok_total",
+        "counter",
+        "Waits answered with a mail.",
+        state.waits_ok.load(Ordering::Relaxed),
+    );
+    metric(
+        "emap_gateway_waits_timed_out_total",
+        "counter",
+        "Waits that timed out.",
+        state.waits_timed_out.load(Ordering::Relaxed),
+    );
+    metric(
+        "emap_gateway_rejected_busy_total",
+        "counter",
+        "Requests refused with 503 for lack of a waiter slot.",
+        state.rejected_busy.load(Ordering::Relaxed),
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
