@@ -95,10 +95,7 @@ impl Auth {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Secret, String>> + Send + 'static,
     {
-        Auth::OAuth2 {
-            mechanism: OAuthMechanism::XOAuth2,
-            provider: Arc::new(move || Box::pin(provider())),
-        }
+        Auth::with_provider(OAuthMechanism::XOAuth2, provider)
     }
 
     /// OAuth2 with OAUTHBEARER (RFC 7628); `provider` is called at each
@@ -108,8 +105,18 @@ impl Auth {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Secret, String>> + Send + 'static,
     {
+        Auth::with_provider(OAuthMechanism::OAuthBearer, provider)
+    }
+
+    /// OAuth2 with the given mechanism; `provider` is called at each
+    /// connect.
+    pub fn with_provider<F, Fut>(mechanism: OAuthMechanism, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Secret, String>> + Send + 'static,
+    {
         Auth::OAuth2 {
-            mechanism: OAuthMechanism::OAuthBearer,
+            mechanism,
             provider: Arc::new(move || Box::pin(provider())),
         }
     }
