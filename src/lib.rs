@@ -58,6 +58,7 @@ mod config;
 mod connection;
 mod credential;
 mod error;
+mod extract;
 mod filter;
 mod handle;
 mod login;

@@ -1,0 +1,429 @@
+//! The `emap` command-line tool as a user runs it, against the real Dovecot
+//! of `tests/support`: exit statuses (0 done, 1 error, 2 timeout, 130
+//! Ctrl-C), one-line reasons, secrets only from the environment and never
+//! printed, `watch --json` lines a script can parse, implicit TLS with an
+//! extra trusted root.
+//!
+//! The binary exists only with the `cli` feature (the suite runs with
+//! `--all-features`), hence the crate-wide `cfg`. Every child process is
+//! held by a [`Running`] guard that kills it if the test fails, so a
+//! failing test never leaves a `watch` behind.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use support::{TestUser, dovecot, mail};
+
+/// The binary under test, built by cargo for this test target.
+const EMAP: &str = env!("CARGO_BIN_EXE_emap");
+
+/// The environment variable the tests pass the password in.
+const PASSWORD_VAR: &str = "EMAP_CLI_TEST_PASSWORD";
+
+/// Generous bound for something that must happen; never a timing
+/// assertion.
+const EVENTUALLY: Duration = Duration::from_secs(30);
+
+/// A running `emap` whose stderr is read line by line (to wait for the
+/// readiness line) and whose stdout is collected. Killed on drop if still
+/// running.
+struct Running {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+    stdout: Option<JoinHandle<String>>,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Running {
+    fn spawn(args: &[&str], password: &str) -> Running {
+        let mut child = Command::new(EMAP)
+            .args(args)
+            .env(PASSWORD_VAR, password)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("emap starts");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            stderr: rx,
+            stderr_seen: Vec::new(),
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Waits for a stderr line starting with `prefix` and returns it.
+    fn wait_for_stderr(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + EVENTUALLY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line starting with {prefix:?}; stderr so far: {:?}; exited: {:?}",
+                    self.stderr_seen,
+                    self.child.try_wait()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit (killing it after [`EVENTUALLY`]) and
+    /// collects its output.
+    fn finish(&mut self) -> Finished {
+        let deadline = Instant::now() + EVENTUALLY;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("emap did not exit in time; stderr: {:?}", self.stderr_seen);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        // The reader thread ends at EOF, which follows the exit.
+        while let Ok(line) = self.stderr.recv_timeout(EVENTUALLY) {
+            self.stderr_seen.push(line);
+        }
+        Finished {
+            code: status.code(),
+            stdout,
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `emap` to completion.
+fn run(args: &[&str], password: &str) -> Finished {
+    Running::spawn(args, password).finish()
+}
+
+/// Connection flags for `user` over plaintext IMAP.
+fn plain(user: &TestUser) -> Vec<String> {
+    [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &dovecot().imap_port.to_string(),
+        "--tls",
+        "none",
+        "--user",
+        &user.name,
+        "--password-env",
+        PASSWORD_VAR,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `cmd`, then the connection flags, then `extra`.
+fn args<'a>(cmd: &'a str, conn: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![cmd];
+    v.extend(conn.iter().map(String::as_str));
+    v.extend_from_slice(extra);
+    v
+}
+
+fn assert_one_error_line(f: &Finished) {
+    let lines: Vec<&str> = f.stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "one-line reason: {:?}", f.stderr);
+    assert!(lines[0].starts_with("error: "), "{:?}", f.stderr);
+}
+
+#[test]
+fn login_exit_codes_and_reasons() {
+    let u = dovecot().user("clilogin");
+    let conn = plain(&u);
+    let ok = run(&args("login", &conn, &[]), &u.password);
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+    assert!(ok.stdout.starts_with("ok: "), "{ok:?}");
+    assert!(!ok.stdout.contains(&u.password) && !ok.stderr.contains(&u.password));
+
+    let wrong = "wrong-Pa55word-zq81";
+    let bad = run(&args("login", &conn, &[]), wrong);
+    assert_eq!(bad.code, Some(1), "{bad:?}");
+    assert_one_error_line(&bad);
+    assert!(bad.stderr.contains("authentication failed"), "{bad:?}");
+    assert!(!bad.stderr.contains(wrong) && !bad.stdout.contains(wrong));
+
+    // The variable is unset: said so, nothing is sent.
+    let unset = run(
+        &[
+            "login",
+            "--host",
+            "127.0.0.1",
+            "--user",
+            &u.name,
+            "--oauth-token-env",
+            "EMAP_CLI_TEST_SURELY_UNSET",
+        ],
+        "",
+    );
+    assert_eq!(unset.code, Some(1), "{unset:?}");
+    assert_one_error_line(&unset);
+    assert!(
+        unset
+            .stderr
+            .contains("EMAP_CLI_TEST_SURELY_UNSET is not set")
+    );
+}
+
+#[test]
+fn secrets_on_the_command_line_are_refused() {
+    let secret = "s3cret-on-the-command-line";
+    let joined = format!("--password={secret}");
+    for flag in [vec!["--password", secret], vec![joined.as_str()]] {
+        for cmd in ["login", "watch"] {
+            let mut a = vec![cmd, "--host", "127.0.0.1", "--user", "u"];
+            a.extend(&flag);
+            let f = run(&a, "");
+            assert_eq!(f.code, Some(1), "{f:?}");
+            assert_one_error_line(&f);
+            assert!(f.stderr.contains("--password-env"), "{f:?}");
+            assert!(!f.stderr.contains(secret) && !f.stdout.contains(secret));
+        }
+    }
+}
+
+#[test]
+fn watch_prints_two_mails_as_json_lines() {
+    let d = dovecot();
+    let ca = d.catchall("cliwatch");
+    let task = ca.address("task");
+    let conn = plain(&ca.user);
+    let mut w = Running::spawn(
+        &args(
+            "watch",
+            &conn,
+            &["--to", &task, "--count", "2", "--json", "--timeout", "60s"],
+        ),
+        &ca.user.password,
+    );
+    let ready = w.wait_for_stderr("watching ");
+    assert!(ready.contains(&task), "{ready}");
+
+    // Another address of the same catch-all: not for this watch.
+    d.deliver(
+        &ca.address("other"),
+        &mail(
+            "noreply@service.test",
+            &ca.address("other"),
+            "Your code is 111111",
+            "Your code is 111111",
+        ),
+    );
+    d.deliver(
+        &task,
+        &mail(
+            "Service <noreply@service.test>",
+            &task,
+            "Verify your email address",
+            "Hello,\n\nYour verification code is 482913.\n\
+             Or open https://service.test/verify?t=abc&amp;u=42.\n\n(c) 2024 Service",
+        ),
+    );
+    let html = format!(
+        "From: Service <noreply@service.test>\r\nTo: {task}\r\nSubject: Sign in\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+         <table><tr><td>Your sign-in code</td></tr><tr><td style=\"color:#123456\">\
+         <b>7H3K9Q</b></td></tr><tr><td><a href=\"https://service.test/login?s=1&amp;r=2\">\
+         Sign in</a></td></tr></table>\r\n"
+    );
+    d.deliver(&task, html.as_bytes());
+
+    let f = w.finish();
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let lines: Vec<serde_json::Value> = f
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{:?}", f.stdout);
+    let (a, b) = (&lines[0], &lines[1]);
+    // UID 1 went to "other", which the watch skipped.
+    assert_eq!(a["uid"], 2);
+    assert_eq!(b["uid"], 3);
+    assert_eq!(a["subject"], "Verify your email address");
+    assert_eq!(a["codes"][0], "482913");
+    assert_eq!(
+        a["links"],
+        serde_json::json!(["https://service.test/verify?t=abc&u=42"])
+    );
+    assert_eq!(a["from"][0]["email"], "noreply@service.test");
+    assert_eq!(a["from"][0]["name"], "Service");
+    assert_eq!(a["to"][0]["email"], task.as_str());
+    assert!(
+        a["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == task.as_str()),
+        "{a}"
+    );
+    let date = a["date"].as_str().expect("a date");
+    assert!(date.ends_with('Z') && date.len() == 20, "{date}");
+    assert!(a["text"].as_str().unwrap().contains("482913"));
+    assert!(a["html"].is_null());
+    assert_eq!(b["subject"], "Sign in");
+    assert_eq!(b["codes"][0], "7H3K9Q");
+    assert_eq!(
+        b["links"],
+        serde_json::json!(["https://service.test/login?s=1&r=2"])
+    );
+    assert!(b["html"].as_str().unwrap().contains("<b>7H3K9Q</b>"));
+    assert!(!f.stderr.contains(&ca.user.password));
+}
+
+#[test]
+fn watch_without_mail_times_out_with_status_2() {
+    let u = dovecot().user("clitimeout");
+    let conn = plain(&u);
+    let f = run(&args("watch", &conn, &["--timeout", "1s"]), &u.password);
+    assert_eq!(f.code, Some(2), "{f:?}");
+    assert!(f.stderr.contains("watching "), "{f:?}");
+    assert!(
+        f.stderr.lines().last().unwrap().starts_with("timeout: "),
+        "{f:?}"
+    );
+    assert!(f.stdout.is_empty(), "{f:?}");
+}
+
+#[test]
+fn watch_with_a_wrong_password_fails_with_one_line() {
+    let u = dovecot().user("cliwatchbad");
+    let conn = plain(&u);
+    let wrong = "wrong-Pa55word-watch";
+    let f = run(&args("watch", &conn, &["--timeout", "20s"]), wrong);
+    assert_eq!(f.code, Some(1), "{f:?}");
+    assert_one_error_line(&f);
+    assert!(f.stderr.contains("authentication failed"), "{f:?}");
+    assert!(!f.stderr.contains(wrong) && !f.stdout.contains(wrong));
+}
+
+#[test]
+fn implicit_tls_with_an_extra_root() {
+    let d = dovecot();
+    let ca = d.catchall("clitls");
+    let port = d.imaps_port.to_string();
+    let ca_file = d.ca_path.to_str().unwrap();
+    let base = [
+        "--host",
+        "localhost",
+        "--port",
+        &port,
+        "--user",
+        &ca.user.name,
+        "--password-env",
+        PASSWORD_VAR,
+    ];
+    let mut login = vec!["login"];
+    login.extend(base);
+    login.extend(["--ca-file", ca_file]);
+    let ok = run(&login, &ca.user.password);
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+
+    // Without the test CA the certificate is not trusted.
+    let untrusted = run(&login[..login.len() - 2], &ca.user.password);
+    assert_eq!(untrusted.code, Some(1), "{untrusted:?}");
+    assert_one_error_line(&untrusted);
+    assert!(untrusted.stderr.contains("certificate"), "{untrusted:?}");
+
+    // A watch over TLS, printed for humans.
+    let task = ca.address("tls-task");
+    let mut watch = vec!["watch"];
+    watch.extend(base);
+    watch.extend(["--ca-file", ca_file, "--to", &task, "--timeout", "60s"]);
+    let mut w = Running::spawn(&watch, &ca.user.password);
+    w.wait_for_stderr("watching ");
+    d.deliver(
+        &task,
+        &mail(
+            "noreply@service.test",
+            &task,
+            "Your code",
+            "Your one-time code: 906114\nhttps://service.test/done",
+        ),
+    );
+    let f = w.finish();
+    assert_eq!(f.code, Some(0), "{f:?}");
+    for expected in [
+        "uid      1",
+        "subject  Your code",
+        "code     906114",
+        "links    https://service.test/done",
+    ] {
+        assert!(f.stdout.contains(expected), "{expected:?} in {}", f.stdout);
+    }
+}
+
+#[test]
+fn ctrl_c_ends_a_watch_with_status_130() {
+    let u = dovecot().user("clisigint");
+    let conn = plain(&u);
+    let mut w = Running::spawn(&args("watch", &conn, &[]), &u.password);
+    w.wait_for_stderr("watching ");
+    let status = Command::new("kill")
+        .args(["-INT", &w.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let f = w.finish();
+    assert_eq!(f.code, Some(130), "{f:?}");
+    assert!(f.stderr.contains("interrupted"), "{f:?}");
+}
