@@ -20,6 +20,8 @@ pub fn mail_json(mail: &Mail) -> Value {
         "date": mail.received_at().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
         "text": mail.text(),
         "html": mail.html(),
+        "links": mail.links(),
+        "codes": mail.codes(),
         "truncated": mail.is_truncated(),
     })
 }
