@@ -399,6 +399,19 @@ impl Actor for Session {
     }
 }
 
+impl Drop for Session {
+    /// A session dropped with its arbiter (a shutdown that outlived its
+    /// wait) still ends every subscription.
+    fn drop(&mut self) {
+        for e in self.subscribers.values() {
+            e.shared.close(self.failed.clone());
+        }
+        for w in self.waiting.drain(..) {
+            let _ = w.send(Err(Error::Shutdown));
+        }
+    }
+}
+
 impl Supervised for Session {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::debug!(session = %self.key, delay = ?self.delay, "session restarting");

@@ -169,6 +169,14 @@ impl Actor for Subscriber {
     }
 }
 
+impl Drop for Subscriber {
+    /// An actor dropped with its arbiter (at shutdown) does not always run
+    /// `stopped`; the user's stream must end all the same.
+    fn drop(&mut self) {
+        self.shared.close(None);
+    }
+}
+
 impl Handler<NewMail> for Subscriber {
     type Result = ();
 

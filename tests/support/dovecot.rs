@@ -1154,3 +1154,132 @@ impl Drop for DirGuard {
         }
     }
 }
+
+/// Stopping and starting the server in place, for tests of what clients do
+/// when it goes away and comes back. They affect every test of the binary
+/// that uses the server: a test binary that calls them must keep its other
+/// tests out meanwhile (e.g. with a lock they all take).
+impl Dovecot {
+    /// Stops the server like a crash or a restart would: every Dovecot
+    /// process gets SIGTERM at once (SIGKILL if any is still alive after
+    /// 10 s), so live connections are closed and new ones refused. The
+    /// watchdog stays, and so do the ports, the directory, users and mail,
+    /// for [`Dovecot::start_again`]. Returns once nothing listens on the
+    /// IMAP port any more.
+    pub fn stop(&self) {
+        let group = self._watchdog.lock().expect("watchdog lock").id();
+        // Every process of the watchdog's group but the watchdog itself:
+        // the master, the services it started, and any earlier restart.
+        let members = || -> Vec<u32> {
+            Dovecot::group_members(group)
+                .into_iter()
+                .filter(|&pid| pid != group)
+                .collect()
+        };
+        let signal = |sig: &str, pids: &[u32]| {
+            if pids.is_empty() {
+                return;
+            }
+            // sh's builtin kill: no dependency on procps.
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "kill \"$@\"", "kill", sig])
+                .args(pids.iter().map(u32::to_string));
+            // A process may exit between listing and signalling: ignore.
+            let _ = run(cmd, COMMAND_TIMEOUT);
+        };
+        signal("-TERM", &members());
+        let gone = super::wait_for(Duration::from_secs(10), || {
+            members().is_empty().then_some(())
+        });
+        if gone.is_none() {
+            signal("-KILL", &members());
+            let killed = super::wait_for(Duration::from_secs(5), || {
+                members().is_empty().then_some(())
+            });
+            assert!(
+                killed.is_some(),
+                "Dovecot processes survived SIGKILL: {:?}",
+                members()
+            );
+        }
+        // The master is the watchdog's child, unreaped until the watchdog
+        // ends: a zombie still answers kill(pid, 0), and a new master would
+        // take it for a running Dovecot. Its pid file must go.
+        let _ = fs::remove_file(self.dir.join("run").join("master.pid"));
+        let closed = super::wait_for(START_TIMEOUT, || {
+            TcpStream::connect((Ipv4Addr::LOCALHOST, self.imap_port))
+                .is_err()
+                .then_some(())
+        });
+        assert!(
+            closed.is_some(),
+            "port {} still accepts connections after the stop",
+            self.imap_port
+        );
+    }
+
+    /// Starts the server again after [`Dovecot::stop`], with the same
+    /// configuration and ports, in the watchdog's process group (so the
+    /// watchdog still stops it when the test process exits). Returns once
+    /// IMAP greets and LMTP accepts; panics with the log's end otherwise.
+    pub fn start_again(&self) {
+        let group = self._watchdog.lock().expect("watchdog lock").id();
+        let bins = Binaries::find().unwrap_or_else(|e| panic!("{e}"));
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.stderr_path.display()));
+        let errors = output.try_clone().expect("cloning the stderr file");
+        let mut master = Command::new(&bins.dovecot)
+            .arg("-F")
+            .arg("-c")
+            .arg(&self.conf_path)
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(errors)
+            .process_group(i32::try_from(group).expect("pid fits in i32"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting Dovecot again: {e}"));
+        // Reaped whenever it ends (a later stop, or the watchdog at exit).
+        std::thread::spawn(move || master.wait());
+        let ready = super::wait_for(START_TIMEOUT, || {
+            let lmtp = TcpStream::connect((Ipv4Addr::LOCALHOST, self.lmtp_port)).is_ok();
+            let greeted = RawImap::try_connect(self.imap_port)
+                .is_ok_and(|imap| imap.greeting().starts_with("* OK"));
+            (lmtp && greeted).then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "Dovecot did not come back on port {} within {START_TIMEOUT:?}; log:\n{}",
+            self.imap_port,
+            self.log_tail(30)
+        );
+    }
+
+    /// [`Dovecot::stop`], then [`Dovecot::start_again`].
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Live (not zombie) processes whose process group is `group`, from
+    /// `/proc/<pid>/stat` (`pid (comm) state ppid pgrp ...`).
+    fn group_members(group: u32) -> Vec<u32> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| {
+                let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // comm may hold spaces and parentheses: split after the last ')'.
+                let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+                let state = fields.next()?;
+                let _ppid = fields.next()?;
+                let pgrp: u32 = fields.next()?.parse().ok()?;
+                (pgrp == group && state != "Z" && state != "X").then_some(pid)
+            })
+            .collect()
+    }
+}

@@ -32,6 +32,7 @@ pub mod dovecot;
 pub mod fake;
 pub mod lmtp;
 pub mod message;
+pub mod proxy;
 pub mod raw_imap;
 
 pub use dovecot::{CATCHALL_DOMAIN, CatchAll, Dovecot, TestUser, dovecot};
