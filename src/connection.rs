@@ -44,6 +44,9 @@ pub(crate) struct Connection {
     /// a cancelled write (the IDLE loop selects on its orders) loses none.
     out: Vec<u8>,
     out_pos: usize,
+    /// Approximate bytes held in `unsolicited`, and their ceiling.
+    kept_bytes: usize,
+    kept_budget: usize,
     /// Bytes read from the socket so far (for statistics and benchmarks).
     bytes_read: u64,
 }
@@ -85,6 +88,8 @@ impl Connection {
             unsolicited: VecDeque::new(),
             out: Vec::new(),
             out_pos: 0,
+            kept_bytes: 0,
+            kept_budget: cfg.max_line.saturating_add(cfg.max_literal),
             bytes_read: 0,
         };
         let greeting = conn.greeting().await?;
@@ -315,6 +320,7 @@ impl Connection {
     pub(crate) async fn next_event(&mut self) -> Result<Event, Error> {
         loop {
             if let Some(ev) = self.unsolicited.pop_front() {
+                self.kept_bytes = self.kept_bytes.saturating_sub(approx_size(&ev));
                 return Ok(ev);
             }
             if let Some(ev) = self.client.poll_event() {
@@ -324,10 +330,15 @@ impl Connection {
         }
     }
 
+    /// Keeps an event for later, within a count and a byte budget: a
+    /// server may not park more than one response's worth of limits
+    /// (`max_line + max_literal`) in untagged data while a command runs.
     fn keep(&mut self, ev: Event) -> Result<(), Error> {
-        if self.unsolicited.len() >= MAX_UNSOLICITED {
+        let size = approx_size(&ev);
+        if self.unsolicited.len() >= MAX_UNSOLICITED || self.kept_bytes + size > self.kept_budget {
             return Err(ProtoError::Violation("server flooded untagged responses").into());
         }
+        self.kept_bytes += size;
         self.unsolicited.push_back(ev);
         Ok(())
     }
@@ -383,6 +394,24 @@ impl Connection {
         self.out_pos = 0;
         self.stream.flush().await?;
         Ok(())
+    }
+}
+
+/// Roughly what an event holds in memory: its literal bodies plus a fixed
+/// overhead.
+fn approx_size(ev: &Event) -> usize {
+    const OVERHEAD: usize = 64;
+    match ev {
+        Event::Data(crate::proto::Data::Fetch(f)) => f
+            .items
+            .iter()
+            .map(|i| match i {
+                crate::proto::FetchItem::Body { data: Some(d), .. } => d.len(),
+                _ => 16,
+            })
+            .sum::<usize>()
+            .saturating_add(OVERHEAD),
+        _ => OVERHEAD,
     }
 }
 

@@ -140,8 +140,7 @@ pub(crate) async fn run(
     }
     if uid_next > watermark {
         // Mail arrived while we were away: fetch the gap once, by UID.
-        let set = format!("{watermark}:*");
-        w.fetch(true, &set, false, &mut sink).await?;
+        w.fetch(Want::Gap { below: uid_next }, &mut sink).await?;
     }
     loop {
         if let Some(since) = w.look_back.take() {
@@ -149,9 +148,9 @@ pub(crate) async fn run(
             continue;
         }
         if w.announced > w.exists {
-            let set = format!("{}:{}", w.exists + 1, w.announced);
+            let seqs = w.exists + 1..=w.announced;
             w.exists = w.announced;
-            w.fetch(false, &set, false, &mut sink).await?;
+            w.fetch(Want::New(seqs), &mut sink).await?;
             continue;
         }
         let stop = if w.idle {
@@ -190,6 +189,17 @@ async fn uid_next_fallback(conn: &mut Connection, mailbox: &str) -> Result<u32, 
             _ => {}
         }
     }
+}
+
+/// What one FETCH asks for, and so which responses it accepts.
+enum Want {
+    /// New mail: the sequence range EXISTS announced.
+    New(std::ops::RangeInclusive<u32>),
+    /// The gap after a reconnect: UIDs from the watermark up to UIDNEXT as
+    /// SELECT saw it (later mail comes through EXISTS).
+    Gap { below: u32 },
+    /// A look-back: exactly these UIDs, sorted, all below the watermark.
+    Old(Vec<u32>),
 }
 
 struct Watcher {
@@ -259,6 +269,7 @@ impl Watcher {
         self.conn.start(|c, now| c.idle(now))?;
         let mut stop = false;
         let mut orders_open = true;
+        let mut accepted = false;
         loop {
             let ev = tokio::select! {
                 ev = self.conn.next_event() => ev?,
@@ -282,14 +293,19 @@ impl Watcher {
                     }
                 }
                 Event::Completed(c) if c.kind == CommandKind::Idle => {
-                    if c.status != Status::Ok {
+                    // Rejected, or "completed" without ever accepting (which
+                    // would have us re-issue IDLE in a tight loop): poll.
+                    if c.status != Status::Ok || !accepted {
                         tracing::warn!(text = %c.text, "server rejected IDLE; polling instead");
                         self.idle = false;
                         sink(Report::Polling);
                     }
                     return Ok(stop);
                 }
-                Event::IdleStarted => tracing::trace!("idling"),
+                Event::IdleStarted => {
+                    accepted = true;
+                    tracing::trace!("idling");
+                }
                 Event::IdleDoneSent => tracing::debug!("IDLE round ended"),
                 _ => {}
             }
@@ -368,29 +384,35 @@ impl Watcher {
         if newest.is_empty() {
             return Ok(());
         }
-        let set: Vec<String> = newest.iter().map(u32::to_string).collect();
-        self.fetch(true, &set.join(","), true, sink).await
+        self.fetch(Want::Old(newest.to_vec()), sink).await
     }
 
-    /// FETCH (by sequence numbers) or UID FETCH `set`, reporting every
-    /// message at or above the watermark — or, for a look-back, every
-    /// message below it, as old mail.
-    async fn fetch(
-        &mut self,
-        uid: bool,
-        set: &str,
-        old: bool,
-        sink: &mut Sink,
-    ) -> Result<(), Error> {
+    /// Fetches what `want` names, reporting every message it asked for:
+    /// new mail at or above the watermark, or, for a look-back, the listed
+    /// old UIDs. Any other FETCH response (a sequence number outside the
+    /// range, a UID not asked for) is ignored: a stray high UID must not
+    /// move the watermark past mail not yet seen.
+    async fn fetch(&mut self, want: Want, sink: &mut Sink) -> Result<(), Error> {
         let items = format!(
             "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
             self.config.max_message_size
         );
+        let (uid, set) = match &want {
+            Want::New(seqs) => (false, format!("{}:{}", seqs.start(), seqs.end())),
+            Want::Gap { .. } => (true, format!("{}:*", self.watermark)),
+            Want::Old(uids) => (
+                true,
+                uids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        };
         tracing::debug!(set, uid, "fetch");
-        self.conn.start(|c, now| c.fetch(uid, set, &items, now))?;
+        self.conn.start(|c, now| c.fetch(uid, &set, &items, now))?;
         loop {
             match self.conn.next_event().await? {
-                Event::Data(Data::Fetch(f)) => self.fetched(f, old, sink).await?,
+                Event::Data(Data::Fetch(f)) => self.fetched(f, &want, sink).await?,
                 Event::Data(d) => self.observe(&d, sink),
                 Event::Completed(c) if c.kind == CommandKind::Fetch => {
                     if c.status != Status::Ok {
@@ -407,11 +429,17 @@ impl Watcher {
         }
     }
 
-    async fn fetched(&mut self, f: Fetch, old: bool, sink: &mut Sink) -> Result<(), Error> {
+    async fn fetched(&mut self, f: Fetch, want: &Want, sink: &mut Sink) -> Result<(), Error> {
         let Some(uid) = f.uid() else {
             // A flag update or similar without UID: nothing new.
             return Ok(());
         };
+        let asked = match want {
+            Want::New(seqs) => seqs.contains(&f.seq) && uid >= self.watermark,
+            Want::Gap { below } => uid >= self.watermark && uid < *below,
+            Want::Old(uids) => uids.binary_search(&uid).is_ok() && uid < self.watermark,
+        };
+        let old = matches!(want, Want::Old(_));
         let mut body = None;
         let mut internal_date = None;
         let mut size = None;
@@ -426,12 +454,12 @@ impl Watcher {
         let Some(raw) = body else {
             return Ok(());
         };
-        if (uid < self.watermark) != old {
+        if !asked {
             tracing::debug!(
+                seq = f.seq,
                 uid,
                 watermark = self.watermark,
-                old,
-                "discarding a UID on the wrong side of the watermark"
+                "ignoring a FETCH response that was not asked for"
             );
             return Ok(());
         }

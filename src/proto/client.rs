@@ -392,10 +392,14 @@ impl Client {
                     }
                 }
                 Ok(None) => return Ok(()),
+                Err(ProtoError::Syntax { excerpt, .. }) if self.state == State::Greeting => {
+                    // Not IMAP at all (an SMTP banner, binary noise): say so
+                    // now rather than wait out the greeting timeout.
+                    return Err(self.fail(ProtoError::BadGreeting(excerpt)));
+                }
                 Err(e) if e.is_recoverable() => {
-                    // A malformed response the stream survived: skip it, but
-                    // surface nothing as data. Logged by the caller's error
-                    // counter via the returned error? No: the link is fine.
+                    // A malformed response the stream survived: skip it; the
+                    // link itself is fine.
                     tracing::warn!(error = %e, "skipping malformed server response");
                 }
                 Err(e) => return Err(self.fail(e)),
@@ -977,7 +981,9 @@ impl Client {
                 }
                 (CommandKind::Select, Data::Flags(_) | Data::Recent(_)) => return,
                 (CommandKind::Search, Data::Search(uids)) => {
-                    p.search.extend_from_slice(uids);
+                    // Bounded whatever the server sends.
+                    let room = MAX_SEARCH_RESULTS.saturating_sub(p.search.len());
+                    p.search.extend_from_slice(&uids[..uids.len().min(room)]);
                     return;
                 }
                 (CommandKind::Search, Data::ESearch(es))
@@ -998,7 +1004,8 @@ impl Client {
                     return;
                 }
                 (CommandKind::Status, Data::MailboxStatus { items, .. }) => {
-                    p.status.extend(items.iter().cloned());
+                    let room = MAX_STATUS_ITEMS.saturating_sub(p.status.len());
+                    p.status.extend(items.iter().take(room).cloned());
                     return;
                 }
                 (CommandKind::Capability, Data::Capability(_)) => return,
@@ -1009,8 +1016,12 @@ impl Client {
     }
 }
 
-/// The most UIDs one ESEARCH ALL result is expanded to.
+/// The most UIDs one search gathers (SEARCH, or ESEARCH ALL expanded);
+/// more are dropped.
 pub const MAX_SEARCH_RESULTS: usize = 1_000_000;
+
+/// The most STATUS items one command gathers; more are dropped.
+pub const MAX_STATUS_ITEMS: usize = 64;
 
 const ANY_STATE: &[State] = &[
     State::NotAuthenticated,

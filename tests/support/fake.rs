@@ -217,3 +217,78 @@ impl FakeConn {
         while self.line_within(Duration::from_secs(3600)).await.is_some() {}
     }
 }
+
+/// Helpers for the hostile-server scripts (`tests/hostile.rs`): writes
+/// whose failure is observed, floods that count what the client let
+/// through, and the IDLE → EXISTS → FETCH round trip.
+impl FakeConn {
+    /// Sends raw bytes; returns whether the write succeeded (it fails once
+    /// the client has closed the connection).
+    pub async fn try_send(&mut self, bytes: impl AsRef<[u8]>) -> bool {
+        self.writer.write_all(bytes.as_ref()).await.is_ok() && self.writer.flush().await.is_ok()
+    }
+
+    /// Writes `unit` over and over, in batches of about 64 KiB, until a
+    /// write fails (the client closed the connection) or at least `max`
+    /// bytes were written. Returns how many bytes were written: well below
+    /// `max` means the client stopped reading and hung up.
+    pub async fn flood(&mut self, unit: &[u8], max: usize) -> usize {
+        let batch = unit.repeat((64 * 1024 / unit.len().max(1)).max(1));
+        let mut written = 0;
+        while written < max {
+            if self.writer.write_all(&batch).await.is_err() {
+                break;
+            }
+            written += batch.len();
+        }
+        written
+    }
+
+    /// Accepts IDLE, announces `* exists EXISTS`, completes IDLE when the
+    /// client sends DONE, and waits for the FETCH that follows. Returns the
+    /// FETCH's `(tag, arguments)`.
+    pub async fn announce(&mut self, exists: u32) -> (String, String) {
+        let tag = self.idle().await;
+        self.send(format!("* {exists} EXISTS\r\n")).await;
+        self.done(&tag).await;
+        self.expect("FETCH").await
+    }
+
+    /// Reads and records the client's lines until it closes the connection
+    /// (or stays silent for the line timeout); returns them.
+    pub async fn until_closed(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(line) = self.line().await {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+impl FakeConn {
+    /// Serves a well-behaved client until it leaves: accepts IDLE with `+`
+    /// and completes it on DONE, answers LOGOUT with BYE and OK and any
+    /// other command with OK. Unlike [`FakeConn::drain`], IDLE is really
+    /// accepted, so a client re-issuing IDLE rounds is served properly.
+    pub async fn serve(&mut self) {
+        while let Some(line) = self.line_within(Duration::from_secs(3600)).await {
+            if line.eq_ignore_ascii_case("DONE") {
+                if let Some(tag) = self.idle_tag.take() {
+                    self.send(format!("{tag} OK Idle completed\r\n")).await;
+                }
+                continue;
+            }
+            let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            if rest.eq_ignore_ascii_case("IDLE") {
+                self.idle_tag = Some(tag.to_owned());
+                self.send("+ idling\r\n").await;
+            } else if rest.eq_ignore_ascii_case("LOGOUT") {
+                self.send(format!("* BYE fake closing\r\n{tag} OK bye\r\n"))
+                    .await;
+                return;
+            } else {
+                self.send(format!("{tag} OK done\r\n")).await;
+            }
+        }
+    }
+}
