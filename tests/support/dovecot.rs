@@ -165,6 +165,7 @@ static USER_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// started, with the reason (missing packages: how to install them; a
 /// failed start: the end of Dovecot's log).
 pub fn dovecot() -> &'static Dovecot {
+    super::trace::install();
     match DOVECOT.get_or_init(Dovecot::start) {
         Ok(dovecot) => dovecot,
         Err(e) => panic!("test Dovecot unavailable: {e}"),
@@ -392,6 +393,7 @@ impl Dovecot {
             name: unique_name(prefix),
             password: password.to_string(),
         };
+        super::trace::record_secret(&user.name, &user.password);
         self.add_user(&user);
         user
     }

@@ -34,6 +34,7 @@ pub mod lmtp;
 pub mod message;
 pub mod proxy;
 pub mod raw_imap;
+pub mod trace;
 
 pub use dovecot::{CATCHALL_DOMAIN, CatchAll, Dovecot, TestUser, dovecot};
 pub use message::{header_value, mail, message_id};

@@ -1,0 +1,45 @@
+//! The whole-suite secret scan: with `EMAP_TRACE_LOG` set, every test
+//! binary logs emap at TRACE level into that file, and every password the
+//! harness creates is written (with its SASL PLAIN base64 form) to
+//! `EMAP_SECRETS_FILE`. `scripts/test` then runs the suite once that way
+//! and checks that no secret appears in the log.
+//!
+//! Without the variables, nothing is installed and nothing is recorded.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Mutex, Once};
+
+use base64::Engine as _;
+
+static INSTALL: Once = Once::new();
+
+/// Installs the file subscriber once per process when `EMAP_TRACE_LOG` is
+/// set (a test that installed its own subscriber first keeps it).
+pub fn install() {
+    INSTALL.call_once(|| {
+        let Ok(path) = std::env::var("EMAP_TRACE_LOG") else {
+            return;
+        };
+        let Ok(file) = OpenOptions::new().create(true).append(true).open(&path) else {
+            return;
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(Mutex::new(file))
+            .try_init();
+    });
+}
+
+/// Records a secret for the scan (no-op without `EMAP_SECRETS_FILE`).
+pub fn record_secret(user: &str, secret: &str) {
+    let Ok(path) = std::env::var("EMAP_SECRETS_FILE") else {
+        return;
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let plain = b64.encode(format!("\0{user}\0{secret}"));
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{secret}\n{plain}");
+    }
+}
