@@ -1,0 +1,144 @@
+//! CI smoke test of the benchmark (examples/bench), so that it cannot rot:
+//! builds the example (debug, the same target directory as this test) and
+//! runs every scenario with tiny parameters against the benchmark's own
+//! Dovecot, then checks that it exited 0, produced a line for each
+//! scenario, reported no error and lost no mail.
+//!
+//! No timing is asserted: CI machines are shared and the figures mean
+//! nothing at this size. The benchmark starts its own Dovecot (the same
+//! packages the integration tests need; `scripts/test` installs them), so
+//! this test needs nothing from tests/support. Cyrus is not used here.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Building the example from scratch in debug takes a while on 2 cores.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1200);
+/// The run itself takes about 40 s; this only bounds a hang.
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+const SCENARIOS: [&str; 6] = ["fanout", "limit", "backlog", "pertask", "soak", "burst"];
+
+/// Runs `cmd` to completion within `timeout`; returns (status ok, stdout,
+/// stderr). Kills it (by its own handle) on timeout.
+fn run(mut cmd: Command, timeout: Duration) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let ok = loop {
+        match child.try_wait().expect("wait") {
+            Some(status) => break status.success(),
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{:?} did not finish within {timeout:?}; stderr so far:\n{}",
+                    cmd.get_program(),
+                    err_t.join().unwrap_or_default()
+                );
+            }
+        }
+    };
+    (
+        ok,
+        out_t.join().unwrap_or_default(),
+        err_t.join().unwrap_or_default(),
+    )
+}
+
+/// Builds the example and returns the path of its binary (from cargo's
+/// JSON messages, so any target directory works).
+fn build_bench() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--example", "bench", "--message-format=json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let (ok, stdout, stderr) = run(cmd, BUILD_TIMEOUT);
+    assert!(ok, "building examples/bench failed:\n{stderr}");
+    stdout
+        .lines()
+        .filter(|l| l.contains("\"compiler-artifact\"") && l.contains("\"name\":\"bench\""))
+        .find_map(|l| {
+            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let end = l[at..].find('"')?;
+            Some(PathBuf::from(&l[at..at + end]))
+        })
+        .expect("cargo reported no executable for the bench example")
+}
+
+/// The value of `"key":` in a flat JSON object line, as raw text.
+fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!("\"{key}\":");
+    let at = line.find(&needle)? + needle.len();
+    let rest = &line[at..];
+    match rest.strip_prefix('"') {
+        Some(s) => s.find('"').map(|end| &s[..end]),
+        None => rest.find([',', '}']).map(|end| &rest[..end]),
+    }
+}
+
+#[test]
+fn bench_runs_every_scenario_and_loses_no_mail() {
+    let bench = build_bench();
+    let mut cmd = Command::new(&bench);
+    cmd.args([
+        "all",
+        "--server",
+        "dovecot",
+        "--quick",
+        "--json",
+        "--n",
+        "200",
+        "--k",
+        "1,2",
+        "--messages",
+        "40",
+        "--minutes",
+        "0.2",
+    ]);
+    let started = Instant::now();
+    let (ok, stdout, stderr) = run(cmd, RUN_TIMEOUT);
+    eprintln!("bench ran in {:.0} s", started.elapsed().as_secs_f64());
+    assert!(ok, "the benchmark failed:\n{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    for scenario in SCENARIOS {
+        assert!(
+            lines
+                .iter()
+                .any(|l| json_field(l, "scenario") == Some(scenario)),
+            "no result line for {scenario}:\n{stdout}\n{stderr}"
+        );
+    }
+    for line in &lines {
+        assert!(
+            json_field(line, "error").is_none(),
+            "a scenario reported an error: {line}"
+        );
+        if let Some(lost) = json_field(line, "lost") {
+            assert_eq!(lost, "0", "mail was lost: {line}");
+        }
+        if let Some(delivered) = json_field(line, "delivered") {
+            let delivered: u64 = delivered.parse().expect("delivered is a number");
+            assert!(delivered > 0, "nothing was delivered: {line}");
+        }
+    }
+}
