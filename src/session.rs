@@ -54,7 +54,9 @@ pub struct Session {
     state: SessionState,
     idle: bool,
     subscribers: HashMap<u64, Entry>,
-    by_recipient: HashMap<String, HashSet<u64>>,
+    /// Subscriber ids by lower-cased recipient; usually one per address,
+    /// so a small vector beats a set in memory.
+    by_recipient: HashMap<String, Vec<u64>>,
     everyone: HashSet<u64>,
     waiting: Vec<oneshot::Sender<Result<(), Error>>>,
     orders: Option<mpsc::UnboundedSender<Order>>,
@@ -337,20 +339,26 @@ impl Session {
     /// Orders the one look-back of this session's life when a subscriber
     /// wants mail from before the session first selected its mailbox.
     fn maybe_look_back(&mut self) {
+        let now = std::time::SystemTime::now();
+        let earliest = self
+            .subscribers
+            .values()
+            .filter_map(|e| e.filter.earliest(now))
+            .min();
+        self.look_back_for(earliest);
+    }
+
+    /// Orders the look-back if `earliest` reaches before the first SELECT
+    /// and none ran yet. Constant time, so that a subscribe does not scan
+    /// every subscriber.
+    fn look_back_for(&mut self, earliest: Option<std::time::SystemTime>) {
         if self.looked_back || self.config.look_back_limit == 0 {
             return;
         }
         let (Some(started), Some(orders)) = (self.connected_at, &self.orders) else {
             return;
         };
-        let now = std::time::SystemTime::now();
-        let earliest = self
-            .subscribers
-            .values()
-            .filter_map(|e| e.filter.earliest(now))
-            .filter(|t| *t < started)
-            .min();
-        if let Some(since) = earliest
+        if let Some(since) = earliest.filter(|t| *t < started)
             && orders.send(Order::LookBack(since)).is_ok()
         {
             self.looked_back = true;
@@ -450,7 +458,8 @@ impl Handler<AddSubscriber> for Session {
         .start();
         // Late subscriber: replay recent mail it asks for by `since` or
         // `max_age`.
-        if msg.filter.earliest(std::time::SystemTime::now()).is_some() {
+        let earliest = msg.filter.earliest(std::time::SystemTime::now());
+        if earliest.is_some() {
             for (_, mail) in &self.recent {
                 addr.do_send(NewMail(mail.clone()));
             }
@@ -460,7 +469,7 @@ impl Handler<AddSubscriber> for Session {
                 self.by_recipient
                     .entry(r.to_owned())
                     .or_default()
-                    .insert(msg.id);
+                    .push(msg.id);
             }
             None => {
                 self.everyone.insert(msg.id);
@@ -475,7 +484,7 @@ impl Handler<AddSubscriber> for Session {
             },
         );
         if self.state == SessionState::Watching {
-            self.maybe_look_back();
+            self.look_back_for(earliest);
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();
@@ -494,9 +503,11 @@ impl Handler<RemoveSubscriber> for Session {
             e.shared.close(None);
             match e.filter.recipient() {
                 Some(r) => {
-                    if let Some(set) = self.by_recipient.get_mut(r) {
-                        set.remove(&msg.id);
-                        if set.is_empty() {
+                    if let Some(ids) = self.by_recipient.get_mut(r) {
+                        if let Some(i) = ids.iter().position(|id| *id == msg.id) {
+                            ids.swap_remove(i);
+                        }
+                        if ids.is_empty() {
                             self.by_recipient.remove(r);
                         }
                     }

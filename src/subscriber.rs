@@ -43,7 +43,8 @@ impl Shared {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Shared {
             state: Mutex::new(State {
-                queue: VecDeque::with_capacity(capacity.min(16)),
+                // Allocated on the first mail: most subscribers wait idle.
+                queue: VecDeque::new(),
                 capacity: capacity.max(1),
                 dropped: 0,
                 delivered: 0,
