@@ -144,7 +144,7 @@ impl Session {
             Ok(t) => t.clone(),
             Err(e) => {
                 let e = e.clone();
-                self.fail(e, ctx);
+                self.fail(e);
                 return;
             }
         };
@@ -207,13 +207,13 @@ impl Session {
                 // The supervisor restarts us; `started` waits the backoff.
                 ctx.stop();
             }
-            Err(e) => self.fail(e, ctx),
+            Err(e) => self.fail(e),
         }
     }
 
     /// A permanent failure: end every subscription with it, tell the
     /// registry, and wait to be dropped (no restart loop).
-    fn fail(&mut self, e: Error, _ctx: &mut Context<Self>) {
+    fn fail(&mut self, e: Error) {
         tracing::error!(session = %self.key, error = %e, "session failed permanently");
         self.state = SessionState::Failed;
         self.failed = Some(e.clone());
@@ -274,6 +274,10 @@ impl Session {
                 self.maybe_look_back();
             }
             Report::Mail(mail) => {
+                // New mail arrives in UID order: the watermark follows it.
+                if let Some(p) = self.position.as_mut() {
+                    p.watermark = mail.uid().saturating_add(1);
+                }
                 self.fetched += 1;
                 self.remember(mail.clone());
                 self.fan_out(&mail, false);
@@ -281,11 +285,6 @@ impl Session {
             Report::Old(mail) => {
                 self.remember(mail.clone());
                 self.fan_out(&mail, true);
-            }
-            Report::Advanced(watermark) => {
-                if let Some(p) = self.position.as_mut() {
-                    p.watermark = watermark;
-                }
             }
             Report::Polling => self.idle = false,
             Report::Alert(text) => self.last_alert = Some(text),

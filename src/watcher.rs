@@ -57,13 +57,11 @@ pub(crate) enum Report {
         /// cost, which must not grow with the mailbox.
         bytes_read: u64,
     },
-    /// A new message, parsed.
+    /// A new message, parsed; the watermark is now just past its UID.
     Mail(Arc<Mail>),
     /// A message from before the session (found by the look-back): only
     /// for subscribers that asked for old mail with `since` or `max_age`.
     Old(Arc<Mail>),
-    /// The watermark moved (after the mails below it were reported).
-    Advanced(u32),
     /// IDLE was rejected: polling from now on.
     Polling,
     /// The server sent an `[ALERT]`.
@@ -489,7 +487,6 @@ impl Watcher {
         }
         self.watermark = uid.saturating_add(1);
         sink(Report::Mail(Arc::new(mail)));
-        sink(Report::Advanced(self.watermark));
         Ok(())
     }
 }

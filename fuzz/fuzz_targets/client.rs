@@ -59,6 +59,9 @@ mod client;
 #[path = "../../src/proto/encode.rs"]
 mod encode;
 #[allow(dead_code)]
+#[path = "../../src/proto/date.rs"]
+mod date;
+
 #[path = "../../src/proto/error.rs"]
 mod error;
 #[allow(dead_code)]

@@ -18,6 +18,9 @@ use libfuzzer_sys::fuzz_target;
 // At the crate root, as siblings, so that the parser's `super::error` and
 // `super::types` resolve as they do inside `emap::proto`.
 #[allow(dead_code)]
+#[path = "../../src/proto/date.rs"]
+mod date;
+
 #[path = "../../src/proto/error.rs"]
 mod error;
 #[allow(dead_code)]

@@ -13,9 +13,11 @@
 //!   and refusal of CR, LF and NUL in user-supplied strings.
 //! - [`client`]: the client state machine: greeting, capabilities, STARTTLS,
 //!   authentication, SELECT, IDLE, FETCH, SEARCH, LOGOUT and the timeouts.
+//! - [`date`]: calendar arithmetic for INTERNALDATE and SEARCH dates.
 //! - [`error`]: protocol errors.
 
 pub mod client;
+pub mod date;
 pub mod encode;
 pub mod error;
 pub mod parser;

@@ -57,6 +57,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::date::{days_from_civil, days_in_month};
 use super::error::{Excerpt, ProtoError};
 use super::types::{Code, Condition, Data, ESearch, Fetch, FetchItem, Response, Status, Tagged};
 
@@ -1066,27 +1067,6 @@ pub fn parse_internal_date(s: &str) -> Option<SystemTime> {
     } else {
         SystemTime::UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
     }
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
