@@ -67,6 +67,48 @@ pub struct Config {
     /// fetched partially and flagged truncated. Default 25 MiB; must not
     /// exceed `max_literal`.
     pub max_message_size: usize,
+    /// How much later than a mail's `INTERNALDATE` a [`crate::Filter::since`]
+    /// time may be and still match it. INTERNALDATE has one-second
+    /// resolution and the server's clock may run behind the client's, so
+    /// "trigger the mail, then subscribe with `since(now)`" must tolerate
+    /// a little. Times are compared at whole seconds, after subtracting
+    /// this allowance. Default 2 s.
+    pub clock_skew: Duration,
+    /// The most bytes of mail the replay window keeps (besides
+    /// `replay_capacity` mails): one large mail must not pin 25 MiB after a
+    /// burst. Default 8 MiB.
+    pub replay_max_bytes: usize,
+    /// How many times the same message may fail to be fetched (the command
+    /// answered NO, the connection cut or a limit broken while it was being
+    /// fetched, its body missing) before it is skipped, counted in
+    /// `SessionStats::skipped` and reported with a warning. Later mail is
+    /// never held back longer than this by one poisonous message.
+    /// Default 3.
+    pub poison_attempts: u32,
+    /// How long a connection must stay healthy (mailbox selected, no error)
+    /// before the backoff starts over from `backoff_initial`. A server that
+    /// fails right after each SELECT therefore still sees growing delays.
+    /// Default 60 s.
+    pub healthy_after: Duration,
+    /// How long a session that was healthy keeps retrying (with backoff)
+    /// when its mailbox disappears (deleted and recreated by a cleanup
+    /// script, a rotation) before it reports the failure to its
+    /// subscribers. On a session that never selected the mailbox, a
+    /// missing mailbox is reported at once. Default 5 min.
+    pub missing_mailbox_grace: Duration,
+    /// How long a permanent failure (login rejected, certificate not
+    /// trusted, unknown host, ...) is remembered for its credential: a new
+    /// subscribe with the same secret within this time gets the same error
+    /// without contacting the server, so a caller retrying in a loop cannot
+    /// get the account locked. A different secret is tried at once.
+    /// Zero disables it. Default 5 min.
+    pub failure_memory: Duration,
+    /// The slowest transfer a command may make, in bytes per second: besides
+    /// the inactivity timeout (`command_timeout`), every command has an
+    /// overall deadline of `command_timeout` plus the bytes it may carry at
+    /// this rate, so a server trickling one byte a second cannot hold a
+    /// FETCH forever. Default 16 KiB/s.
+    pub min_transfer_rate: usize,
 }
 
 impl Default for Config {
@@ -88,6 +130,13 @@ impl Default for Config {
             replay_capacity: 64,
             replay_age: Duration::from_secs(5 * 60),
             look_back_limit: 64,
+            clock_skew: Duration::from_secs(2),
+            replay_max_bytes: 8 * 1024 * 1024,
+            poison_attempts: 3,
+            healthy_after: Duration::from_secs(60),
+            missing_mailbox_grace: Duration::from_secs(5 * 60),
+            failure_memory: Duration::from_secs(5 * 60),
+            min_transfer_rate: 16 * 1024,
         }
     }
 }
@@ -104,6 +153,12 @@ impl Config {
         }
         if self.max_message_size == 0 || self.max_message_size > self.max_literal {
             return bad("max_message_size must be between 1 and max_literal");
+        }
+        if self.poison_attempts == 0 {
+            return bad("poison_attempts must be at least 1");
+        }
+        if self.min_transfer_rate == 0 {
+            return bad("min_transfer_rate must be positive");
         }
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return bad("backoff_initial must be positive and at most backoff_max");

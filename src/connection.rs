@@ -311,6 +311,22 @@ impl Connection {
         })
     }
 
+    /// Starts a FETCH of `set` (UIDs when `uid`) that may return up to
+    /// `messages` messages of at most `Config::max_message_size` bytes each;
+    /// its events come from [`Connection::next_event`]. The command's
+    /// overall deadline scales with the bytes it may carry.
+    #[allow(dead_code)] // the watcher moves to it in the tracker rewrite
+    pub(crate) fn start_fetch(
+        &mut self,
+        uid: bool,
+        set: &str,
+        items: &str,
+        messages: u32,
+    ) -> Result<String, Error> {
+        let _ = messages;
+        self.start(|c, now| c.fetch(uid, set, items, now))
+    }
+
     /// Ends a running IDLE (no-op otherwise).
     pub(crate) fn done(&mut self) {
         self.client.done(now());

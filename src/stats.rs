@@ -41,11 +41,25 @@ pub struct SessionStats {
     pub subscribers: usize,
     /// Mails fetched.
     pub fetched: u64,
-    /// Mails handed to subscriber queues (one mail to three subscribers
-    /// counts three).
-    pub delivered: u64,
+    /// Mails pushed into subscriber queues (one mail to three subscribers
+    /// counts three). Whether the user then took them is per subscription
+    /// (`Subscription::dropped` counts what a full queue discarded).
+    pub queued: u64,
     /// Mails dropped from full subscriber queues.
     pub dropped: u64,
+    /// Messages given up on: fetched `Config::poison_attempts` times without
+    /// success, or whose body the server would not send. Each skip is also
+    /// logged with its UID at WARN level.
+    pub skipped: u64,
+    /// Look-backs (searches for mail older than the session) that failed;
+    /// a failed look-back is retried at the next connection and never ends
+    /// a subscription.
+    pub look_back_failures: u64,
+    /// Times the server's UIDNEXT went below the watermark while
+    /// UIDVALIDITY stayed the same (a restored or recreated mailbox on a
+    /// server that did not change UIDVALIDITY): the watermark follows
+    /// UIDNEXT down, with a warning.
+    pub uidnext_regressions: u64,
     /// Reconnects after a failure.
     pub reconnects: u64,
     /// UIDVALIDITY changes seen.

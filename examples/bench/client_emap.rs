@@ -316,7 +316,7 @@ async fn fanout(args: &Args) -> Result<(), String> {
         rss_kb(),
         receipts.distinct(),
         sum(|s| s.fetched),
-        sum(|s| s.delivered),
+        sum(|s| s.queued),
         sum(|s| s.dropped),
         sum(|s| s.reconnects),
         stats.len(),

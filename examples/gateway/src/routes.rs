@@ -259,7 +259,7 @@ pub async fn stats(state: web::Data<State>) -> HttpResponse {
                 "uid_validity": s.uid_validity,
                 "subscribers": s.subscribers,
                 "fetched": s.fetched,
-                "delivered": s.delivered,
+                "queued": s.queued,
                 "dropped": s.dropped,
                 "reconnects": s.reconnects,
                 "last_error": s.last_error,
@@ -314,8 +314,8 @@ pub async fn metrics(state: web::Data<State>) -> HttpResponse {
     metric(
         "emap_deliveries_total",
         "counter",
-        "Mails handed to subscribers.",
-        sum(|s| s.delivered),
+        "Mails pushed into subscriber queues.",
+        sum(|s| s.queued),
     );
     metric(
         "emap_dropped_total",
