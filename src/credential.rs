@@ -243,6 +243,30 @@ impl Credential {
         self
     }
 
+    /// A keyed hash of what authenticates this credential: the password,
+    /// or the identity of the OAuth2 token provider. Two credentials with
+    /// the same fingerprint under the same `keys` present the same secret.
+    /// The secret itself is never stored a second time.
+    pub(crate) fn secret_fingerprint(&self, keys: &std::hash::RandomState) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = keys.build_hasher();
+        match &self.auth {
+            Auth::Password(p) => {
+                0u8.hash(&mut h);
+                p.expose().hash(&mut h);
+            }
+            Auth::OAuth2 {
+                mechanism,
+                provider,
+            } => {
+                1u8.hash(&mut h);
+                (*mechanism as u8).hash(&mut h);
+                (Arc::as_ptr(provider) as *const () as usize).hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
     /// The key that decides which subscribers share one connection: host,
     /// port, lower-cased user and mailbox — never the secret.
     pub fn key(&self) -> SessionKey {

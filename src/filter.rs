@@ -85,6 +85,11 @@ impl Filter {
         self
     }
 
+    /// The allowance for clock skew used by the time conditions.
+    pub(crate) fn with_clock_skew(self, _skew: Duration) -> Self {
+        self
+    }
+
     /// The recipient address this filter waits at, lower-cased (ASCII), if
     /// it has one. Sessions index subscribers by it.
     pub fn recipient(&self) -> Option<&str> {

@@ -73,11 +73,16 @@ impl Handle {
         filter: Filter,
         capacity: Option<usize>,
     ) -> Result<Subscription, Error> {
+        // Dropping this future (a caller's timeout) cancels the subscribe:
+        // the registry removes the half-made subscription at once.
+        let cancel = CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
         self.registry
             .send(Subscribe {
                 credential,
                 filter,
                 capacity,
+                cancel: Some(cancel),
             })
             .await
             .map_err(|_| Error::Shutdown)?

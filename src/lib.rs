@@ -64,12 +64,14 @@ mod handle;
 mod login;
 mod mail;
 pub mod messages;
+mod policy;
 pub mod proto;
 mod registry;
 mod session;
 mod stats;
 mod subscriber;
 mod subscription;
+mod tracker;
 mod transport;
 mod watcher;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::Message;
 
 use crate::stats::SessionStats;
-use crate::subscriber::Shared;
+use crate::subscriber::SubscriberQueue;
 use crate::subscription::Subscription;
 use crate::{Credential, Error, Filter, Mail, SessionKey};
 
@@ -24,6 +24,10 @@ pub struct Subscribe {
     pub filter: Filter,
     /// Queue capacity; `None` takes `Config::queue_capacity`.
     pub capacity: Option<usize>,
+    /// Cancelled when the caller stops waiting: the half-made subscription
+    /// is removed at once (not when the session next connects). `None`:
+    /// the subscribe runs to its end.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// End a subscription (sent by `Subscription` on close or drop).
@@ -60,8 +64,14 @@ pub struct AddSubscriber {
     /// Its filter.
     pub filter: Filter,
     /// Its queue (shared with the user's `Subscription`).
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) queue: Arc<SubscriberQueue>,
 }
+
+/// Session → subscriber: the session ended; close the stream (after the
+/// mail sent before this), with the error if it failed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct EndStream(pub(crate) Option<Error>);
 
 /// Registry → session: remove a subscriber.
 #[derive(Debug, Message)]
@@ -86,4 +96,6 @@ pub struct SessionEnded {
     pub instance: u64,
     /// Why.
     pub error: Error,
+    /// The keyed fingerprint of the secret the session used.
+    pub(crate) fingerprint: u64,
 }

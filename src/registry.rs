@@ -4,12 +4,18 @@
 //! It is the only holder of a strong `Addr<Session>`: each session runs
 //! under an actix `Supervisor` on one of a few arbiters (about one per core,
 //! so one busy session never stalls the others), and dropping the address
-//! here is what finally stops a session. It counts subscribers per session
-//! and keeps a session `linger` after its last one leaves, so that a task
-//! that subscribes again soon reuses the connection.
+//! here is what finally stops a session. It tracks the subscription ids of
+//! each session *instance* (a set, not a counter, so an unsubscribe from a
+//! subscription of an earlier instance can never end a later one's), keeps
+//! a session `linger` after its last one leaves, so that a task that
+//! subscribes again soon reuses the connection, and remembers a permanent
+//! failure for `Config::failure_memory`, so that callers retrying in a loop
+//! cannot get the account locked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::RandomState;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix::{Arbiter, Supervisor};
@@ -20,14 +26,15 @@ use crate::messages::{
 };
 use crate::session::Session;
 use crate::stats::{Live, SessionStats};
-use crate::subscriber::Shared;
+use crate::subscriber::SubscriberQueue;
 use crate::subscription::Subscription;
 use crate::{Config, Error, Handle, SessionKey};
 
 struct Slot {
     addr: Addr<Session>,
     instance: u64,
-    subscribers: usize,
+    /// The ids of this instance's live subscriptions.
+    subscribers: HashSet<u64>,
     /// Bumped at each subscribe, so a stale linger timer does nothing.
     generation: u64,
 }
@@ -42,6 +49,17 @@ pub struct Registry {
     next_instance: u64,
     shut_down: bool,
     live: Arc<Live>,
+    /// Permanent failures, remembered for `Config::failure_memory`.
+    failures: HashMap<SessionKey, RememberedFailure>,
+    /// The key of the keyed hash that fingerprints secrets.
+    secret_keys: RandomState,
+}
+
+/// A session's permanent failure, with the secret it was made with.
+struct RememberedFailure {
+    at: Instant,
+    fingerprint: u64,
+    error: Error,
 }
 
 impl Registry {
@@ -59,6 +77,8 @@ impl Registry {
             next_instance: 0,
             shut_down: false,
             live,
+            failures: HashMap::new(),
+            secret_keys: RandomState::new(),
         }
     }
 
@@ -99,10 +119,29 @@ impl Registry {
         Ok(Handle::new(addr, Some(system), live))
     }
 
-    fn session(&mut self, msg: &Subscribe, ctx: &mut Context<Self>) -> (SessionKey, Addr<Session>) {
+    /// The remembered permanent failure for `msg`'s credential, if it was
+    /// made with the same secret and is recent enough.
+    fn remembered(&mut self, msg: &Subscribe) -> Option<Error> {
+        let key = msg.credential.key();
+        let f = self.failures.get(&key)?;
+        let fresh = f.at.elapsed() < self.config.failure_memory;
+        let same = f.fingerprint == msg.credential.secret_fingerprint(&self.secret_keys);
+        if fresh && same {
+            return Some(f.error.clone());
+        }
+        self.failures.remove(&key);
+        None
+    }
+
+    fn session(
+        &mut self,
+        msg: &Subscribe,
+        id: u64,
+        ctx: &mut Context<Self>,
+    ) -> (SessionKey, Addr<Session>) {
         let key = msg.credential.key();
         if let Some(slot) = self.sessions.get_mut(&key) {
-            slot.subscribers += 1;
+            slot.subscribers.insert(id);
             slot.generation += 1;
             return (key, slot.addr.clone());
         }
@@ -114,8 +153,9 @@ impl Registry {
         let config = self.config.clone();
         let me = ctx.address().downgrade();
         let live = self.live.clone();
+        let fingerprint = cred.secret_fingerprint(&self.secret_keys);
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
-            Session::new(cred, config, instance, me, live)
+            Session::new(cred, config, instance, fingerprint, me, live)
         });
         tracing::info!(session = %key, "session started");
         self.sessions.insert(
@@ -123,19 +163,26 @@ impl Registry {
             Slot {
                 addr: addr.clone(),
                 instance,
-                subscribers: 1,
+                subscribers: HashSet::from([id]),
                 generation: 0,
             },
         );
         (key, addr)
     }
 
-    fn release(&mut self, key: &SessionKey, ctx: &mut Context<Self>) {
+    /// Removes subscription `id` from the session it belongs to, if that
+    /// session instance is still the one registered under `key`; starts the
+    /// linger when it was the last.
+    fn release(&mut self, key: &SessionKey, id: u64, ctx: &mut Context<Self>) {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
-        slot.subscribers = slot.subscribers.saturating_sub(1);
-        if slot.subscribers > 0 {
+        if !slot.subscribers.remove(&id) {
+            // A subscription of an earlier instance: not ours to end.
+            return;
+        }
+        slot.addr.do_send(RemoveSubscriber { id });
+        if !slot.subscribers.is_empty() {
             return;
         }
         let generation = slot.generation;
@@ -144,7 +191,7 @@ impl Registry {
             let idle = act
                 .sessions
                 .get(&key)
-                .is_some_and(|s| s.subscribers == 0 && s.generation == generation);
+                .is_some_and(|s| s.subscribers.is_empty() && s.generation == generation);
             if idle && let Some(slot) = act.sessions.remove(&key) {
                 tracing::info!(session = %key, "linger elapsed; logging out");
                 slot.addr.do_send(EndSession);
@@ -181,25 +228,44 @@ impl Handler<Subscribe> for Registry {
         if let Err(e) = checks {
             return Box::pin(fut::ready(Err(e)));
         }
-        let (key, addr) = self.session(&msg, ctx);
+        if !self.config.failure_memory.is_zero()
+            && let Some(e) = self.remembered(&msg)
+        {
+            tracing::debug!(session = %msg.credential.key(), "permanent failure remembered");
+            return Box::pin(fut::ready(Err(e)));
+        }
         self.next_id += 1;
         let id = self.next_id;
-        let shared = Shared::new(msg.capacity.unwrap_or(self.config.queue_capacity));
+        let (key, addr) = self.session(&msg, id, ctx);
+        let queue = SubscriberQueue::new(msg.capacity.unwrap_or(self.config.queue_capacity));
         let add = AddSubscriber {
             id,
             filter: msg.filter,
-            shared: shared.clone(),
+            queue: queue.clone(),
         };
         let registry = ctx.address();
-        let fut = async move { addr.send(add).await.unwrap_or(Err(Error::Closed)) };
+        let cancel = msg.cancel;
+        let fut = async move {
+            let added = addr.send(add);
+            match cancel {
+                Some(cancel) => tokio::select! {
+                    res = added => Some(res.unwrap_or(Err(Error::Closed))),
+                    () = cancel.cancelled() => None,
+                },
+                None => Some(added.await.unwrap_or(Err(Error::Closed))),
+            }
+        };
         Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(()) => Ok(Subscription::new(shared, id, key, registry)),
-            Err(e) => {
-                if let Some(slot) = act.sessions.get(&key) {
-                    slot.addr.do_send(RemoveSubscriber { id });
-                }
-                act.release(&key, ctx);
+            Some(Ok(())) => Ok(Subscription::new(queue, id, key, registry)),
+            Some(Err(e)) => {
+                act.release(&key, id, ctx);
                 Err(e)
+            }
+            None => {
+                // The caller went away (a timed-out `wait_for`): remove the
+                // subscriber now, not when the session next connects.
+                act.release(&key, id, ctx);
+                Err(Error::Closed)
             }
         }))
     }
@@ -209,10 +275,7 @@ impl Handler<Unsubscribe> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
-        if let Some(slot) = self.sessions.get(&msg.key) {
-            slot.addr.do_send(RemoveSubscriber { id: msg.id });
-            self.release(&msg.key, ctx);
-        }
+        self.release(&msg.key, msg.id, ctx);
     }
 }
 
@@ -228,6 +291,16 @@ impl Handler<SessionEnded> for Registry {
             tracing::warn!(session = %msg.key, error = %msg.error, "session ended");
             // Dropping the only strong address lets the session stop.
             self.sessions.remove(&msg.key);
+            if !self.config.failure_memory.is_zero() {
+                self.failures.insert(
+                    msg.key,
+                    RememberedFailure {
+                        at: Instant::now(),
+                        fingerprint: msg.fingerprint,
+                        error: msg.error,
+                    },
+                );
+            }
         }
     }
 }
@@ -256,12 +329,13 @@ impl Handler<Shutdown> for Registry {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.shut_down = true;
         let slots: Vec<Slot> = self.sessions.drain().map(|(_, s)| s).collect();
-        let timeout = self.config.command_timeout;
-        // `send` enqueues at once, so the sessions log out in parallel.
+        // One deadline for all: `send` enqueues at once, so the sessions
+        // log out in parallel, and N stuck sessions cost one timeout, not N.
+        let deadline = tokio::time::Instant::now() + self.config.command_timeout;
         let ends: Vec<_> = slots.iter().map(|s| s.addr.send(EndSession)).collect();
         let fut = async move {
             for end in ends {
-                let _ = tokio::time::timeout(timeout, end).await;
+                let _ = tokio::time::timeout_at(deadline, end).await;
             }
             drop(slots);
         };

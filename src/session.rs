@@ -3,13 +3,16 @@
 //!
 //! The connection itself runs in [`watcher::run`](crate::watcher), a future
 //! spawned in the actor's context; the actor keeps what must survive a
-//! reconnect — the watermark and UIDVALIDITY, the subscribers, the backoff
-//! — and is restarted by its actix `Supervisor` after a transient error:
-//! the loop ends, the actor stops itself, the supervisor restarts it (only
-//! the registry holds a strong `Addr<Session>`), and `started` waits the
-//! jittered backoff before connecting again. A permanent error (login
-//! rejected, certificate not trusted) ends the session for good: every
-//! subscription ends with the error and the registry forgets the session.
+//! reconnect — the [`MailboxTracker`] (handed to each connection and back),
+//! the subscribers, the backoff — and is restarted by its actix
+//! `Supervisor` after a transient error: the loop ends, the actor stops
+//! itself, the supervisor restarts it (only the registry holds a strong
+//! `Addr<Session>`), and `started` waits the jittered backoff before
+//! connecting again. Whether an error is worth a retry is decided by
+//! [`policy`](crate::policy) from the error and its context. A permanent
+//! failure ends the session for good: every subscription ends with the
+//! error (after the mail already on its way), and the registry forgets the
+//! session.
 //!
 //! Fan-out: subscribers are indexed by lower-cased recipient address, so a
 //! mail reaches only the subscribers whose `to` is among its recipients,
@@ -17,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::WeakAddr;
 use actix::prelude::*;
@@ -25,57 +28,69 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backoff::Backoff;
 use crate::messages::{
-    AddSubscriber, EndSession, GetStats, NewMail, RemoveSubscriber, SessionEnded,
+    AddSubscriber, EndSession, EndStream, GetStats, NewMail, RemoveSubscriber, SessionEnded,
 };
+use crate::policy::{self, Action};
 use crate::registry::Registry;
 use crate::stats::{Live, SessionState, SessionStats, Token};
-use crate::subscriber::{Shared, Subscriber};
+use crate::subscriber::{Subscriber, SubscriberQueue};
+use crate::tracker::{MailboxTracker, Snapshot};
 use crate::transport::Tls;
-use crate::watcher::{self, Order, Position, Report};
+use crate::watcher::{self, ConnectionEnded, Order, Phase, Report};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
 
-struct Entry {
+/// One subscriber as its session knows it.
+struct SubscriberEntry {
     addr: Addr<Subscriber>,
     filter: Filter,
-    shared: Arc<Shared>,
+    queue: Arc<SubscriberQueue>,
 }
 
 /// One shared IMAP session.
 pub struct Session {
     key: SessionKey,
     instance: u64,
+    /// The registry's keyed fingerprint of the secret, for its failure
+    /// memory.
+    fingerprint: u64,
     cred: Credential,
     config: Arc<Config>,
     tls: Result<Option<Tls>, Error>,
     registry: WeakAddr<Registry>,
-    position: Option<Position>,
+    /// The position; `None` while a connection holds it.
+    tracker: Option<MailboxTracker>,
+    /// The tracker's position as last reported, for statistics only.
+    snapshot: Snapshot,
     backoff: Backoff,
     delay: Duration,
     state: SessionState,
     idle: bool,
-    subscribers: HashMap<u64, Entry>,
+    /// Bumped at each connection, so a stale health timer does nothing.
+    connection: u64,
+    subscribers: HashMap<u64, SubscriberEntry>,
     /// Subscriber ids by lower-cased recipient; usually one per address,
     /// so a small vector beats a set in memory.
     by_recipient: HashMap<String, Vec<u64>>,
     everyone: HashSet<u64>,
-    waiting: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// Subscribes waiting for the first SELECT, by subscription id.
+    waiting: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
     orders: Option<mpsc::UnboundedSender<Order>>,
     closing: Vec<oneshot::Sender<()>>,
     ending: bool,
     failed: Option<Error>,
     recent: VecDeque<(Instant, Arc<Mail>)>,
     fetched: u64,
-    delivered_gone: u64,
+    queued_gone: u64,
     dropped_gone: u64,
     reconnects: u64,
-    validity_changes: u64,
     last_error: Option<Error>,
     last_alert: Option<String>,
     startup_bytes: Option<u64>,
+    /// Since when SELECT has been refused (the mailbox missing).
+    missing_since: Option<Instant>,
     /// When the mailbox was first selected: mail before it is only found
     /// by the look-back.
-    connected_at: Option<std::time::SystemTime>,
-    looked_back: bool,
+    connected_at: Option<SystemTime>,
     live: Arc<Live>,
     _live: Token,
 }
@@ -85,6 +100,7 @@ impl Session {
         cred: Credential,
         config: Arc<Config>,
         instance: u64,
+        fingerprint: u64,
         registry: WeakAddr<Registry>,
         live: Arc<Live>,
     ) -> Self {
@@ -102,35 +118,40 @@ impl Session {
         };
         Session {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
+            tracker: Some(MailboxTracker::new(
+                config.poison_attempts,
+                config.look_back_limit,
+            )),
+            snapshot: Snapshot::default(),
             key,
             instance,
+            fingerprint,
             cred,
             config,
             tls,
             registry,
-            position: None,
             delay: Duration::ZERO,
             state: SessionState::Connecting,
             idle: false,
+            connection: 0,
             subscribers: HashMap::new(),
             by_recipient: HashMap::new(),
             everyone: HashSet::new(),
-            waiting: Vec::new(),
+            waiting: HashMap::new(),
             orders: None,
             closing: Vec::new(),
             ending: false,
             failed: None,
             recent: VecDeque::new(),
             fetched: 0,
-            delivered_gone: 0,
+            queued_gone: 0,
             dropped_gone: 0,
             reconnects: 0,
-            validity_changes: 0,
             last_error: None,
             last_alert: None,
             startup_bytes: None,
+            missing_since: None,
             connected_at: None,
-            looked_back: false,
             _live: live.session(),
             live,
         }
@@ -144,11 +165,16 @@ impl Session {
             Ok(t) => t.clone(),
             Err(e) => {
                 let e = e.clone();
-                self.fail(e);
+                self.fail(e, ctx);
                 return;
             }
         };
+        let Some(tracker) = self.tracker.take() else {
+            // A connection is already running.
+            return;
+        };
         self.state = SessionState::Connecting;
+        self.connection += 1;
         let (tx, rx) = mpsc::unbounded_channel();
         self.orders = Some(tx);
         let me = ctx.address().downgrade();
@@ -169,31 +195,68 @@ impl Session {
             self.cred.clone(),
             self.config.clone(),
             tls,
-            self.position,
+            tracker,
             sink,
             rx,
         );
         let fut = tracing::Instrument::instrument(fut, span);
+        // The end goes through the mailbox too, so that every report the
+        // loop sent before it ended is handled first.
+        let me = ctx.address();
         ctx.spawn(
             fut.into_actor(self)
-                .map(|res, act, ctx| act.loop_ended(res, ctx)),
+                .map(move |ended, _, _| me.do_send(LoopEnded(ended))),
         );
     }
 
-    fn loop_ended(&mut self, res: Result<(), Error>, ctx: &mut Context<Self>) {
+    fn loop_ended(&mut self, ended: ConnectionEnded, ctx: &mut Context<Self>) {
         self.orders = None;
-        match res {
+        let ConnectionEnded {
+            mut tracker,
+            phase,
+            result,
+        } = ended;
+        while let Some(n) = tracker.poll_notice() {
+            watcher::log_notice(&n);
+        }
+        self.snapshot = tracker.snapshot();
+        let healthy_before = tracker.has_position();
+        self.tracker = Some(tracker);
+        let e = match result {
             Ok(()) => {
                 tracing::info!(session = %self.key, "logged out");
-                self.end_all(None);
-                ctx.stop();
+                self.end_all(None, ctx);
+                return;
             }
             Err(e) if self.ending => {
                 tracing::debug!(session = %self.key, error = %e, "error while logging out");
-                self.end_all(None);
-                ctx.stop();
+                self.end_all(None, ctx);
+                return;
             }
-            Err(e) if e.is_transient() => {
+            Err(e) => e,
+        };
+        let missing = phase == Phase::Select
+            && matches!(
+                e,
+                Error::CommandFailed {
+                    temporary: false,
+                    ..
+                }
+            );
+        if missing {
+            self.missing_since.get_or_insert_with(Instant::now);
+        } else {
+            self.missing_since = None;
+        }
+        let cx = policy::Context {
+            phase,
+            healthy_before,
+            missing_since: self.missing_since,
+            missing_grace: self.config.missing_mailbox_grace,
+            now: Instant::now(),
+        };
+        match policy::decide(&e, &cx) {
+            Action::Retry => {
                 self.reconnects += 1;
                 self.delay = self.backoff.next_delay();
                 tracing::warn!(
@@ -207,77 +270,95 @@ impl Session {
                 // The supervisor restarts us; `started` waits the backoff.
                 ctx.stop();
             }
-            Err(e) => self.fail(e),
+            Action::Fail => self.fail(e, ctx),
         }
     }
 
-    /// A permanent failure: end every subscription with it, tell the
-    /// registry, and wait to be dropped (no restart loop).
-    fn fail(&mut self, e: Error) {
+    /// A permanent failure: end every subscription with it (after the mail
+    /// already on its way), tell the registry, and wait to be dropped (no
+    /// restart loop).
+    fn fail(&mut self, e: Error, ctx: &mut Context<Self>) {
         tracing::error!(session = %self.key, error = %e, "session failed permanently");
         self.state = SessionState::Failed;
         self.failed = Some(e.clone());
         self.last_error = Some(e.clone());
-        for w in self.waiting.drain(..) {
-            let _ = w.send(Err(e.clone()));
-        }
-        self.end_all(Some(e.clone()));
+        self.end_all(Some(e.clone()), ctx);
         if let Some(reg) = self.registry.upgrade() {
             reg.do_send(SessionEnded {
                 key: self.key.clone(),
                 instance: self.instance,
                 error: e,
+                fingerprint: self.fingerprint,
             });
         }
     }
 
-    /// Closes every subscription (after what is queued).
-    fn end_all(&mut self, error: Option<Error>) {
-        for w in self.closing.drain(..) {
-            let _ = w.send(());
-        }
-        for w in self.waiting.drain(..) {
+    /// Ends every subscription, after the mail already sent to it: the end
+    /// travels through each subscriber's mailbox behind its mail. Whoever
+    /// waits for the session to close is told once every subscriber has
+    /// handled it; then the session stops.
+    fn end_all(&mut self, error: Option<Error>, ctx: &mut Context<Self>) {
+        for (_, w) in self.waiting.drain() {
             let _ = w.send(Err(error.clone().unwrap_or(Error::Closed)));
         }
+        let mut acks = Vec::with_capacity(self.subscribers.len());
         for (_, e) in self.subscribers.drain() {
-            self.delivered_gone += e.shared.delivered();
-            self.dropped_gone += e.shared.dropped();
-            e.shared.close(error.clone());
+            self.queued_gone += e.queue.queued();
+            self.dropped_gone += e.queue.dropped();
+            acks.push(e.addr.send(EndStream(error.clone())));
         }
         self.by_recipient.clear();
         self.everyone.clear();
+        let closing = std::mem::take(&mut self.closing);
+        let failed = self.failed.is_some();
+        let fut = async move {
+            for ack in acks {
+                let _ = ack.await;
+            }
+            for w in closing {
+                let _ = w.send(());
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(), _, ctx| {
+            // A failed session waits for the registry to drop it (a stop
+            // now would restart it).
+            if !failed {
+                ctx.stop();
+            }
+        }));
     }
 
-    fn on_report(&mut self, report: Report, _ctx: &mut Context<Self>) {
+    fn on_report(&mut self, report: Report, ctx: &mut Context<Self>) {
         match report {
-            Report::Selected {
-                position,
-                validity_changed,
-                idle,
-                bytes_read,
-            } => {
+            Report::Selected { idle, bytes_read } => {
                 self.startup_bytes = Some(bytes_read);
-                if validity_changed {
-                    self.validity_changes += 1;
-                    self.recent.clear();
-                }
-                self.position = Some(position);
                 self.idle = idle;
                 self.state = SessionState::Watching;
-                self.backoff.reset();
-                for w in self.waiting.drain(..) {
+                self.missing_since = None;
+                for (_, w) in self.waiting.drain() {
                     let _ = w.send(Ok(()));
                 }
                 if self.connected_at.is_none() {
-                    self.connected_at = Some(std::time::SystemTime::now());
+                    self.connected_at = Some(SystemTime::now());
                 }
+                // The backoff starts over only after a healthy period: a
+                // server that fails right after each SELECT still sees
+                // growing delays.
+                let connection = self.connection;
+                ctx.run_later(self.config.healthy_after, move |act, _| {
+                    if act.connection == connection && act.state == SessionState::Watching {
+                        act.backoff.reset();
+                    }
+                });
                 self.maybe_look_back();
             }
-            Report::Mail(mail) => {
-                // New mail arrives in UID order: the watermark follows it.
-                if let Some(p) = self.position.as_mut() {
-                    p.watermark = mail.uid().saturating_add(1);
+            Report::Progress(snapshot) => {
+                if snapshot.validity_changes > self.snapshot.validity_changes {
+                    self.recent.clear();
                 }
+                self.snapshot = snapshot;
+            }
+            Report::Mail(mail) => {
                 self.fetched += 1;
                 self.remember(mail.clone());
                 self.fan_out(&mail, false);
@@ -311,8 +392,8 @@ impl Session {
     /// and to those without `to`. Old mail (from the look-back) goes only to
     /// subscribers that asked for old mail with `since` or `max_age`.
     fn fan_out(&self, mail: &Arc<Mail>, old: bool) {
-        let now = std::time::SystemTime::now();
-        let wants = |e: &Entry| !old || e.filter.earliest(now).is_some();
+        let now = SystemTime::now();
+        let wants = |e: &SubscriberEntry| !old || e.filter.earliest(now).is_some();
         let mut sent: HashSet<u64> = HashSet::new();
         for r in mail.recipients() {
             if let Some(ids) = self.by_recipient.get(r.as_str()) {
@@ -335,10 +416,10 @@ impl Session {
         }
     }
 
-    /// Orders the one look-back of this session's life when a subscriber
-    /// wants mail from before the session first selected its mailbox.
+    /// Orders a look-back for the earliest time any subscriber wants, if
+    /// it reaches before the first SELECT.
     fn maybe_look_back(&mut self) {
-        let now = std::time::SystemTime::now();
+        let now = SystemTime::now();
         let earliest = self
             .subscribers
             .values()
@@ -347,44 +428,80 @@ impl Session {
         self.look_back_for(earliest);
     }
 
-    /// Orders the look-back if `earliest` reaches before the first SELECT
-    /// and none ran yet. Constant time, so that a subscribe does not scan
-    /// every subscriber.
-    fn look_back_for(&mut self, earliest: Option<std::time::SystemTime>) {
-        if self.looked_back || self.config.look_back_limit == 0 {
+    /// Orders a look-back if `earliest` reaches before the first SELECT.
+    /// The tracker skips a range it already covered and retries one a
+    /// reconnect cut short. Constant time, so that a subscribe does not
+    /// scan every subscriber.
+    fn look_back_for(&mut self, earliest: Option<SystemTime>) {
+        if self.config.look_back_limit == 0 {
             return;
         }
-        let (Some(started), Some(orders)) = (self.connected_at, &self.orders) else {
+        let (Some(started), Some(since)) = (self.connected_at, earliest) else {
             return;
         };
-        if let Some(since) = earliest.filter(|t| *t < started)
-            && orders.send(Order::LookBack(since)).is_ok()
-        {
-            self.looked_back = true;
+        if since >= started {
+            return;
+        }
+        match (&self.orders, self.tracker.as_mut()) {
+            (_, Some(tracker)) => tracker.want_look_back(since),
+            (Some(orders), None) => {
+                let _ = orders.send(Order::LookBack(since));
+            }
+            (None, None) => {}
         }
     }
 
-    fn stats(&self) -> SessionStats {
-        let (mut delivered, mut dropped) = (self.delivered_gone, self.dropped_gone);
-        for e in self.subscribers.values() {
-            delivered += e.shared.delivered();
-            dropped += e.shared.dropped();
+    fn remove_subscriber(&mut self, id: u64) {
+        self.waiting.remove(&id);
+        let Some(e) = self.subscribers.remove(&id) else {
+            return;
+        };
+        self.queued_gone += e.queue.queued();
+        self.dropped_gone += e.queue.dropped();
+        e.queue.close(None);
+        match e.filter.recipient() {
+            Some(r) => {
+                if let Some(ids) = self.by_recipient.get_mut(r) {
+                    if let Some(i) = ids.iter().position(|x| *x == id) {
+                        ids.swap_remove(i);
+                    }
+                    if ids.is_empty() {
+                        self.by_recipient.remove(r);
+                    }
+                }
+            }
+            None => {
+                self.everyone.remove(&id);
+            }
         }
+        // Dropping `e.addr` (the only address) stops the subscriber.
+    }
+
+    fn stats(&self) -> SessionStats {
+        let (mut queued, mut dropped) = (self.queued_gone, self.dropped_gone);
+        for e in self.subscribers.values() {
+            queued += e.queue.queued();
+            dropped += e.queue.dropped();
+        }
+        let s = self
+            .tracker
+            .as_ref()
+            .map_or(self.snapshot, |t| t.snapshot());
         SessionStats {
             key: self.key.clone(),
             state: self.state,
             idle: self.idle,
-            watermark: self.position.map(|p| p.watermark),
-            uid_validity: self.position.map(|p| p.uid_validity),
+            watermark: s.watermark,
+            uid_validity: s.uid_validity,
             subscribers: self.subscribers.len(),
             fetched: self.fetched,
-            queued: delivered,
+            queued,
             dropped,
-            skipped: 0,
-            look_back_failures: 0,
-            uidnext_regressions: 0,
+            skipped: s.skipped,
+            look_back_failures: s.look_back_failures,
+            uidnext_regressions: s.uidnext_regressions,
             reconnects: self.reconnects,
-            validity_changes: self.validity_changes,
+            validity_changes: s.validity_changes,
             last_error: self.last_error.as_ref().map(|e| e.to_string()),
             backoff: (self.state == SessionState::Backoff).then_some(self.delay),
             last_alert: self.last_alert.clone(),
@@ -414,9 +531,9 @@ impl Drop for Session {
     /// wait) still ends every subscription.
     fn drop(&mut self) {
         for e in self.subscribers.values() {
-            e.shared.close(self.failed.clone());
+            e.queue.close(self.failed.clone());
         }
-        for w in self.waiting.drain(..) {
+        for (_, w) in self.waiting.drain() {
             let _ = w.send(Err(Error::Shutdown));
         }
     }
@@ -441,6 +558,20 @@ impl Handler<Reported> for Session {
     }
 }
 
+/// Watcher → session: the connection ended (sent through the mailbox, after
+/// every report).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LoopEnded(ConnectionEnded);
+
+impl Handler<LoopEnded> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: LoopEnded, ctx: &mut Context<Self>) {
+        self.loop_ended(msg.0, ctx);
+    }
+}
+
 impl Handler<AddSubscriber> for Session {
     type Result = ResponseFuture<Result<(), Error>>;
 
@@ -452,21 +583,18 @@ impl Handler<AddSubscriber> for Session {
         if self.ending {
             return Box::pin(async { Err(Error::Closed) });
         }
-        let addr = Subscriber::new(
-            msg.filter.clone(),
-            msg.shared.clone(),
-            self.live.subscriber(),
-        )
-        .start();
+        let filter = msg.filter.with_clock_skew(self.config.clock_skew);
+        let addr =
+            Subscriber::new(filter.clone(), msg.queue.clone(), self.live.subscriber()).start();
         // Late subscriber: replay recent mail it asks for by `since` or
         // `max_age`.
-        let earliest = msg.filter.earliest(std::time::SystemTime::now());
+        let earliest = filter.earliest(SystemTime::now());
         if earliest.is_some() {
             for (_, mail) in &self.recent {
                 addr.do_send(NewMail(mail.clone()));
             }
         }
-        match msg.filter.recipient() {
+        match filter.recipient() {
             Some(r) => {
                 self.by_recipient
                     .entry(r.to_owned())
@@ -479,10 +607,10 @@ impl Handler<AddSubscriber> for Session {
         }
         self.subscribers.insert(
             msg.id,
-            Entry {
+            SubscriberEntry {
                 addr,
-                filter: msg.filter,
-                shared: msg.shared,
+                filter,
+                queue: msg.queue,
             },
         );
         if self.state == SessionState::Watching {
@@ -490,7 +618,7 @@ impl Handler<AddSubscriber> for Session {
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();
-        self.waiting.push(tx);
+        self.waiting.insert(msg.id, tx);
         Box::pin(async move { rx.await.unwrap_or(Err(Error::Closed)) })
     }
 }
@@ -499,27 +627,7 @@ impl Handler<RemoveSubscriber> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveSubscriber, _: &mut Context<Self>) {
-        if let Some(e) = self.subscribers.remove(&msg.id) {
-            self.delivered_gone += e.shared.delivered();
-            self.dropped_gone += e.shared.dropped();
-            e.shared.close(None);
-            match e.filter.recipient() {
-                Some(r) => {
-                    if let Some(ids) = self.by_recipient.get_mut(r) {
-                        if let Some(i) = ids.iter().position(|id| *id == msg.id) {
-                            ids.swap_remove(i);
-                        }
-                        if ids.is_empty() {
-                            self.by_recipient.remove(r);
-                        }
-                    }
-                }
-                None => {
-                    self.everyone.remove(&msg.id);
-                }
-            }
-            // Dropping `e.addr` (the only address) stops the subscriber.
-        }
+        self.remove_subscriber(msg.id);
     }
 }
 
@@ -529,21 +637,19 @@ impl Handler<EndSession> for Session {
     fn handle(&mut self, _: EndSession, ctx: &mut Context<Self>) -> Self::Result {
         self.ending = true;
         self.state = SessionState::Closing;
-        match &self.orders {
-            Some(tx) if tx.send(Order::Logout).is_ok() => {
-                let (done_tx, done_rx) = oneshot::channel();
-                self.closing.push(done_tx);
-                Box::pin(async move {
-                    let _ = done_rx.await;
-                })
-            }
-            _ => {
-                // Not connected (backoff, or failed): nothing to log out.
-                self.end_all(None);
-                ctx.stop();
-                Box::pin(async {})
-            }
+        let (done_tx, done_rx) = oneshot::channel();
+        self.closing.push(done_tx);
+        let logging_out = self
+            .orders
+            .as_ref()
+            .is_some_and(|tx| tx.send(Order::Logout).is_ok());
+        if !logging_out {
+            // Not connected (backoff, or failed): nothing to log out.
+            self.end_all(None, ctx);
         }
+        Box::pin(async move {
+            let _ = done_rx.await;
+        })
     }
 }
 

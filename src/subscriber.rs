@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::{Actor, Context, Handler};
 
-use crate::messages::NewMail;
+use crate::messages::{EndStream, NewMail};
 use crate::stats::Token;
 use crate::{Error, Filter, Mail};
 
@@ -26,7 +26,7 @@ struct State {
     queue: VecDeque<Arc<Mail>>,
     capacity: usize,
     dropped: u64,
-    delivered: u64,
+    queued: u64,
     closed: bool,
     error: Option<Error>,
     error_taken: bool,
@@ -35,19 +35,19 @@ struct State {
 
 /// The queue between a subscriber actor and the user's subscription.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct SubscriberQueue {
     state: Mutex<State>,
 }
 
-impl Shared {
+impl SubscriberQueue {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Shared {
+        Arc::new(SubscriberQueue {
             state: Mutex::new(State {
                 // Allocated on the first mail: most subscribers wait idle.
                 queue: VecDeque::new(),
                 capacity: capacity.max(1),
                 dropped: 0,
-                delivered: 0,
+                queued: 0,
                 closed: false,
                 error: None,
                 error_taken: false,
@@ -76,7 +76,7 @@ impl Shared {
                 dropped = true;
             }
             s.queue.push_back(mail);
-            s.delivered += 1;
+            s.queued += 1;
             (s.waker.take(), dropped)
         };
         if let Some(w) = waker {
@@ -134,8 +134,8 @@ impl Shared {
         self.lock().dropped
     }
 
-    pub(crate) fn delivered(&self) -> u64 {
-        self.lock().delivered
+    pub(crate) fn queued(&self) -> u64 {
+        self.lock().queued
     }
 
     pub(crate) fn error(&self) -> Option<Error> {
@@ -146,16 +146,16 @@ impl Shared {
 /// One subscriber: a filter and a bounded queue.
 pub struct Subscriber {
     filter: Filter,
-    shared: Arc<Shared>,
+    queue: Arc<SubscriberQueue>,
     last_drop_log: Option<Instant>,
     _live: Token,
 }
 
 impl Subscriber {
-    pub(crate) fn new(filter: Filter, shared: Arc<Shared>, live: Token) -> Self {
+    pub(crate) fn new(filter: Filter, queue: Arc<SubscriberQueue>, live: Token) -> Self {
         Subscriber {
             filter,
-            shared,
+            queue,
             last_drop_log: None,
             _live: live,
         }
@@ -166,7 +166,7 @@ impl Actor for Subscriber {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.shared.close(None);
+        self.queue.close(None);
     }
 }
 
@@ -174,7 +174,7 @@ impl Drop for Subscriber {
     /// An actor dropped with its arbiter (at shutdown) does not always run
     /// `stopped`; the user's stream must end all the same.
     fn drop(&mut self) {
-        self.shared.close(None);
+        self.queue.close(None);
     }
 }
 
@@ -185,7 +185,7 @@ impl Handler<NewMail> for Subscriber {
         if !self.filter.matches(&msg.0, SystemTime::now()) {
             return;
         }
-        if self.shared.push(msg.0) {
+        if self.queue.push(msg.0) {
             let now = Instant::now();
             if self
                 .last_drop_log
@@ -193,10 +193,20 @@ impl Handler<NewMail> for Subscriber {
             {
                 self.last_drop_log = Some(now);
                 tracing::warn!(
-                    dropped = self.shared.dropped(),
+                    dropped = self.queue.dropped(),
                     "subscriber queue full: dropping the oldest mail (consumer too slow)"
                 );
             }
         }
+    }
+}
+
+impl Handler<EndStream> for Subscriber {
+    type Result = ();
+
+    /// The session ended: close the queue after the mail queued before
+    /// this message (the mailbox is first in, first out), with the error.
+    fn handle(&mut self, msg: EndStream, _: &mut Self::Context) {
+        self.queue.close(msg.0);
     }
 }

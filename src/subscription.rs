@@ -12,7 +12,7 @@ use actix::Addr;
 
 use crate::messages::Unsubscribe;
 use crate::registry::Registry;
-use crate::subscriber::Shared;
+use crate::subscriber::SubscriberQueue;
 use crate::{Error, Mail, SessionKey};
 
 /// A stream of new mails that match a filter.
@@ -29,7 +29,7 @@ use crate::{Error, Mail, SessionKey};
 /// # Ok(()) }
 /// ```
 pub struct Subscription {
-    shared: Arc<Shared>,
+    queue: Arc<SubscriberQueue>,
     id: u64,
     key: SessionKey,
     registry: Addr<Registry>,
@@ -47,13 +47,13 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        queue: Arc<SubscriberQueue>,
         id: u64,
         key: SessionKey,
         registry: Addr<Registry>,
     ) -> Self {
         Subscription {
-            shared,
+            queue,
             id,
             key,
             registry,
@@ -65,7 +65,7 @@ impl Subscription {
     /// down, or the session failed for good — see [`Subscription::error`]).
     pub async fn recv(&mut self) -> Option<Arc<Mail>> {
         loop {
-            match poll_fn(|cx| self.shared.poll_recv(cx)).await {
+            match poll_fn(|cx| self.queue.poll_recv(cx)).await {
                 Some(Ok(m)) => return Some(m),
                 Some(Err(_)) => continue,
                 None => return None,
@@ -75,12 +75,12 @@ impl Subscription {
 
     /// Why the subscription ended, if it ended with an error.
     pub fn error(&self) -> Option<Error> {
-        self.shared.error()
+        self.queue.error()
     }
 
     /// Mails dropped because the queue was full (oldest first).
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped()
+        self.queue.dropped()
     }
 
     /// The session this subscription belongs to.
@@ -92,7 +92,7 @@ impl Subscription {
     pub fn close(&mut self) {
         if !self.closed {
             self.closed = true;
-            self.shared.abandon();
+            self.queue.abandon();
             self.registry.do_send(Unsubscribe {
                 key: self.key.clone(),
                 id: self.id,
@@ -113,6 +113,6 @@ impl futures_core::Stream for Subscription {
     type Item = Result<Arc<Mail>, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.shared.poll_recv(cx)
+        self.queue.poll_recv(cx)
     }
 }

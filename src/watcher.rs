@@ -1,25 +1,22 @@
-//! The IMAP loop of one session: select, fix the watermark, then IDLE (or
-//! poll) and fetch what arrives above the watermark.
+//! The IMAP loop of one session: connect, select, fix the position, then
+//! IDLE (or poll) and fetch what the [`MailboxTracker`] asks for.
 //!
 //! It is a plain async function with no actix in it; the session actor runs
 //! it as one future per connection and receives what it finds through a
-//! [`Sink`]. It never fetches the backlog:
+//! [`Sink`]. The position itself — watermark, what was asked, what arrived —
+//! is owned by the tracker, which the session moves into [`run`] and gets
+//! back when the connection ends, so there is one copy only. This loop only
+//! moves events: every untagged response, whatever command is running, goes
+//! through [`MailboxTracker::observe`] or [`MailboxTracker::on_fetch`].
 //!
-//! - the watermark is UIDNEXT at the first SELECT (STATUS UIDNEXT, or the
-//!   highest UID + 1, when SELECT does not say), and survives reconnects
-//!   while UIDVALIDITY stays the same;
-//! - new mail is fetched by the *sequence* range that EXISTS announced
-//!   (`FETCH a:b`), which never returns an old message and costs the same on
-//!   a mailbox of a million messages as on an empty one;
-//! - after a reconnect, the gap is fetched once with `UID FETCH W:*`;
-//! - a UID below the watermark is discarded whatever the server sends, so
-//!   `N:*` returning the last message never delivers it twice.
-//!
-//! Mail is fetched with `BODY.PEEK[]<0.max>` (never marked read) from a
+//! It never fetches the backlog: the watermark starts at UIDNEXT (or the
+//! UID of the last message SELECT counted, plus one, when the server sends
+//! no UIDNEXT), new mail is fetched by the sequence range EXISTS announced,
+//! and mail is fetched with `BODY.PEEK[]<0.max>` (never marked read) from a
 //! mailbox opened with EXAMINE.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
@@ -28,36 +25,25 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::credential::Credential;
 use crate::mail::{Mail, parse_internal_date};
-use crate::proto::client::{CommandData, CommandKind, Event};
-use crate::proto::encode::search_date;
-use crate::proto::{Condition, Data, Fetch, FetchItem, ProtoError, Status};
+use crate::proto::client::{CommandData, Completion, Event};
+use crate::proto::{Code, Condition, Data, ProtoError, Status};
+use crate::tracker::{Arrived, Ended, MailboxTracker, Snapshot, Step, Verdict};
 use crate::transport::Tls;
-
-/// Where a session stands in its mailbox. Kept by the session across
-/// reconnects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Position {
-    /// The mailbox's UIDVALIDITY when the watermark was taken.
-    pub uid_validity: u32,
-    /// The lowest UID not yet delivered.
-    pub watermark: u32,
-}
 
 /// What the loop reports to its session.
 #[derive(Debug)]
 pub(crate) enum Report {
-    /// The mailbox is selected and the watermark fixed.
+    /// The mailbox is selected and the position fixed.
     Selected {
-        position: Position,
-        /// Whether UIDVALIDITY changed since the last connection.
-        validity_changed: bool,
         /// Whether the server pushes with IDLE (else it is polled).
         idle: bool,
         /// Bytes read from the socket from connect to here: the start-up
         /// cost, which must not grow with the mailbox.
         bytes_read: u64,
     },
-    /// A new message, parsed; the watermark is now just past its UID.
+    /// The position moved (for statistics).
+    Progress(Snapshot),
+    /// A new message, parsed.
     Mail(Arc<Mail>),
     /// A message from before the session (found by the look-back): only
     /// for subscribers that asked for old mail with `since` or `max_age`.
@@ -76,404 +62,277 @@ pub(crate) type Sink = Box<dyn FnMut(Report) -> bool + Send>;
 pub(crate) enum Order {
     /// LOGOUT and end.
     Logout,
-    /// Find mail that arrived since this time, below the watermark.
+    /// Find mail that arrived since this time, below the first watermark.
     LookBack(SystemTime),
 }
 
-/// Runs one connection until LOGOUT is ordered (`Ok`) or it fails.
+/// How far a connection got before it ended: the session's error policy
+/// depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Dial, TLS, greeting, authentication.
+    Connect,
+    /// SELECT (EXAMINE) and fixing the position.
+    Select,
+    /// Selected: fetching and waiting.
+    Watch,
+}
+
+/// How one connection ended.
+pub(crate) struct ConnectionEnded {
+    /// The tracker, handed back.
+    pub tracker: MailboxTracker,
+    /// How far the connection got.
+    pub phase: Phase,
+    /// `Ok` after an ordered LOGOUT (or nobody listening any more).
+    pub result: Result<(), Error>,
+}
+
+/// Runs one connection until LOGOUT is ordered or an error ends it.
 pub(crate) async fn run(
     cred: Credential,
     config: Arc<Config>,
     tls: Option<Tls>,
-    position: Option<Position>,
-    mut sink: Sink,
-    mut orders: mpsc::UnboundedReceiver<Order>,
-) -> Result<(), Error> {
-    let mut conn = Connection::open(&cred, &config, tls.as_ref()).await?;
-    tracing::info!("connected");
-    let info = conn.select(&cred.mailbox, true).await?;
-    let uid_validity = info.uid_validity.unwrap_or(0);
-    let uid_next = match info.uid_next {
-        Some(n) => n,
-        None => uid_next_fallback(&mut conn, &cred.mailbox).await?,
-    };
-    let (watermark, validity_changed) = match position {
-        Some(p) if p.uid_validity == uid_validity => (p.watermark, false),
-        Some(p) => {
-            tracing::warn!(
-                old = p.uid_validity,
-                new = uid_validity,
-                "UIDVALIDITY changed: the old watermark is void, starting at UIDNEXT"
-            );
-            (uid_next, true)
-        }
-        None => (uid_next, false),
-    };
-    let idle = conn.has_capability("IDLE");
-    tracing::info!(
-        uid_validity,
-        watermark,
-        exists = info.exists,
-        idle,
-        "selected"
-    );
+    tracker: MailboxTracker,
+    sink: Sink,
+    orders: mpsc::UnboundedReceiver<Order>,
+) -> ConnectionEnded {
     let mut w = Watcher {
-        conn,
+        conn: None,
         config,
         mailbox: cred.mailbox.clone(),
-        uid_validity,
-        watermark,
-        exists: info.exists,
-        announced: info.exists,
-        idle,
-        look_back: None,
+        tracker,
+        sink,
+        orders,
+        orders_open: true,
+        idle: false,
+        phase: Phase::Connect,
+        reported: Snapshot::default(),
     };
-    if !sink(Report::Selected {
-        position: w.position(),
-        validity_changed,
-        idle,
-        bytes_read: w.conn.bytes_read(),
-    }) {
-        return w.conn.logout().await;
+    let result = w.run(&cred, tls.as_ref()).await;
+    if result.is_err() {
+        w.tracker.connection_lost();
     }
-    if uid_next > watermark {
-        // Mail arrived while we were away: fetch the gap once, by UID.
-        w.fetch(Want::Gap { below: uid_next }, &mut sink).await?;
-    }
-    loop {
-        if let Some(since) = w.look_back.take() {
-            w.look_back(since, &mut sink).await?;
-            continue;
-        }
-        if w.announced > w.exists {
-            let seqs = w.exists + 1..=w.announced;
-            w.exists = w.announced;
-            w.fetch(Want::New(seqs), &mut sink).await?;
-            continue;
-        }
-        let stop = if w.idle {
-            w.idle_once(&mut orders, &mut sink).await?
-        } else {
-            w.poll_once(&mut orders, &mut sink).await?
-        };
-        if stop {
-            return w.conn.logout().await;
-        }
-    }
-}
-
-/// UIDNEXT when SELECT did not say: `STATUS (UIDNEXT)`, else the highest
-/// UID + 1 from `UID FETCH * (UID)`. Never `1:*`.
-async fn uid_next_fallback(conn: &mut Connection, mailbox: &str) -> Result<u32, Error> {
-    let done = conn
-        .command(|c, now| c.status(mailbox, "UIDNEXT", now))
-        .await;
-    if let Ok(done) = done
-        && let CommandData::Status(items) = &done.data
-        && let Some((_, n)) = items.iter().find(|(k, _)| k == "UIDNEXT")
-    {
-        return u32::try_from(*n).map_err(|_| ProtoError::Violation("UIDNEXT out of range").into());
-    }
-    tracing::warn!("server sent no UIDNEXT; asking for the highest UID");
-    conn.start(|c, now| c.fetch(true, "*", "(UID)", now))?;
-    let mut highest = 0u32;
-    loop {
-        match conn.next_event().await? {
-            Event::Data(Data::Fetch(f)) => highest = highest.max(f.uid().unwrap_or(0)),
-            Event::Completed(c) if c.kind == CommandKind::Fetch => {
-                // An empty mailbox answers NO or OK with nothing.
-                return Ok(highest.saturating_add(1).max(1));
-            }
-            _ => {}
-        }
+    w.report_progress();
+    ConnectionEnded {
+        tracker: w.tracker,
+        phase: w.phase,
+        result,
     }
 }
 
 /// Messages up to this size are parsed on the session's own thread.
 const INLINE_PARSE_MAX: usize = 64 * 1024;
 
-/// What one FETCH asks for, and so which responses it accepts.
-enum Want {
-    /// New mail: the sequence range EXISTS announced.
-    New(std::ops::RangeInclusive<u32>),
-    /// The gap after a reconnect: UIDs from the watermark up to UIDNEXT as
-    /// SELECT saw it (later mail comes through EXISTS).
-    Gap { below: u32 },
-    /// A look-back: exactly these UIDs, sorted, all below the watermark.
-    Old(Vec<u32>),
-}
-
 struct Watcher {
-    conn: Connection,
+    conn: Option<Connection>,
     config: Arc<Config>,
     mailbox: String,
-    uid_validity: u32,
-    watermark: u32,
-    /// Messages in the mailbox as far as fetched.
-    exists: u32,
-    /// Messages the server announced (EXISTS); above `exists` means new.
-    announced: u32,
+    tracker: MailboxTracker,
+    sink: Sink,
+    orders: mpsc::UnboundedReceiver<Order>,
+    orders_open: bool,
     idle: bool,
-    /// A look-back ordered and not yet run.
-    look_back: Option<SystemTime>,
+    phase: Phase,
+    /// The last snapshot reported, so that only changes are sent.
+    reported: Snapshot,
 }
 
 impl Watcher {
-    fn position(&self) -> Position {
-        Position {
-            uid_validity: self.uid_validity,
-            watermark: self.watermark,
-        }
+    fn conn(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("connected")
     }
 
-    /// Tracks mailbox size from untagged data; reports alerts.
-    fn observe(&mut self, data: &Data, sink: &mut Sink) {
-        match data {
-            Data::Exists(n) => {
-                if *n < self.announced {
-                    tracing::warn!(
-                        was = self.announced,
-                        now = n,
-                        "EXISTS decreased without EXPUNGE"
-                    );
-                    self.exists = (*n).min(self.exists);
-                }
-                self.announced = *n;
-            }
-            Data::Expunge(_) => {
-                self.announced = self.announced.saturating_sub(1);
-                self.exists = self.exists.saturating_sub(1);
-            }
-            Data::Status {
-                code: Some(crate::proto::Code::Alert),
-                text,
-                ..
-            } => {
-                tracing::warn!(alert = %text, "server alert");
-                sink(Report::Alert(text.clone()));
-            }
-            Data::Status {
-                condition: Condition::Bye,
-                text,
-                ..
-            } => tracing::info!(reason = %text, "server said BYE"),
-            _ => {}
-        }
-    }
-
-    /// One IDLE command; returns whether LOGOUT was ordered.
-    async fn idle_once(
-        &mut self,
-        orders: &mut mpsc::UnboundedReceiver<Order>,
-        sink: &mut Sink,
-    ) -> Result<bool, Error> {
-        self.conn.start(|c, now| c.idle(now))?;
-        let mut stop = false;
-        let mut orders_open = true;
-        let mut accepted = false;
-        loop {
-            let ev = tokio::select! {
-                ev = self.conn.next_event() => ev?,
-                order = orders.recv(), if orders_open => {
-                    match order {
-                        Some(Order::LookBack(since)) => self.order_look_back(since),
-                        Some(Order::Logout) | None => {
-                            orders_open = false;
-                            stop = true;
-                        }
-                    }
-                    self.conn.done();
-                    continue;
-                }
-            };
-            match ev {
-                Event::Data(d) => {
-                    self.observe(&d, sink);
-                    if self.announced > self.exists {
-                        self.conn.done();
-                    }
-                }
-                Event::Completed(c) if c.kind == CommandKind::Idle => {
-                    // Rejected, or "completed" without ever accepting (which
-                    // would have us re-issue IDLE in a tight loop): poll.
-                    if c.status != Status::Ok || !accepted {
-                        tracing::warn!(text = %c.text, "server rejected IDLE; polling instead");
-                        self.idle = false;
-                        sink(Report::Polling);
-                    }
-                    return Ok(stop);
-                }
-                Event::IdleStarted => {
-                    accepted = true;
-                    tracing::trace!("idling");
-                }
-                Event::IdleDoneSent => tracing::debug!("IDLE round ended"),
-                _ => {}
-            }
-        }
-    }
-
-    /// Waits one poll interval, then NOOP; returns whether LOGOUT was
-    /// ordered.
-    async fn poll_once(
-        &mut self,
-        orders: &mut mpsc::UnboundedReceiver<Order>,
-        sink: &mut Sink,
-    ) -> Result<bool, Error> {
-        tokio::select! {
-            _ = tokio::time::sleep(self.config.poll_interval) => {}
-            order = orders.recv() => match order {
-                Some(Order::LookBack(since)) => {
-                    self.order_look_back(since);
-                    return Ok(false);
-                }
-                Some(Order::Logout) | None => return Ok(true),
-            },
-        }
-        self.conn.start(|c, now| c.noop(now))?;
-        loop {
-            match self.conn.next_event().await? {
-                Event::Data(d) => self.observe(&d, sink),
-                Event::Completed(c) if c.kind == CommandKind::Noop => {
-                    if c.status != Status::Ok {
-                        return Err(Error::CommandFailed {
-                            command: "NOOP",
-                            text: c.text,
-                            temporary: true,
-                        });
-                    }
-                    return Ok(false);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn order_look_back(&mut self, since: SystemTime) {
-        self.look_back = Some(self.look_back.map_or(since, |t| t.min(since)));
-    }
-
-    /// Finds the newest messages below the watermark that arrived since
-    /// `since` and reports them as old mail. Bounded: it searches only the
-    /// last `look_back_limit · 16` UIDs below the watermark and fetches at
-    /// most `look_back_limit` of them; INTERNALDATE is checked by the
-    /// subscribers' filters.
-    async fn look_back(&mut self, since: SystemTime, sink: &mut Sink) -> Result<(), Error> {
-        let limit = self.config.look_back_limit;
-        if limit == 0 || self.watermark <= 1 {
-            return Ok(());
-        }
-        let top = self.watermark - 1;
-        let window = u32::try_from(limit.saturating_mul(16)).unwrap_or(u32::MAX);
-        let low = top.saturating_sub(window).max(1);
-        let secs = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        // A day early: SINCE compares dates in the server's time zone.
-        let day = search_date(i64::try_from(secs).unwrap_or(i64::MAX) - 86_400);
-        let criteria = format!("UID {low}:{top} SINCE {day}");
-        tracing::debug!(%criteria, "look-back");
-        let done = self
-            .conn
-            .command(|c, now| c.uid_search(&criteria, now))
-            .await?;
-        let CommandData::Search(mut uids) = done.data else {
-            return Ok(());
+    async fn run(&mut self, cred: &Credential, tls: Option<&Tls>) -> Result<(), Error> {
+        let conn = Connection::open(cred, &self.config, tls).await?;
+        tracing::info!("connected");
+        self.conn = Some(conn);
+        self.phase = Phase::Select;
+        let info = self.conn().select(&cred.mailbox, true).await?;
+        self.tracker.selected(info.exists);
+        let uid_validity = info.uid_validity.unwrap_or(0);
+        let uid_next = match info.uid_next {
+            Some(n) => crate::tracker::UidNext::Exact(n),
+            None => self.uid_next_fallback(info.exists).await?,
         };
-        uids.retain(|&u| u >= low && u <= top);
-        uids.sort_unstable();
-        uids.dedup();
-        let newest = &uids[uids.len().saturating_sub(limit)..];
-        if newest.is_empty() {
-            return Ok(());
-        }
-        self.fetch(Want::Old(newest.to_vec()), sink).await
-    }
-
-    /// Fetches what `want` names, reporting every message it asked for:
-    /// new mail at or above the watermark, or, for a look-back, the listed
-    /// old UIDs. Any other FETCH response (a sequence number outside the
-    /// range, a UID not asked for) is ignored: a stray high UID must not
-    /// move the watermark past mail not yet seen.
-    async fn fetch(&mut self, want: Want, sink: &mut Sink) -> Result<(), Error> {
-        let items = format!(
-            "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
-            self.config.max_message_size
+        self.tracker.position_known(uid_validity, uid_next);
+        self.idle = self.conn().has_capability("IDLE");
+        self.phase = Phase::Watch;
+        let snapshot = self.tracker.snapshot();
+        tracing::info!(
+            uid_validity,
+            watermark = snapshot.watermark,
+            exists = info.exists,
+            idle = self.idle,
+            "selected"
         );
-        let (uid, set) = match &want {
-            Want::New(seqs) => (false, format!("{}:{}", seqs.start(), seqs.end())),
-            Want::Gap { .. } => (true, format!("{}:*", self.watermark)),
-            Want::Old(uids) => (
-                true,
-                uids.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        };
-        tracing::debug!(set, uid, "fetch");
-        self.conn.start(|c, now| c.fetch(uid, &set, &items, now))?;
+        self.drain_notices();
+        self.report_progress();
+        let bytes_read = self.conn().bytes_read();
+        if !(self.sink)(Report::Selected {
+            idle: self.idle,
+            bytes_read,
+        }) {
+            return self.logout().await;
+        }
         loop {
-            match self.conn.next_event().await? {
-                Event::Data(Data::Fetch(f)) => self.fetched(f, &want, sink).await?,
-                Event::Data(d) => self.observe(&d, sink),
-                Event::Completed(c) if c.kind == CommandKind::Fetch => {
-                    if c.status != Status::Ok {
+            self.take_orders();
+            if !self.orders_open {
+                return self.logout().await;
+            }
+            match self.tracker.next_step() {
+                Step::Fetch(req) => {
+                    let items = format!(
+                        "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
+                        self.config.max_message_size
+                    );
+                    tracing::debug!(set = %req.set, uid = req.uid, "fetch");
+                    let tag = self
+                        .conn()
+                        .start_fetch(req.uid, &req.set, &items, req.messages)?;
+                    let done = self.until_completed(&tag).await?;
+                    let ended = ended(&done);
+                    let verdict = self.tracker.completed(ended);
+                    self.drain_notices();
+                    self.report_progress();
+                    if verdict == Verdict::Reconnect {
                         return Err(Error::CommandFailed {
                             command: "FETCH",
-                            text: c.text,
+                            text: done.text,
                             temporary: true,
                         });
                     }
-                    return Ok(());
                 }
-                _ => {}
+                Step::Search(req) => {
+                    tracing::debug!(criteria = %req.criteria, "search");
+                    let tag = self
+                        .conn()
+                        .start(|c, now| c.uid_search(&req.criteria, now))?;
+                    let done = self.until_completed(&tag).await?;
+                    if let CommandData::Search(uids) = &done.data {
+                        self.tracker.on_search(uids);
+                    }
+                    self.tracker.completed(ended(&done));
+                    self.drain_notices();
+                    self.report_progress();
+                }
+                Step::Wait => {
+                    let stop = if self.idle {
+                        self.idle_once().await?
+                    } else {
+                        self.poll_once().await?
+                    };
+                    if stop {
+                        return self.logout().await;
+                    }
+                }
             }
         }
     }
 
-    async fn fetched(&mut self, f: Fetch, want: &Want, sink: &mut Sink) -> Result<(), Error> {
-        let Some(uid) = f.uid() else {
-            // A flag update or similar without UID: nothing new.
-            return Ok(());
-        };
-        let asked = match want {
-            Want::New(seqs) => seqs.contains(&f.seq) && uid >= self.watermark,
-            Want::Gap { below } => uid >= self.watermark && uid < *below,
-            Want::Old(uids) => uids.binary_search(&uid).is_ok() && uid < self.watermark,
-        };
-        let old = matches!(want, Want::Old(_));
-        let mut body = None;
-        let mut internal_date = None;
-        let mut size = None;
-        for item in f.items {
-            match item {
-                FetchItem::Body { section, data, .. } if section.is_empty() => body = data,
-                FetchItem::InternalDate(d) => internal_date = parse_internal_date(&d),
-                FetchItem::Rfc822Size(s) => size = Some(s),
-                _ => {}
+    async fn logout(&mut self) -> Result<(), Error> {
+        match self.conn.take() {
+            Some(conn) => conn.logout().await,
+            None => Ok(()),
+        }
+    }
+
+    /// UIDNEXT when SELECT did not say: the UID of the last message SELECT
+    /// counted, plus one (`FETCH n (UID)`, race-free: mail arriving
+    /// meanwhile has a higher sequence number and is fetched as new). An
+    /// empty mailbox has every later message as new mail. Never `1:*`.
+    async fn uid_next_fallback(&mut self, exists: u32) -> Result<crate::tracker::UidNext, Error> {
+        tracing::warn!("server sent no UIDNEXT; asking for the UID of the last message");
+        if exists == 0 {
+            return Ok(crate::tracker::UidNext::AtLeast(1));
+        }
+        let set = exists.to_string();
+        let tag = self
+            .conn()
+            .start(|c, now| c.fetch(false, &set, "(UID)", now))?;
+        let mut last = None;
+        loop {
+            match self.conn().next_event().await? {
+                Event::Data(Data::Fetch(f)) if f.seq == exists && f.uid().is_some() => {
+                    last = f.uid();
+                }
+                Event::Completed(c) if c.tag == tag => break,
+                ev => self.handle(ev).await?,
             }
         }
-        let Some(raw) = body else {
-            return Ok(());
-        };
-        if !asked {
-            tracing::debug!(
-                seq = f.seq,
-                uid,
-                watermark = self.watermark,
-                "ignoring a FETCH response that was not asked for"
-            );
-            return Ok(());
+        match last {
+            Some(uid) => Ok(crate::tracker::UidNext::AtLeast(uid.saturating_add(1))),
+            None => Err(ProtoError::Violation("no UID for the last message").into()),
         }
-        let truncated = size.is_some_and(|s| s as usize > raw.len())
-            || raw.len() >= self.config.max_message_size;
-        let mailbox = self.mailbox.clone();
-        let uid_validity = self.uid_validity;
+    }
+
+    /// Handles events until the command `tag` completes.
+    async fn until_completed(&mut self, tag: &str) -> Result<Completion, Error> {
+        loop {
+            match self.conn().next_event().await? {
+                Event::Completed(c) if c.tag == tag => return Ok(c),
+                ev => self.handle(ev).await?,
+            }
+        }
+    }
+
+    /// Any event outside the running command's own completion: untagged
+    /// data goes through the tracker, mail it hands out is delivered.
+    async fn handle(&mut self, ev: Event) -> Result<(), Error> {
+        match ev {
+            Event::Data(Data::Fetch(f)) => {
+                if let Some(arrived) = self.tracker.on_fetch(f) {
+                    self.deliver(arrived).await?;
+                }
+            }
+            Event::Data(d) => {
+                self.tracker.observe(&d);
+                match d {
+                    Data::Status {
+                        code: Some(Code::Alert),
+                        text,
+                        ..
+                    } => {
+                        tracing::warn!(alert = %text, "server alert");
+                        (self.sink)(Report::Alert(text));
+                    }
+                    Data::Status {
+                        condition: Condition::Bye,
+                        text,
+                        ..
+                    } => tracing::info!(reason = %text, "server said BYE"),
+                    _ => {}
+                }
+                self.drain_notices();
+            }
+            Event::IdleStarted => tracing::trace!("idling"),
+            Event::IdleDoneSent => tracing::debug!("IDLE round ended"),
+            Event::Greeted(_) | Event::Completed(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Parses and reports a message the tracker handed out.
+    async fn deliver(&mut self, a: Arrived) -> Result<(), Error> {
+        let truncated = a.size.is_some_and(|s| s as usize > a.raw.len())
+            || a.raw.len() >= self.config.max_message_size;
+        let internal_date = a.internal_date.as_deref().and_then(parse_internal_date);
+        let uid_validity = self.tracker.snapshot().uid_validity.unwrap_or(0);
+        let (uid, old, raw) = (a.uid, a.old, a.raw);
         // mail-parser is CPU work: a large message goes to the blocking
         // pool so it cannot stall the session's arbiter; a small one (tens
         // of microseconds) is parsed here, sparing two thread hops.
         let mail = if raw.len() <= INLINE_PARSE_MAX {
-            Mail::parse(uid, uid_validity, &mailbox, internal_date, raw, truncated)
+            Mail::parse(
+                uid,
+                uid_validity,
+                &self.mailbox,
+                internal_date,
+                raw,
+                truncated,
+            )
         } else {
+            let mailbox = self.mailbox.clone();
             tokio::task::spawn_blocking(move || {
                 Mail::parse(uid, uid_validity, &mailbox, internal_date, raw, truncated)
             })
@@ -481,12 +340,156 @@ impl Watcher {
             .map_err(|_| Error::Protocol(ProtoError::Violation("mail parser task failed")))?
         };
         tracing::debug!(uid, old, "fetched");
-        if old {
-            sink(Report::Old(Arc::new(mail)));
-            return Ok(());
-        }
-        self.watermark = uid.saturating_add(1);
-        sink(Report::Mail(Arc::new(mail)));
+        let mail = Arc::new(mail);
+        (self.sink)(if old {
+            Report::Old(mail)
+        } else {
+            Report::Mail(mail)
+        });
         Ok(())
+    }
+
+    /// Takes the session's orders without waiting.
+    fn take_orders(&mut self) {
+        while self.orders_open {
+            match self.orders.try_recv() {
+                Ok(order) => self.order(order),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.orders_open = false,
+            }
+        }
+    }
+
+    fn order(&mut self, order: Order) {
+        match order {
+            Order::LookBack(since) => self.tracker.want_look_back(since),
+            Order::Logout => self.orders_open = false,
+        }
+    }
+
+    /// One IDLE command; returns whether LOGOUT was ordered.
+    async fn idle_once(&mut self) -> Result<bool, Error> {
+        let tag = self.conn().start(|c, now| c.idle(now))?;
+        let mut accepted = false;
+        let mut done_sent = false;
+        loop {
+            let conn = self.conn.as_mut().expect("connected");
+            let ev = tokio::select! {
+                ev = conn.next_event() => ev?,
+                order = self.orders.recv(), if self.orders_open => {
+                    match order {
+                        Some(o) => self.order(o),
+                        None => self.orders_open = false,
+                    }
+                    if !done_sent {
+                        done_sent = true;
+                        self.conn().done();
+                    }
+                    continue;
+                }
+            };
+            match ev {
+                Event::Completed(c) if c.tag == tag => {
+                    // Rejected, or "completed" without ever accepting (which
+                    // would have us re-issue IDLE in a tight loop): poll.
+                    if c.status != Status::Ok || !accepted {
+                        tracing::warn!(text = %c.text, "server rejected IDLE; polling instead");
+                        self.idle = false;
+                        (self.sink)(Report::Polling);
+                    }
+                    return Ok(!self.orders_open);
+                }
+                Event::IdleStarted => {
+                    accepted = true;
+                    tracing::trace!("idling");
+                }
+                ev => {
+                    self.handle(ev).await?;
+                    if !done_sent && self.tracker.has_work() {
+                        done_sent = true;
+                        self.conn().done();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits one poll interval, then NOOP; returns whether LOGOUT was
+    /// ordered.
+    async fn poll_once(&mut self) -> Result<bool, Error> {
+        tokio::select! {
+            _ = tokio::time::sleep(self.config.poll_interval) => {}
+            order = self.orders.recv(), if self.orders_open => {
+                match order {
+                    Some(o) => self.order(o),
+                    None => self.orders_open = false,
+                }
+                return Ok(!self.orders_open);
+            }
+        }
+        let tag = self.conn().start(|c, now| c.noop(now))?;
+        let done = self.until_completed(&tag).await?;
+        if done.status != Status::Ok {
+            return Err(Error::CommandFailed {
+                command: "NOOP",
+                text: done.text,
+                temporary: true,
+            });
+        }
+        Ok(false)
+    }
+
+    fn drain_notices(&mut self) {
+        while let Some(n) = self.tracker.poll_notice() {
+            log_notice(&n);
+        }
+    }
+
+    fn report_progress(&mut self) {
+        let now = self.tracker.snapshot();
+        if now != self.reported {
+            self.reported = now;
+            (self.sink)(Report::Progress(now));
+        }
+    }
+}
+
+/// Logs what the tracker noticed (its counters are in its snapshot).
+pub(crate) fn log_notice(n: &crate::tracker::Notice) {
+    use crate::tracker::Notice;
+    match n {
+        Notice::Skipped { uid, attempts } => tracing::warn!(
+            uid,
+            attempts,
+            "skipping a message the server failed to deliver every time"
+        ),
+        Notice::ValidityChanged { old, new } => tracing::warn!(
+            old,
+            new,
+            "UIDVALIDITY changed: the old watermark is void, starting at UIDNEXT"
+        ),
+        Notice::UidNextRegressed {
+            watermark,
+            uid_next,
+        } => tracing::warn!(
+            watermark,
+            uid_next,
+            "UIDNEXT went below the watermark with the same UIDVALIDITY; following it down"
+        ),
+        Notice::LookBackFailed => {
+            tracing::warn!("look-back failed; live mail is not affected")
+        }
+        Notice::ExistsDecreased { was, now } => {
+            tracing::warn!(was, now, "EXISTS decreased without EXPUNGE")
+        }
+    }
+}
+
+/// How a FETCH or SEARCH ended, for the tracker.
+fn ended(done: &Completion) -> Ended {
+    match (&done.status, &done.code) {
+        (Status::Ok, _) => Ended::Ok,
+        (_, Some(Code::Other { name, .. })) if name == "EXPUNGEISSUED" => Ended::ExpungeIssued,
+        _ => Ended::Failed,
     }
 }

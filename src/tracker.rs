@@ -1,0 +1,789 @@
+//! [`MailboxTracker`]: the one owner of a session's position in its
+//! mailbox, as a state machine with no I/O and no clock.
+//!
+//! Why it exists: every way mail was lost, repeated or stranded so far came
+//! from position state kept in two places, or updated by one code path and
+//! not another (an EXISTS seen during STATUS and dropped, a FETCH response
+//! out of UID order moving the watermark past a lower UID, a look-back
+//! searching up to the live watermark). Here every untagged response and
+//! every FETCH response goes through one object, which decides what to ask
+//! the server next ([`MailboxTracker::next_step`]) and hands out each
+//! message it may deliver exactly once ([`MailboxTracker::on_fetch`]).
+//!
+//! # The model
+//! - The **watermark** `W`: every UID below it is resolved (delivered,
+//!   skipped, or known not to exist). UIDs at or above it that were
+//!   delivered out of order are in `delivered_above`; the pair is the
+//!   exact set of delivered live UIDs, so nothing is handed out twice
+//!   whatever order or repetition the server uses.
+//! - The **first watermark**: UIDNEXT at the first SELECT of this
+//!   UIDVALIDITY. Live mail is at or above it; the look-back searches only
+//!   below it, so the two never overlap.
+//! - `exists`/`announced`: messages fetched by sequence number so far, and
+//!   the count the server announced; an EXISTS anywhere (IDLE, inside a
+//!   FETCH, during STATUS) raises `announced`, and the next step fetches
+//!   the new sequence range.
+//! - A fetch that leaves something unresolved (a body missing, a response
+//!   that did not parse, a UID without body, the connection cut, the
+//!   command answered NO) sets `refetch`: the next step fetches by UID from
+//!   the watermark. After a failed attempt the tracker turns **careful**:
+//!   it searches the UIDs at or above the watermark and fetches the lowest
+//!   undelivered one alone, so a poisonous message is identified; after
+//!   `poison_attempts` failed attempts it is skipped, counted and reported.
+//!
+//! The tracker is moved into the connection loop while a connection lives
+//! and handed back when it ends, so there is never a second copy.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::SystemTime;
+
+use crate::proto::{Data, Fetch, FetchItem};
+
+/// The most UIDs remembered as delivered out of order above the watermark,
+/// and the most old (look-back) UIDs remembered as reported: bounds memory
+/// whatever the server sends.
+const MAX_REMEMBERED: usize = 65_536;
+
+/// What the connection loop should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Send this FETCH.
+    Fetch(FetchRequest),
+    /// Send `UID SEARCH <criteria>`.
+    Search(SearchRequest),
+    /// Nothing to ask: IDLE or poll until something is announced.
+    Wait,
+}
+
+/// A FETCH the tracker wants, with what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FetchRequest {
+    /// Whether `set` holds UIDs (`UID FETCH`) or sequence numbers.
+    pub uid: bool,
+    /// The set, e.g. `"5:7"`, `"12:*"`, `"3,9"`.
+    pub set: String,
+    /// How many messages it may return at most (for the command deadline).
+    pub messages: u32,
+    kind: FetchKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FetchKind {
+    /// New mail: the sequence range EXISTS announced.
+    New { first: u32, last: u32 },
+    /// Everything from the watermark on, by UID: after a reconnect or an
+    /// incomplete fetch.
+    FromWatermark,
+    /// One UID alone, in careful mode.
+    One(u32),
+    /// Old mail found by a look-back from `since`: exactly these UIDs.
+    Old { since: SystemTime, uids: Vec<u32> },
+}
+
+/// A UID SEARCH the tracker wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchRequest {
+    /// The criteria after `UID SEARCH`.
+    pub criteria: String,
+    kind: SearchKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SearchKind {
+    /// Careful mode: which UIDs exist at or above the watermark.
+    Pending,
+    /// A look-back below the first watermark, from `since`.
+    LookBack {
+        since: SystemTime,
+        low: u32,
+        top: u32,
+    },
+}
+
+/// A message the tracker hands out for delivery, exactly once.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Arrived {
+    /// Its UID.
+    pub uid: u32,
+    /// Its bytes (possibly a prefix, see `size`).
+    pub raw: Vec<u8>,
+    /// INTERNALDATE as the server sent it.
+    pub internal_date: Option<String>,
+    /// RFC822.SIZE, if sent.
+    pub size: Option<u32>,
+    /// Old mail from a look-back (only for subscribers that asked).
+    pub old: bool,
+}
+
+/// How a command ended, as far as the tracker is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Tagged OK.
+    Ok,
+    /// `NO [EXPUNGEISSUED]`: some asked messages were expunged meanwhile; a
+    /// normal race, not a failure.
+    ExpungeIssued,
+    /// NO or BAD.
+    Failed,
+}
+
+/// What the tracker tells the loop after a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Carry on with [`MailboxTracker::next_step`].
+    Continue,
+    /// The fetch failed: reconnect (with backoff) and try again.
+    Reconnect,
+}
+
+/// Something worth a log line and a counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A message was given up on after `poison_attempts` failed attempts.
+    Skipped { uid: u32, attempts: u32 },
+    /// UIDVALIDITY changed: the old watermark is void.
+    ValidityChanged { old: u32, new: u32 },
+    /// UIDNEXT went below the watermark with the same UIDVALIDITY.
+    UidNextRegressed { watermark: u32, uid_next: u32 },
+    /// A look-back failed (its search or fetch was refused); not retried
+    /// for this time range.
+    LookBackFailed,
+    /// EXISTS went down without EXPUNGE.
+    ExistsDecreased { was: u32, now: u32 },
+}
+
+/// UIDNEXT as a connection learnt it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UidNext {
+    /// The server's UIDNEXT.
+    Exact(u32),
+    /// A lower bound: the UID of the last message plus one, when the server
+    /// sends no UIDNEXT (expunges may hide higher UIDs used before).
+    AtLeast(u32),
+}
+
+/// A read-only view of the position, for statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Snapshot {
+    pub uid_validity: Option<u32>,
+    pub watermark: Option<u32>,
+    pub skipped: u64,
+    pub look_back_failures: u64,
+    pub uidnext_regressions: u64,
+    pub validity_changes: u64,
+}
+
+/// The parts of one FETCH response for one message, merged: a server may
+/// split a message's items over several responses.
+#[derive(Debug, Default)]
+struct Partial {
+    uid: Option<u32>,
+    body: Option<Vec<u8>>,
+    /// `BODY[] NIL` seen.
+    nil: bool,
+    internal_date: Option<String>,
+    size: Option<u32>,
+    /// Handed out (or found already delivered).
+    done: bool,
+}
+
+/// The position of one session in its mailbox. See the module docs.
+#[derive(Debug)]
+pub(crate) struct MailboxTracker {
+    poison_attempts: u32,
+    look_back_limit: usize,
+    // What survives reconnects.
+    uid_validity: Option<u32>,
+    first_watermark: u32,
+    watermark: u32,
+    delivered_above: BTreeSet<u32>,
+    /// Something below the newest known mail may be unresolved: fetch by
+    /// UID from the watermark.
+    refetch: bool,
+    /// A fetch failed since the last time nothing was pending: find the
+    /// pending UIDs by search and fetch them one at a time.
+    careful: bool,
+    /// Failed attempts at the current watermark.
+    attempts: u32,
+    /// Upper bound on the messages a fetch from the watermark returns.
+    gap_estimate: u32,
+    /// Old UIDs a look-back found, to fetch next.
+    pending_old: Option<(SystemTime, Vec<u32>)>,
+    look_back_wanted: Option<SystemTime>,
+    look_back_covered: Option<SystemTime>,
+    old_reported: BTreeSet<u32>,
+    skipped: u64,
+    look_back_failures: u64,
+    uidnext_regressions: u64,
+    validity_changes: u64,
+    // Per connection.
+    exists: u32,
+    announced: u32,
+    /// Careful mode: the UID chosen by the last search, to fetch alone.
+    careful_target: Option<u32>,
+    in_flight: Option<InFlight>,
+    notices: VecDeque<Notice>,
+}
+
+#[derive(Debug)]
+enum InFlight {
+    Fetch {
+        kind: FetchKind,
+        /// By sequence number.
+        parts: BTreeMap<u32, Partial>,
+    },
+    Search {
+        kind: SearchKind,
+        uids: Vec<u32>,
+    },
+}
+
+impl MailboxTracker {
+    /// A tracker that has never seen the mailbox.
+    pub(crate) fn new(poison_attempts: u32, look_back_limit: usize) -> Self {
+        MailboxTracker {
+            poison_attempts: poison_attempts.max(1),
+            look_back_limit,
+            uid_validity: None,
+            first_watermark: 0,
+            watermark: 0,
+            delivered_above: BTreeSet::new(),
+            refetch: false,
+            careful: false,
+            attempts: 0,
+            gap_estimate: 1,
+            pending_old: None,
+            look_back_wanted: None,
+            look_back_covered: None,
+            old_reported: BTreeSet::new(),
+            skipped: 0,
+            look_back_failures: 0,
+            uidnext_regressions: 0,
+            validity_changes: 0,
+            exists: 0,
+            announced: 0,
+            careful_target: None,
+            in_flight: None,
+            notices: VecDeque::new(),
+        }
+    }
+
+    /// Whether a mailbox was ever selected (the position is known).
+    pub(crate) fn has_position(&self) -> bool {
+        self.uid_validity.is_some()
+    }
+
+    /// A new connection's SELECT (EXAMINE) completed with `exists`
+    /// messages. Per-connection state starts over; untagged data seen from
+    /// here on goes through [`MailboxTracker::observe`].
+    pub(crate) fn selected(&mut self, exists: u32) {
+        self.exists = exists;
+        self.announced = exists;
+        self.careful_target = None;
+        self.in_flight = None;
+        self.pending_old = None;
+    }
+
+    /// The position is known: UIDVALIDITY and UIDNEXT as the server gave
+    /// them after the SELECT (UIDNEXT from SELECT, or the UID of the last
+    /// message it counted + 1). Returns whether UIDVALIDITY changed.
+    pub(crate) fn position_known(&mut self, uid_validity: u32, uid_next: UidNext) -> bool {
+        let (uid_next, exact) = match uid_next {
+            UidNext::Exact(n) => (n.max(1), true),
+            UidNext::AtLeast(n) => (n.max(1), false),
+        };
+        match self.uid_validity {
+            None => {
+                self.start_epoch(uid_validity, uid_next);
+                false
+            }
+            Some(old) if old != uid_validity => {
+                self.notices.push_back(Notice::ValidityChanged {
+                    old,
+                    new: uid_validity,
+                });
+                self.validity_changes += 1;
+                self.start_epoch(uid_validity, uid_next);
+                true
+            }
+            Some(_) => {
+                if !exact {
+                    // Only a lower bound: look for mail from the watermark.
+                    self.refetch = true;
+                    self.gap_estimate = uid_next.saturating_sub(self.watermark).max(1);
+                } else if uid_next < self.watermark {
+                    // A restored or recreated mailbox that kept its
+                    // UIDVALIDITY: new mail gets UIDs below our watermark
+                    // and would never be delivered. Follow UIDNEXT down.
+                    self.notices.push_back(Notice::UidNextRegressed {
+                        watermark: self.watermark,
+                        uid_next,
+                    });
+                    self.uidnext_regressions += 1;
+                    self.watermark = uid_next;
+                    self.first_watermark = self.first_watermark.min(uid_next);
+                    self.delivered_above.clear();
+                    self.attempts = 0;
+                    self.refetch = false;
+                } else if uid_next > self.watermark {
+                    // Mail arrived while we were away: fetch the gap by UID.
+                    self.refetch = true;
+                    self.gap_estimate = uid_next - self.watermark;
+                }
+                false
+            }
+        }
+    }
+
+    fn start_epoch(&mut self, uid_validity: u32, uid_next: u32) {
+        self.uid_validity = Some(uid_validity);
+        self.first_watermark = uid_next;
+        self.watermark = uid_next;
+        self.delivered_above.clear();
+        self.old_reported.clear();
+        self.look_back_covered = None;
+        self.refetch = false;
+        self.careful = false;
+        self.attempts = 0;
+    }
+
+    /// A subscriber wants mail received since `since`, from before the
+    /// session's first SELECT. Runs at the next quiet moment; retried after
+    /// a reconnect until it completes; a range already covered is not
+    /// searched again.
+    pub(crate) fn want_look_back(&mut self, since: SystemTime) {
+        if self.look_back_limit == 0 || self.look_back_covered.is_some_and(|c| c <= since) {
+            return;
+        }
+        self.look_back_wanted = Some(self.look_back_wanted.map_or(since, |w| w.min(since)));
+    }
+
+    /// Whether there is something to fetch now (so IDLE should end).
+    pub(crate) fn has_work(&self) -> bool {
+        self.refetch || self.announced > self.exists
+    }
+
+    /// Untagged data, whatever command is running: the one observer.
+    pub(crate) fn observe(&mut self, data: &Data) {
+        match data {
+            Data::Exists(n) => {
+                if *n < self.announced {
+                    self.notices.push_back(Notice::ExistsDecreased {
+                        was: self.announced,
+                        now: *n,
+                    });
+                    self.exists = self.exists.min(*n);
+                }
+                self.announced = *n;
+            }
+            Data::Expunge(_) => {
+                self.announced = self.announced.saturating_sub(1);
+                self.exists = self.exists.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+
+    /// What to do next. `Wait` means: nothing to ask until the server
+    /// announces something (IDLE or poll).
+    pub(crate) fn next_step(&mut self) -> Step {
+        debug_assert!(self.in_flight.is_none(), "one command at a time");
+        if self.uid_validity.is_none() {
+            return Step::Wait;
+        }
+        if self.refetch {
+            if !self.careful {
+                return self.fetch(
+                    true,
+                    format!("{}:*", self.watermark),
+                    FetchKind::FromWatermark,
+                );
+            }
+            if let Some(uid) = self.careful_target.take() {
+                return self.fetch(true, uid.to_string(), FetchKind::One(uid));
+            }
+            return self.search(format!("UID {}:*", self.watermark), SearchKind::Pending);
+        }
+        if self.announced > self.exists {
+            let (first, last) = (self.exists + 1, self.announced);
+            self.exists = self.announced;
+            return self.fetch(
+                false,
+                format!("{first}:{last}"),
+                FetchKind::New { first, last },
+            );
+        }
+        if let Some((since, uids)) = self.pending_old.take() {
+            let set = uids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            return self.fetch(true, set, FetchKind::Old { since, uids });
+        }
+        if let Some(since) = self.look_back_wanted {
+            let top = self.first_watermark.saturating_sub(1);
+            if top == 0 {
+                self.finish_look_back(since);
+                return self.next_step();
+            }
+            let window = u32::try_from(self.look_back_limit.saturating_mul(16)).unwrap_or(u32::MAX);
+            let low = top.saturating_sub(window).max(1);
+            let secs = since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // A day early: SINCE compares dates in the server's time zone;
+            // the subscribers' filters check the exact time.
+            let day =
+                crate::proto::encode::search_date(i64::try_from(secs).unwrap_or(i64::MAX) - 86_400);
+            return self.search(
+                format!("UID {low}:{top} SINCE {day}"),
+                SearchKind::LookBack { since, low, top },
+            );
+        }
+        Step::Wait
+    }
+
+    fn fetch(&mut self, uid: bool, set: String, kind: FetchKind) -> Step {
+        let messages = match &kind {
+            FetchKind::New { first, last } => last - first + 1,
+            // At most what UIDNEXT said had arrived while away.
+            FetchKind::FromWatermark => self.gap_estimate.clamp(1, 10_000),
+            FetchKind::One(_) => 1,
+            FetchKind::Old { uids, .. } => u32::try_from(uids.len()).unwrap_or(u32::MAX),
+        };
+        self.in_flight = Some(InFlight::Fetch {
+            kind: kind.clone(),
+            parts: BTreeMap::new(),
+        });
+        Step::Fetch(FetchRequest {
+            uid,
+            set,
+            messages,
+            kind,
+        })
+    }
+
+    fn search(&mut self, criteria: String, kind: SearchKind) -> Step {
+        self.in_flight = Some(InFlight::Search {
+            kind: kind.clone(),
+            uids: Vec::new(),
+        });
+        Step::Search(SearchRequest { criteria, kind })
+    }
+
+    /// Whether `uid` was delivered as live mail.
+    fn is_delivered(&self, uid: u32) -> bool {
+        uid < self.watermark || self.delivered_above.contains(&uid)
+    }
+
+    /// A FETCH response (during any command). Returns the message when it
+    /// is complete, was asked for, and was never handed out before.
+    pub(crate) fn on_fetch(&mut self, f: Fetch) -> Option<Arrived> {
+        let Some(InFlight::Fetch { kind, parts }) = self.in_flight.as_mut() else {
+            // Unsolicited (a flag change pushed during IDLE): nothing new.
+            return None;
+        };
+        if let FetchKind::New { first, last } = kind
+            && !(*first..=*last).contains(&f.seq)
+        {
+            return None;
+        }
+        let p = parts.entry(f.seq).or_default();
+        for item in f.items {
+            match item {
+                FetchItem::Uid(u) => p.uid = Some(u),
+                FetchItem::Body { section, data, .. } if section.is_empty() => match data {
+                    Some(d) => p.body = Some(d),
+                    None => p.nil = true,
+                },
+                FetchItem::InternalDate(d) => p.internal_date = Some(d),
+                FetchItem::Rfc822Size(s) => p.size = Some(s),
+                _ => {}
+            }
+        }
+        if p.done {
+            return None;
+        }
+        let (Some(uid), Some(_)) = (p.uid, p.body.as_ref()) else {
+            return None;
+        };
+        let old = matches!(kind, FetchKind::Old { .. });
+        let asked = match kind {
+            FetchKind::New { .. } | FetchKind::FromWatermark => true,
+            FetchKind::One(u) => *u == uid,
+            FetchKind::Old { uids, .. } => uids.binary_search(&uid).is_ok(),
+        };
+        if !asked {
+            return None;
+        }
+        p.done = true;
+        let raw = p.body.take().unwrap_or_default();
+        let arrived = Arrived {
+            uid,
+            raw,
+            internal_date: p.internal_date.take(),
+            size: p.size,
+            old,
+        };
+        if old {
+            if uid >= self.first_watermark || !self.old_reported.insert(uid) {
+                return None;
+            }
+            if self.old_reported.len() > MAX_REMEMBERED {
+                self.old_reported.pop_first();
+            }
+            return Some(arrived);
+        }
+        if self.is_delivered(uid) {
+            return None;
+        }
+        self.delivered_above.insert(uid);
+        if self.delivered_above.len() > MAX_REMEMBERED {
+            // A hostile server listing ever more UIDs: keep memory bounded
+            // by moving the watermark up to the lowest ones remembered.
+            if let Some(lowest) = self.delivered_above.pop_first() {
+                self.watermark = self.watermark.max(lowest.saturating_add(1));
+            }
+        }
+        Some(arrived)
+    }
+
+    /// `* SEARCH` results (during a UID SEARCH).
+    pub(crate) fn on_search(&mut self, found: &[u32]) {
+        if let Some(InFlight::Search { uids, .. }) = self.in_flight.as_mut() {
+            let room = MAX_REMEMBERED.saturating_sub(uids.len());
+            uids.extend(found.iter().take(room));
+        }
+    }
+
+    /// The running FETCH or SEARCH ended with `ended`.
+    pub(crate) fn completed(&mut self, ended: Ended) -> Verdict {
+        match self.in_flight.take() {
+            Some(InFlight::Fetch { kind, parts }) => self.fetch_ended(kind, parts, ended),
+            Some(InFlight::Search { kind, uids }) => {
+                self.search_ended(kind, uids, ended);
+                Verdict::Continue
+            }
+            None => Verdict::Continue,
+        }
+    }
+
+    /// The connection ended; a fetch in flight counts as a failed attempt.
+    pub(crate) fn connection_lost(&mut self) {
+        match self.in_flight.take() {
+            Some(InFlight::Fetch { kind, parts }) => {
+                let _ = self.fetch_ended(kind, parts, Ended::Failed);
+            }
+            Some(InFlight::Search {
+                kind: SearchKind::Pending,
+                ..
+            }) => {}
+            // A look-back cut off: still wanted, retried next time.
+            Some(InFlight::Search { .. }) | None => {}
+        }
+        self.careful_target = None;
+    }
+
+    fn fetch_ended(
+        &mut self,
+        kind: FetchKind,
+        parts: BTreeMap<u32, Partial>,
+        ended: Ended,
+    ) -> Verdict {
+        let failed = ended == Ended::Failed;
+        match kind {
+            FetchKind::Old { since, .. } => {
+                if failed {
+                    // Refused (or cut): counted, never fatal, not repeated
+                    // for this range.
+                    self.look_back_failed();
+                    return Verdict::Continue;
+                }
+                self.finish_look_back(since);
+                return Verdict::Continue;
+            }
+            FetchKind::One(target) => {
+                let got = parts.values().any(|p| p.done && p.uid == Some(target))
+                    || self.is_delivered(target);
+                if got {
+                    self.resolve_below(target);
+                } else {
+                    // Still there (the search listed it) but not delivered:
+                    // a failed attempt. An expunged message is simply not
+                    // listed by the next search.
+                    self.attempts = self.attempts.saturating_add(1);
+                    if self.attempts >= self.poison_attempts {
+                        self.notices.push_back(Notice::Skipped {
+                            uid: target,
+                            attempts: self.attempts,
+                        });
+                        self.skipped += 1;
+                        self.resolve_below(target);
+                    }
+                }
+                // Stay careful until a search finds nothing pending.
+                self.refetch = true;
+            }
+            FetchKind::New { first, last } => {
+                // Sequence order is UID order: the watermark may pass the
+                // resolved prefix of the range; anything after a hole stays
+                // in `delivered_above` and is found again by UID.
+                let mut complete = true;
+                let mut top = None;
+                for seq in first..=last {
+                    match parts.get(&seq) {
+                        Some(p) if p.done || p.uid.is_some_and(|u| self.is_delivered(u)) => {
+                            top = p.uid.or(top);
+                        }
+                        _ => {
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                if let Some(t) = top {
+                    self.advance_to(t.saturating_add(1));
+                }
+                if !complete {
+                    self.attempt_failed();
+                }
+            }
+            FetchKind::FromWatermark => {
+                if failed {
+                    self.attempt_failed();
+                } else {
+                    // Every UID at or above the watermark was listed: the
+                    // lowest unresolved one bounds the new watermark.
+                    let unresolved_known = parts
+                        .values()
+                        .filter(|p| !p.done)
+                        .filter_map(|p| p.uid)
+                        .filter(|u| !self.is_delivered(*u))
+                        .min();
+                    let uid_less = parts.values().any(|p| !p.done && p.uid.is_none());
+                    let highest = parts
+                        .values()
+                        .filter_map(|p| p.uid)
+                        .chain(self.delivered_above.iter().copied())
+                        .max();
+                    match (unresolved_known, uid_less) {
+                        (None, false) => {
+                            if let Some(h) = highest {
+                                self.advance_to(h.saturating_add(1));
+                            }
+                            self.refetch = false;
+                        }
+                        (Some(u), _) => {
+                            self.advance_to(u);
+                            self.attempt_failed();
+                        }
+                        (None, true) => self.attempt_failed(),
+                    }
+                }
+            }
+        }
+        if failed {
+            Verdict::Reconnect
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    fn search_ended(&mut self, kind: SearchKind, mut uids: Vec<u32>, ended: Ended) {
+        match kind {
+            SearchKind::Pending => {
+                if ended != Ended::Ok {
+                    // Cannot narrow down: skip nothing, retry by UID later.
+                    return;
+                }
+                uids.retain(|u| *u >= self.watermark && !self.delivered_above.contains(u));
+                match uids.iter().min() {
+                    Some(&lowest) => {
+                        self.advance_to(lowest);
+                        self.careful_target = Some(lowest);
+                    }
+                    None => {
+                        // Nothing pending: everything found was delivered.
+                        let highest = self.delivered_above.last().copied();
+                        if let Some(h) = highest {
+                            self.advance_to(h.saturating_add(1));
+                        }
+                        self.refetch = false;
+                        self.careful = false;
+                    }
+                }
+            }
+            SearchKind::LookBack { since, low, top } => {
+                if ended != Ended::Ok {
+                    self.look_back_failed();
+                    return;
+                }
+                uids.retain(|&u| u >= low && u <= top && !self.old_reported.contains(&u));
+                uids.sort_unstable();
+                uids.dedup();
+                let newest = uids[uids.len().saturating_sub(self.look_back_limit)..].to_vec();
+                if newest.is_empty() {
+                    self.finish_look_back(since);
+                } else {
+                    // Fetched at the next step; a cut connection searches
+                    // again (what was reported is not reported twice).
+                    self.pending_old = Some((since, newest));
+                }
+            }
+        }
+    }
+
+    fn finish_look_back(&mut self, since: SystemTime) {
+        self.look_back_covered = Some(self.look_back_covered.map_or(since, |c| c.min(since)));
+        if self.look_back_wanted.is_some_and(|w| w >= since) {
+            self.look_back_wanted = None;
+        }
+    }
+
+    fn look_back_failed(&mut self) {
+        self.look_back_failures += 1;
+        self.notices.push_back(Notice::LookBackFailed);
+        if let Some(w) = self.look_back_wanted.take() {
+            self.finish_look_back(w);
+        }
+    }
+
+    /// `uid` and everything below it is resolved.
+    fn resolve_below(&mut self, uid: u32) {
+        self.advance_to(uid.saturating_add(1));
+    }
+
+    fn advance_to(&mut self, w: u32) {
+        if w > self.watermark {
+            self.watermark = w;
+            self.attempts = 0;
+            self.delivered_above = self.delivered_above.split_off(&w);
+        }
+    }
+
+    /// An attempt left something unresolved at the watermark: fetch by UID
+    /// again, carefully.
+    fn attempt_failed(&mut self) {
+        self.refetch = true;
+        self.careful = true;
+        self.attempts = self.attempts.saturating_add(1);
+    }
+
+    /// The next notice to log and count.
+    pub(crate) fn poll_notice(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+
+    /// The position for statistics.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            uid_validity: self.uid_validity,
+            watermark: self.uid_validity.map(|_| self.watermark),
+            skipped: self.skipped,
+            look_back_failures: self.look_back_failures,
+            uidnext_regressions: self.uidnext_regressions,
+            validity_changes: self.validity_changes,
+        }
+    }
+}
