@@ -330,8 +330,7 @@ impl Connection {
         items: &str,
         messages: u32,
     ) -> Result<String, Error> {
-        let _ = messages;
-        self.start(|c, now| c.fetch(uid, set, items, now))
+        self.start(|c, now| c.fetch_sized(uid, set, items, messages, now))
     }
 
     /// Ends a running IDLE (no-op otherwise).

@@ -112,3 +112,57 @@ async fn a_token_provider_that_never_answers_is_abandoned_and_asked_again() {
     assert_eq!(server.accepted(), 2);
     h.shutdown().await;
 }
+
+/// Item 17: a server that trickles a FETCH response one byte every 100 ms
+/// never trips the inactivity timer (`command_timeout`, 1 s), but the
+/// FETCH's overall deadline — 1 s plus one message's worth
+/// (`max_message_size + max_line`, 2 KiB) at `min_transfer_rate` — ends the
+/// connection. The session reconnects, the gap is fetched by UID (served
+/// normally this time) and the mail is delivered once: the next mail the
+/// subscriber sees is the following one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_fetch_is_abandoned_and_the_mail_delivered_once() {
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        c.greet_and_login("IDLE").await;
+        if n == 0 {
+            c.examine(0, Some(1), Some(1)).await;
+            let (tag, rest) = c.announce(1).await;
+            assert!(rest.starts_with("1:1 "), "{rest}");
+            let mut out = FakeConn::fetch_response(1, 1, &message("slow"));
+            out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            for b in out {
+                tick.tick().await;
+                if !c.try_send([b]).await {
+                    return; // the client gave up: what the test wants
+                }
+            }
+            // Only reached when the client waited for the whole trickle.
+            c.serve().await;
+            return;
+        }
+        c.examine(1, Some(2), Some(1)).await;
+        let (tag, rest) = c.expect("UID FETCH").await;
+        assert!(rest.starts_with("1:* "), "{rest}");
+        serve_fetch(&mut c, &tag, 1, 1, "slow").await;
+        let (tag, rest) = c.announce(2).await;
+        assert!(rest.starts_with("2:2 "), "{rest}");
+        serve_fetch(&mut c, &tag, 2, 2, "next").await;
+        c.serve().await;
+    })
+    .await;
+    let h = start(Config {
+        command_timeout: Duration::from_secs(1),
+        max_line: 1024,
+        max_message_size: 1024,
+        ..config()
+    });
+    let cred = Credential::new("127.0.0.1", "fake", Auth::password("pw"))
+        .port(server.port)
+        .tls(TlsMode::None);
+    let mut sub = h.subscribe(cred, Filter::new()).await.unwrap();
+    assert_eq!(recv_subject(&mut sub).await, "slow");
+    assert_eq!(recv_subject(&mut sub).await, "next", "delivered twice");
+    assert_eq!(server.accepted(), 2);
+    h.shutdown().await;
+}
