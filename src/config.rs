@@ -191,6 +191,8 @@ impl Config {
             command_timeout: self.command_timeout,
             idle_inactivity: self.idle_inactivity,
             idle_round: self.idle_round,
+            max_message_size: self.max_message_size,
+            min_transfer_rate: self.min_transfer_rate,
         }
     }
 }

@@ -102,7 +102,7 @@ impl Connection {
             conn.starttls(cred, cfg, tls).await?;
         }
         if greeting != Greeting::Preauth {
-            conn.authenticate(cred).await?;
+            conn.authenticate(cred, cfg).await?;
         }
         if conn.client.capabilities().is_none() {
             conn.command(|c, now| c.capability(now)).await?;
@@ -172,7 +172,11 @@ impl Connection {
         Ok(())
     }
 
-    async fn authenticate(&mut self, cred: &Credential) -> Result<(), Error> {
+    /// Logs in with the credential's password or OAuth2 token. The token
+    /// provider is the caller's code and may never answer: it gets
+    /// `command_timeout`, like a command, and its expiry is the transient
+    /// `Timeout("OAuth2 token")`, so the session retries with backoff.
+    async fn authenticate(&mut self, cred: &Credential, cfg: &Config) -> Result<(), Error> {
         if self.client.capabilities().is_none() {
             self.command(|c, now| c.capability(now)).await?;
         }
@@ -205,7 +209,10 @@ impl Connection {
                         "the server does not advertise {cap}"
                     )));
                 }
-                let token = provider().await.map_err(Error::Token)?;
+                let token = tokio::time::timeout(cfg.command_timeout, provider())
+                    .await
+                    .map_err(|_| Error::Timeout("OAuth2 token"))?
+                    .map_err(Error::Token)?;
                 let t = token.expose();
                 self.run(|c, now| c.authenticate(mech, &cred.user, t, Some(host_port), now))
                     .await?
@@ -323,8 +330,7 @@ impl Connection {
         items: &str,
         messages: u32,
     ) -> Result<String, Error> {
-        let _ = messages;
-        self.start(|c, now| c.fetch(uid, set, items, now))
+        self.start(|c, now| c.fetch_sized(uid, set, items, messages, now))
     }
 
     /// Ends a running IDLE (no-op otherwise).

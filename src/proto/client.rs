@@ -18,9 +18,16 @@
 //! - no greeting within `greeting_timeout` → [`ProtoError::Timeout`];
 //! - no byte for `command_timeout` while a command runs → the link is
 //!   presumed dead → [`ProtoError::Timeout`];
+//! - a command not complete by its overall deadline → the server is too
+//!   slow (trickling bytes keeps the inactivity timer away forever) →
+//!   `ProtoError::Timeout(`[`DEADLINE_EXPIRED`]`)`. The deadline starts
+//!   with the command: `command_timeout` plus the bytes the command may
+//!   legitimately carry at `min_transfer_rate` — for a FETCH, `messages ×
+//!   (max_message_size + max_line)`, for any other command `max_line`;
 //! - during IDLE, no byte for `idle_inactivity`, or `idle_round` elapsed →
 //!   the machine sends `DONE` itself; the server must then answer within
-//!   `command_timeout`.
+//!   `command_timeout`. IDLE has no overall deadline while it idles (its
+//!   round bounds it); the `DONE` exchange gets one, from `DONE`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -46,6 +53,14 @@ pub struct Options {
     pub idle_inactivity: Duration,
     /// How long one IDLE command may last before it is re-issued.
     pub idle_round: Duration,
+    /// The most bytes of one message a FETCH returns (the `<0.max>` partial
+    /// fetch emap asks for). With `limits.max_line`, what one fetched
+    /// message may carry towards a FETCH's overall deadline.
+    pub max_message_size: usize,
+    /// The slowest transfer a command may make, in bytes per second: its
+    /// overall deadline is `command_timeout` plus the bytes it may carry at
+    /// this rate. 0 disables overall deadlines (inactivity only).
+    pub min_transfer_rate: usize,
 }
 
 impl Default for Options {
@@ -56,6 +71,8 @@ impl Default for Options {
             command_timeout: Duration::from_secs(30),
             idle_inactivity: Duration::from_secs(5 * 60),
             idle_round: Duration::from_secs(25 * 60),
+            max_message_size: 25 * 1024 * 1024,
+            min_transfer_rate: 16 * 1024,
         }
     }
 }
@@ -245,6 +262,9 @@ struct Pending {
     search: Vec<u32>,
     status: Vec<(String, u64)>,
     idle: Option<Idle>,
+    /// When the command must be complete, whatever its progress (`None`
+    /// while IDLE idles, or when the budget is unknown or unbounded).
+    deadline: Option<Instant>,
 }
 
 impl fmt::Debug for Pending {
@@ -421,12 +441,16 @@ impl Client {
                 self.last_rx + self.opts.idle_inactivity,
                 i.started + self.opts.idle_round,
             )),
-            _ => Some(self.last_rx + self.opts.command_timeout),
+            _ => {
+                let inactivity = self.last_rx + self.opts.command_timeout;
+                Some(p.deadline.map_or(inactivity, |d| d.min(inactivity)))
+            }
         }
     }
 
     /// Acts on the deadline: fails the connection on a greeting or command
-    /// timeout, ends IDLE with DONE when it was quiet or long enough.
+    /// timeout (inactivity or the command's overall deadline), ends IDLE
+    /// with DONE when it was quiet or long enough.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ProtoError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -444,6 +468,10 @@ impl Client {
             self.send_done(now);
             self.events.push_back(Event::IdleDoneSent);
             return Ok(());
+        }
+        let overall = self.pending.as_ref().and_then(|p| p.deadline);
+        if overall.is_some_and(|d| now >= d) {
+            return Err(self.fail(ProtoError::Timeout(DEADLINE_EXPIRED)));
         }
         Err(self.fail(ProtoError::Timeout("command response")))
     }
@@ -479,12 +507,34 @@ impl Client {
         Ok(())
     }
 
+    /// The overall deadline of a command started (or a DONE sent) at `now`
+    /// that may carry `budget` bytes: `command_timeout` plus the budget at
+    /// `min_transfer_rate`. `None` (no overall deadline) when the rate is 0
+    /// or the moment is beyond what `Instant` can represent.
+    fn overall_deadline(&self, now: Instant, budget: u64) -> Option<Instant> {
+        let rate = u128::try_from(self.opts.min_transfer_rate).ok()?;
+        if rate == 0 {
+            return None;
+        }
+        let nanos = u128::from(budget) * 1_000_000_000 / rate;
+        let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+        let transfer = Duration::new(secs, (nanos % 1_000_000_000) as u32);
+        now.checked_add(self.opts.command_timeout)?
+            .checked_add(transfer)
+    }
+
+    /// What a command other than FETCH may carry: one line's worth.
+    fn line_budget(&self) -> u64 {
+        u64::try_from(self.opts.limits.max_line).unwrap_or(u64::MAX)
+    }
+
     fn start(&mut self, kind: CommandKind, enc: Encoded, tag: String, now: Instant) -> String {
         let mut parts: VecDeque<Vec<u8>> = enc.parts.into();
         if let Some(first) = parts.pop_front() {
             self.out.extend_from_slice(&first);
         }
         self.last_rx = now;
+        let deadline = self.overall_deadline(now, self.line_budget());
         self.pending = Some(Pending {
             tag: tag.clone(),
             kind,
@@ -494,6 +544,7 @@ impl Client {
             search: Vec::new(),
             status: Vec::new(),
             idle: None,
+            deadline,
         });
         tag
     }
@@ -713,21 +764,55 @@ impl Client {
     }
 
     fn send_done(&mut self, now: Instant) {
-        if let Some(idle) = self.pending.as_mut().and_then(|p| p.idle.as_mut()) {
+        let deadline = self.overall_deadline(now, self.line_budget());
+        if let Some(p) = self.pending.as_mut()
+            && let Some(idle) = p.idle.as_mut()
+        {
             idle.done_sent = true;
             self.out.extend_from_slice(b"DONE\r\n");
-            // The command timeout counts from DONE.
+            // The command timeout and the overall deadline count from DONE.
             self.last_rx = now;
+            p.deadline = deadline;
         }
     }
 
     /// `FETCH set (items)` or `UID FETCH set (items)`. `set` and `items` are
     /// written by emap (numbers and keywords), not user input.
+    ///
+    /// The overall deadline counts at most one message per number in `set`
+    /// (an upper bound for sequence numbers and UIDs alike). When `set` has
+    /// no such bound (`n:*`), the FETCH has only the inactivity timeout:
+    /// use [`Client::fetch_sized`] when the caller knows the count.
     pub fn fetch(
         &mut self,
         uid: bool,
         set: &str,
         items: &str,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        self.start_fetch(uid, set, items, set_size(set), now)
+    }
+
+    /// [`Client::fetch`] of at most `messages` messages: the overall
+    /// deadline is `command_timeout` plus `messages × (max_message_size +
+    /// max_line)` bytes at `min_transfer_rate`.
+    pub fn fetch_sized(
+        &mut self,
+        uid: bool,
+        set: &str,
+        items: &str,
+        messages: u32,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        self.start_fetch(uid, set, items, Some(u64::from(messages)), now)
+    }
+
+    fn start_fetch(
+        &mut self,
+        uid: bool,
+        set: &str,
+        items: &str,
+        messages: Option<u64>,
         now: Instant,
     ) -> Result<String, ClientError> {
         let name = if uid { "UID FETCH" } else { "FETCH" };
@@ -737,7 +822,16 @@ impl Client {
             .raw(set)
             .raw(items)
             .finish();
-        Ok(self.start(CommandKind::Fetch, enc, tag, now))
+        let tag = self.start(CommandKind::Fetch, enc, tag, now);
+        let per_message = u64::try_from(self.opts.max_message_size)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.line_budget());
+        let deadline =
+            messages.and_then(|m| self.overall_deadline(now, m.saturating_mul(per_message)));
+        if let Some(p) = self.pending.as_mut() {
+            p.deadline = deadline;
+        }
+        Ok(tag)
     }
 
     /// `UID SEARCH criteria`; `criteria` is written by emap.
@@ -809,6 +903,7 @@ impl Client {
     }
 
     fn handle_continuation(&mut self, text: Vec<u8>, now: Instant) -> Result<(), ProtoError> {
+        let done_deadline = self.overall_deadline(now, self.line_budget());
         let Some(p) = self.pending.as_mut() else {
             return Err(ProtoError::UnexpectedContinuation);
         };
@@ -820,6 +915,9 @@ impl Client {
             {
                 idle.accepted = true;
                 self.events.push_back(Event::IdleStarted);
+                // The queued DONE goes now: its exchange is timed from here.
+                self.last_rx = now;
+                p.deadline = done_deadline;
             }
             return Ok(());
         }
@@ -829,6 +927,8 @@ impl Client {
             }
             idle.accepted = true;
             idle.started = now;
+            // Idling: only IDLE's own timers apply until DONE.
+            p.deadline = None;
             self.events.push_back(Event::IdleStarted);
             return Ok(());
         }
@@ -1014,6 +1114,29 @@ impl Client {
         }
         self.events.push_back(Event::Data(d));
     }
+}
+
+/// What [`ProtoError::Timeout`] names when a command was not complete by
+/// its overall deadline (as opposed to `"command response"`: no byte for
+/// `command_timeout`).
+pub const DEADLINE_EXPIRED: &str = "response within the command deadline";
+
+/// An upper bound on the messages a FETCH of `set` returns: one per number
+/// (`*` alone is one), or `None` when a range is open (`n:*`) or `set` is
+/// not a sequence set.
+fn set_size(set: &str) -> Option<u64> {
+    let number = |s: &str| s.parse::<u32>().ok();
+    let mut total: u64 = 0;
+    for item in set.split(',') {
+        let n = match item.split_once(':') {
+            None if item == "*" => 1,
+            None => number(item).map(|_| 1)?,
+            Some(("*", "*")) => 1,
+            Some((a, b)) => u64::from(number(a)?.abs_diff(number(b)?)) + 1,
+        };
+        total = total.saturating_add(n);
+    }
+    Some(total)
 }
 
 /// The most UIDs one search gathers (SEARCH, or ESEARCH ALL expanded);

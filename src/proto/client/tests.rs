@@ -32,7 +32,15 @@ fn completed(c: &mut Client) -> Completion {
 
 /// Logged in and INBOX selected, without LITERAL+ unless the greeting says.
 fn selected() -> (Client, Instant) {
-    let (mut c, t0) = greeted(GREETING);
+    selected_with(Options::default())
+}
+
+/// [`selected`] with the given options.
+fn selected_with(opts: Options) -> (Client, Instant) {
+    let t0 = Instant::now();
+    let mut c = Client::new(opts, t0);
+    c.receive(GREETING, t0).unwrap();
+    assert!(matches!(c.poll_event(), Some(Event::Greeted(_))));
     c.login("u", "p", t0).unwrap();
     c.receive(b"A1 OK [CAPABILITY IMAP4rev1 IDLE] done\r\n", t0)
         .unwrap();
@@ -499,4 +507,197 @@ fn byte_at_a_time_gives_the_same_events() {
     let whole = run(false);
     assert_eq!(whole.len(), 4);
     assert_eq!(whole, run(true));
+}
+
+/// Feeds `bytes` one per second, starting a second after `from`, and calls
+/// [`Client::handle_timeout`] before each: a trickle that never lets the
+/// inactivity timer expire. Returns when and how the machine gave up, or
+/// `None` when every byte went in.
+fn trickle(c: &mut Client, from: Instant, bytes: &[u8]) -> Option<(Instant, ProtoError)> {
+    for (i, b) in bytes.iter().enumerate() {
+        let t = from + Duration::from_secs(i as u64 + 1);
+        if let Err(e) = c.handle_timeout(t) {
+            return Some((t, e));
+        }
+        c.receive(&[*b], t).unwrap();
+    }
+    None
+}
+
+/// A FETCH response for message 1 whose literal is `size` bytes.
+fn fetch_response(size: usize) -> Vec<u8> {
+    let mut out = format!("* 1 FETCH (UID 9 BODY[] {{{size}}}\r\n").into_bytes();
+    out.resize(out.len() + size, b'x');
+    out.extend_from_slice(b")\r\n");
+    out
+}
+
+/// Item 17: one byte a second never trips the inactivity timer, but the
+/// overall deadline of a FETCH of one message is `command_timeout` (30 s)
+/// plus one message's worth (`max_message_size + max_line`, 25 MiB +
+/// 64 KiB) at `min_transfer_rate` (16 KiB/s): 30 s + 1604 s.
+#[test]
+fn a_trickled_fetch_trips_the_overall_deadline() {
+    let (mut c, t0) = selected();
+    c.fetch(false, "1:1", "(UID BODY.PEEK[])", t0).unwrap();
+    let gave_up = trickle(&mut c, t0, &fetch_response(4000));
+    assert_eq!(
+        gave_up,
+        Some((
+            t0 + Duration::from_secs(1634),
+            ProtoError::Timeout(DEADLINE_EXPIRED)
+        ))
+    );
+}
+
+/// While IDLE runs, only its own timers apply (a chatty server may keep it
+/// for a whole round); the DONE exchange then gets an overall deadline of
+/// `command_timeout` plus `max_line` at `min_transfer_rate` (30 s + 4 s).
+#[test]
+fn idle_has_no_overall_deadline_but_its_done_exchange_has() {
+    let opts = Options {
+        idle_round: Duration::from_secs(100),
+        idle_inactivity: Duration::from_secs(50),
+        ..Options::default()
+    };
+    let (mut c, t0) = selected_with(opts);
+    c.idle(t0).unwrap();
+    c.receive(b"+ idling\r\n", t0).unwrap();
+    sent(&mut c);
+    let chat = b"* OK Still here\r\n".repeat(20);
+    // 99 s of chatter: far past command_timeout plus any budget.
+    assert_eq!(trickle(&mut c, t0, &chat[..99]), None);
+    let round = t0 + Duration::from_secs(100);
+    c.handle_timeout(round).unwrap();
+    assert_eq!(sent(&mut c), "DONE\r\n");
+    assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e == Event::IdleDoneSent));
+    assert_eq!(
+        trickle(&mut c, round, &chat[99..]),
+        Some((
+            round + Duration::from_secs(34),
+            ProtoError::Timeout(DEADLINE_EXPIRED)
+        ))
+    );
+}
+
+/// Options with round numbers: 10 s of inactivity, and one line or one
+/// message (1 KiB each) takes 1 s at the slowest acceptable rate.
+fn small() -> Options {
+    Options {
+        limits: crate::proto::Limits {
+            max_line: 1024,
+            max_literal: 1024 * 1024,
+        },
+        command_timeout: Duration::from_secs(10),
+        max_message_size: 1024,
+        min_transfer_rate: 1024,
+        ..Options::default()
+    }
+}
+
+fn secs(t0: Instant, n: u64) -> Option<(Instant, ProtoError)> {
+    Some((
+        t0 + Duration::from_secs(n),
+        ProtoError::Timeout(DEADLINE_EXPIRED),
+    ))
+}
+
+#[test]
+fn a_fetch_deadline_scales_with_the_messages_it_may_carry() {
+    // 10 s + n × (1 KiB + 1 KiB) at 1 KiB/s.
+    for (messages, expiry) in [(1, 12), (3, 16)] {
+        let (mut c, t0) = selected_with(small());
+        c.fetch_sized(true, "4,9,11", "(UID BODY.PEEK[])", messages, t0)
+            .unwrap();
+        assert_eq!(sent(&mut c), "A3 UID FETCH 4,9,11 (UID BODY.PEEK[])\r\n");
+        assert_eq!(
+            trickle(&mut c, t0, &fetch_response(100)),
+            secs(t0, expiry),
+            "{messages} messages"
+        );
+    }
+}
+
+#[test]
+fn fetch_bounds_the_messages_by_its_set() {
+    for (set, expiry) in [("1:3,7", Some(18)), ("5:2", Some(18)), ("*", Some(12))] {
+        let (mut c, t0) = selected_with(small());
+        c.fetch(false, set, "(UID)", t0).unwrap();
+        let gave_up = trickle(&mut c, t0, &fetch_response(100));
+        assert_eq!(gave_up, expiry.and_then(|n| secs(t0, n)), "{set}");
+    }
+    // An open range has no bound: inactivity alone applies, as before.
+    let (mut c, t0) = selected_with(small());
+    c.fetch(true, "9:*", "(UID)", t0).unwrap();
+    assert_eq!(trickle(&mut c, t0, &fetch_response(100)), None);
+    assert_eq!(
+        c.handle_timeout(t0 + Duration::from_secs(200)),
+        Err(ProtoError::Timeout("command response"))
+    );
+}
+
+#[test]
+fn other_commands_may_carry_one_line() {
+    let (mut c, t0) = selected_with(small());
+    c.noop(t0).unwrap();
+    let chat = b"* OK Still here\r\n".repeat(2);
+    // 10 s + 1 KiB at 1 KiB/s.
+    assert_eq!(trickle(&mut c, t0, &chat), secs(t0, 11));
+    assert!(c.poll_transmit().is_some_and(|b| b.starts_with(b"A3 NOOP")));
+}
+
+#[test]
+fn the_idle_command_and_a_queued_done_have_deadlines() {
+    let chat = b"* OK Still here\r\n".repeat(2);
+    // IDLE not yet accepted is a command like any other.
+    let (mut c, t0) = selected_with(small());
+    c.idle(t0).unwrap();
+    assert_eq!(trickle(&mut c, t0, &chat), secs(t0, 11));
+    // DONE queued before the `+` is sent with it: timed from then.
+    let (mut c, t0) = selected_with(small());
+    c.idle(t0).unwrap();
+    c.done(t0);
+    let plus = t0 + Duration::from_secs(5);
+    c.receive(b"+ idling\r\n", plus).unwrap();
+    assert!(sent(&mut c).ends_with("DONE\r\n"));
+    assert_eq!(trickle(&mut c, plus, &chat), secs(plus, 11));
+}
+
+#[test]
+fn a_zero_rate_disables_the_overall_deadline() {
+    let (mut c, t0) = selected_with(Options {
+        min_transfer_rate: 0,
+        ..small()
+    });
+    c.fetch_sized(false, "1:1", "(UID)", 1, t0).unwrap();
+    assert_eq!(trickle(&mut c, t0, &fetch_response(100)), None);
+}
+
+#[test]
+fn a_huge_budget_does_not_overflow() {
+    let (mut c, t0) = selected_with(Options {
+        max_message_size: usize::MAX,
+        min_transfer_rate: 1,
+        ..small()
+    });
+    c.fetch_sized(false, "1:1", "(UID)", u32::MAX, t0).unwrap();
+    assert!(c.poll_timeout().is_some());
+    assert_eq!(trickle(&mut c, t0, &fetch_response(30)), None);
+}
+
+#[test]
+fn set_sizes() {
+    assert_eq!(set_size("5"), Some(1));
+    assert_eq!(set_size("*"), Some(1));
+    assert_eq!(set_size("*:*"), Some(1));
+    assert_eq!(set_size("3:5"), Some(3));
+    assert_eq!(set_size("5:3,9,10:11"), Some(6));
+    assert_eq!(
+        set_size("1:4294967295,1:4294967295"),
+        Some(2 * 4_294_967_295)
+    );
+    assert_eq!(set_size("9:*"), None);
+    assert_eq!(set_size("*:9"), None);
+    assert_eq!(set_size("x"), None);
+    assert_eq!(set_size(""), None);
 }
