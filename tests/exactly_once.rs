@@ -1,0 +1,486 @@
+//! Exactly once, never stuck (issue 9): one scenario per way the core used
+//! to lose, repeat or strand mail, or hang.
+//!
+//! Most scenarios run against [`MailboxServer`], a fake IMAP server that
+//! serves a model mailbox and answers whatever the client asks (so the
+//! tests do not depend on the client's exact commands), with one injected
+//! fault each: a message whose FETCH always fails, responses out of order
+//! or split, `BODY[] NIL`, EXISTS slipped into another command's response,
+//! a rejected look-back, a connection lost at the worst moment, a lowered
+//! UIDNEXT, a server that never greets. Two need the real Dovecot (a login
+//! counted in its log, a mailbox deleted under a session).
+//!
+//! "Nothing twice" is checked with a sentinel: after the scenario a last
+//! mail is delivered and, when it arrives, every UID received so far must
+//! have arrived exactly once — no waiting for something not to happen.
+//! No test sleeps a fixed time; the only time bound asserted is shutdown's,
+//! where the guarantee itself is a bound.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use emap::{
+    Auth, Config, Credential, Error, Filter, Handle, Mail, Registry, SessionStats, Subscription,
+    TlsMode,
+};
+use support::mailbox_server::{
+    Fault, FetchFault, Greeting, Login, MailboxServer, On, SelectShape, Times,
+};
+
+/// How long any single step may take before the test calls it a hang.
+const EVENTUALLY: Duration = Duration::from_secs(30);
+const MAX_LITERAL: usize = 1024 * 1024;
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Small backoff (20–200 ms) and limits; the issue-9 knobs made explicit.
+fn config() -> Config {
+    Config {
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        greeting_timeout: COMMAND_TIMEOUT,
+        command_timeout: COMMAND_TIMEOUT,
+        linger: Duration::from_millis(300),
+        max_literal: MAX_LITERAL,
+        max_message_size: MAX_LITERAL / 2,
+        poison_attempts: 3,
+        // Never reset the backoff between attempts on a poisonous message.
+        healthy_after: Duration::from_secs(60),
+        missing_mailbox_grace: Duration::from_secs(30),
+        failure_memory: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+fn start() -> Handle {
+    Registry::start_in_thread(config()).unwrap()
+}
+
+fn start_with(config: Config) -> Handle {
+    Registry::start_in_thread(config).unwrap()
+}
+
+fn cred(port: u16) -> Credential {
+    cred_with(port, "pw")
+}
+
+fn cred_with(port: u16, password: &str) -> Credential {
+    Credential::new("127.0.0.1", "model", Auth::password(password))
+        .port(port)
+        .tls(TlsMode::None)
+}
+
+/// A small message with this subject.
+fn mail(subject: &str) -> Vec<u8> {
+    let id = subject.replace(' ', "-");
+    format!(
+        "From: a@x.test\r\nTo: b@x.test\r\nSubject: {subject}\r\nMessage-ID: <{id}@x.test>\r\n\r\nbody\r\n"
+    )
+    .into_bytes()
+}
+
+/// Messages `uids` received `age` ago, for a model mailbox.
+fn old(uids: std::ops::RangeInclusive<u32>, age: Duration) -> Vec<(u32, Vec<u8>, Duration)> {
+    uids.map(|u| (u, mail(&format!("old {u}")), age)).collect()
+}
+
+async fn next(sub: &mut Subscription) -> Arc<Mail> {
+    tokio::time::timeout(EVENTUALLY, sub.recv())
+        .await
+        .expect("no mail in time")
+        .expect("subscription ended")
+}
+
+/// Receives until `done(uids so far)`; `Err` (with what came) on timeout
+/// or when the subscription ends.
+async fn collect(
+    sub: &mut Subscription,
+    done: impl Fn(&[u32]) -> bool,
+) -> Result<Vec<u32>, String> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while !done(&got) {
+        match tokio::time::timeout_at(deadline, sub.recv()).await {
+            Ok(Some(m)) => got.push(m.uid()),
+            Ok(None) => {
+                return Err(format!(
+                    "subscription ended ({:?}) after {got:?}",
+                    sub.error()
+                ));
+            }
+            Err(_) => return Err(format!("timed out after receiving {got:?}")),
+        }
+    }
+    Ok(got)
+}
+
+/// Receives until mail `uid` (the sentinel) arrives.
+async fn until_uid(sub: &mut Subscription, uid: u32) -> Result<Vec<u32>, String> {
+    collect(sub, |got| got.contains(&uid)).await
+}
+
+fn count(got: &[u32], uid: u32) -> usize {
+    got.iter().filter(|&&u| u == uid).count()
+}
+
+fn assert_each_once(got: &[u32]) {
+    let mut seen = HashMap::new();
+    for u in got {
+        *seen.entry(*u).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "delivered more than once: {twice:?} in {got:?}"
+    );
+}
+
+/// Polls `probe` every 20 ms until it holds; panics after [`EVENTUALLY`].
+async fn until(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + EVENTUALLY;
+    while !probe() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stats_of(h: &Handle, port: u16) -> Option<SessionStats> {
+    h.stats()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|s| s.key.port == port)
+}
+
+/// Polls the session's stats until `pred` holds; returns them.
+async fn until_stats(
+    h: &Handle,
+    port: u16,
+    what: &str,
+    pred: impl Fn(&SessionStats) -> bool,
+) -> SessionStats {
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let s = stats_of(h, port).await;
+        if let Some(s) = s.as_ref().filter(|s| pred(s)) {
+            return s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; stats: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ───────────── 4: one poisonous message neither strands nor storms ─────────────
+
+/// UID 5's FETCH fails every time (`how`); UID 6 arrives after it. Mail 6
+/// is delivered once, mail 5 never, the skip is counted, and the session
+/// gave up on UID 5 after `poison_attempts` tries instead of reconnecting
+/// forever (backoff never reset: `healthy_after` is 60 s).
+async fn poisonous_message(how: FetchFault) {
+    let server = MailboxServer::start(1, 5, old(1..=4, HOUR)).await;
+    server.fault(Fault::Fetch {
+        uid: 5,
+        times: Times::Always,
+        how,
+    });
+    let h = start();
+    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    assert_eq!(server.append(mail("poison 5")), 5);
+    until("the first FETCH of mail 5", || server.body_fetches(5) >= 1).await;
+    assert_eq!(server.append(mail("mail 6")), 6);
+    let got = until_uid(&mut sub, 6).await.unwrap_or_else(|e| {
+        panic!(
+            "{e}; {} connections, {} FETCHes of UID 5",
+            server.connections(),
+            server.body_fetches(5)
+        )
+    });
+    assert_eq!(server.append(mail("sentinel 7")), 7);
+    let mut rest = until_uid(&mut sub, 7).await.unwrap();
+    let mut got = got;
+    got.append(&mut rest);
+    let connections = server.connections();
+    eprintln!("connections made: {connections}");
+    assert_each_once(&got);
+    assert_eq!(
+        count(&got, 5),
+        0,
+        "the poisonous mail was delivered: {got:?}"
+    );
+    assert_eq!(count(&got, 6), 1);
+    let stats = until_stats(&h, server.port, "skipped == 1", |s| s.skipped >= 1).await;
+    assert_eq!(stats.skipped, 1);
+    assert!(
+        connections <= config().poison_attempts as usize + 2,
+        "{connections} connections for one poisonous message"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisonous_message_serverbug_is_skipped_without_stranding_later_mail() {
+    poisonous_message(FetchFault::No("[SERVERBUG] Internal error occurred".into())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisonous_message_bye_is_skipped_without_storming_the_server() {
+    poisonous_message(FetchFault::Bye).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisonous_message_oversized_literal_is_skipped_without_storming_the_server() {
+    poisonous_message(FetchFault::HugeLiteral(MAX_LITERAL + 1)).await;
+}
+
+// ───────────────────────────── 9: no silent skips ─────────────────────────────
+
+/// A mailbox of 10 old messages (UIDNEXT 11), one fault, one subscriber.
+async fn ten_old_and(fault: Fault) -> (MailboxServer, Handle, Subscription) {
+    let server = MailboxServer::start(1, 11, old(1..=10, HOUR)).await;
+    server.fault(fault);
+    let h = start();
+    let sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    (server, h, sub)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_responses_out_of_uid_order_are_all_delivered_once() {
+    let (server, h, mut sub) = ten_old_and(Fault::Reverse {
+        times: Times::First(1),
+    })
+    .await;
+    assert_eq!(
+        server.append_many(vec![mail("mail 11"), mail("mail 12")]),
+        [11, 12]
+    );
+    until("the FETCH of 11 and 12", || server.body_fetches(12) >= 1).await;
+    assert_eq!(server.append(mail("sentinel 13")), 13);
+    let got = until_uid(&mut sub, 13).await.unwrap();
+    assert_each_once(&got);
+    assert_eq!(
+        count(&got, 11),
+        1,
+        "UID 11 (answered after 12) lost: {got:?}"
+    );
+    assert_eq!(count(&got, 12), 1);
+    h.shutdown().await;
+}
+
+/// Appends mail 11 (with `server`'s fault on it), waits for its first
+/// FETCH, appends sentinel 12 and returns everything up to the sentinel.
+async fn mail_11_then_sentinel(server: &MailboxServer, sub: &mut Subscription) -> Vec<u32> {
+    assert_eq!(server.append(mail("mail 11")), 11);
+    until("the FETCH of 11", || server.body_fetches(11) >= 1).await;
+    assert_eq!(server.append(mail("sentinel 12")), 12);
+    let got = until_uid(sub, 12).await.unwrap();
+    assert_each_once(&got);
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uid_and_body_in_separate_fetch_responses_are_delivered() {
+    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
+        uid: 11,
+        times: Times::Always,
+        how: FetchFault::Split,
+    })
+    .await;
+    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    assert_eq!(count(&got, 11), 1, "split mail lost: {got:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_nil_once_is_fetched_again_and_delivered() {
+    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
+        uid: 11,
+        times: Times::First(1),
+        how: FetchFault::NilBody,
+    })
+    .await;
+    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    assert_eq!(
+        count(&got, 11),
+        1,
+        "mail with BODY[] NIL once lost: {got:?}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_nil_every_time_is_counted_as_skipped_and_later_mail_flows() {
+    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
+        uid: 11,
+        times: Times::Always,
+        how: FetchFault::NilBody,
+    })
+    .await;
+    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    assert_eq!(count(&got, 11), 0);
+    let stats = until_stats(&h, server.port, "skipped == 1", |s| s.skipped >= 1).await;
+    assert_eq!(stats.skipped, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_fetch_response_is_delivered_later_or_counted_never_silently_gone() {
+    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
+        uid: 11,
+        times: Times::First(1),
+        how: FetchFault::Garbage,
+    })
+    .await;
+    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    if count(&got, 11) == 0 {
+        let stats = stats_of(&h, server.port).await.expect("session gone");
+        assert_eq!(
+            stats.skipped, 1,
+            "mail 11 neither delivered nor counted as skipped: {got:?}, {stats:?}"
+        );
+    }
+    h.shutdown().await;
+}
+
+// ─────────────────── 1: the look-back never repeats live mail ───────────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_back_never_repeats_live_mail() {
+    // 1..=6 are older than the hour asked for, 7..=9 recent; UIDNEXT 10.
+    let mut mails = old(1..=6, 3 * HOUR);
+    mails.extend(old(7..=9, Duration::from_secs(600)));
+    let server = MailboxServer::start(1, 10, mails).await;
+    // A sloppy server: its SEARCH answer lists 10 too, whatever was asked.
+    server.set_sloppy_search(true);
+    let h = start();
+    let mut a = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    assert_eq!(server.append(mail("live 10")), 10);
+    assert_eq!(next(&mut a).await.uid(), 10);
+
+    let wanted = |got: &[u32]| [7, 8, 9, 10].iter().all(|u| got.contains(u));
+    let recent = Filter::new().max_age(HOUR);
+    let mut b = h
+        .subscribe(cred(server.port), recent.clone())
+        .await
+        .unwrap();
+    let mut got_b = collect(&mut b, wanted).await.unwrap();
+    let mut c = h.subscribe(cred(server.port), recent).await.unwrap();
+    let mut got_c = collect(&mut c, wanted).await.unwrap();
+
+    assert_eq!(server.append(mail("sentinel 11")), 11);
+    let got_a = until_uid(&mut a, 11).await.unwrap();
+    got_b.extend(until_uid(&mut b, 11).await.unwrap());
+    got_c.extend(until_uid(&mut c, 11).await.unwrap());
+    assert_eq!(got_a, [11], "A (no time filter) got old or repeated mail");
+    for (name, got) in [("B", &mut got_b), ("C", &mut got_c)] {
+        assert_each_once(got);
+        got.sort_unstable();
+        assert_eq!(*got, [7, 8, 9, 10, 11], "{name} got the wrong mail");
+    }
+    // Every look-back is bounded by the first watermark (UIDNEXT 10).
+    for line in server.commands() {
+        let upper = line.to_ascii_uppercase();
+        if !upper.contains("UID SEARCH") {
+            continue;
+        }
+        let words: Vec<&str> = upper.split_whitespace().collect();
+        let set = words
+            .iter()
+            .skip(3)
+            .position(|w| *w == "UID")
+            .and_then(|i| words.get(i + 4))
+            .unwrap_or_else(|| panic!("a look-back without a UID range: {line}"));
+        for part in set.split(',') {
+            let high = part.rsplit(':').next().unwrap();
+            let high: u32 = high
+                .parse()
+                .unwrap_or_else(|_| panic!("look-back not bounded above: {line}"));
+            assert!(
+                high <= 9,
+                "look-back reaches past the first watermark: {line}"
+            );
+        }
+    }
+    h.shutdown().await;
+}
+
+// ─────────────── 7: the UIDNEXT fallback drops no untagged data ───────────────
+
+/// SELECT says no UIDNEXT; `fault` slips mail 10 (`* 10 EXISTS`) into the
+/// response of the command the client sends to find UIDNEXT. Mail 10 is
+/// delivered without waiting for another mail.
+async fn exists_during_the_uidnext_fallback(extra: Option<Fault>) {
+    let server = MailboxServer::start(1, 10, old(1..=9, HOUR)).await;
+    server.set_select(SelectShape {
+        omit_uid_next: true,
+        ..SelectShape::default()
+    });
+    if let Some(extra) = extra {
+        server.fault(extra);
+    }
+    server.fault(Fault::ExistsDuring {
+        on: On::AfterSelect,
+        times: Times::First(1),
+        raw: mail("slipped 10"),
+    });
+    let h = start();
+    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let first = tokio::time::timeout(EVENTUALLY, sub.recv()).await;
+    let commands = server.commands();
+    let first = first
+        .unwrap_or_else(|_| panic!("mail 10 stranded; commands: {commands:?}"))
+        .expect("subscription ended");
+    assert_eq!(first.uid(), 10);
+    assert_eq!(server.append(mail("sentinel 11")), 11);
+    let mut got = vec![10];
+    got.extend(until_uid(&mut sub, 11).await.unwrap());
+    assert_each_once(&got);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exists_during_the_uidnext_fallback_is_not_dropped() {
+    exists_during_the_uidnext_fallback(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exists_during_the_second_uidnext_fallback_is_not_dropped() {
+    // STATUS fails, so the client asks the highest UID some other way.
+    exists_during_the_uidnext_fallback(Some(Fault::Reject {
+        on: On::Prefix("STATUS"),
+        times: Times::Always,
+        bad: false,
+        text: "STATUS not allowed here".into(),
+    }))
+    .await;
+}
+
+// ─────────────────── 21: NO [EXPUNGEISSUED] is a normal race ───────────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expunge_issued_is_a_normal_race_not_a_reconnect() {
+    let server = MailboxServer::start(1, 5, old(1..=4, HOUR)).await;
+    server.fault(Fault::Fetch {
+        uid: 5,
+        times: Times::Always,
+        how: FetchFault::Expunged,
+    });
+    let h = start();
+    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    assert_eq!(server.append(mail("expunged 5")), 5);
+    until("the FETCH of 5", || server.body_fetches(5) >= 1).await;
+    assert_eq!(server.append(mail("mail 6")), 6);
+    let got = until_uid(&mut sub, 6).await.unwrap();
+    assert_eq!(got, [6]);
+    assert_eq!(
+        server.connections(),
+        1,
+        "EXPUNGEISSUED made the client reconnect"
+    );
+    h.shutdown().await;
+}
