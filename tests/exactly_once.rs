@@ -59,10 +59,6 @@ fn start() -> Handle {
     Registry::start_in_thread(config()).unwrap()
 }
 
-fn start_with(config: Config) -> Handle {
-    Registry::start_in_thread(config).unwrap()
-}
-
 fn cred(port: u16) -> Credential {
     cred_with(port, "pw")
 }
@@ -483,4 +479,384 @@ async fn expunge_issued_is_a_normal_race_not_a_reconnect() {
         "EXPUNGEISSUED made the client reconnect"
     );
     h.shutdown().await;
+}
+
+// ─────────────────── 5: a rejected look-back ends no subscription ───────────────────
+
+/// 1..=6 older than an hour, 7..=9 recent; UIDNEXT 10.
+fn six_old_three_recent() -> Vec<(u32, Vec<u8>, Duration)> {
+    let mut mails = old(1..=6, 3 * HOUR);
+    mails.extend(old(7..=9, Duration::from_secs(600)));
+    mails
+}
+
+fn saw(server: &MailboxServer, what: &str) -> bool {
+    server
+        .commands()
+        .iter()
+        .any(|l| l.to_ascii_uppercase().contains(what))
+}
+
+async fn rejected_look_back(bad: bool) {
+    let server = MailboxServer::start(1, 10, six_old_three_recent()).await;
+    server.fault(Fault::Reject {
+        on: On::Prefix("UID SEARCH"),
+        times: Times::Always,
+        bad,
+        text: "Error in IMAP command UID SEARCH: Unknown argument".into(),
+    });
+    let h = start();
+    let mut live = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let mut recent = h
+        .subscribe(cred(server.port), Filter::new().max_age(HOUR))
+        .await
+        .unwrap();
+    until("the look-back's UID SEARCH", || saw(&server, "UID SEARCH")).await;
+    assert_eq!(server.append(mail("live 10")), 10);
+    let got = until_uid(&mut live, 10).await.unwrap();
+    assert_eq!(got, [10], "the live subscriber");
+    let got = until_uid(&mut recent, 10).await.unwrap();
+    assert_eq!(got, [10], "the subscriber whose look-back failed");
+    until_stats(&h, server.port, "look_back_failures >= 1", |s| {
+        s.look_back_failures >= 1
+    })
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_back_answered_no_ends_no_subscription() {
+    rejected_look_back(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_back_answered_bad_ends_no_subscription() {
+    rejected_look_back(true).await;
+}
+
+// ─────────────── 6: a look-back lost to a reconnect is retried ───────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_back_lost_to_a_reconnect_is_retried() {
+    let server = MailboxServer::start(1, 10, six_old_three_recent()).await;
+    server.fault(Fault::Close {
+        on: On::Prefix("UID SEARCH"),
+        times: Times::First(1),
+    });
+    let h = start();
+    let mut live = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let mut recent = h
+        .subscribe(cred(server.port), Filter::new().max_age(HOUR))
+        .await
+        .unwrap();
+    let mut got = collect(&mut recent, |g| [7, 8, 9].iter().all(|u| g.contains(u)))
+        .await
+        .unwrap_or_else(|e| panic!("the old mail asked for never came: {e}"));
+    assert!(server.connections() >= 2, "the connection was not lost");
+    assert_eq!(server.append(mail("sentinel 10")), 10);
+    got.extend(until_uid(&mut recent, 10).await.unwrap());
+    assert_each_once(&got);
+    got.sort_unstable();
+    assert_eq!(got, [7, 8, 9, 10]);
+    assert_eq!(until_uid(&mut live, 10).await.unwrap(), [10]);
+    h.shutdown().await;
+}
+
+// ─────────── 8: UIDNEXT below the watermark with the same UIDVALIDITY ───────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uidnext_below_the_watermark_is_taken_and_counted() {
+    let server = MailboxServer::start(1, 10, old(1..=9, HOUR)).await;
+    let h = start();
+    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    assert_eq!(
+        server.append_many(vec![mail("live 10"), mail("live 11")]),
+        [10, 11]
+    );
+    assert_eq!(until_uid(&mut sub, 11).await.unwrap(), [10, 11]);
+    // The mailbox is restored from a backup taken before 10 and 11, on a
+    // server that keeps UIDVALIDITY; then the server restarts.
+    server.edit(|m| {
+        m.messages.retain(|x| x.uid < 10);
+        m.uid_next = 10;
+    });
+    server.kick();
+    until("the reconnect to reach IDLE", || {
+        server
+            .commands_by_connection()
+            .iter()
+            .any(|(n, l)| *n >= 1 && l.to_ascii_uppercase().ends_with("IDLE"))
+    })
+    .await;
+    assert_eq!(
+        server.append_many(vec![mail("restored 10"), mail("restored 11")]),
+        [10, 11]
+    );
+    until("the FETCH of the new 11", || server.body_fetches(11) >= 2).await;
+    assert_eq!(server.append(mail("sentinel 12")), 12);
+    let got = until_uid(&mut sub, 12).await.unwrap();
+    assert_eq!(got, [10, 11, 12], "mail after the UIDNEXT regression");
+    let stats = until_stats(&h, server.port, "uidnext_regressions == 1", |s| {
+        s.uidnext_regressions >= 1
+    })
+    .await;
+    assert_eq!(stats.uidnext_regressions, 1);
+    h.shutdown().await;
+}
+
+// ─────── 2: a stale unsubscribe does not end the next session's subscriptions ───────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_unsubscribe_does_not_end_the_next_sessions_subscriptions() {
+    let server = MailboxServer::start(1, 5, old(1..=4, HOUR)).await;
+    server.set_login(Login::Password("old".into()));
+    let h = start();
+    let mut sub_a = h
+        .subscribe(cred_with(server.port, "old"), Filter::new())
+        .await
+        .unwrap();
+    // The password changes; the reconnect forced by a BYE is rejected.
+    server.set_login(Login::Password("new".into()));
+    server.kick();
+    let end = tokio::time::timeout(EVENTUALLY, sub_a.recv())
+        .await
+        .expect("sub_a did not end");
+    assert!(end.is_none());
+    assert!(
+        matches!(sub_a.error(), Some(Error::AuthenticationFailed(_))),
+        "{:?}",
+        sub_a.error()
+    );
+    // The retry loop: subscribe again with the new password, then the old
+    // subscription is dropped.
+    // Today the failed session may still be registered for a moment after
+    // sub_a ended (and would answer with its error): retry on that only.
+    let deadline = Instant::now() + EVENTUALLY;
+    let mut attempts = 0;
+    let mut sub_b = loop {
+        attempts += 1;
+        match h
+            .subscribe(cred_with(server.port, "new"), Filter::new())
+            .await
+        {
+            Ok(sub) => break sub,
+            Err(Error::AuthenticationFailed(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("subscribe with the new password failed: {e}"),
+        }
+    };
+    eprintln!("subscribe attempts with the new password: {attempts}");
+    drop(sub_a);
+    // Give a wrongly started linger (300 ms) ample time to end session B:
+    // sub_b must neither end nor receive anything meanwhile.
+    let quiet = tokio::time::timeout(config().linger * 5, sub_b.recv()).await;
+    assert!(quiet.is_err(), "sub_b ended or got mail: {quiet:?}");
+    assert_eq!(server.append(mail("mail 5")), 5);
+    assert_eq!(next(&mut sub_b).await.uid(), 5);
+    let stats = stats_of(&h, server.port).await.expect("session B gone");
+    assert_eq!(stats.subscribers, 1);
+    assert!(sub_b.error().is_none());
+    h.shutdown().await;
+}
+
+// ─────────────── 10: mail in flight when a session ends is delivered ───────────────
+
+async fn in_flight_mail_is_delivered(permanent_failure: bool) {
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    let h = start();
+    let mut sub = h
+        .subscribe_with_capacity(cred(server.port), Filter::new(), Some(512))
+        .await
+        .unwrap();
+    if permanent_failure {
+        // BYE right after the big FETCH, and the reconnect is rejected.
+        server.set_login(Login::Reject);
+        server.fault(Fault::ByeAfter {
+            on: On::BodyFetch,
+            times: Times::First(1),
+        });
+    }
+    let uids = server.append_many((1..=200).map(|i| mail(&format!("burst {i}"))).collect());
+    assert_eq!(uids.len(), 200);
+    let first = next(&mut sub).await;
+    if !permanent_failure {
+        let h = h.clone();
+        tokio::spawn(async move { h.shutdown().await });
+    }
+    let mut got = vec![first.uid()];
+    loop {
+        match tokio::time::timeout(EVENTUALLY, sub.recv()).await {
+            Ok(Some(m)) => got.push(m.uid()),
+            Ok(None) => break,
+            Err(_) => panic!("the subscription neither ended nor got mail; got {got:?}"),
+        }
+    }
+    assert_each_once(&got);
+    assert_eq!(got.len(), 200, "mail lost when the session ended");
+    if permanent_failure {
+        assert!(
+            matches!(sub.error(), Some(Error::AuthenticationFailed(_))),
+            "{:?}",
+            sub.error()
+        );
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_in_flight_at_shutdown_is_delivered_before_the_end() {
+    in_flight_mail_is_delivered(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_in_flight_at_a_permanent_failure_is_delivered_before_the_error() {
+    in_flight_mail_is_delivered(true).await;
+}
+
+// ───── 14: errors that can never succeed are reported at once on a first connection ─────
+
+async fn hopeless_first_connection(cred: Credential, server: Option<&MailboxServer>) -> Error {
+    let h = start();
+    let res = tokio::time::timeout(EVENTUALLY, h.subscribe(cred, Filter::new()))
+        .await
+        .expect("subscribe kept retrying a first connection that can never succeed");
+    let err = res.expect_err("subscribe succeeded");
+    if let Some(server) = server {
+        assert!(
+            server.connections() <= 1,
+            "{} connections for a hopeless first connection",
+            server.connections()
+        );
+    }
+    h.shutdown().await;
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_fails_subscribe_at_once() {
+    let cred = Credential::new("no-such-host.invalid", "model", Auth::password("pw"))
+        .port(143)
+        .tls(TlsMode::None);
+    let err = hopeless_first_connection(cred, None).await;
+    eprintln!("unknown host: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_greeting_fails_subscribe_at_once() {
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    server.set_greeting(Greeting::Garbage(b"220 smtp.example ESMTP\r\n".to_vec()));
+    let err = hopeless_first_connection(cred(server.port), Some(&server)).await;
+    eprintln!("garbage greeting: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_against_plaintext_fails_subscribe_at_once() {
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    let err =
+        hopeless_first_connection(cred(server.port).tls(TlsMode::Implicit), Some(&server)).await;
+    eprintln!("implicit TLS on plaintext: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bye_at_connect_fails_subscribe_at_once() {
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    server.set_greeting(Greeting::Bye("go away".into()));
+    let err = hopeless_first_connection(cred(server.port), Some(&server)).await;
+    eprintln!("BYE at connect: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_greeting_on_the_reconnect_of_a_healthy_session_is_transient() {
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    let h = start();
+    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    server.set_greeting(Greeting::Garbage(b"220 smtp.example ESMTP\r\n".to_vec()));
+    server.kick();
+    until("two reconnects greeted with garbage", || {
+        server.connections() >= 3
+    })
+    .await;
+    server.set_greeting(Greeting::Normal);
+    assert_eq!(server.append(mail("after the outage")), 1);
+    assert_eq!(next(&mut sub).await.uid(), 1);
+    h.shutdown().await;
+}
+
+// ─────────────── 18: abandoned subscribes are removed at once ───────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_subscribes_are_removed_at_once() {
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    server.set_greeting(Greeting::Silent);
+    let h = start();
+    let waits: Vec<_> = (0..100)
+        .map(|_| {
+            let h = h.clone();
+            let c = cred(server.port);
+            tokio::spawn(async move {
+                h.wait_for(c, Filter::new(), Duration::from_millis(200))
+                    .await
+            })
+        })
+        .collect();
+    for w in waits {
+        let res = w.await.unwrap();
+        assert!(matches!(res, Err(Error::WaitTimedOut)), "{res:?}");
+    }
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let actors = h.actors();
+        let stats = stats_of(&h, server.port).await;
+        if actors.subscribers == 0 && stats.as_ref().is_none_or(|s| s.subscribers == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "abandoned subscribes still counted: {actors:?}, {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until("the session to linger out", || h.actors().sessions == 0).await;
+    h.shutdown().await;
+}
+
+// ─────────────── 16: shutdown with N stuck sessions takes one deadline ───────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_stuck_sessions_takes_one_deadline() {
+    let mut servers = Vec::new();
+    for _ in 0..5 {
+        let server = MailboxServer::start(1, 1, Vec::new()).await;
+        server.fault(Fault::Blackhole {
+            on: On::BodyFetch,
+            times: Times::Always,
+        });
+        servers.push(server);
+    }
+    let h = start();
+    let mut subs = Vec::new();
+    for s in &servers {
+        subs.push(h.subscribe(cred(s.port), Filter::new()).await.unwrap());
+    }
+    for s in &servers {
+        s.append(mail("never answered"));
+    }
+    until("every session stuck in a FETCH", || {
+        servers.iter().all(|s| {
+            s.commands()
+                .iter()
+                .any(|l| l.to_ascii_uppercase().contains("FETCH") && l.contains("BODY"))
+        })
+    })
+    .await;
+    let started = Instant::now();
+    tokio::time::timeout(EVENTUALLY, h.shutdown())
+        .await
+        .expect("shutdown hung");
+    let took = started.elapsed();
+    assert!(
+        took <= 2 * COMMAND_TIMEOUT,
+        "shutdown of 5 stuck sessions took {took:?}"
+    );
 }

@@ -934,7 +934,7 @@ fn fetch(
         if by_uid || items.contains("UID") {
             meta.push_str(&format!("UID {uid}"));
         }
-        let mut push_meta = |meta: &mut String, item: String| {
+        let push_meta = |meta: &mut String, item: String| {
             if !meta.is_empty() {
                 meta.push(' ');
             }
