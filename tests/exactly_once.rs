@@ -860,3 +860,113 @@ async fn shutdown_with_stuck_sessions_takes_one_deadline() {
         "shutdown of 5 stuck sessions took {took:?}"
     );
 }
+
+// ───────────── 20: permanent failures are remembered (real Dovecot) ─────────────
+
+fn dovecot_cred(user: &support::TestUser, password: &str) -> Credential {
+    Credential::new("127.0.0.1", &user.name, Auth::password(password))
+        .port(support::dovecot().imap_port)
+        .tls(TlsMode::None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_login_is_remembered_until_the_secret_changes() {
+    let user = support::dovecot().user("eo-remember");
+    let h = start();
+    let wrong = dovecot_cred(&user, "not-the-password");
+    for i in 0..20 {
+        let res = h.wait_for(wrong.clone(), Filter::new(), EVENTUALLY).await;
+        assert!(
+            matches!(res, Err(Error::AuthenticationFailed(_))),
+            "wait_for #{i}: {res:?}"
+        );
+    }
+    let name = user.name.clone();
+    let logins = support::blocking(move || {
+        support::dovecot().settled_login_attempts(&name, Duration::from_millis(500))
+    })
+    .await;
+    assert_eq!(
+        logins, 1,
+        "LOGIN attempts Dovecot saw for 20 wait_for calls"
+    );
+    // A different secret is tried at once.
+    let right = dovecot_cred(&user, &user.password);
+    tokio::time::timeout(EVENTUALLY, h.subscribe(right, Filter::new()))
+        .await
+        .expect("the right password was not tried")
+        .expect("the right password was refused");
+    h.shutdown().await;
+}
+
+// ───────── 22: a watched mailbox deleted and recreated (real Dovecot) ─────────
+
+async fn stats_of_user(h: &Handle, user: &str) -> Option<SessionStats> {
+    h.stats()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|s| s.key.user == user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_mailbox_deleted_and_recreated_is_watched_again() {
+    let user = support::dovecot().user("eo-rotate");
+    let folder = "Rotating";
+    {
+        let user = user.clone();
+        support::blocking(move || support::dovecot().create_mailbox(&user, folder)).await;
+    }
+    let h = start();
+    let c = dovecot_cred(&user, &user.password).mailbox(folder);
+    let mut sub = h.subscribe(c, Filter::new()).await.unwrap();
+    {
+        let user = user.clone();
+        support::blocking(move || support::dovecot().delete_mailbox(&user, folder)).await;
+    }
+    // Dovecot drops the session; wait until the reconnect's SELECT has
+    // failed at least once (a second reconnect), or the session is gone.
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        match stats_of_user(&h, &user.name).await {
+            None => break,
+            Some(s) if s.reconnects >= 2 => break,
+            Some(s) => assert!(
+                Instant::now() < deadline,
+                "no failed reconnect after the delete: {s:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        let user = user.clone();
+        support::blocking(move || {
+            let raw = support::mail("a@emap.test", &user.name, "after the rotation", "hi");
+            support::dovecot().append(&user, folder, &raw);
+        })
+        .await;
+    }
+    let m = tokio::time::timeout(EVENTUALLY, sub.recv())
+        .await
+        .expect("no mail in the recreated mailbox")
+        .unwrap_or_else(|| panic!("the subscription ended: {:?}", sub.error()));
+    assert_eq!(m.subject(), Some("after the rotation"));
+    assert!(sub.error().is_none());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_mailbox_on_a_fresh_session_fails_at_once() {
+    let user = support::dovecot().user("eo-missing");
+    let h = start();
+    let c = dovecot_cred(&user, &user.password).mailbox("NoSuchFolder");
+    let res = tokio::time::timeout(EVENTUALLY, h.subscribe(c, Filter::new()))
+        .await
+        .expect("subscribe to a missing mailbox did not fail at once");
+    assert!(
+        matches!(res, Err(Error::CommandFailed { .. })),
+        "{:?}",
+        res.map(|_| ())
+    );
+    h.shutdown().await;
+}
