@@ -594,12 +594,12 @@ fn sync(s: &mut State, conn: &mut Conn, expunge: bool) -> Vec<u8> {
 
 fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
     let mut s = shared.lock();
-    if let Some(tag) = conn.idle_tag.take() {
-        if line.eq_ignore_ascii_case("DONE") {
-            let mut out = sync(&mut s, conn, true);
-            out.extend_from_slice(format!("{tag} OK Idle completed\r\n").as_bytes());
-            return (out, Then::Continue);
-        }
+    if let Some(tag) = conn.idle_tag.take()
+        && line.eq_ignore_ascii_case("DONE")
+    {
+        let mut out = sync(&mut s, conn, true);
+        out.extend_from_slice(format!("{tag} OK Idle completed\r\n").as_bytes());
+        return (out, Then::Continue);
     }
     let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
     let tag = tag.to_owned();
@@ -611,27 +611,23 @@ fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
     let mut bye_after = false;
     for (fault, count) in s.faults.iter_mut() {
         match fault {
-            Fault::Close { on, times } if matches_on(on, conn, &upper) => {
-                if fires(count, *times) {
-                    return (Vec::new(), Then::Close);
-                }
+            Fault::Close { on, times } if matches_on(on, conn, &upper) && fires(count, *times) => {
+                return (Vec::new(), Then::Close);
             }
-            Fault::Blackhole { on, times } if matches_on(on, conn, &upper) => {
-                if fires(count, *times) {
-                    conn.blackholed = true;
-                    return (Vec::new(), Then::Continue);
-                }
+            Fault::Blackhole { on, times }
+                if matches_on(on, conn, &upper) && fires(count, *times) =>
+            {
+                conn.blackholed = true;
+                return (Vec::new(), Then::Continue);
             }
             Fault::Reject {
                 on,
                 times,
                 bad,
                 text,
-            } if reject.is_none() && matches_on(on, conn, &upper) => {
-                if fires(count, *times) {
-                    let word = if *bad { "BAD" } else { "NO" };
-                    reject = Some(format!("{tag} {word} {text}\r\n"));
-                }
+            } if reject.is_none() && matches_on(on, conn, &upper) && fires(count, *times) => {
+                let word = if *bad { "BAD" } else { "NO" };
+                reject = Some(format!("{tag} {word} {text}\r\n"));
             }
             _ => {}
         }
@@ -644,16 +640,16 @@ fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
     for (fault, count) in s.faults.iter_mut() {
         match fault {
             Fault::ExistsDuring { on, times, raw }
-                if exists_during.is_none() && matches_on(on, conn, &upper) =>
+                if exists_during.is_none()
+                    && matches_on(on, conn, &upper)
+                    && fires(count, *times) =>
             {
-                if fires(count, *times) {
-                    exists_during = Some(raw.clone());
-                }
+                exists_during = Some(raw.clone());
             }
-            Fault::ByeAfter { on, times } if matches_on(on, conn, &upper) => {
-                if fires(count, *times) {
-                    bye_after = true;
-                }
+            Fault::ByeAfter { on, times }
+                if matches_on(on, conn, &upper) && fires(count, *times) =>
+            {
+                bye_after = true;
             }
             _ => {}
         }
@@ -795,11 +791,11 @@ fn answer(
     if upper.starts_with("FETCH ") {
         return fetch(s, conn, tag, &rest[6..], false);
     }
-    if upper.starts_with("UID SEARCH ") {
-        return search(s, conn, tag, &upper[11..], true);
+    if let Some(criteria) = upper.strip_prefix("UID SEARCH ") {
+        return search(s, conn, tag, criteria, true);
     }
-    if upper.starts_with("SEARCH ") {
-        return search(s, conn, tag, &upper[7..], false);
+    if let Some(criteria) = upper.strip_prefix("SEARCH ") {
+        return search(s, conn, tag, criteria, false);
     }
     (Vec::new(), ok("Command"), Then::Continue)
 }
@@ -885,16 +881,8 @@ fn fetch(
         }
         for (fault, count) in s.faults.iter_mut() {
             match fault {
-                Fault::Reverse { times } => {
-                    if fires(count, *times) {
-                        hits.reverse();
-                    }
-                }
-                Fault::Twice { times } => {
-                    if fires(count, *times) {
-                        twice = true;
-                    }
-                }
+                Fault::Reverse { times } if fires(count, *times) => hits.reverse(),
+                Fault::Twice { times } if fires(count, *times) => twice = true,
                 _ => {}
             }
         }
