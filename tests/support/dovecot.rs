@@ -1285,3 +1285,18 @@ impl Dovecot {
             .collect()
     }
 }
+
+/// Helpers for the exactly-once scenarios (`tests/exactly_once.rs`).
+impl Dovecot {
+    /// Deletes `mailbox` of `user` with `doveadm mailbox delete` (as a
+    /// cleanup script or a mailbox rotation would), panicking if doveadm
+    /// fails. Dovecot drops the sessions that had it selected.
+    pub fn delete_mailbox(&self, user: &TestUser, mailbox: &str) {
+        let out = self.doveadm(&["mailbox", "delete", "-u", &user.name, mailbox]);
+        assert!(
+            out.status.success(),
+            "doveadm mailbox delete {mailbox}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -24,13 +24,17 @@
 //! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
 //! - [`message`]: [`mail()`], building small RFC 5322 messages;
 //! - [`fake`]: a scripted fake IMAP server, for behaviour a real server
-//!   will not produce on demand.
+//!   will not produce on demand;
+//! - [`mailbox_server`]: a stateful fake serving a model mailbox with
+//!   injected faults, for scenarios where the client's exact commands may
+//!   change.
 
 #![allow(dead_code, unused_imports)]
 
 pub mod dovecot;
 pub mod fake;
 pub mod lmtp;
+pub mod mailbox_server;
 pub mod message;
 pub mod proxy;
 pub mod raw_imap;

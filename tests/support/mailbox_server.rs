@@ -1,0 +1,1086 @@
+//! A stateful fake IMAP server that serves a *model* mailbox, for the
+//! exactly-once scenarios (`tests/exactly_once.rs`).
+//!
+//! The scripted fake ([`super::fake`]) states the exact command sequence a
+//! client must send; recovery code that is being rewritten may send other
+//! commands, so these scenarios need a server that answers *whatever* the
+//! client asks, correctly, from one model shared by all its connections:
+//! the messages (UID, raw bytes, INTERNALDATE), UIDVALIDITY and UIDNEXT.
+//! Each connection keeps its own view (the messages it has announced), so
+//! sequence numbers, `* n EXISTS` and `* n EXPUNGE` follow RFC 3501.
+//!
+//! On top of the model, one enum of [`Fault`]s injects what real servers do
+//! now and then — per UID and per attempt count ([`Times`]), so "fails the
+//! first time only" and "fails every time" are both expressible: a FETCH
+//! answered `NO`, a BYE, `BODY[] NIL`, a split or garbled response, an
+//! oversized literal, responses out of order or twice, EXISTS slipped into
+//! another command's response, a rejected command, a connection closed when
+//! a command arrives, a connection that stops answering.
+//!
+//! Every command line is recorded with its connection number; connections
+//! and LOGINs are counted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, watch};
+
+/// One message of the model mailbox.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its UID.
+    pub uid: u32,
+    /// Its bytes.
+    pub raw: Vec<u8>,
+    /// When the server "received" it (INTERNALDATE).
+    pub internal_date: SystemTime,
+}
+
+/// The mailbox every connection of a [`MailboxServer`] serves.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// UIDNEXT: the UID the next appended message gets.
+    pub uid_next: u32,
+    /// The messages, in UID order.
+    pub messages: Vec<Stored>,
+}
+
+impl Model {
+    fn has(&self, uid: u32) -> bool {
+        self.messages.iter().any(|m| m.uid == uid)
+    }
+
+    fn get(&self, uid: u32) -> Option<&Stored> {
+        self.messages.iter().find(|m| m.uid == uid)
+    }
+
+    fn push(&mut self, raw: Vec<u8>, internal_date: SystemTime) -> u32 {
+        let uid = self.uid_next;
+        self.uid_next += 1;
+        self.messages.push(Stored {
+            uid,
+            raw,
+            internal_date,
+        });
+        uid
+    }
+}
+
+/// What a new connection is greeted with.
+#[derive(Debug, Clone)]
+pub enum Greeting {
+    /// `* OK [CAPABILITY IMAP4rev1 IDLE] ...`.
+    Normal,
+    /// These bytes, then silence until the client leaves (a wrong port).
+    Garbage(Vec<u8>),
+    /// `* BYE text`, then close.
+    Bye(String),
+    /// Nothing at all, ever.
+    Silent,
+}
+
+/// How LOGIN is answered.
+#[derive(Debug, Clone)]
+pub enum Login {
+    /// Any password.
+    Accept,
+    /// `NO [AUTHENTICATIONFAILED]` whatever the password.
+    Reject,
+    /// Only this password; others get `NO [AUTHENTICATIONFAILED]`.
+    Password(String),
+}
+
+/// On which matching occurrences a fault fires.
+#[derive(Debug, Clone, Copy)]
+pub enum Times {
+    /// The first `n` matches only.
+    First(usize),
+    /// Every match.
+    Always,
+}
+
+/// Which command a command-level fault applies to.
+#[derive(Debug, Clone)]
+pub enum On {
+    /// A command whose text after the tag starts with this
+    /// (case-insensitive), e.g. `"UID SEARCH"`, `"STATUS"`, `"UID FETCH *"`.
+    Prefix(&'static str),
+    /// The first command after EXAMINE/SELECT that is answered normally
+    /// (not failed by another fault), whatever it is.
+    AfterSelect,
+    /// Any FETCH or UID FETCH that asks for a body.
+    BodyFetch,
+}
+
+/// What goes wrong with one message's FETCH.
+#[derive(Debug, Clone)]
+pub enum FetchFault {
+    /// The message's response is left out and the command ends `NO text`
+    /// (e.g. `"[SERVERBUG] Internal error"`).
+    No(String),
+    /// The message is expunged right now: left out of the response, which
+    /// ends `NO [EXPUNGEISSUED]`; `* n EXPUNGE` follows at the next chance.
+    Expunged,
+    /// `* BYE`, then the connection closes.
+    Bye,
+    /// `BODY[] NIL`.
+    NilBody,
+    /// UID in one FETCH response, INTERNALDATE/size/body in a second one
+    /// (which carries the UID too only in a UID FETCH, as RFC 3501 wants).
+    Split,
+    /// A response that does not parse (garbage inside the parentheses).
+    Garbage,
+    /// A body literal of this many bytes, whatever was asked.
+    HugeLiteral(usize),
+}
+
+/// One injected misbehaviour.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The FETCH of message `uid` (any FETCH asking for its body) goes wrong.
+    Fetch {
+        /// Which message.
+        uid: u32,
+        /// On which attempts.
+        times: Times,
+        /// How.
+        how: FetchFault,
+    },
+    /// Body FETCHes answer in descending UID order.
+    Reverse {
+        /// On which body FETCHes.
+        times: Times,
+    },
+    /// Body FETCHes answer every message twice.
+    Twice {
+        /// On which body FETCHes.
+        times: Times,
+    },
+    /// The command is answered `NO text` (or `BAD text`).
+    Reject {
+        /// Which command.
+        on: On,
+        /// On which occurrences.
+        times: Times,
+        /// BAD instead of NO.
+        bad: bool,
+        /// The text after NO/BAD.
+        text: String,
+    },
+    /// The connection closes, without a word, when the command arrives.
+    Close {
+        /// Which command.
+        on: On,
+        /// On which occurrences.
+        times: Times,
+    },
+    /// The command is answered, then `* BYE` and the connection closes.
+    ByeAfter {
+        /// Which command.
+        on: On,
+        /// On which occurrences.
+        times: Times,
+    },
+    /// While the command is answered, a new message (`raw`) arrives: its
+    /// `* n EXISTS` comes after the command's data, before its tagged OK.
+    ExistsDuring {
+        /// Which command.
+        on: On,
+        /// On which occurrences.
+        times: Times,
+        /// The new message.
+        raw: Vec<u8>,
+    },
+    /// From this command on, the connection never answers again.
+    Blackhole {
+        /// Which command.
+        on: On,
+        /// On which occurrences.
+        times: Times,
+    },
+}
+
+/// How EXAMINE/SELECT answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SelectShape {
+    /// Leave out `* n EXISTS`.
+    pub omit_exists: bool,
+    /// Leave out `[UIDVALIDITY]`.
+    pub omit_uid_validity: bool,
+    /// Leave out `[UIDNEXT]`.
+    pub omit_uid_next: bool,
+    /// Answer `NO [NONEXISTENT]` (the mailbox is missing).
+    pub missing: bool,
+}
+
+struct State {
+    model: Model,
+    greeting: Greeting,
+    login: Login,
+    select: SelectShape,
+    /// UID SEARCH ignores the upper end of its UID range.
+    sloppy_search: bool,
+    faults: Vec<(Fault, usize)>,
+    commands: Vec<(usize, String)>,
+    connections: usize,
+    logins: usize,
+    /// Body FETCHes that included each UID.
+    body_fetches: HashMap<u32, usize>,
+    /// Bumped by [`MailboxServer::kick`].
+    kicks: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// A running model-mailbox server on 127.0.0.1.
+pub struct MailboxServer {
+    /// Its port.
+    pub port: u16,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MailboxServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Ends every connection task too.
+        self.shared.lock().kicks += 1;
+        self.shared.notify();
+    }
+}
+
+impl MailboxServer {
+    /// Starts a server whose mailbox has UIDVALIDITY `uid_validity` and
+    /// messages `old` (each `(uid, raw, age)`, UID ascending), with UIDNEXT
+    /// `uid_next`.
+    pub async fn start(
+        uid_validity: u32,
+        uid_next: u32,
+        old: Vec<(u32, Vec<u8>, Duration)>,
+    ) -> Self {
+        super::trace::install();
+        let now = SystemTime::now();
+        let messages = old
+            .into_iter()
+            .map(|(uid, raw, age)| Stored {
+                uid,
+                raw,
+                internal_date: now - age,
+            })
+            .collect();
+        let state = State {
+            model: Model {
+                uid_validity,
+                uid_next,
+                messages,
+            },
+            greeting: Greeting::Normal,
+            login: Login::Accept,
+            select: SelectShape::default(),
+            sloppy_search: false,
+            faults: Vec::new(),
+            commands: Vec::new(),
+            connections: 0,
+            logins: 0,
+            body_fetches: HashMap::new(),
+            kicks: 0,
+        };
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            changed,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Ok((sock, _)) = listener.accept().await {
+                    let n = {
+                        let mut s = shared.lock();
+                        s.connections += 1;
+                        s.connections - 1
+                    };
+                    tokio::spawn(serve(shared.clone(), sock, n));
+                }
+            })
+        };
+        MailboxServer { port, shared, task }
+    }
+
+    /// Adds a fault.
+    pub fn fault(&self, fault: Fault) {
+        self.shared.lock().faults.push((fault, 0));
+    }
+
+    /// Sets the greeting of connections accepted from now on.
+    pub fn set_greeting(&self, greeting: Greeting) {
+        self.shared.lock().greeting = greeting;
+    }
+
+    /// Sets how LOGIN is answered from now on.
+    pub fn set_login(&self, login: Login) {
+        self.shared.lock().login = login;
+    }
+
+    /// Sets how EXAMINE/SELECT answers from now on.
+    pub fn set_select(&self, shape: SelectShape) {
+        self.shared.lock().select = shape;
+    }
+
+    /// Makes UID SEARCH ignore the upper end of its UID range.
+    pub fn set_sloppy_search(&self, sloppy: bool) {
+        self.shared.lock().sloppy_search = sloppy;
+    }
+
+    /// Delivers one message received now; returns its UID. Connections in
+    /// IDLE announce it at once, others with their next response.
+    pub fn append(&self, raw: Vec<u8>) -> u32 {
+        self.append_many(vec![raw])[0]
+    }
+
+    /// Delivers several messages at once (one EXISTS announces them all).
+    pub fn append_many(&self, raws: Vec<Vec<u8>>) -> Vec<u32> {
+        let uids = {
+            let mut s = self.shared.lock();
+            let now = SystemTime::now();
+            raws.into_iter().map(|r| s.model.push(r, now)).collect()
+        };
+        self.shared.notify();
+        uids
+    }
+
+    /// Changes the model (UIDVALIDITY, UIDNEXT, messages) directly.
+    pub fn edit(&self, f: impl FnOnce(&mut Model)) {
+        f(&mut self.shared.lock().model);
+        self.shared.notify();
+    }
+
+    /// Ends every open connection with `* BYE` (a server restart).
+    pub fn kick(&self) {
+        self.shared.lock().kicks += 1;
+        self.shared.notify();
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().connections
+    }
+
+    /// LOGIN commands received so far.
+    pub fn logins(&self) -> usize {
+        self.shared.lock().logins
+    }
+
+    /// Every command line received, in order, over all connections.
+    pub fn commands(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .commands
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// Every command line received with its connection number (0-based).
+    pub fn commands_by_connection(&self) -> Vec<(usize, String)> {
+        self.shared.lock().commands.clone()
+    }
+
+    /// How many body FETCHes included message `uid`.
+    pub fn body_fetches(&self, uid: u32) -> usize {
+        self.shared
+            .lock()
+            .body_fetches
+            .get(&uid)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The model as it is now.
+    pub fn model(&self) -> Model {
+        self.shared.lock().model.clone()
+    }
+}
+
+/// One connection's own state.
+struct Conn {
+    n: usize,
+    /// The UIDs this connection has announced, in sequence order.
+    view: Vec<u32>,
+    selected: bool,
+    /// EXAMINE answered and no command answered normally since.
+    after_select: bool,
+    idle_tag: Option<String>,
+    kicks_seen: u64,
+    blackholed: bool,
+}
+
+/// What to do after writing a reply.
+enum Then {
+    Continue,
+    Close,
+}
+
+async fn read_lines(r: OwnedReadHalf, tx: mpsc::UnboundedSender<String>) {
+    let mut reader = BufReader::new(r);
+    loop {
+        let mut buf = Vec::new();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+        if tx.send(line).is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve(shared: Arc<Shared>, sock: tokio::net::TcpStream, n: usize) {
+    let (r, mut w) = sock.into_split();
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_lines(r, tx));
+    let mut changes = shared.changed.subscribe();
+    let (greeting, kicks) = {
+        let s = shared.lock();
+        (s.greeting.clone(), s.kicks)
+    };
+    let mut conn = Conn {
+        n,
+        view: Vec::new(),
+        selected: false,
+        after_select: false,
+        idle_tag: None,
+        kicks_seen: kicks,
+        blackholed: false,
+    };
+    let mut answering = true;
+    match greeting {
+        Greeting::Normal => {
+            let _ = w
+                .write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] model mailbox ready\r\n")
+                .await;
+        }
+        Greeting::Garbage(bytes) => {
+            let _ = w.write_all(&bytes).await;
+            answering = false;
+        }
+        Greeting::Bye(text) => {
+            let _ = w.write_all(format!("* BYE {text}\r\n").as_bytes()).await;
+            reader.abort();
+            return;
+        }
+        Greeting::Silent => answering = false,
+    }
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break };
+                shared.lock().commands.push((n, line.clone()));
+                if !answering || conn.blackholed {
+                    continue;
+                }
+                let (out, then) = handle(&shared, &mut conn, &line);
+                if !out.is_empty() && w.write_all(&out).await.is_err() {
+                    break;
+                }
+                if matches!(then, Then::Close) {
+                    break;
+                }
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let out = {
+                    let mut s = shared.lock();
+                    if s.kicks > conn.kicks_seen {
+                        None
+                    } else if answering && !conn.blackholed && conn.selected && conn.idle_tag.is_some() {
+                        Some(sync(&mut s, &mut conn, true))
+                    } else {
+                        Some(Vec::new())
+                    }
+                };
+                match out {
+                    None => {
+                        let _ = w.write_all(b"* BYE server restarting\r\n").await;
+                        break;
+                    }
+                    Some(out) if !out.is_empty() => {
+                        if w.write_all(&out).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    let _ = w.shutdown().await;
+    reader.abort();
+}
+
+/// Whether a fault with this counter and `times` fires now (counts the match).
+fn fires(count: &mut usize, times: Times) -> bool {
+    *count += 1;
+    match times {
+        Times::First(n) => *count <= n,
+        Times::Always => true,
+    }
+}
+
+fn matches_on(on: &On, conn: &Conn, upper: &str) -> bool {
+    match on {
+        On::Prefix(p) => upper.starts_with(&p.to_ascii_uppercase()),
+        On::AfterSelect => conn.after_select,
+        On::BodyFetch => {
+            (upper.starts_with("FETCH ") || upper.starts_with("UID FETCH "))
+                && upper.contains("BODY")
+        }
+    }
+}
+
+/// Brings the connection's view up to date: `* n EXPUNGE` (when allowed)
+/// for messages gone, `* n EXISTS` for new ones.
+fn sync(s: &mut State, conn: &mut Conn, expunge: bool) -> Vec<u8> {
+    let mut out = String::new();
+    if !conn.selected {
+        return Vec::new();
+    }
+    if expunge {
+        let mut i = conn.view.len();
+        while i > 0 {
+            i -= 1;
+            if !s.model.has(conn.view[i]) {
+                out.push_str(&format!("* {} EXPUNGE\r\n", i + 1));
+                conn.view.remove(i);
+            }
+        }
+    }
+    let before = conn.view.len();
+    for m in &s.model.messages {
+        if !conn.view.contains(&m.uid) {
+            conn.view.push(m.uid);
+        }
+    }
+    if conn.view.len() != before {
+        out.push_str(&format!("* {} EXISTS\r\n", conn.view.len()));
+    }
+    out.into_bytes()
+}
+
+fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
+    let mut s = shared.lock();
+    if let Some(tag) = conn.idle_tag.take()
+        && line.eq_ignore_ascii_case("DONE")
+    {
+        let mut out = sync(&mut s, conn, true);
+        out.extend_from_slice(format!("{tag} OK Idle completed\r\n").as_bytes());
+        return (out, Then::Continue);
+    }
+    let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let tag = tag.to_owned();
+    let upper = rest.to_ascii_uppercase();
+
+    // Faults that replace the answer.
+    let mut reject = None;
+    let mut exists_during = None;
+    let mut bye_after = false;
+    for (fault, count) in s.faults.iter_mut() {
+        match fault {
+            Fault::Close { on, times } if matches_on(on, conn, &upper) && fires(count, *times) => {
+                return (Vec::new(), Then::Close);
+            }
+            Fault::Blackhole { on, times }
+                if matches_on(on, conn, &upper) && fires(count, *times) =>
+            {
+                conn.blackholed = true;
+                return (Vec::new(), Then::Continue);
+            }
+            Fault::Reject {
+                on,
+                times,
+                bad,
+                text,
+            } if reject.is_none() && matches_on(on, conn, &upper) && fires(count, *times) => {
+                let word = if *bad { "BAD" } else { "NO" };
+                reject = Some(format!("{tag} {word} {text}\r\n"));
+            }
+            _ => {}
+        }
+    }
+    if let Some(reply) = reject {
+        let mut out = sync(&mut s, conn, false);
+        out.extend_from_slice(reply.as_bytes());
+        return (out, Then::Continue);
+    }
+    for (fault, count) in s.faults.iter_mut() {
+        match fault {
+            Fault::ExistsDuring { on, times, raw }
+                if exists_during.is_none()
+                    && matches_on(on, conn, &upper)
+                    && fires(count, *times) =>
+            {
+                exists_during = Some(raw.clone());
+            }
+            Fault::ByeAfter { on, times }
+                if matches_on(on, conn, &upper) && fires(count, *times) =>
+            {
+                bye_after = true;
+            }
+            _ => {}
+        }
+    }
+    let is_select = upper.starts_with("EXAMINE") || upper.starts_with("SELECT");
+    if !is_select {
+        conn.after_select = false;
+    }
+
+    let (mut out, tagged, then) = answer(&mut s, conn, &tag, rest, &upper);
+    if matches!(then, Then::Close) {
+        out.extend_from_slice(tagged.as_bytes());
+        return (out, then);
+    }
+    if let Some(raw) = exists_during {
+        s.model.push(raw, SystemTime::now());
+        shared.notify();
+    }
+    let expunge_ok = !(upper.starts_with("FETCH")
+        || upper.starts_with("UID")
+        || upper.starts_with("SEARCH")
+        || upper.starts_with("STORE"));
+    if conn.idle_tag.is_none() {
+        out.extend(sync(&mut s, conn, expunge_ok));
+    }
+    out.extend_from_slice(tagged.as_bytes());
+    if bye_after {
+        out.extend_from_slice(b"* BYE fault injected\r\n");
+        return (out, Then::Close);
+    }
+    (out, Then::Continue)
+}
+
+/// The normal answer: untagged data, the tagged line, and whether to close.
+fn answer(
+    s: &mut State,
+    conn: &mut Conn,
+    tag: &str,
+    rest: &str,
+    upper: &str,
+) -> (Vec<u8>, String, Then) {
+    let ok = |what: &str| format!("{tag} OK {what} completed\r\n");
+    let caps = "IMAP4rev1 IDLE";
+    if upper == "CAPABILITY" {
+        return (
+            format!("* CAPABILITY {caps}\r\n").into_bytes(),
+            ok("Capability"),
+            Then::Continue,
+        );
+    }
+    if upper.starts_with("LOGIN ") {
+        s.logins += 1;
+        let args = astrings(&rest[6..]);
+        let password = args.get(1).cloned().unwrap_or_default();
+        let accepted = match &s.login {
+            Login::Accept => true,
+            Login::Reject => false,
+            Login::Password(p) => *p == password,
+        };
+        let tagged = if accepted {
+            format!("{tag} OK [CAPABILITY {caps}] Logged in\r\n")
+        } else {
+            format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+        };
+        return (Vec::new(), tagged, Then::Continue);
+    }
+    if upper.starts_with("EXAMINE") || upper.starts_with("SELECT") {
+        let shape = s.select;
+        if shape.missing {
+            return (
+                Vec::new(),
+                format!("{tag} NO [NONEXISTENT] Mailbox doesn't exist\r\n"),
+                Then::Continue,
+            );
+        }
+        conn.selected = true;
+        conn.after_select = true;
+        conn.view = s.model.messages.iter().map(|m| m.uid).collect();
+        let mut out = String::from("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
+        if !shape.omit_exists {
+            out.push_str(&format!("* {} EXISTS\r\n* 0 RECENT\r\n", conn.view.len()));
+        }
+        if !shape.omit_uid_validity {
+            out.push_str(&format!(
+                "* OK [UIDVALIDITY {}] UIDs valid\r\n",
+                s.model.uid_validity
+            ));
+        }
+        if !shape.omit_uid_next {
+            out.push_str(&format!(
+                "* OK [UIDNEXT {}] Predicted next UID\r\n",
+                s.model.uid_next
+            ));
+        }
+        let mode = if upper.starts_with("EXAMINE") {
+            "READ-ONLY"
+        } else {
+            "READ-WRITE"
+        };
+        return (
+            out.into_bytes(),
+            format!("{tag} OK [{mode}] Select completed\r\n"),
+            Then::Continue,
+        );
+    }
+    if upper.starts_with("STATUS ") {
+        let name = rest[7..].split(" (").next().unwrap_or("INBOX").to_owned();
+        let mut items = Vec::new();
+        if upper.contains("MESSAGES") {
+            items.push(format!("MESSAGES {}", s.model.messages.len()));
+        }
+        if upper.contains("UIDNEXT") {
+            items.push(format!("UIDNEXT {}", s.model.uid_next));
+        }
+        if upper.contains("UIDVALIDITY") {
+            items.push(format!("UIDVALIDITY {}", s.model.uid_validity));
+        }
+        return (
+            format!("* STATUS {name} ({})\r\n", items.join(" ")).into_bytes(),
+            ok("Status"),
+            Then::Continue,
+        );
+    }
+    if upper == "NOOP" || upper == "CHECK" {
+        return (Vec::new(), ok("NOOP"), Then::Continue);
+    }
+    if upper == "IDLE" {
+        conn.idle_tag = Some(tag.to_owned());
+        let mut out = b"+ idling\r\n".to_vec();
+        out.extend(sync(s, conn, true));
+        return (out, String::new(), Then::Continue);
+    }
+    if upper == "LOGOUT" {
+        return (b"* BYE Logging out\r\n".to_vec(), ok("Logout"), Then::Close);
+    }
+    if upper.starts_with("UID FETCH ") {
+        return fetch(s, conn, tag, &rest[10..], true);
+    }
+    if upper.starts_with("FETCH ") {
+        return fetch(s, conn, tag, &rest[6..], false);
+    }
+    if let Some(criteria) = upper.strip_prefix("UID SEARCH ") {
+        return search(s, conn, tag, criteria, true);
+    }
+    if let Some(criteria) = upper.strip_prefix("SEARCH ") {
+        return search(s, conn, tag, criteria, false);
+    }
+    (Vec::new(), ok("Command"), Then::Continue)
+}
+
+/// The IMAP astrings of `s` (atoms and quoted strings).
+fn astrings(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c == ' ' {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut v = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => v.extend(chars.next()),
+                    '"' => break,
+                    c => v.push(c),
+                }
+            }
+            out.push(v);
+        } else {
+            let mut v = String::new();
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                v.push(c);
+                chars.next();
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Whether `value` is in the RFC 3501 sequence set `set`, where `*` is
+/// `star` (so `a:*` with `a` past the end still includes `star`).
+pub fn in_set(set: &str, value: u32, star: u32) -> bool {
+    let num = |t: &str| -> Option<u32> { if t == "*" { Some(star) } else { t.parse().ok() } };
+    set.split(',').any(|part| match part.split_once(':') {
+        Some((a, b)) => match (num(a), num(b)) {
+            (Some(a), Some(b)) => (a.min(b)..=a.max(b)).contains(&value),
+            _ => false,
+        },
+        None => num(part) == Some(value),
+    })
+}
+
+fn fetch(
+    s: &mut State,
+    conn: &mut Conn,
+    tag: &str,
+    args: &str,
+    by_uid: bool,
+) -> (Vec<u8>, String, Then) {
+    let (set, items) = args.split_once(' ').unwrap_or((args, ""));
+    let items = items.to_ascii_uppercase();
+    let want_body = items.contains("BODY");
+    let partial = items
+        .find("<0.")
+        .and_then(|i| items[i + 3..].split('>').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    // (seq, uid) of every message asked for that still exists.
+    let star = if by_uid {
+        conn.view.iter().copied().max().unwrap_or(0)
+    } else {
+        u32::try_from(conn.view.len()).unwrap_or(0)
+    };
+    let mut hits: Vec<(u32, u32)> = conn
+        .view
+        .iter()
+        .enumerate()
+        .map(|(i, &uid)| (u32::try_from(i).unwrap() + 1, uid))
+        .filter(|&(seq, uid)| in_set(set, if by_uid { uid } else { seq }, star))
+        .filter(|&(_, uid)| s.model.has(uid))
+        .collect();
+    let mut twice = false;
+    if want_body {
+        for &(_, uid) in &hits {
+            *s.body_fetches.entry(uid).or_default() += 1;
+        }
+        for (fault, count) in s.faults.iter_mut() {
+            match fault {
+                Fault::Reverse { times } if fires(count, *times) => hits.reverse(),
+                Fault::Twice { times } if fires(count, *times) => twice = true,
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut tagged = format!("{tag} OK Fetch completed\r\n");
+    for (seq, uid) in hits {
+        let mut how = None;
+        if want_body {
+            for (fault, count) in s.faults.iter_mut() {
+                if let Fault::Fetch {
+                    uid: u,
+                    times,
+                    how: h,
+                } = fault
+                    && *u == uid
+                    && fires(count, *times)
+                {
+                    how = Some(h.clone());
+                }
+            }
+        }
+        let Some(m) = s.model.get(uid).cloned() else {
+            continue;
+        };
+        let date = imap_date(m.internal_date);
+        let body = match partial {
+            Some(n) => &m.raw[..m.raw.len().min(n)],
+            None => &m.raw[..],
+        };
+        let label = if partial.is_some() {
+            "BODY[]<0>"
+        } else {
+            "BODY[]"
+        };
+        let mut meta = String::new();
+        if by_uid || items.contains("UID") {
+            meta.push_str(&format!("UID {uid}"));
+        }
+        let push_meta = |meta: &mut String, item: String| {
+            if !meta.is_empty() {
+                meta.push(' ');
+            }
+            meta.push_str(&item);
+        };
+        if items.contains("INTERNALDATE") {
+            push_meta(&mut meta, format!("INTERNALDATE \"{date}\""));
+        }
+        if items.contains("RFC822.SIZE") {
+            push_meta(&mut meta, format!("RFC822.SIZE {}", m.raw.len()));
+        }
+        let normal = |meta: &str| -> Vec<u8> {
+            let mut r = format!("* {seq} FETCH ({meta}").into_bytes();
+            if want_body {
+                let sep = if meta.is_empty() { "" } else { " " };
+                r.extend_from_slice(format!("{sep}{label} {{{}}}\r\n", body.len()).as_bytes());
+                r.extend_from_slice(body);
+            }
+            r.extend_from_slice(b")\r\n");
+            r
+        };
+        match how {
+            None => {
+                let r = normal(&meta);
+                if twice {
+                    out.extend_from_slice(&r);
+                }
+                out.extend(r);
+            }
+            Some(FetchFault::No(text)) => {
+                tagged = format!("{tag} NO {text}\r\n");
+            }
+            Some(FetchFault::Expunged) => {
+                s.model.messages.retain(|x| x.uid != uid);
+                tagged = format!(
+                    "{tag} NO [EXPUNGEISSUED] Some of the requested messages no longer exist\r\n"
+                );
+            }
+            Some(FetchFault::Bye) => {
+                out.extend_from_slice(b"* BYE Internal error occurred\r\n");
+                return (out, String::new(), Then::Close);
+            }
+            Some(FetchFault::NilBody) => {
+                out.extend_from_slice(format!("* {seq} FETCH ({meta} {label} NIL)\r\n").as_bytes());
+            }
+            Some(FetchFault::Split) => {
+                out.extend_from_slice(format!("* {seq} FETCH (UID {uid})\r\n").as_bytes());
+                let mut second = String::new();
+                if by_uid {
+                    second.push_str(&format!("UID {uid} "));
+                }
+                second.push_str(&format!(
+                    "INTERNALDATE \"{date}\" RFC822.SIZE {}",
+                    m.raw.len()
+                ));
+                out.extend(normal(&second));
+            }
+            Some(FetchFault::Garbage) => {
+                out.extend_from_slice(
+                    format!(
+                        "* {seq} FETCH (UID {uid} ]]%%garbage(( {label} {{{}}}\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                out.extend_from_slice(body);
+                out.extend_from_slice(b" !!)\r\n");
+            }
+            Some(FetchFault::HugeLiteral(n)) => {
+                out.extend_from_slice(
+                    format!("* {seq} FETCH ({meta} {label} {{{n}}}\r\n").as_bytes(),
+                );
+                out.extend(std::iter::repeat_n(b'x', n));
+                out.extend_from_slice(b")\r\n");
+            }
+        }
+    }
+    (out, tagged, Then::Continue)
+}
+
+fn search(
+    s: &mut State,
+    conn: &mut Conn,
+    tag: &str,
+    criteria: &str,
+    by_uid: bool,
+) -> (Vec<u8>, String, Then) {
+    let words: Vec<&str> = criteria.split_whitespace().collect();
+    let uid_set = words
+        .iter()
+        .position(|w| *w == "UID")
+        .and_then(|i| words.get(i + 1))
+        .map(|w| w.to_string());
+    let highest = s.model.messages.iter().map(|m| m.uid).max().unwrap_or(0);
+    let found: Vec<u32> = s
+        .model
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .filter(|&uid| match &uid_set {
+            None => true,
+            Some(set) if s.sloppy_search => {
+                // Sloppy: honours only the lower end of the first range.
+                let low = set
+                    .split([':', ','])
+                    .next()
+                    .and_then(|a| a.parse::<u32>().ok())
+                    .unwrap_or(1);
+                uid >= low
+            }
+            Some(set) => in_set(set, uid, highest),
+        })
+        .collect();
+    let listed: Vec<String> = if by_uid {
+        found.iter().map(u32::to_string).collect()
+    } else {
+        found
+            .iter()
+            .filter_map(|u| conn.view.iter().position(|v| v == u))
+            .map(|i| (i + 1).to_string())
+            .collect()
+    };
+    let mut line = String::from("* SEARCH");
+    for l in listed {
+        line.push(' ');
+        line.push_str(&l);
+    }
+    line.push_str("\r\n");
+    (
+        line.into_bytes(),
+        format!("{tag} OK Search completed\r\n"),
+        Then::Continue,
+    )
+}
+
+/// `dd-Mon-yyyy hh:mm:ss +0000` for IMAP's INTERNALDATE.
+pub fn imap_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{day:02}-{}-{year} {:02}:{:02}:{:02} +0000",
+        MONTHS[usize::try_from(month - 1).unwrap_or(0)],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
