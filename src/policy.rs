@@ -73,7 +73,7 @@ pub(crate) fn decide(error: &Error, cx: &Context) -> Action {
 fn hopeless_on_first_contact(error: &Error) -> bool {
     match error {
         // Name resolution failed: unknown host.
-        Error::Io(e) => is_unknown_host(e),
+        Error::Io(_) => crate::transport::is_unknown_host(error),
         // Not an IMAP server on that port (an SMTP banner, binary noise).
         Error::Protocol(ProtoError::BadGreeting(_)) => true,
         // TLS against a plaintext port (the handshake fails on garbage).
@@ -87,16 +87,9 @@ fn hopeless_on_first_contact(error: &Error) -> bool {
     }
 }
 
-/// Whether a dial failed because the host name did not resolve.
-fn is_unknown_host(e: &std::io::Error) -> bool {
-    e.to_string()
-        .contains("failed to lookup address information")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn cx(phase: Phase, healthy_before: bool) -> Context {
         Context {
@@ -120,9 +113,10 @@ mod tests {
     fn the_table() {
         use Action::*;
         use Phase::*;
-        let unknown_host = Error::Io(Arc::new(std::io::Error::other(
-            "failed to lookup address information: Name or service not known",
-        )));
+        let unknown_host = crate::transport::unknown_host(
+            "no-such-host.invalid",
+            std::io::Error::other("Name or service not known"),
+        );
         let rows: Vec<(Error, Phase, bool, Action)> = vec![
             (
                 Error::AuthenticationFailed("no".into()),

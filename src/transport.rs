@@ -152,7 +152,7 @@ impl std::error::Error for UnknownHost {
     }
 }
 
-fn unknown_host(host: &str, cause: io::Error) -> Error {
+pub(crate) fn unknown_host(host: &str, cause: io::Error) -> Error {
     Error::Io(Arc::new(io::Error::new(
         io::ErrorKind::NotFound,
         UnknownHost {
@@ -167,7 +167,6 @@ fn unknown_host(host: &str, cause: io::Error) -> Error {
 /// will not go away by retrying soon unless the DNS changes; note that the
 /// system resolver also reports a temporary DNS failure (EAI_AGAIN) this
 /// way, indistinguishably.
-#[cfg_attr(not(test), allow(dead_code))] // the session's first-connection policy (issue 9, item 14)
 pub(crate) fn is_unknown_host(e: &Error) -> bool {
     matches!(e, Error::Io(io) if io.kind() == io::ErrorKind::NotFound
         && io.get_ref().is_some_and(|inner| inner.is::<UnknownHost>()))

@@ -925,17 +925,42 @@ async fn a_watched_mailbox_deleted_and_recreated_is_watched_again() {
         support::blocking(move || support::dovecot().delete_mailbox(&user, folder)).await;
     }
     // Dovecot drops the session; wait until the reconnect's SELECT has
-    // failed at least once (a second reconnect), or the session is gone.
+    // failed at least once (a second reconnect). The session must live on.
     let deadline = Instant::now() + EVENTUALLY;
     loop {
         match stats_of_user(&h, &user.name).await {
-            None => break,
+            None => panic!("the session ended: {:?}", sub.error()),
             Some(s) if s.reconnects >= 2 => break,
             Some(s) => assert!(
                 Instant::now() < deadline,
                 "no failed reconnect after the delete: {s:?}"
             ),
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Recreate it and wait until the session has selected the new mailbox
+    // (a new UIDVALIDITY): mail delivered from then on must arrive. (Mail
+    // delivered between the recreate and that SELECT counts as the new
+    // mailbox's backlog, like any mail before a first SELECT.)
+    let old_validity = stats_of_user(&h, &user.name)
+        .await
+        .and_then(|s| s.uid_validity);
+    {
+        let user = user.clone();
+        support::blocking(move || support::dovecot().create_mailbox(&user, folder)).await;
+    }
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let s = stats_of_user(&h, &user.name)
+            .await
+            .expect("the session ended");
+        if s.state == emap::SessionState::Watching && s.uid_validity != old_validity {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recreated mailbox was not selected: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     {

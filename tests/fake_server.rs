@@ -83,8 +83,10 @@ async fn missing_uidnext_falls_back_to_the_uid_of_the_last_message_selected() {
         c.examine(3, None, Some(9)).await;
         let (tag, rest) = c.expect("FETCH").await;
         assert_eq!(rest, "3 (UID)");
-        c.send(format!("* 4 EXISTS\r\n* 3 FETCH (UID 17)\r\n{tag} OK done\r\n"))
-            .await;
+        c.send(format!(
+            "* 4 EXISTS\r\n* 3 FETCH (UID 17)\r\n{tag} OK done\r\n"
+        ))
+        .await;
         let (tag, rest) = c.expect("FETCH").await;
         assert!(rest.starts_with("4:4 "), "{rest}");
         let mut out = FakeConn::fetch_response(4, 18, &message("arrived meanwhile"));
