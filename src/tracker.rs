@@ -125,6 +125,8 @@ pub(crate) enum Ended {
     ExpungeIssued,
     /// NO or BAD.
     Failed,
+    /// OK, but a response did not parse: what it carried is unknown.
+    Incomplete,
 }
 
 /// What the tracker tells the loop after a command ended.
@@ -203,8 +205,15 @@ pub(crate) struct MailboxTracker {
     /// A fetch failed since the last time nothing was pending: find the
     /// pending UIDs by search and fetch them one at a time.
     careful: bool,
-    /// Failed attempts at the current watermark.
-    attempts: u32,
+    /// Failed careful attempts, and the UID they were made on: only a
+    /// fetch of that message alone is charged to it.
+    attempts: (u32, u32),
+    /// The careful target answered `NO [EXPUNGEISSUED]` once: the next
+    /// search tells whether it is gone (not a failure), a second time is.
+    expunge_issued_once: Option<u32>,
+    /// A response of the running command did not parse: the client
+    /// skipped it, so what it carried is unknown.
+    lost_response: bool,
     /// Upper bound on the messages a fetch from the watermark returns.
     gap_estimate: u32,
     /// Old UIDs a look-back found, to fetch next.
@@ -250,7 +259,9 @@ impl MailboxTracker {
             delivered_above: BTreeSet::new(),
             refetch: false,
             careful: false,
-            attempts: 0,
+            attempts: (0, 0),
+            expunge_issued_once: None,
+            lost_response: false,
             gap_estimate: 1,
             pending_old: None,
             look_back_wanted: None,
@@ -323,7 +334,6 @@ impl MailboxTracker {
                     self.watermark = uid_next;
                     self.first_watermark = self.first_watermark.min(uid_next);
                     self.delivered_above.clear();
-                    self.attempts = 0;
                     self.refetch = false;
                 } else if uid_next > self.watermark {
                     // Mail arrived while we were away: fetch the gap by UID.
@@ -344,7 +354,7 @@ impl MailboxTracker {
         self.look_back_covered = None;
         self.refetch = false;
         self.careful = false;
-        self.attempts = 0;
+        self.attempts = (0, 0);
     }
 
     /// A subscriber wants mail received since `since`, from before the
@@ -376,11 +386,53 @@ impl MailboxTracker {
                 }
                 self.announced = *n;
             }
-            Data::Expunge(_) => {
+            Data::Expunge(n) => {
                 self.announced = self.announced.saturating_sub(1);
                 self.exists = self.exists.saturating_sub(1);
+                self.renumber_after_expunge(*n);
             }
             _ => {}
+        }
+    }
+
+    /// A response of the running command did not parse (the client skipped
+    /// it): whatever it carried must be fetched again.
+    pub(crate) fn response_lost(&mut self) {
+        if matches!(self.in_flight, Some(InFlight::Fetch { .. })) {
+            self.lost_response = true;
+        }
+    }
+
+    /// EXPUNGE of message `n` during a fetch (allowed during UID commands)
+    /// renumbers the messages above it: the parts gathered so far follow,
+    /// so two messages never merge.
+    fn renumber_after_expunge(&mut self, n: u32) {
+        let Some(InFlight::Fetch { kind, parts }) = self.in_flight.as_mut() else {
+            return;
+        };
+        let old = std::mem::take(parts);
+        for (seq, p) in old {
+            match seq.cmp(&n) {
+                std::cmp::Ordering::Less => {
+                    parts.insert(seq, p);
+                }
+                std::cmp::Ordering::Equal => {}
+                std::cmp::Ordering::Greater => {
+                    parts.insert(seq - 1, p);
+                }
+            }
+        }
+        if let FetchKind::New { first, last } = kind {
+            if n < *first {
+                *first -= 1;
+                *last -= 1;
+            } else if n <= *last {
+                *last = last.saturating_sub(1);
+                if *last < *first {
+                    // The whole range is gone.
+                    *last = *first;
+                }
+            }
         }
     }
 
@@ -559,6 +611,12 @@ impl MailboxTracker {
 
     /// The running FETCH or SEARCH ended with `ended`.
     pub(crate) fn completed(&mut self, ended: Ended) -> Verdict {
+        let ended = if std::mem::take(&mut self.lost_response) && ended == Ended::Ok {
+            // Something came back that did not parse: incomplete.
+            Ended::Incomplete
+        } else {
+            ended
+        };
         match self.in_flight.take() {
             Some(InFlight::Fetch { kind, parts }) => self.fetch_ended(kind, parts, ended),
             Some(InFlight::Search { kind, uids }) => {
@@ -569,9 +627,15 @@ impl MailboxTracker {
         }
     }
 
-    /// The connection ended; a fetch in flight counts as a failed attempt.
+    /// The connection ended; a fetch in flight counts as a failed attempt
+    /// (a look-back's fetch is simply retried: it was not refused).
     pub(crate) fn connection_lost(&mut self) {
+        self.lost_response = false;
         match self.in_flight.take() {
+            Some(InFlight::Fetch {
+                kind: FetchKind::Old { .. },
+                ..
+            }) => {}
             Some(InFlight::Fetch { kind, parts }) => {
                 let _ = self.fetch_ended(kind, parts, Ended::Failed);
             }
@@ -592,8 +656,13 @@ impl MailboxTracker {
         ended: Ended,
     ) -> Verdict {
         let failed = ended == Ended::Failed;
+        let incomplete = ended == Ended::Incomplete;
         match kind {
             FetchKind::Old { since, .. } => {
+                if incomplete {
+                    // Search again; what was handed out is remembered.
+                    return Verdict::Continue;
+                }
                 if failed {
                     // Refused (or cut): counted, never fatal, not repeated
                     // for this range.
@@ -608,15 +677,25 @@ impl MailboxTracker {
                     || self.is_delivered(target);
                 if got {
                     self.resolve_below(target);
+                } else if ended == Ended::ExpungeIssued
+                    && self.expunge_issued_once != Some(target)
+                {
+                    // Probably expunged since the search: the next search
+                    // tells. Only a repeat counts as a failure.
+                    self.expunge_issued_once = Some(target);
                 } else {
                     // Still there (the search listed it) but not delivered:
-                    // a failed attempt. An expunged message is simply not
-                    // listed by the next search.
-                    self.attempts = self.attempts.saturating_add(1);
-                    if self.attempts >= self.poison_attempts {
+                    // a failed attempt on this message.
+                    let count = if self.attempts.0 == target {
+                        self.attempts.1 + 1
+                    } else {
+                        1
+                    };
+                    self.attempts = (target, count);
+                    if count >= self.poison_attempts {
                         self.notices.push_back(Notice::Skipped {
                             uid: target,
-                            attempts: self.attempts,
+                            attempts: count,
                         });
                         self.skipped += 1;
                         self.resolve_below(target);
@@ -645,12 +724,13 @@ impl MailboxTracker {
                 if let Some(t) = top {
                     self.advance_to(t.saturating_add(1));
                 }
-                if !complete {
+                if !complete || incomplete {
                     self.attempt_failed();
                 }
             }
             FetchKind::FromWatermark => {
-                if failed {
+                if failed || incomplete {
+                    // Unknown what is missing: keep the watermark.
                     self.attempt_failed();
                 } else {
                     // Every UID at or above the watermark was listed: the
@@ -757,7 +837,6 @@ impl MailboxTracker {
     fn advance_to(&mut self, w: u32) {
         if w > self.watermark {
             self.watermark = w;
-            self.attempts = 0;
             self.delivered_above = self.delivered_above.split_off(&w);
         }
     }
@@ -767,7 +846,6 @@ impl MailboxTracker {
     fn attempt_failed(&mut self) {
         self.refetch = true;
         self.careful = true;
-        self.attempts = self.attempts.saturating_add(1);
     }
 
     /// The next notice to log and count.

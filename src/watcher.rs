@@ -307,6 +307,7 @@ impl Watcher {
             }
             Event::IdleStarted => tracing::trace!("idling"),
             Event::IdleDoneSent => tracing::debug!("IDLE round ended"),
+            Event::Malformed => self.tracker.response_lost(),
             Event::Greeted(_) | Event::Completed(_) => {}
         }
         Ok(())

@@ -218,6 +218,9 @@ pub enum Event {
     IdleDoneSent,
     /// A command completed.
     Completed(Completion),
+    /// A server response did not parse and was skipped (the stream is
+    /// still in sync): whatever it carried is unknown.
+    Malformed,
 }
 
 /// Misuse of the state machine, or an input that cannot be sent.
@@ -419,8 +422,11 @@ impl Client {
                 }
                 Err(e) if e.is_recoverable() => {
                     // A malformed response the stream survived: skip it; the
-                    // link itself is fine.
+                    // link itself is fine. Say so, so that whoever tracks
+                    // what the running command returned knows it is
+                    // incomplete.
                     tracing::warn!(error = %e, "skipping malformed server response");
+                    self.events.push_back(Event::Malformed);
                 }
                 Err(e) => return Err(self.fail(e)),
             }

@@ -261,6 +261,9 @@ pub async fn stats(state: web::Data<State>) -> HttpResponse {
                 "fetched": s.fetched,
                 "queued": s.queued,
                 "dropped": s.dropped,
+                "skipped": s.skipped,
+                "look_back_failures": s.look_back_failures,
+                "uidnext_regressions": s.uidnext_regressions,
                 "reconnects": s.reconnects,
                 "last_error": s.last_error,
             })
@@ -322,6 +325,12 @@ pub async fn metrics(state: web::Data<State>) -> HttpResponse {
         "counter",
         "Mails dropped from full subscriber queues.",
         sum(|s| s.dropped),
+    );
+    metric(
+        "emap_skipped_total",
+        "counter",
+        "Messages given up on after failing to be fetched poison_attempts times.",
+        sum(|s| s.skipped),
     );
     metric(
         "emap_reconnects_total",
