@@ -66,6 +66,7 @@ mod mail;
 pub mod messages;
 pub mod proto;
 mod registry;
+mod replay;
 mod session;
 mod stats;
 mod subscriber;
