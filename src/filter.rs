@@ -13,10 +13,10 @@
 //! substrings are compared after Unicode lower-casing
 //! ([`str::to_lowercase`]) of both sides.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::Mail;
 use crate::proto::encode::check_value;
+use crate::{Config, Mail};
 
 /// What a subscriber wants. [`Filter::new`] matches every mail; each
 /// builder method adds a condition, and a mail must meet all of them.
@@ -29,7 +29,7 @@ use crate::proto::encode::check_value;
 ///     .max_age(Duration::from_secs(600));
 /// assert_eq!(f.recipient(), Some("task-17@catchall.example"));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Filter {
     /// ASCII lower-cased.
     to: Option<String>,
@@ -39,6 +39,22 @@ pub struct Filter {
     subject_contains: Option<String>,
     since: Option<SystemTime>,
     max_age: Option<Duration>,
+    /// How much earlier than [`Filter::earliest`] a mail may have been
+    /// received and still match; see [`Filter::with_clock_skew`].
+    clock_skew: Duration,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            to: None,
+            from_contains: None,
+            subject_contains: None,
+            since: None,
+            max_age: None,
+            clock_skew: Config::default().clock_skew,
+        }
+    }
 }
 
 impl Filter {
@@ -72,16 +88,35 @@ impl Filter {
     }
 
     /// Only mail received at or after `t` (see [`Filter::matches`] for
-    /// which clock).
+    /// which clock), give or take the clock skew allowance: times are
+    /// compared at whole seconds, and a mail matches when
+    /// `floor(received_at) >= floor(t - clock_skew)` ([`Config::clock_skew`],
+    /// 2 s by default). So "trigger the mail, then subscribe with
+    /// `since(SystemTime::now())`" gets the mail although the server's
+    /// `INTERNALDATE` has one-second resolution and its clock may run a
+    /// little behind; the price is that mail received up to `clock_skew`
+    /// before `t` matches too.
     pub fn since(mut self, t: SystemTime) -> Self {
         self.since = Some(t);
         self
     }
 
     /// Only mail received at most `age` before the time the filter is
-    /// applied (see [`Filter::matches`] for which clock).
+    /// applied (see [`Filter::matches`] for which clock), with the same
+    /// whole-second comparison and clock skew allowance as
+    /// [`Filter::since`]: a mail matches when
+    /// `floor(received_at) >= floor(now - age - clock_skew)`.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = Some(age);
+        self
+    }
+
+    /// Sets the clock skew allowance of the time conditions (see
+    /// [`Filter::since`]); a session calls it with its
+    /// [`Config::clock_skew`]. The default is `Config::default()`'s.
+    #[allow(dead_code)] // called by the session once the lead wires it
+    pub(crate) fn with_clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
         self
     }
 
@@ -95,9 +130,11 @@ impl Filter {
     /// for [`Filter::max_age`].
     ///
     /// The time conditions compare [`Mail::received_at`]: the server's
-    /// `INTERNALDATE`, or the `Date` header when the server gave none.
-    /// A mail with neither date passes the time conditions: it is new mail
-    /// the session just saw arrive, and dropping it would lose it.
+    /// `INTERNALDATE`, or the `Date` header when the server gave none, at
+    /// whole seconds and with the clock skew allowance described at
+    /// [`Filter::since`]. A mail with neither date passes the time
+    /// conditions: it is new mail the session just saw arrive, and dropping
+    /// it would lose it.
     pub fn matches(&self, mail: &Mail, now: SystemTime) -> bool {
         if let Some(to) = &self.to
             && !mail.recipients().iter().any(|r| r == to)
@@ -122,11 +159,21 @@ impl Filter {
             return false;
         }
         if let (Some(earliest), Some(at)) = (self.earliest(now), mail.received_at())
-            && at < earliest
+            && !self.received_in_time(at, earliest)
         {
             return false;
         }
         true
+    }
+
+    /// Whether a mail received at `at` is recent enough for `earliest`:
+    /// `floor(at) >= floor(earliest - clock_skew)`. An allowance reaching
+    /// before any time the clock can represent is no bound at all.
+    fn received_in_time(&self, at: SystemTime, earliest: SystemTime) -> bool {
+        match earliest.checked_sub(self.clock_skew) {
+            Some(bound) => floor_secs(at) >= floor_secs(bound),
+            None => true,
+        }
     }
 
     /// Checks the filter before it is used: CR, LF or NUL in any string is
@@ -165,11 +212,22 @@ impl Filter {
     }
 }
 
+/// Whole seconds since the Unix epoch, rounded down (towards the past,
+/// also before the epoch).
+fn floor_secs(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::from(d.as_secs()),
+        Err(e) => {
+            let d = e.duration();
+            -i128::from(d.as_secs()) - i128::from(d.subsec_nanos() > 0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Error;
-    use std::time::UNIX_EPOCH;
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
@@ -309,19 +367,92 @@ mod tests {
         assert!(Filter::new().subject_contains("ВАШ Код").matches(&m, at(0)));
     }
 
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
     #[test]
-    fn since_uses_internal_date() {
+    fn default_clock_skew_is_the_configs() {
+        assert_eq!(Filter::new().clock_skew, Config::default().clock_skew);
+        assert_eq!(Filter::default().clock_skew, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn since_uses_internal_date_with_the_skew_allowance() {
         let m = mail(Some(at(2_000_000_000)));
         let now = at(2_000_000_100);
-        assert!(Filter::new().since(at(2_000_000_000)).matches(&m, now));
-        assert!(Filter::new().since(at(1_999_999_999)).matches(&m, now));
-        assert!(!Filter::new().since(at(2_000_000_001)).matches(&m, now));
+        let since = |t| Filter::new().since(t).matches(&m, now);
+        assert!(since(at(1_999_999_999)));
+        assert!(since(at(2_000_000_000)));
+        // The same second: INTERNALDATE has no fraction (issue 9 item 3).
+        assert!(since(at(2_000_000_000) + ms(900)));
+        assert!(since(at(2_000_000_000) + ms(999)));
+        // The server's clock up to 2 s behind.
+        assert!(since(at(2_000_000_001)));
+        assert!(since(at(2_000_000_002) + ms(999)));
+        assert!(!since(at(2_000_000_003)));
+        assert!(!since(at(2_000_000_100)));
         // The Date header (2024) is ignored when INTERNALDATE is known.
         assert!(
             !Filter::new()
                 .since(at(DATE_HEADER))
-                .matches(&mail(Some(at(DATE_HEADER - 1))), now)
+                .matches(&mail(Some(at(DATE_HEADER - 3))), now)
         );
+    }
+
+    #[test]
+    fn since_without_skew_still_compares_whole_seconds() {
+        let exact = |t, received| {
+            Filter::new()
+                .with_clock_skew(Duration::ZERO)
+                .since(t)
+                .matches(&mail(Some(received)), at(2_000_000_100))
+        };
+        assert!(exact(at(2_000_000_000), at(2_000_000_000)));
+        assert!(exact(at(2_000_000_000) + ms(999), at(2_000_000_000)));
+        assert!(!exact(at(2_000_000_001), at(2_000_000_000)));
+        // A received time with a fraction is floored too.
+        assert!(exact(
+            at(2_000_000_000) + ms(700),
+            at(2_000_000_000) + ms(500)
+        ));
+        assert!(!exact(at(2_000_000_001), at(2_000_000_000) + ms(999)));
+    }
+
+    #[test]
+    fn a_larger_skew_reaches_further_back() {
+        let m = mail(Some(at(2_000_000_000)));
+        let f = |skew| {
+            Filter::new()
+                .with_clock_skew(Duration::from_secs(skew))
+                .since(at(2_000_000_010))
+        };
+        assert!(!f(9).matches(&m, at(2_000_000_100)));
+        assert!(f(10).matches(&m, at(2_000_000_100)));
+        // An allowance before the clock's range is no bound at all.
+        assert!(
+            Filter::new()
+                .with_clock_skew(Duration::MAX)
+                .since(at(2_000_000_010))
+                .matches(&mail(Some(at(0))), at(2_000_000_100))
+        );
+    }
+
+    #[test]
+    fn whole_seconds_before_the_epoch_round_down() {
+        assert_eq!(floor_secs(UNIX_EPOCH), 0);
+        assert_eq!(floor_secs(UNIX_EPOCH + ms(1_500)), 1);
+        assert_eq!(floor_secs(UNIX_EPOCH - ms(1_500)), -2);
+        assert_eq!(floor_secs(UNIX_EPOCH - ms(2_000)), -2);
+        assert_eq!(floor_secs(UNIX_EPOCH - ms(1)), -1);
+        let pre_epoch = mail(Some(UNIX_EPOCH - ms(1_500)));
+        let f = Filter::new().with_clock_skew(Duration::ZERO);
+        assert!(
+            f.clone()
+                .since(UNIX_EPOCH - ms(1_999))
+                .matches(&pre_epoch, at(0))
+        );
+        assert!(!f.since(UNIX_EPOCH - ms(1_000)).matches(&pre_epoch, at(0)));
     }
 
     #[test]
@@ -329,7 +460,12 @@ mod tests {
         let m = mail(None);
         let now = at(DATE_HEADER + 100);
         assert!(Filter::new().since(at(DATE_HEADER)).matches(&m, now));
-        assert!(!Filter::new().since(at(DATE_HEADER + 1)).matches(&m, now));
+        assert!(
+            Filter::new()
+                .since(at(DATE_HEADER + 2) + ms(500))
+                .matches(&m, now)
+        );
+        assert!(!Filter::new().since(at(DATE_HEADER + 3)).matches(&m, now));
     }
 
     #[test]
@@ -337,13 +473,18 @@ mod tests {
         let m = mail(Some(at(2_000_000_000)));
         let f = Filter::new().max_age(Duration::from_secs(60));
         assert!(f.matches(&m, at(2_000_000_060)));
-        assert!(!f.matches(&m, at(2_000_000_061)));
+        // 60 s plus the 2 s allowance, at whole seconds.
+        assert!(f.matches(&m, at(2_000_000_062) + ms(999)));
+        assert!(!f.matches(&m, at(2_000_000_063)));
         // Mail from the "future" (clock skew) is not too old.
         assert!(f.matches(&m, at(1_000)));
+        let exact = f.clone().with_clock_skew(Duration::ZERO);
+        assert!(exact.matches(&m, at(2_000_000_060) + ms(999)));
+        assert!(!exact.matches(&m, at(2_000_000_061)));
 
         let m = mail(None);
-        assert!(f.matches(&m, at(DATE_HEADER + 60)));
-        assert!(!f.matches(&m, at(DATE_HEADER + 61)));
+        assert!(f.matches(&m, at(DATE_HEADER + 62)));
+        assert!(!f.matches(&m, at(DATE_HEADER + 63)));
     }
 
     #[test]
@@ -376,9 +517,9 @@ mod tests {
         assert!(!f.clone().to("task3@x.test").matches(&m, now));
         assert!(!f.clone().from_contains("bank").matches(&m, now));
         assert!(!f.clone().subject_contains("reset").matches(&m, now));
-        assert!(!f.clone().since(at(2_000_000_001)).matches(&m, now));
+        assert!(!f.clone().since(at(2_000_000_003)).matches(&m, now));
         assert!(!f.clone().max_age(Duration::from_secs(10)).matches(&m, now));
-        assert!(!f.matches(&m, at(2_000_000_061)));
+        assert!(!f.matches(&m, at(2_000_000_063)));
     }
 
     #[test]
