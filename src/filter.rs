@@ -42,6 +42,44 @@ pub struct Filter {
     /// How much earlier than [`Filter::earliest`] a mail may have been
     /// received and still match; see [`Filter::with_clock_skew`].
     clock_skew: Duration,
+    after: Option<After>,
+}
+
+/// The mail given to [`Filter::after`]: what is needed to tell whether
+/// another mail came after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct After {
+    mailbox: String,
+    uid_validity: u32,
+    uid: u32,
+    received_at: Option<SystemTime>,
+}
+
+impl After {
+    /// Whether `mail` came after this one: same mailbox, and a higher UID
+    /// under the same UIDVALIDITY, or under another UIDVALIDITY (the
+    /// mailbox was recreated, UIDs started over) received at the same time
+    /// or later. When either date is unknown, a mail of another
+    /// UIDVALIDITY passes: it cannot be the given mail, and dropping it
+    /// could lose the one the caller waits for.
+    fn precedes(&self, mail: &Mail) -> bool {
+        if !same_mailbox(&self.mailbox, mail.mailbox()) {
+            return false;
+        }
+        if mail.uid_validity() == self.uid_validity {
+            return mail.uid() > self.uid;
+        }
+        match (self.received_at, mail.received_at()) {
+            (Some(given), Some(at)) => at >= given,
+            _ => true,
+        }
+    }
+}
+
+/// Whether two mailbox names name the same mailbox: exactly, except that
+/// `INBOX` is case-insensitive (RFC 3501 5.1).
+fn same_mailbox(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
 }
 
 impl Default for Filter {
@@ -53,6 +91,7 @@ impl Default for Filter {
             since: None,
             max_age: None,
             clock_skew: Config::default().clock_skew,
+            after: None,
         }
     }
 }
@@ -111,6 +150,41 @@ impl Filter {
         self
     }
 
+    /// Only mail that came after `mail`: "the next one after this mail",
+    /// for a task that waits twice at the same address (it logs in twice
+    /// and needs the second code). Without it, a second wait with
+    /// [`Filter::max_age`] or [`Filter::since`] is handed the first mail
+    /// again from the session's replay window.
+    ///
+    /// A mail passes when it is in the same mailbox as `mail` and either
+    /// has the same UIDVALIDITY and a higher UID, or has another
+    /// UIDVALIDITY (the mailbox was recreated) and was received at the same
+    /// time as `mail` or later ([`Mail::received_at`], exactly; a mail of
+    /// another UIDVALIDITY with either date unknown passes).
+    ///
+    /// It does not reach back by itself: combine it with `max_age` or
+    /// `since` so that a mail which arrived before the call is found too.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(h: emap::Handle, inbox: emap::Credential) -> Result<(), emap::Error> {
+    /// let wait = Duration::from_secs(300);
+    /// let recent = emap::Filter::new().to("task42@example.com").max_age(wait);
+    /// let first = h.wait_for(inbox.clone(), recent.clone(), wait).await?;
+    /// // ... log in again ...
+    /// let second = h.wait_for(inbox, recent.after(&first), wait).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn after(mut self, mail: &Mail) -> Self {
+        self.after = Some(After {
+            mailbox: mail.mailbox().to_owned(),
+            uid_validity: mail.uid_validity(),
+            uid: mail.uid(),
+            received_at: mail.received_at(),
+        });
+        self
+    }
+
     /// Sets the clock skew allowance of the time conditions (see
     /// [`Filter::since`]); a session calls it with its
     /// [`Config::clock_skew`]. The default is `Config::default()`'s.
@@ -160,6 +234,11 @@ impl Filter {
         }
         if let (Some(earliest), Some(at)) = (self.earliest(now), mail.received_at())
             && !self.received_in_time(at, earliest)
+        {
+            return false;
+        }
+        if let Some(after) = &self.after
+            && !after.precedes(mail)
         {
             return false;
         }
@@ -556,6 +635,81 @@ mod tests {
                 .earliest(now),
             Some(at(5))
         );
+    }
+
+    fn in_box(mailbox: &str, uid_validity: u32, uid: u32, received: Option<u64>) -> Mail {
+        Mail::parse(
+            uid,
+            uid_validity,
+            mailbox,
+            received.map(at),
+            message(false),
+            false,
+        )
+    }
+
+    #[test]
+    fn after_a_mail_means_a_higher_uid_of_the_same_uidvalidity() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let f = Filter::new().after(&first);
+        let now = at(2_000_000_100);
+        assert!(!f.matches(&first, now), "never the given mail itself");
+        assert!(f.matches(&in_box("INBOX", 7, 101, Some(2_000_000_000)), now));
+        assert!(f.matches(&in_box("INBOX", 7, 5_000, None), now));
+        assert!(!f.matches(&in_box("INBOX", 7, 99, Some(2_000_000_050)), now));
+        // A higher UID counts even if its date is earlier (APPEND with an
+        // old INTERNALDATE).
+        assert!(f.matches(&in_box("INBOX", 7, 102, Some(1_000)), now));
+        // "INBOX" is case-insensitive; other names are not.
+        assert!(f.matches(&in_box("inbox", 7, 101, None), now));
+        let spam = Filter::new().after(&in_box("Spam", 7, 100, None));
+        assert!(!spam.matches(&in_box("spam", 7, 101, None), now));
+        assert!(spam.matches(&in_box("Spam", 7, 101, None), now));
+    }
+
+    #[test]
+    fn after_never_matches_another_mailbox() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let f = Filter::new().after(&first);
+        let now = at(2_000_000_100);
+        assert!(!f.matches(&in_box("Archive", 7, 101, Some(2_000_000_050)), now));
+        assert!(!f.matches(&in_box("Archive", 8, 1, Some(2_000_000_050)), now));
+    }
+
+    #[test]
+    fn after_across_uidvalidity_goes_by_arrival() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let f = Filter::new().after(&first);
+        let now = at(2_000_000_100);
+        // The mailbox was recreated: UIDs started over.
+        assert!(f.matches(&in_box("INBOX", 8, 1, Some(2_000_000_000)), now));
+        assert!(f.matches(&in_box("INBOX", 8, 1, Some(2_000_000_001)), now));
+        assert!(!f.matches(&in_box("INBOX", 8, 500, Some(1_999_999_999)), now));
+        // Unknown dates cannot tell: the mail passes rather than be lost.
+        assert!(f.matches(&in_box("INBOX", 8, 1, None), now));
+        let undated = Filter::new().after(&in_box("INBOX", 7, 100, None));
+        assert!(undated.matches(&in_box("INBOX", 8, 1, Some(1_000)), now));
+        assert!(!undated.matches(&in_box("INBOX", 7, 100, Some(1_000)), now));
+    }
+
+    #[test]
+    fn after_combines_with_the_other_conditions() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let second = in_box("INBOX", 7, 101, Some(2_000_000_030));
+        let now = at(2_000_000_060);
+        let recent = Filter::new()
+            .to("task2@x.test")
+            .max_age(Duration::from_secs(600));
+        assert!(recent.matches(&first, now) && recent.matches(&second, now));
+        let next = recent.clone().after(&first);
+        assert!(!next.matches(&first, now));
+        assert!(next.matches(&second, now));
+        assert!(!next.clone().to("task3@x.test").matches(&second, now));
+        assert!(!next.max_age(Duration::from_secs(10)).matches(&second, now));
+        // It is no time condition: the session's look-back and replay
+        // window are driven by since/max_age only.
+        assert_eq!(Filter::new().after(&first).earliest(now), None);
+        assert!(Filter::new().after(&first).validate().is_ok());
     }
 
     #[test]

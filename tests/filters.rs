@@ -90,3 +90,60 @@ async fn since_a_time_later_in_the_same_second_gets_the_mail() {
     assert_eq!(m.uid(), seen.uid());
     h.shutdown().await;
 }
+
+/// Item 11: a task that logs in twice and waits twice with `max_age`
+/// gets the first code again from the replay window; with
+/// `.after(&first)` it gets the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_twice_with_after_returns_the_next_mail() {
+    let h = start();
+    let ca = dovecot().catchall("twice");
+    let c = cred(&ca.user);
+    let addr = ca.address("task");
+    let mut everything = h.subscribe(c.clone(), Filter::new()).await.unwrap();
+    let recent = Filter::new().to(&addr).max_age(Duration::from_secs(600));
+
+    deliver(addr.clone(), "first code 111111".into()).await;
+    let first = h
+        .wait_for(c.clone(), recent.clone(), EVENTUALLY)
+        .await
+        .unwrap();
+    assert_eq!(first.subject(), Some("first code 111111"));
+
+    deliver(addr.clone(), "second code 222222".into()).await;
+    // Both mails are in the session's replay window once it saw the second.
+    assert_eq!(next(&mut everything).await.uid(), first.uid());
+    let second_seen = next(&mut everything).await;
+    assert_eq!(second_seen.subject(), Some("second code 222222"));
+
+    // The trap: the same filter again is handed the first mail.
+    let again = h
+        .wait_for(c.clone(), recent.clone(), EVENTUALLY)
+        .await
+        .unwrap();
+    assert_eq!(again.uid(), first.uid());
+    // The fix: the next one after the first.
+    let second = h
+        .wait_for(c.clone(), recent.clone().after(&first), EVENTUALLY)
+        .await
+        .unwrap();
+    assert_eq!(second.subject(), Some("second code 222222"));
+    assert_eq!(second.uid(), second_seen.uid());
+
+    // Waiting for the one after the second, before it exists: the wait
+    // is served by the live mail, not by anything replayed.
+    let waiter = {
+        let (h, c) = (h.clone(), c.clone());
+        let filter = recent.clone().after(&second);
+        tokio::spawn(async move { h.wait_for(c, filter, EVENTUALLY).await })
+    };
+    let mut after_second = h
+        .subscribe(c.clone(), recent.clone().after(&second))
+        .await
+        .unwrap();
+    deliver(addr.clone(), "third code 333333".into()).await;
+    let third = waiter.await.unwrap().unwrap();
+    assert_eq!(third.subject(), Some("third code 333333"));
+    assert_eq!(next(&mut after_second).await.uid(), third.uid());
+    h.shutdown().await;
+}
