@@ -104,7 +104,8 @@ impl Filter {
 
     /// Only mail with `addr` among its recipients ([`Mail::recipients`]:
     /// `To`, `Cc`, `Delivered-To`, `X-Original-To`, `X-Forwarded-To`,
-    /// `Envelope-To`): the whole address, case-insensitively. Surrounding
+    /// `Envelope-To` and the `for` clause of the topmost `Received`
+    /// header): the whole address, case-insensitively. Surrounding
     /// spaces and tabs are ignored.
     pub fn to(mut self, addr: impl Into<String>) -> Self {
         let addr = addr.into();

@@ -147,3 +147,59 @@ async fn waiting_twice_with_after_returns_the_next_mail() {
     assert_eq!(next(&mut after_second).await.uid(), third.uid());
     h.shutdown().await;
 }
+
+/// Item 12: a task reached only by Bcc on a catch-all that adds no
+/// `Delivered-To` or `X-Original-To`: its address is only in the `for`
+/// clause of the topmost `Received` header, and that is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_named_only_by_the_topmost_received_header_gets_the_mail() {
+    let h = start();
+    let u = dovecot().user("bcc");
+    let task = "Bcc-Task@bcc.catchall.test";
+    let mut sub = h
+        .subscribe(cred(&u), Filter::new().to(task.to_lowercase()))
+        .await
+        .unwrap();
+    let mut everything = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    let raw = format!(
+        "Received: from mx.sender.test (mx.sender.test [192.0.2.7])\r\n\
+         \tby mx.bcc.catchall.test with ESMTPS id 4Xq\r\n\
+         \tfor <{task}>; Mon, 01 Jan 2024 10:00:01 +0000\r\n\
+         Received: from relay.sender.test by mx.sender.test\r\n\
+         \tfor <other@bcc.catchall.test>; Mon, 01 Jan 2024 10:00:00 +0000\r\n\
+         From: service@sender.test\r\n\
+         To: undisclosed-recipients:;\r\n\
+         Subject: bcc only\r\n\
+         Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n\
+         \r\n\
+         your code is 424242\r\n"
+    );
+    let user = u.clone();
+    blocking(move || dovecot().append(&user, "INBOX", raw.as_bytes())).await;
+    let m = next(&mut sub).await;
+    assert_eq!(m.subject(), Some("bcc only"));
+    assert!(m.has_recipient(task), "{:?}", m.recipients());
+    // Only the topmost Received header counts.
+    assert!(!m.has_recipient("other@bcc.catchall.test"));
+
+    // A mail for someone else does not reach the task; the next mail the
+    // task sees is its own.
+    let other = mail(
+        "service@sender.test",
+        "other@bcc.catchall.test",
+        "not for the task",
+        "x",
+    );
+    let user = u.clone();
+    blocking(move || dovecot().append(&user, "INBOX", &other)).await;
+    next(&mut everything).await;
+    assert_eq!(
+        next(&mut everything).await.subject(),
+        Some("not for the task")
+    );
+    let own = mail("service@sender.test", task, "to the task", "x");
+    let user = u.clone();
+    blocking(move || dovecot().append(&user, "INBOX", &own)).await;
+    assert_eq!(next(&mut sub).await.subject(), Some("to the task"));
+    h.shutdown().await;
+}
