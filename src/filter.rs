@@ -13,10 +13,10 @@
 //! substrings are compared after Unicode lower-casing
 //! ([`str::to_lowercase`]) of both sides.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::Mail;
 use crate::proto::encode::check_value;
+use crate::{Config, Mail};
 
 /// What a subscriber wants. [`Filter::new`] matches every mail; each
 /// builder method adds a condition, and a mail must meet all of them.
@@ -29,7 +29,7 @@ use crate::proto::encode::check_value;
 ///     .max_age(Duration::from_secs(600));
 /// assert_eq!(f.recipient(), Some("task-17@catchall.example"));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Filter {
     /// ASCII lower-cased.
     to: Option<String>,
@@ -39,6 +39,61 @@ pub struct Filter {
     subject_contains: Option<String>,
     since: Option<SystemTime>,
     max_age: Option<Duration>,
+    /// How much earlier than [`Filter::earliest`] a mail may have been
+    /// received and still match; see [`Filter::with_clock_skew`].
+    clock_skew: Duration,
+    after: Option<After>,
+}
+
+/// The mail given to [`Filter::after`]: what is needed to tell whether
+/// another mail came after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct After {
+    mailbox: String,
+    uid_validity: u32,
+    uid: u32,
+    received_at: Option<SystemTime>,
+}
+
+impl After {
+    /// Whether `mail` came after this one: same mailbox, and a higher UID
+    /// under the same UIDVALIDITY, or under another UIDVALIDITY (the
+    /// mailbox was recreated, UIDs started over) received at the same time
+    /// or later. When either date is unknown, a mail of another
+    /// UIDVALIDITY passes: it cannot be the given mail, and dropping it
+    /// could lose the one the caller waits for.
+    fn precedes(&self, mail: &Mail) -> bool {
+        if !same_mailbox(&self.mailbox, mail.mailbox()) {
+            return false;
+        }
+        if mail.uid_validity() == self.uid_validity {
+            return mail.uid() > self.uid;
+        }
+        match (self.received_at, mail.received_at()) {
+            (Some(given), Some(at)) => at >= given,
+            _ => true,
+        }
+    }
+}
+
+/// Whether two mailbox names name the same mailbox: exactly, except that
+/// `INBOX` is case-insensitive (RFC 3501 5.1).
+fn same_mailbox(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            to: None,
+            from_contains: None,
+            subject_contains: None,
+            since: None,
+            max_age: None,
+            clock_skew: Config::default().clock_skew,
+            after: None,
+        }
+    }
 }
 
 impl Filter {
@@ -49,7 +104,8 @@ impl Filter {
 
     /// Only mail with `addr` among its recipients ([`Mail::recipients`]:
     /// `To`, `Cc`, `Delivered-To`, `X-Original-To`, `X-Forwarded-To`,
-    /// `Envelope-To`): the whole address, case-insensitively. Surrounding
+    /// `Envelope-To` and the `for` clause of the topmost `Received`
+    /// header): the whole address, case-insensitively. Surrounding
     /// spaces and tabs are ignored.
     pub fn to(mut self, addr: impl Into<String>) -> Self {
         let addr = addr.into();
@@ -72,21 +128,69 @@ impl Filter {
     }
 
     /// Only mail received at or after `t` (see [`Filter::matches`] for
-    /// which clock).
+    /// which clock), give or take the clock skew allowance: times are
+    /// compared at whole seconds, and a mail matches when
+    /// `floor(received_at) >= floor(t - clock_skew)` ([`Config::clock_skew`],
+    /// 2 s by default). So "trigger the mail, then subscribe with
+    /// `since(SystemTime::now())`" gets the mail although the server's
+    /// `INTERNALDATE` has one-second resolution and its clock may run a
+    /// little behind; the price is that mail received up to `clock_skew`
+    /// before `t` matches too.
     pub fn since(mut self, t: SystemTime) -> Self {
         self.since = Some(t);
         self
     }
 
     /// Only mail received at most `age` before the time the filter is
-    /// applied (see [`Filter::matches`] for which clock).
+    /// applied (see [`Filter::matches`] for which clock), with the same
+    /// whole-second comparison and clock skew allowance as
+    /// [`Filter::since`]: a mail matches when
+    /// `floor(received_at) >= floor(now - age - clock_skew)`.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = Some(age);
         self
     }
 
-    /// The allowance for clock skew used by the time conditions.
-    pub(crate) fn with_clock_skew(self, _skew: Duration) -> Self {
+    /// Only mail that came after `mail`: "the next one after this mail",
+    /// for a task that waits twice at the same address (it logs in twice
+    /// and needs the second code). Without it, a second wait with
+    /// [`Filter::max_age`] or [`Filter::since`] is handed the first mail
+    /// again from the session's replay window.
+    ///
+    /// A mail passes when it is in the same mailbox as `mail` and either
+    /// has the same UIDVALIDITY and a higher UID, or has another
+    /// UIDVALIDITY (the mailbox was recreated) and was received at the same
+    /// time as `mail` or later ([`Mail::received_at`], exactly; a mail of
+    /// another UIDVALIDITY with either date unknown passes).
+    ///
+    /// It does not reach back by itself: combine it with `max_age` or
+    /// `since` so that a mail which arrived before the call is found too.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(h: emap::Handle, inbox: emap::Credential) -> Result<(), emap::Error> {
+    /// let wait = Duration::from_secs(300);
+    /// let recent = emap::Filter::new().to("task42@example.com").max_age(wait);
+    /// let first = h.wait_for(inbox.clone(), recent.clone(), wait).await?;
+    /// // ... log in again ...
+    /// let second = h.wait_for(inbox, recent.after(&first), wait).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn after(mut self, mail: &Mail) -> Self {
+        self.after = Some(After {
+            mailbox: mail.mailbox().to_owned(),
+            uid_validity: mail.uid_validity(),
+            uid: mail.uid(),
+            received_at: mail.received_at(),
+        });
+        self
+    }
+
+    /// Sets the clock skew allowance of the time conditions (see
+    /// [`Filter::since`]); a session calls it with its
+    /// [`Config::clock_skew`]. The default is `Config::default()`'s.
+    pub(crate) fn with_clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
         self
     }
 
@@ -100,9 +204,11 @@ impl Filter {
     /// for [`Filter::max_age`].
     ///
     /// The time conditions compare [`Mail::received_at`]: the server's
-    /// `INTERNALDATE`, or the `Date` header when the server gave none.
-    /// A mail with neither date passes the time conditions: it is new mail
-    /// the session just saw arrive, and dropping it would lose it.
+    /// `INTERNALDATE`, or the `Date` header when the server gave none, at
+    /// whole seconds and with the clock skew allowance described at
+    /// [`Filter::since`]. A mail with neither date passes the time
+    /// conditions: it is new mail the session just saw arrive, and dropping
+    /// it would lose it.
     pub fn matches(&self, mail: &Mail, now: SystemTime) -> bool {
         if let Some(to) = &self.to
             && !mail.recipients().iter().any(|r| r == to)
@@ -127,11 +233,26 @@ impl Filter {
             return false;
         }
         if let (Some(earliest), Some(at)) = (self.earliest(now), mail.received_at())
-            && at < earliest
+            && !self.received_in_time(at, earliest)
+        {
+            return false;
+        }
+        if let Some(after) = &self.after
+            && !after.precedes(mail)
         {
             return false;
         }
         true
+    }
+
+    /// Whether a mail received at `at` is recent enough for `earliest`:
+    /// `floor(at) >= floor(earliest - clock_skew)`. An allowance reaching
+    /// before any time the clock can represent is no bound at all.
+    fn received_in_time(&self, at: SystemTime, earliest: SystemTime) -> bool {
+        match earliest.checked_sub(self.clock_skew) {
+            Some(bound) => floor_secs(at) >= floor_secs(bound),
+            None => true,
+        }
     }
 
     /// Checks the filter before it is used: CR, LF or NUL in any string is
@@ -170,11 +291,22 @@ impl Filter {
     }
 }
 
+/// Whole seconds since the Unix epoch, rounded down (towards the past,
+/// also before the epoch).
+fn floor_secs(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::from(d.as_secs()),
+        Err(e) => {
+            let d = e.duration();
+            -i128::from(d.as_secs()) - i128::from(d.subsec_nanos() > 0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Error;
-    use std::time::UNIX_EPOCH;
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
@@ -314,19 +446,92 @@ mod tests {
         assert!(Filter::new().subject_contains("ВАШ Код").matches(&m, at(0)));
     }
 
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
     #[test]
-    fn since_uses_internal_date() {
+    fn default_clock_skew_is_the_configs() {
+        assert_eq!(Filter::new().clock_skew, Config::default().clock_skew);
+        assert_eq!(Filter::default().clock_skew, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn since_uses_internal_date_with_the_skew_allowance() {
         let m = mail(Some(at(2_000_000_000)));
         let now = at(2_000_000_100);
-        assert!(Filter::new().since(at(2_000_000_000)).matches(&m, now));
-        assert!(Filter::new().since(at(1_999_999_999)).matches(&m, now));
-        assert!(!Filter::new().since(at(2_000_000_001)).matches(&m, now));
+        let since = |t| Filter::new().since(t).matches(&m, now);
+        assert!(since(at(1_999_999_999)));
+        assert!(since(at(2_000_000_000)));
+        // The same second: INTERNALDATE has no fraction (issue 9 item 3).
+        assert!(since(at(2_000_000_000) + ms(900)));
+        assert!(since(at(2_000_000_000) + ms(999)));
+        // The server's clock up to 2 s behind.
+        assert!(since(at(2_000_000_001)));
+        assert!(since(at(2_000_000_002) + ms(999)));
+        assert!(!since(at(2_000_000_003)));
+        assert!(!since(at(2_000_000_100)));
         // The Date header (2024) is ignored when INTERNALDATE is known.
         assert!(
             !Filter::new()
                 .since(at(DATE_HEADER))
-                .matches(&mail(Some(at(DATE_HEADER - 1))), now)
+                .matches(&mail(Some(at(DATE_HEADER - 3))), now)
         );
+    }
+
+    #[test]
+    fn since_without_skew_still_compares_whole_seconds() {
+        let exact = |t, received| {
+            Filter::new()
+                .with_clock_skew(Duration::ZERO)
+                .since(t)
+                .matches(&mail(Some(received)), at(2_000_000_100))
+        };
+        assert!(exact(at(2_000_000_000), at(2_000_000_000)));
+        assert!(exact(at(2_000_000_000) + ms(999), at(2_000_000_000)));
+        assert!(!exact(at(2_000_000_001), at(2_000_000_000)));
+        // A received time with a fraction is floored too.
+        assert!(exact(
+            at(2_000_000_000) + ms(700),
+            at(2_000_000_000) + ms(500)
+        ));
+        assert!(!exact(at(2_000_000_001), at(2_000_000_000) + ms(999)));
+    }
+
+    #[test]
+    fn a_larger_skew_reaches_further_back() {
+        let m = mail(Some(at(2_000_000_000)));
+        let f = |skew| {
+            Filter::new()
+                .with_clock_skew(Duration::from_secs(skew))
+                .since(at(2_000_000_010))
+        };
+        assert!(!f(9).matches(&m, at(2_000_000_100)));
+        assert!(f(10).matches(&m, at(2_000_000_100)));
+        // An allowance before the clock's range is no bound at all.
+        assert!(
+            Filter::new()
+                .with_clock_skew(Duration::MAX)
+                .since(at(2_000_000_010))
+                .matches(&mail(Some(at(0))), at(2_000_000_100))
+        );
+    }
+
+    #[test]
+    fn whole_seconds_before_the_epoch_round_down() {
+        assert_eq!(floor_secs(UNIX_EPOCH), 0);
+        assert_eq!(floor_secs(UNIX_EPOCH + ms(1_500)), 1);
+        assert_eq!(floor_secs(UNIX_EPOCH - ms(1_500)), -2);
+        assert_eq!(floor_secs(UNIX_EPOCH - ms(2_000)), -2);
+        assert_eq!(floor_secs(UNIX_EPOCH - ms(1)), -1);
+        let pre_epoch = mail(Some(UNIX_EPOCH - ms(1_500)));
+        let f = Filter::new().with_clock_skew(Duration::ZERO);
+        assert!(
+            f.clone()
+                .since(UNIX_EPOCH - ms(1_999))
+                .matches(&pre_epoch, at(0))
+        );
+        assert!(!f.since(UNIX_EPOCH - ms(1_000)).matches(&pre_epoch, at(0)));
     }
 
     #[test]
@@ -334,7 +539,12 @@ mod tests {
         let m = mail(None);
         let now = at(DATE_HEADER + 100);
         assert!(Filter::new().since(at(DATE_HEADER)).matches(&m, now));
-        assert!(!Filter::new().since(at(DATE_HEADER + 1)).matches(&m, now));
+        assert!(
+            Filter::new()
+                .since(at(DATE_HEADER + 2) + ms(500))
+                .matches(&m, now)
+        );
+        assert!(!Filter::new().since(at(DATE_HEADER + 3)).matches(&m, now));
     }
 
     #[test]
@@ -342,13 +552,18 @@ mod tests {
         let m = mail(Some(at(2_000_000_000)));
         let f = Filter::new().max_age(Duration::from_secs(60));
         assert!(f.matches(&m, at(2_000_000_060)));
-        assert!(!f.matches(&m, at(2_000_000_061)));
+        // 60 s plus the 2 s allowance, at whole seconds.
+        assert!(f.matches(&m, at(2_000_000_062) + ms(999)));
+        assert!(!f.matches(&m, at(2_000_000_063)));
         // Mail from the "future" (clock skew) is not too old.
         assert!(f.matches(&m, at(1_000)));
+        let exact = f.clone().with_clock_skew(Duration::ZERO);
+        assert!(exact.matches(&m, at(2_000_000_060) + ms(999)));
+        assert!(!exact.matches(&m, at(2_000_000_061)));
 
         let m = mail(None);
-        assert!(f.matches(&m, at(DATE_HEADER + 60)));
-        assert!(!f.matches(&m, at(DATE_HEADER + 61)));
+        assert!(f.matches(&m, at(DATE_HEADER + 62)));
+        assert!(!f.matches(&m, at(DATE_HEADER + 63)));
     }
 
     #[test]
@@ -381,9 +596,9 @@ mod tests {
         assert!(!f.clone().to("task3@x.test").matches(&m, now));
         assert!(!f.clone().from_contains("bank").matches(&m, now));
         assert!(!f.clone().subject_contains("reset").matches(&m, now));
-        assert!(!f.clone().since(at(2_000_000_001)).matches(&m, now));
+        assert!(!f.clone().since(at(2_000_000_003)).matches(&m, now));
         assert!(!f.clone().max_age(Duration::from_secs(10)).matches(&m, now));
-        assert!(!f.matches(&m, at(2_000_000_061)));
+        assert!(!f.matches(&m, at(2_000_000_063)));
     }
 
     #[test]
@@ -420,6 +635,81 @@ mod tests {
                 .earliest(now),
             Some(at(5))
         );
+    }
+
+    fn in_box(mailbox: &str, uid_validity: u32, uid: u32, received: Option<u64>) -> Mail {
+        Mail::parse(
+            uid,
+            uid_validity,
+            mailbox,
+            received.map(at),
+            message(false),
+            false,
+        )
+    }
+
+    #[test]
+    fn after_a_mail_means_a_higher_uid_of_the_same_uidvalidity() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let f = Filter::new().after(&first);
+        let now = at(2_000_000_100);
+        assert!(!f.matches(&first, now), "never the given mail itself");
+        assert!(f.matches(&in_box("INBOX", 7, 101, Some(2_000_000_000)), now));
+        assert!(f.matches(&in_box("INBOX", 7, 5_000, None), now));
+        assert!(!f.matches(&in_box("INBOX", 7, 99, Some(2_000_000_050)), now));
+        // A higher UID counts even if its date is earlier (APPEND with an
+        // old INTERNALDATE).
+        assert!(f.matches(&in_box("INBOX", 7, 102, Some(1_000)), now));
+        // "INBOX" is case-insensitive; other names are not.
+        assert!(f.matches(&in_box("inbox", 7, 101, None), now));
+        let spam = Filter::new().after(&in_box("Spam", 7, 100, None));
+        assert!(!spam.matches(&in_box("spam", 7, 101, None), now));
+        assert!(spam.matches(&in_box("Spam", 7, 101, None), now));
+    }
+
+    #[test]
+    fn after_never_matches_another_mailbox() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let f = Filter::new().after(&first);
+        let now = at(2_000_000_100);
+        assert!(!f.matches(&in_box("Archive", 7, 101, Some(2_000_000_050)), now));
+        assert!(!f.matches(&in_box("Archive", 8, 1, Some(2_000_000_050)), now));
+    }
+
+    #[test]
+    fn after_across_uidvalidity_goes_by_arrival() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let f = Filter::new().after(&first);
+        let now = at(2_000_000_100);
+        // The mailbox was recreated: UIDs started over.
+        assert!(f.matches(&in_box("INBOX", 8, 1, Some(2_000_000_000)), now));
+        assert!(f.matches(&in_box("INBOX", 8, 1, Some(2_000_000_001)), now));
+        assert!(!f.matches(&in_box("INBOX", 8, 500, Some(1_999_999_999)), now));
+        // Unknown dates cannot tell: the mail passes rather than be lost.
+        assert!(f.matches(&in_box("INBOX", 8, 1, None), now));
+        let undated = Filter::new().after(&in_box("INBOX", 7, 100, None));
+        assert!(undated.matches(&in_box("INBOX", 8, 1, Some(1_000)), now));
+        assert!(!undated.matches(&in_box("INBOX", 7, 100, Some(1_000)), now));
+    }
+
+    #[test]
+    fn after_combines_with_the_other_conditions() {
+        let first = in_box("INBOX", 7, 100, Some(2_000_000_000));
+        let second = in_box("INBOX", 7, 101, Some(2_000_000_030));
+        let now = at(2_000_000_060);
+        let recent = Filter::new()
+            .to("task2@x.test")
+            .max_age(Duration::from_secs(600));
+        assert!(recent.matches(&first, now) && recent.matches(&second, now));
+        let next = recent.clone().after(&first);
+        assert!(!next.matches(&first, now));
+        assert!(next.matches(&second, now));
+        assert!(!next.clone().to("task3@x.test").matches(&second, now));
+        assert!(!next.max_age(Duration::from_secs(10)).matches(&second, now));
+        // It is no time condition: the session's look-back and replay
+        // window are driven by since/max_age only.
+        assert_eq!(Filter::new().after(&first).earliest(now), None);
+        assert!(Filter::new().after(&first).validate().is_ok());
     }
 
     #[test]

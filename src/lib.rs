@@ -67,6 +67,7 @@ pub mod messages;
 mod policy;
 pub mod proto;
 mod registry;
+mod replay;
 mod session;
 mod stats;
 mod subscriber;

@@ -7,7 +7,9 @@
 //! charset, and the recipient addresses that the session indexes
 //! subscribers by are collected from every header a catch-all mailbox may
 //! carry them in (`To`, `Cc`, `Delivered-To`, `X-Original-To`,
-//! `X-Forwarded-To`, `Envelope-To`).
+//! `X-Forwarded-To`, `Envelope-To`), plus the `for` clause of the topmost
+//! `Received` header: a task reached only by Bcc on a catch-all that adds
+//! none of those headers is named nowhere else.
 //!
 //! The message comes from the network, so parsing never fails and never
 //! panics: whatever the bytes, the result is a `Mail` that keeps them, with
@@ -234,9 +236,14 @@ impl Mail {
     /// Every recipient address, lower-cased (ASCII only, so a non-ASCII
     /// local part keeps its case) and without duplicates, from all
     /// occurrences of `To`, `Cc`, `Delivered-To`, `X-Original-To`,
-    /// `X-Forwarded-To` and `Envelope-To`, in that order. On a catch-all
+    /// `X-Forwarded-To` and `Envelope-To`, in that order, then the address
+    /// of the `for` clause of the topmost `Received` header
+    /// (`Received: from … by … for <task@x.test>; date`). On a catch-all
     /// mailbox the address a message was sent to is often only in
-    /// `Delivered-To` or `X-Original-To`.
+    /// `Delivered-To` or `X-Original-To`, and for a Bcc on a server that
+    /// adds neither, only in that `for` clause. Only the topmost `Received`
+    /// header counts: it is the one the receiving server wrote; lower ones
+    /// name earlier hops' recipients.
     pub fn recipients(&self) -> &[String] {
         &self.parsed.recipients
     }
@@ -354,9 +361,16 @@ impl Parsed {
         let mut p = Parsed::default();
         // Addresses of each recipient header, in RECIPIENT_HEADERS order.
         let mut by_slot: [Vec<String>; RECIPIENT_HEADERS.len()] = Default::default();
+        // The `for` address of the topmost Received header; `Some(None)`
+        // once that header was seen without one.
+        let mut received_for: Option<Option<String>> = None;
         for header in msg.headers() {
             let name = &header.name;
             let value = &header.value;
+            if *name == HeaderName::Received && received_for.is_none() {
+                let value = raw.get(header.offset_start as usize..header.offset_end as usize);
+                received_for = Some(value.and_then(received_for_address));
+            }
             match name {
                 HeaderName::Subject if p.subject.is_none() => {
                     p.subject = value.as_text().map(str::to_owned);
@@ -389,7 +403,8 @@ impl Parsed {
         }
 
         let mut seen = HashSet::new();
-        for email in by_slot.into_iter().flatten() {
+        let received_for = received_for.flatten().into_iter();
+        for email in by_slot.into_iter().flatten().chain(received_for) {
             // A name without an address, or an address mail-parser could
             // not make sense of, is nothing a subscriber can wait for.
             if email.is_empty() || email.contains(char::is_whitespace) {
@@ -429,6 +444,128 @@ impl Parsed {
             .collect();
         p
     }
+}
+
+/// How much of a `Received` header value is read looking for its `for`
+/// clause; real ones are a few hundred bytes.
+const MAX_RECEIVED: usize = 8 * 1024;
+
+/// The longest address taken from a `Received` header's `for` clause
+/// (RFC 5321 allows a 256-octet path).
+const MAX_RECEIVED_ADDRESS: usize = 320;
+
+/// The address of the `for` clause of a `Received` header value
+/// (`from a by b with ESMTP id x for <task@x.test>; date`, or Exim's
+/// `for task@x.test;`), ASCII lower-cased; `None` when it has no such
+/// clause or the clause is not a plausible address (no `@`, spaces,
+/// control characters, invalid UTF-8, too long).
+///
+/// Only the clause before the `;` that starts the date counts; comments
+/// (`(... for ...)`), quoted strings and `<...>` outside the clause are
+/// skipped. Reads at most [`MAX_RECEIVED`] bytes and never panics.
+fn received_for_address(value: &[u8]) -> Option<String> {
+    let value = value.get(..MAX_RECEIVED).unwrap_or(value);
+    let mut i = 0;
+    while let Some(&c) = value.get(i) {
+        match c {
+            b';' => return None,
+            b'(' => i = skip_comment(value, i),
+            b'"' => i = skip_quoted(value, i),
+            b'<' => i = skip_angle(value, i),
+            c if is_word_byte(c) => {
+                let end = value[i..]
+                    .iter()
+                    .position(|&c| !is_word_byte(c))
+                    .map_or(value.len(), |n| i + n);
+                if value[i..end].eq_ignore_ascii_case(b"for") {
+                    return address_after_for(value, end);
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Whether `c` belongs to a word of a `Received` header (anything but
+/// space, controls and the delimiters it uses).
+fn is_word_byte(c: u8) -> bool {
+    !c.is_ascii_whitespace() && !c.is_ascii_control() && !b"();<>\"".contains(&c)
+}
+
+/// The index after the comment that starts at `start` (nested, with `\`
+/// escapes), or the end of `value` if it is not closed.
+fn skip_comment(value: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
+    while let Some(&c) = value.get(i) {
+        match c {
+            b'\\' => i += 1,
+            b'(' => depth += 1,
+            b')' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    value.len()
+}
+
+/// The index after the quoted string that starts at `start`.
+fn skip_quoted(value: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while let Some(&c) = value.get(i) {
+        match c {
+            b'\\' => i += 1,
+            b'"' => return i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    value.len()
+}
+
+/// The index after the `<...>` that starts at `start`.
+fn skip_angle(value: &[u8], start: usize) -> usize {
+    value[start..]
+        .iter()
+        .position(|&c| c == b'>')
+        .map_or(value.len(), |n| start + n + 1)
+}
+
+/// The address that follows the word `for` ending at `i`: `<addr>` or a
+/// bare `addr`, after any folding white space and comments.
+fn address_after_for(value: &[u8], mut i: usize) -> Option<String> {
+    loop {
+        match value.get(i)? {
+            c if c.is_ascii_whitespace() => i += 1,
+            b'(' => i = skip_comment(value, i),
+            _ => break,
+        }
+    }
+    let bytes = if value.get(i) == Some(&b'<') {
+        let len = value[i + 1..].iter().position(|&c| c == b'>')?;
+        &value[i + 1..i + 1 + len]
+    } else {
+        let len = value[i..]
+            .iter()
+            .position(|&c| c.is_ascii_whitespace() || b";(,".contains(&c))
+            .unwrap_or(value.len() - i);
+        &value[i..i + len]
+    };
+    let addr = std::str::from_utf8(bytes).ok()?;
+    let plausible = addr.len() <= MAX_RECEIVED_ADDRESS
+        && addr
+            .find('@')
+            .is_some_and(|at| at > 0 && at + 1 < addr.len())
+        && !addr.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !addr.contains(['<', '>', '(', ')', '"', ',', ';']);
+    plausible.then(|| addr.to_ascii_lowercase())
 }
 
 /// The mailboxes of an address header value (groups flattened).
@@ -784,6 +921,190 @@ body
             ["list@lists.test", "catchall@x.test", "task10@x.test"]
         );
         assert!(m.has_recipient("Task10@x.test"));
+    }
+
+    fn received_for(value: &str) -> Option<String> {
+        received_for_address(value.as_bytes())
+    }
+
+    #[test]
+    fn received_for_clause_shapes() {
+        // Postfix, folded as it writes it.
+        assert_eq!(
+            received_for(
+                " from mx.service.test (mx.service.test [192.0.2.1])\r\n\tby mx.x.test \
+                 (Postfix) with ESMTPS id 4XyZ\r\n\tfor <Task1@X.test>; Mon, 01 Jan 2024 \
+                 10:00:01 +0000\r\n"
+            )
+            .as_deref(),
+            Some("task1@x.test")
+        );
+        // Exim: no angle brackets.
+        assert_eq!(
+            received_for(" from [192.0.2.1] by mx.x.test with esmtp (Exim 4.96)\r\n\t(envelope-from <a@s.test>) id 1r\r\n\tfor task2@x.test; Mon, 01 Jan 2024 10:00:01 +0000").as_deref(),
+            Some("task2@x.test")
+        );
+        // Folded between the keyword and the address, a comment in between,
+        // the keyword in capitals.
+        assert_eq!(
+            received_for(" by mx.x.test FOR\r\n (single-drop)\r\n <task3@x.test>; date").as_deref(),
+            Some("task3@x.test")
+        );
+        // Dovecot LMTP.
+        assert_eq!(
+            received_for(" from h by h with LMTP id abc (envelope-from <s@s.test>) for <task4@x.test>; Mon, 01 Jan 2024 10:00:01 +0000").as_deref(),
+            Some("task4@x.test")
+        );
+        // Nothing after the address: the header ends there.
+        assert_eq!(
+            received_for(" by h for task5@x.test").as_deref(),
+            Some("task5@x.test")
+        );
+        // Only the first address; non-ASCII letters keep their case.
+        assert_eq!(
+            received_for(" by h for <ZOË@X.test>, <b@x.test>; date").as_deref(),
+            Some("zoË@x.test")
+        );
+    }
+
+    #[test]
+    fn received_without_a_usable_for_clause() {
+        for value in [
+            " by mx.x.test; Mon, 01 Jan 2024 10:00:01 +0000",
+            " from a (helo for <x@y.test>) by b; date",
+            " from a by b (for <x@y.test>); date",
+            " from a by b id <for@x.test>; for <late@x.test>",
+            " from \"for <q@x.test>\" by b; date",
+            " by b; Mon, 01 Jan 2024 for <date@x.test>",
+            " by b for multiple recipients; date",
+            " by b for <>; date",
+            " by b for <unterminated@x.test",
+            " by b for <a b@x.test>; date",
+            " by b for <@x.test>; date",
+            " by b for <a@>; date",
+            " by b for ; date",
+            " by b for",
+            " by b for ",
+            " by b forx <a@x.test>; date",
+            " by b before <a@x.test>; date",
+            " (unclosed comment for <a@x.test>",
+            " \"unclosed quote for <a@x.test>",
+            "",
+            ";",
+            "for",
+        ] {
+            assert_eq!(received_for(value), None, "{value:?}");
+        }
+        let long = format!(" by b for <{}@x.test>; date", "a".repeat(400));
+        assert_eq!(received_for(&long), None);
+        assert_eq!(received_for_address(b" by b for <\xff@x.test>; d"), None);
+        assert_eq!(received_for_address(b" by b for <a\x01@x.test>; d"), None);
+        // A clause beyond the bytes read is not looked for.
+        let far = format!(" by b {} for <far@x.test>; date", "x".repeat(MAX_RECEIVED));
+        assert_eq!(received_for(&far), None);
+    }
+
+    /// Random bytes with Received-like pieces never panic, and whatever
+    /// comes out looks like an address.
+    #[test]
+    fn received_garbage_never_panics() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let pieces: [&[u8]; 12] = [
+            b"for",
+            b" ",
+            b"<",
+            b">",
+            b"(",
+            b")",
+            b"\\",
+            b"\"",
+            b";",
+            b"a@x.test",
+            b"\r\n\t",
+            b"\xc3",
+        ];
+        for _ in 0..20_000 {
+            let mut value = Vec::new();
+            for _ in 0..(state % 24) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                value.extend_from_slice(pieces[(state % 12) as usize]);
+            }
+            if let Some(addr) = received_for_address(&value) {
+                assert!(addr.contains('@'), "{addr:?}");
+                assert!(!addr.contains(char::is_whitespace), "{addr:?}");
+                assert_eq!(addr, addr.to_ascii_lowercase());
+            }
+        }
+    }
+
+    #[test]
+    fn bcc_on_a_catch_all_names_the_task_only_in_received() {
+        let m = parse(eml("\
+Return-Path: <noreply@service.test>
+Received: from mx.service.test (mx.service.test [192.0.2.1])
+\tby mx.x.test (Postfix) with ESMTPS id 4XyZ
+\tfor <Task13@X.test>; Mon, 01 Jan 2024 10:00:01 +0000
+Received: from relay.service.test by mx.service.test
+\tfor <someone-else@x.test>; Mon, 01 Jan 2024 10:00:00 +0000
+From: a@service.test
+To: undisclosed-recipients:;
+Subject: bcc
+
+body
+"));
+        assert_eq!(m.recipients(), ["task13@x.test"]);
+        assert!(m.has_recipient("TASK13@x.test"));
+        assert!(!m.has_recipient("someone-else@x.test"));
+    }
+
+    #[test]
+    fn only_the_topmost_received_header_counts() {
+        // The topmost has no for clause: a lower one's is not used.
+        let m = parse(eml("\
+Received: by mx.x.test; Mon, 01 Jan 2024 10:00:01 +0000
+Received: from relay by mx for <lower@x.test>; Mon, 01 Jan 2024 10:00:00 +0000
+To: a@x.test
+Subject: s
+
+body
+"));
+        assert_eq!(m.recipients(), ["a@x.test"]);
+        // Received headers of an attached message do not count.
+        let m = parse(eml("\
+Received: by mx.x.test; Mon, 01 Jan 2024 10:00:01 +0000
+Subject: fwd
+Content-Type: message/rfc822
+
+Received: from a by b for <inner@x.test>; Mon, 01 Jan 2024 10:00:00 +0000
+Subject: inner
+
+inner body
+"));
+        assert!(m.recipients().is_empty(), "{:?}", m.recipients());
+    }
+
+    #[test]
+    fn received_for_comes_last_and_is_not_repeated() {
+        let m = parse(eml("\
+Delivered-To: Task14@x.test
+Received: from a by b for <task14@X.TEST>; Mon, 01 Jan 2024 10:00:01 +0000
+Received: from c by d for <never@x.test>; Mon, 01 Jan 2024 10:00:00 +0000
+To: list@lists.test
+Subject: s
+
+body
+"));
+        assert_eq!(m.recipients(), ["list@lists.test", "task14@x.test"]);
+        let m = parse(eml("\
+Received: from a by b for <bcc@x.test>; Mon, 01 Jan 2024 10:00:01 +0000
+To: list@lists.test
+Subject: s
+
+body
+"));
+        assert_eq!(m.recipients(), ["list@lists.test", "bcc@x.test"]);
     }
 
     #[test]

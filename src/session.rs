@@ -18,7 +18,7 @@
 //! mail reaches only the subscribers whose `to` is among its recipients,
 //! plus those without `to` — O(matches), not O(subscribers).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,6 +32,7 @@ use crate::messages::{
 };
 use crate::policy::{self, Action};
 use crate::registry::Registry;
+use crate::replay::ReplayWindow;
 use crate::stats::{Live, SessionState, SessionStats, Token};
 use crate::subscriber::{Subscriber, SubscriberQueue};
 use crate::tracker::{MailboxTracker, Snapshot};
@@ -78,7 +79,8 @@ pub struct Session {
     closing: Vec<oneshot::Sender<()>>,
     ending: bool,
     failed: Option<Error>,
-    recent: VecDeque<(Instant, Arc<Mail>)>,
+    /// Recent mail for late subscribers with `since`/`max_age`.
+    recent: ReplayWindow,
     fetched: u64,
     queued_gone: u64,
     dropped_gone: u64,
@@ -123,6 +125,7 @@ impl Session {
                 config.look_back_limit,
             )),
             snapshot: Snapshot::default(),
+            recent: ReplayWindow::from_config(&config),
             key,
             instance,
             fingerprint,
@@ -142,7 +145,6 @@ impl Session {
             closing: Vec::new(),
             ending: false,
             failed: None,
-            recent: VecDeque::new(),
             fetched: 0,
             queued_gone: 0,
             dropped_gone: 0,
@@ -373,19 +375,7 @@ impl Session {
     }
 
     fn remember(&mut self, mail: Arc<Mail>) {
-        if self.config.replay_capacity == 0 {
-            return;
-        }
-        let now = Instant::now();
-        while self
-            .recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > self.config.replay_age)
-            || self.recent.len() >= self.config.replay_capacity
-        {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((now, mail));
+        self.recent.push(Instant::now(), mail);
     }
 
     /// Sends `mail` to the subscribers indexed under one of its recipients
@@ -439,6 +429,11 @@ impl Session {
         let (Some(started), Some(since)) = (self.connected_at, earliest) else {
             return;
         };
+        // INTERNALDATE has whole seconds and the server's clock may lag:
+        // the filters tolerate `clock_skew`, so must the look-back.
+        let since = since
+            .checked_sub(self.config.clock_skew)
+            .unwrap_or(std::time::UNIX_EPOCH);
         if since >= started {
             return;
         }
@@ -590,7 +585,7 @@ impl Handler<AddSubscriber> for Session {
         // `max_age`.
         let earliest = filter.earliest(SystemTime::now());
         if earliest.is_some() {
-            for (_, mail) in &self.recent {
+            for mail in self.recent.iter(Instant::now()) {
                 addr.do_send(NewMail(mail.clone()));
             }
         }

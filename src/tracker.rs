@@ -677,8 +677,7 @@ impl MailboxTracker {
                     || self.is_delivered(target);
                 if got {
                     self.resolve_below(target);
-                } else if ended == Ended::ExpungeIssued
-                    && self.expunge_issued_once != Some(target)
+                } else if ended == Ended::ExpungeIssued && self.expunge_issued_once != Some(target)
                 {
                     // Probably expunged since the search: the next search
                     // tells. Only a repeat counts as a failure.
