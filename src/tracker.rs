@@ -787,3 +787,6 @@ impl MailboxTracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
