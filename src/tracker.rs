@@ -864,3 +864,6 @@ impl MailboxTracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
