@@ -286,8 +286,8 @@ fn a_nil_body_every_time_is_skipped_after_poison_attempts() {
     expect_fetch(t.next_step(), false, "6:7");
     assert_eq!(give(&mut t, nil(6, 10)), None);
     assert_eq!(give(&mut t, mail(7, 11)), Some(11));
-    t.completed(Ended::Ok); // attempt 1
-    for attempt in 2..=3 {
+    t.completed(Ended::Ok); // careful from now on
+    for attempt in 1..=3 {
         expect_search(t.next_step(), "UID 10:*");
         t.on_search(&[10, 11]);
         t.completed(Ended::Ok);
@@ -693,6 +693,7 @@ fn a_dropped_response_in_a_uid_fetch_from_the_watermark_is_fetched_again() {
     connect(&mut t, 7, UidNext::Exact(12));
     expect_fetch(t.next_step(), true, "10:*");
     // `* 6 FETCH (UID 10 ...)` did not parse; 11 came.
+    t.response_lost();
     assert_eq!(give(&mut t, mail(7, 11)), Some(11));
     t.completed(Ended::Ok);
     let later = settle(&mut t, &[1, 2, 3, 4, 5, 10, 11]);
@@ -867,6 +868,9 @@ mod model {
     enum Ev {
         Mail(u32, Part),
         Notify,
+        /// A response that did not parse: the client says so
+        /// (`Event::Malformed`).
+        Malformed,
     }
 
     /// The mailbox and the one connection's view of it.
@@ -1104,7 +1108,7 @@ mod model {
                 }
                 if let Some(i) = f.drop {
                     let len = evs.len();
-                    evs.remove(usize::from(i) % len);
+                    evs[usize::from(i) % len] = Ev::Malformed;
                 }
             }
             let at = usize::from(f.notify_at) % (evs.len() + 1);
@@ -1143,6 +1147,7 @@ mod model {
                     break;
                 }
                 match *ev {
+                    Ev::Malformed => self.t.response_lost(),
                     Ev::Notify => {
                         if f.arrive {
                             self.server.append();
