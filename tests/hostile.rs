@@ -123,6 +123,21 @@ fn verbs(server: &FakeServer) -> Vec<String> {
         .collect()
 }
 
+/// The FETCH and SEARCH commands a fake received, in order, without the
+/// tag and the fetch items: e.g. `"FETCH 6:6"`, `"UID SEARCH UID 10:*"`,
+/// `"UID FETCH 10"`.
+fn fetches_and_searches(server: &FakeServer) -> Vec<String> {
+    server
+        .commands()
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(' ')?;
+            let rest = rest.split(" (").next().unwrap_or(rest);
+            (rest.contains("FETCH") || rest.contains("SEARCH")).then(|| rest.to_owned())
+        })
+        .collect()
+}
+
 /// Replaces every `$TAG` in `template` with `tag`.
 fn fill(template: &[u8], tag: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(template.len());
@@ -779,9 +794,12 @@ async fn cr_lf_in_an_oauth_token_is_refused_before_authenticate() {
 // ───────────────────────── session phase ──────────────────────────────────
 
 /// BYE (and the connection's end) in the middle of a FETCH: the mail that
-/// arrived before it is delivered once, the rest after the reconnect, and
-/// the server's `UID n:*` answer repeating an old message delivers nothing
-/// twice.
+/// arrived before it is delivered once, the rest after the reconnect. The
+/// cut FETCH was a failed attempt, so the reconnect is careful: it searches
+/// the UIDs pending from the watermark and fetches the lowest alone. A
+/// server listing (and sending) the old message again delivers nothing
+/// twice, and `UID 3:*` matching UID 2 (RFC 3501: `*` is the highest UID)
+/// ends the careful mode without another fetch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bye_in_the_middle_of_a_fetch_delivers_each_mail_exactly_once() {
     let server = FakeServer::start(|mut c: FakeConn, n| async move {
@@ -795,12 +813,14 @@ async fn bye_in_the_middle_of_a_fetch_delivers_each_mail_exactly_once() {
             return;
         }
         c.examine(2, Some(3), Some(1)).await;
+        c.search(&[1, 2]).await;
         let (tag, _) = c.expect("UID FETCH").await;
         c.send(fetch_ok(
             &tag,
             &[(1, 1, &message("one")), (2, 2, &message("two"))],
         ))
         .await;
+        c.search(&[2]).await;
         let (tag, _) = c.announce(3).await;
         c.send(fetch_ok(&tag, &[(3, 3, &message("three"))])).await;
         c.serve().await;
@@ -819,18 +839,25 @@ async fn bye_in_the_middle_of_a_fetch_delivers_each_mail_exactly_once() {
             .is_some_and(|e| e.contains("Server shutting down")),
         "{st:?}"
     );
-    assert_eq!(st.fetched, 3);
-    let cmds = server.commands();
-    assert!(cmds.iter().any(|c| c.contains("FETCH 1:2 ")), "{cmds:?}");
-    assert!(
-        cmds.iter().any(|c| c.contains("UID FETCH 2:* ")),
-        "{cmds:?}"
+    assert_eq!((st.fetched, st.skipped), (3, 0));
+    assert_eq!(st.watermark, Some(4));
+    assert_eq!(
+        fetches_and_searches(&server),
+        [
+            "FETCH 1:2",
+            "UID SEARCH UID 2:*",
+            "UID FETCH 2",
+            "UID SEARCH UID 3:*",
+            "FETCH 3:3"
+        ]
     );
     h.shutdown().await;
 }
 
 /// A literal cut short by the connection's end: nothing half-read is
-/// delivered; the whole mail comes once after the reconnect.
+/// delivered; the cut FETCH was a failed attempt, so after the reconnect
+/// the client searches the pending UIDs and fetches UID 1 alone, and the
+/// whole mail comes once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_literal_cut_short_is_fetched_again_after_the_reconnect() {
     let server = FakeServer::start(|mut c: FakeConn, n| async move {
@@ -843,8 +870,10 @@ async fn a_literal_cut_short_is_fetched_again_after_the_reconnect() {
             return;
         }
         c.examine(1, Some(2), Some(1)).await;
+        c.search(&[1]).await;
         let (tag, _) = c.expect("UID FETCH").await;
         c.send(fetch_ok(&tag, &[(1, 1, &message("whole"))])).await;
+        c.search(&[1]).await;
         let (tag, _) = c.announce(2).await;
         c.send(fetch_ok(&tag, &[(2, 2, &message("sentinel"))]))
             .await;
@@ -860,6 +889,17 @@ async fn a_literal_cut_short_is_fetched_again_after_the_reconnect() {
     assert_eq!(
         st.last_error.as_deref(),
         Some("connection closed by the server")
+    );
+    assert_eq!((st.fetched, st.skipped, st.watermark), (2, 0, Some(3)));
+    assert_eq!(
+        fetches_and_searches(&server),
+        [
+            "FETCH 1:1",
+            "UID SEARCH UID 1:*",
+            "UID FETCH 1",
+            "UID SEARCH UID 2:*",
+            "FETCH 2:2"
+        ]
     );
     h.shutdown().await;
 }
@@ -930,37 +970,68 @@ async fn a_fetch_outside_the_requested_range_loses_no_mail() {
     h.shutdown().await;
 }
 
-/// `BODY[] NIL` (the message vanished): nothing is delivered for it, the
-/// session goes on.
+/// `BODY[] NIL` every time (a server that will not send the message): it
+/// is never silently dropped. The client fetches it again carefully
+/// (`UID SEARCH` from the watermark, then `UID FETCH` of that UID alone)
+/// on the same connection (the FETCH itself succeeded), and after
+/// `poison_attempts` attempts in all it skips it, counts it in
+/// `SessionStats::skipped`, and later mail flows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nil_body_is_skipped() {
+async fn a_nil_body_is_fetched_again_then_skipped_and_counted() {
     let server = FakeServer::start(|mut c: FakeConn, _| async move {
         c.greet_and_login("IDLE").await;
         c.examine(5, Some(10), Some(1)).await;
+        let nil = |seq: u32, tag: &str| {
+            format!("* {seq} FETCH (UID 10 RFC822.SIZE 0 BODY[]<0> NIL)\r\n{tag} OK done\r\n")
+        };
         let (tag, _) = c.announce(6).await;
-        c.send(format!(
-            "* 6 FETCH (UID 10 RFC822.SIZE 0 BODY[]<0> NIL)\r\n{tag} OK done\r\n"
-        ))
-        .await;
+        c.send(nil(6, &tag)).await;
+        for _ in 0..2 {
+            c.search(&[10]).await;
+            let (tag, _) = c.expect("UID FETCH").await;
+            c.send(nil(6, &tag)).await;
+        }
+        c.search(&[10]).await;
         let (tag, _) = c.announce(7).await;
         c.send(fetch_ok(&tag, &[(7, 11, &message("sentinel"))]))
             .await;
         c.serve().await;
     })
     .await;
-    let h = start();
+    let h = Registry::start_in_thread(Config {
+        poison_attempts: 3,
+        ..config()
+    })
+    .unwrap();
     let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
     assert_eq!(next_subject(&mut sub).await, "sentinel");
     let st = stats_of(&h, server.port).await;
-    assert_eq!((st.fetched, st.reconnects, st.watermark), (1, 0, Some(12)));
+    assert_eq!(
+        (st.fetched, st.skipped, st.reconnects, st.watermark),
+        (1, 1, 0, Some(12))
+    );
+    assert_eq!(
+        fetches_and_searches(&server),
+        [
+            "FETCH 6:6",
+            "UID SEARCH UID 10:*",
+            "UID FETCH 10",
+            "UID SEARCH UID 10:*",
+            "UID FETCH 10",
+            "UID SEARCH UID 11:*",
+            "FETCH 7:7"
+        ]
+    );
     h.shutdown().await;
 }
 
 /// 10 MB of headers in one message. A server ignoring the partial fetch
 /// (`<0.max_message_size>`) and announcing the whole literal is refused
-/// when announced (`LiteralTooLarge`, no byte of it buffered); after the
-/// reconnect, the server honouring the partial fetch delivers the mail
-/// once, flagged truncated.
+/// when announced (`LiteralTooLarge`, no byte of it buffered); that was a
+/// failed attempt, so after the reconnect the client searches the pending
+/// UIDs and fetches UID 1 alone; the server honouring the partial fetch
+/// delivers the mail once, flagged truncated, and a sentinel shows that
+/// nothing else was delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_megabytes_of_headers() {
     const SIZE: usize = 10 * 1024 * 1024;
@@ -988,6 +1059,7 @@ async fn ten_megabytes_of_headers() {
                 return;
             }
             c.examine(1, Some(2), Some(1)).await;
+            c.search(&[1]).await;
             let (tag, _) = c.expect("UID FETCH").await;
             let mut out =
                 format!("* 1 FETCH (UID 1 RFC822.SIZE {SIZE} BODY[]<0> {{{MAX_MESSAGE}}}\r\n")
@@ -995,6 +1067,10 @@ async fn ten_megabytes_of_headers() {
             out.extend_from_slice(&big[..MAX_MESSAGE]);
             out.extend_from_slice(format!(")\r\n{tag} OK done\r\n").as_bytes());
             c.send(out).await;
+            c.search(&[1]).await;
+            let (tag, _) = c.announce(2).await;
+            c.send(fetch_ok(&tag, &[(2, 2, &message("sentinel"))]))
+                .await;
             c.serve().await;
         }
     })
@@ -1008,8 +1084,19 @@ async fn ten_megabytes_of_headers() {
     assert_eq!(mail.subject(), Some("huge"));
     assert!(mail.is_truncated());
     assert_eq!(mail.raw().len(), MAX_MESSAGE);
+    assert_eq!(next_subject(&mut sub).await, "sentinel");
     let st = stats_of(&h, server.port).await;
-    assert_eq!((st.reconnects, st.fetched), (1, 1));
+    assert_eq!((st.reconnects, st.fetched, st.skipped), (1, 2, 0));
+    assert_eq!(
+        fetches_and_searches(&server),
+        [
+            "FETCH 1:1",
+            "UID SEARCH UID 1:*",
+            "UID FETCH 1",
+            "UID SEARCH UID 2:*",
+            "FETCH 2:2"
+        ]
+    );
     assert!(
         st.last_error
             .as_deref()
