@@ -293,3 +293,18 @@ impl FakeConn {
         }
     }
 }
+
+/// Helpers for the careful re-fetch (issue 9): after an incomplete or
+/// failed FETCH the client searches the UIDs still pending and fetches the
+/// lowest one alone.
+impl FakeConn {
+    /// Expects `UID SEARCH`, answers `* SEARCH` with `found` and a tagged
+    /// OK; returns the search criteria (e.g. `"UID 10:*"`).
+    pub async fn search(&mut self, found: &[u32]) -> String {
+        let (tag, criteria) = self.expect("UID SEARCH").await;
+        let list: String = found.iter().map(|u| format!(" {u}")).collect();
+        self.send(format!("* SEARCH{list}\r\n{tag} OK Search completed\r\n"))
+            .await;
+        criteria
+    }
+}
