@@ -187,6 +187,9 @@ struct Partial {
     size: Option<u32>,
     /// Handed out (or found already delivered).
     done: bool,
+    /// The server gave this sequence number two different UIDs: resolved
+    /// only by a fetch by UID.
+    conflict: bool,
 }
 
 /// The position of one session in its mailbox. See the module docs.
@@ -544,7 +547,17 @@ impl MailboxTracker {
         let p = parts.entry(f.seq).or_default();
         for item in f.items {
             match item {
-                FetchItem::Uid(u) => p.uid = Some(u),
+                FetchItem::Uid(u) => {
+                    if p.uid.is_some_and(|x| x != u) {
+                        // Contradicts an earlier response for this number:
+                        // what came before belonged to another UID.
+                        p.conflict = true;
+                        p.done = false;
+                        p.body = None;
+                        p.nil = false;
+                    }
+                    p.uid = Some(u);
+                }
                 FetchItem::Body { section, data, .. } if section.is_empty() => match data {
                     Some(d) => p.body = Some(d),
                     None => p.nil = true,
@@ -611,7 +624,7 @@ impl MailboxTracker {
 
     /// The running FETCH or SEARCH ended with `ended`.
     pub(crate) fn completed(&mut self, ended: Ended) -> Verdict {
-        let ended = if std::mem::take(&mut self.lost_response) && ended == Ended::Ok {
+        let ended = if std::mem::take(&mut self.lost_response) && ended != Ended::Failed {
             // Something came back that did not parse: incomplete.
             Ended::Incomplete
         } else {
@@ -711,7 +724,10 @@ impl MailboxTracker {
                 let mut top = None;
                 for seq in first..=last {
                     match parts.get(&seq) {
-                        Some(p) if p.done || p.uid.is_some_and(|u| self.is_delivered(u)) => {
+                        Some(p)
+                            if !p.conflict
+                                && (p.done || p.uid.is_some_and(|u| self.is_delivered(u))) =>
+                        {
                             top = p.uid.or(top);
                         }
                         _ => {

@@ -762,30 +762,30 @@ mod model {
     /// What goes wrong with one command's answer. Indexes are taken modulo
     /// the number of responses.
     #[derive(Debug, Clone)]
-    struct Faults {
+    pub(super) struct Faults {
         /// Responses rotated by this much, then maybe reversed.
-        rotate: u8,
-        reverse: bool,
+        pub(super) rotate: u8,
+        pub(super) reverse: bool,
         /// This response is sent twice.
-        dup: Option<u8>,
+        pub(super) dup: Option<u8>,
         /// This response is split: UID in one response, body in another.
-        split: Option<u8>,
+        pub(super) split: Option<u8>,
         /// This response did not parse (the client skips it).
-        drop: Option<u8>,
+        pub(super) drop: Option<u8>,
         /// This response has `BODY[] NIL`.
-        nil: Option<u8>,
+        pub(super) nil: Option<u8>,
         /// The command is answered NO.
-        no: bool,
+        pub(super) no: bool,
         /// The connection dies after this many events of the answer.
-        cut: Option<u8>,
+        pub(super) cut: Option<u8>,
         /// A new message arrives while the command runs.
-        arrive: bool,
+        pub(super) arrive: bool,
         /// Where pending EXISTS/EXPUNGE go among the responses.
-        notify_at: u8,
+        pub(super) notify_at: u8,
     }
 
     impl Faults {
-        fn none() -> Self {
+        pub(super) fn none() -> Self {
             Faults {
                 rotate: 0,
                 reverse: false,
@@ -806,7 +806,7 @@ mod model {
     }
 
     #[derive(Debug, Clone)]
-    enum Op {
+    pub(super) enum Op {
         /// New mail arrives (announced later, at some point).
         Append(u8),
         /// A message is expunged (announced later, at some point).
@@ -1220,7 +1220,7 @@ mod model {
 
     /// Runs `ops`, then lets the tracker settle with no faults and no new
     /// mail, and checks properties (a)–(e).
-    fn run(old: u8, gap: u8, poison: u32, ops: &[Op]) {
+    pub(super) fn run(old: u8, gap: u8, poison: u32, ops: &[Op]) {
         let old = u32::from(old);
         let uid_next = old + 1 + u32::from(gap);
         let msgs: Vec<u32> = (1..=old).collect();
@@ -1307,4 +1307,28 @@ mod model {
             run(old, gap, poison, &ops);
         }
     }
+}
+/// Found by the property test: a response that did not parse inside a
+/// `UID FETCH w:*` answered `NO [EXPUNGEISSUED]` (another message was
+/// expunged meanwhile) must still make the fetch incomplete.
+#[test]
+fn a_dropped_response_in_a_fetch_answered_expungeissued_is_fetched_again() {
+    use model::*;
+    let drop_first = Faults {
+        drop: Some(0),
+        ..Faults::none()
+    };
+    run(
+        0,
+        0,
+        1,
+        &[
+            Op::Append(2),
+            Op::Disconnect(false),
+            Op::Expunge(0),
+            Op::Append(1),
+            Op::Step(drop_first),
+            Op::Step(Faults::none()),
+        ],
+    );
 }
