@@ -284,15 +284,19 @@ impl Session {
         self.state = SessionState::Failed;
         self.failed = Some(e.clone());
         self.last_error = Some(e.clone());
-        self.end_all(Some(e.clone()), ctx);
+        // Tell the registry first: a caller who sees its stream end and
+        // subscribes again at once (with a new password) must reach a new
+        // session, not this failed one — the registry handles this message
+        // before that caller's Subscribe.
         if let Some(reg) = self.registry.upgrade() {
             reg.do_send(SessionEnded {
                 key: self.key.clone(),
                 instance: self.instance,
-                error: e,
+                error: e.clone(),
                 fingerprint: self.fingerprint,
             });
         }
+        self.end_all(Some(e), ctx);
     }
 
     /// Ends every subscription, after the mail already sent to it: the end
