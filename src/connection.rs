@@ -322,7 +322,6 @@ impl Connection {
     /// `messages` messages of at most `Config::max_message_size` bytes each;
     /// its events come from [`Connection::next_event`]. The command's
     /// overall deadline scales with the bytes it may carry.
-    #[allow(dead_code)] // the watcher moves to it in the tracker rewrite
     pub(crate) fn start_fetch(
         &mut self,
         uid: bool,

@@ -64,7 +64,6 @@ pub(crate) struct FetchRequest {
     pub set: String,
     /// How many messages it may return at most (for the command deadline).
     pub messages: u32,
-    kind: FetchKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +84,6 @@ enum FetchKind {
 pub(crate) struct SearchRequest {
     /// The criteria after `UID SEARCH`.
     pub criteria: String,
-    kind: SearchKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,9 +178,9 @@ pub(crate) struct Snapshot {
 #[derive(Debug, Default)]
 struct Partial {
     uid: Option<u32>,
+    /// `None` until a body arrives (`BODY[] NIL` leaves it `None`: the
+    /// message stays unresolved).
     body: Option<Vec<u8>>,
-    /// `BODY[] NIL` seen.
-    nil: bool,
     internal_date: Option<String>,
     size: Option<u32>,
     /// Handed out (or found already delivered).
@@ -508,23 +506,18 @@ impl MailboxTracker {
             FetchKind::Old { uids, .. } => u32::try_from(uids.len()).unwrap_or(u32::MAX),
         };
         self.in_flight = Some(InFlight::Fetch {
-            kind: kind.clone(),
+            kind,
             parts: BTreeMap::new(),
         });
-        Step::Fetch(FetchRequest {
-            uid,
-            set,
-            messages,
-            kind,
-        })
+        Step::Fetch(FetchRequest { uid, set, messages })
     }
 
     fn search(&mut self, criteria: String, kind: SearchKind) -> Step {
         self.in_flight = Some(InFlight::Search {
-            kind: kind.clone(),
+            kind,
             uids: Vec::new(),
         });
-        Step::Search(SearchRequest { criteria, kind })
+        Step::Search(SearchRequest { criteria })
     }
 
     /// Whether `uid` was delivered as live mail.
@@ -554,14 +547,14 @@ impl MailboxTracker {
                         p.conflict = true;
                         p.done = false;
                         p.body = None;
-                        p.nil = false;
                     }
                     p.uid = Some(u);
                 }
-                FetchItem::Body { section, data, .. } if section.is_empty() => match data {
-                    Some(d) => p.body = Some(d),
-                    None => p.nil = true,
-                },
+                FetchItem::Body {
+                    section,
+                    data: Some(d),
+                    ..
+                } if section.is_empty() => p.body = Some(d),
                 FetchItem::InternalDate(d) => p.internal_date = Some(d),
                 FetchItem::Rfc822Size(s) => p.size = Some(s),
                 _ => {}
@@ -632,34 +625,22 @@ impl MailboxTracker {
         };
         match self.in_flight.take() {
             Some(InFlight::Fetch { kind, parts }) => self.fetch_ended(kind, parts, ended),
-            Some(InFlight::Search { kind, uids }) => {
-                self.search_ended(kind, uids, ended);
-                Verdict::Continue
-            }
+            Some(InFlight::Search { kind, uids }) => self.search_ended(kind, uids, ended),
             None => Verdict::Continue,
         }
     }
 
-    /// The connection ended; a fetch in flight counts as a failed attempt
-    /// (a look-back's fetch is simply retried: it was not refused).
+    /// The connection ended; a fetch of live mail in flight counts as a
+    /// failed attempt. A cut search, or a cut look-back fetch, is simply
+    /// asked again on the next connection (the look-back is still wanted;
+    /// what it handed out is remembered).
     pub(crate) fn connection_lost(&mut self) {
         self.lost_response = false;
-        match self.in_flight.take() {
-            Some(InFlight::Fetch {
-                kind: FetchKind::Old { .. },
-                ..
-            }) => {}
-            Some(InFlight::Fetch { kind, parts }) => {
-                let _ = self.fetch_ended(kind, parts, Ended::Failed);
-            }
-            Some(InFlight::Search {
-                kind: SearchKind::Pending,
-                ..
-            }) => {}
-            // A look-back cut off: still wanted, retried next time.
-            Some(InFlight::Search { .. }) | None => {}
+        if let Some(InFlight::Fetch { kind, parts }) = self.in_flight.take()
+            && !matches!(kind, FetchKind::Old { .. })
+        {
+            let _ = self.fetch_ended(kind, parts, Ended::Failed);
         }
-        self.careful_target = None;
     }
 
     fn fetch_ended(
@@ -785,12 +766,14 @@ impl MailboxTracker {
         }
     }
 
-    fn search_ended(&mut self, kind: SearchKind, mut uids: Vec<u32>, ended: Ended) {
+    fn search_ended(&mut self, kind: SearchKind, mut uids: Vec<u32>, ended: Ended) -> Verdict {
         match kind {
             SearchKind::Pending => {
                 if ended != Ended::Ok {
-                    // Cannot narrow down: skip nothing, retry by UID later.
-                    return;
+                    // Cannot narrow down: skip nothing. Searching again at
+                    // once would loop as fast as the server refuses; the
+                    // reconnect's backoff paces the next try.
+                    return Verdict::Reconnect;
                 }
                 uids.retain(|u| *u >= self.watermark && !self.delivered_above.contains(u));
                 match uids.iter().min() {
@@ -812,7 +795,7 @@ impl MailboxTracker {
             SearchKind::LookBack { since, low, top } => {
                 if ended != Ended::Ok {
                     self.look_back_failed();
-                    return;
+                    return Verdict::Continue;
                 }
                 uids.retain(|&u| u >= low && u <= top && !self.old_reported.contains(&u));
                 uids.sort_unstable();
@@ -827,6 +810,7 @@ impl MailboxTracker {
                 }
             }
         }
+        Verdict::Continue
     }
 
     fn finish_look_back(&mut self, since: SystemTime) {
@@ -866,6 +850,11 @@ impl MailboxTracker {
     /// The next notice to log and count.
     pub(crate) fn poll_notice(&mut self) -> Option<Notice> {
         self.notices.pop_front()
+    }
+
+    /// The mailbox's UIDVALIDITY, once selected.
+    pub(crate) fn uid_validity(&self) -> Option<u32> {
+        self.uid_validity
     }
 
     /// The position for statistics.

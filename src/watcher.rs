@@ -97,7 +97,12 @@ pub(crate) async fn run(
     sink: Sink,
     orders: mpsc::UnboundedReceiver<Order>,
 ) -> ConnectionEnded {
+    let fetch_items = format!(
+        "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
+        config.max_message_size
+    );
     let mut w = Watcher {
+        fetch_items,
         conn: None,
         config,
         mailbox: cred.mailbox.clone(),
@@ -136,6 +141,8 @@ struct Watcher {
     phase: Phase,
     /// The last snapshot reported, so that only changes are sent.
     reported: Snapshot,
+    /// The items of every mail FETCH (`BODY.PEEK[]<0.max_message_size>`).
+    fetch_items: String,
 }
 
 impl Watcher {
@@ -180,28 +187,16 @@ impl Watcher {
             if !self.orders_open {
                 return self.logout().await;
             }
-            match self.tracker.next_step() {
+            let (command, done) = match self.tracker.next_step() {
                 Step::Fetch(req) => {
-                    let items = format!(
-                        "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
-                        self.config.max_message_size
-                    );
                     tracing::debug!(set = %req.set, uid = req.uid, "fetch");
-                    let tag = self
-                        .conn()
-                        .start_fetch(req.uid, &req.set, &items, req.messages)?;
-                    let done = self.until_completed(&tag).await?;
-                    let ended = ended(&done);
-                    let verdict = self.tracker.completed(ended);
-                    self.drain_notices();
-                    self.report_progress();
-                    if verdict == Verdict::Reconnect {
-                        return Err(Error::CommandFailed {
-                            command: "FETCH",
-                            text: done.text,
-                            temporary: true,
-                        });
-                    }
+                    let tag = self.conn.as_mut().expect("connected").start_fetch(
+                        req.uid,
+                        &req.set,
+                        &self.fetch_items,
+                        req.messages,
+                    )?;
+                    ("FETCH", self.until_completed(&tag).await?)
                 }
                 Step::Search(req) => {
                     tracing::debug!(criteria = %req.criteria, "search");
@@ -212,9 +207,7 @@ impl Watcher {
                     if let CommandData::Search(uids) = &done.data {
                         self.tracker.on_search(uids);
                     }
-                    self.tracker.completed(ended(&done));
-                    self.drain_notices();
-                    self.report_progress();
+                    ("UID SEARCH", done)
                 }
                 Step::Wait => {
                     let stop = if self.idle {
@@ -225,7 +218,18 @@ impl Watcher {
                     if stop {
                         return self.logout().await;
                     }
+                    continue;
                 }
+            };
+            let verdict = self.tracker.completed(ended(&done));
+            self.drain_notices();
+            self.report_progress();
+            if verdict == Verdict::Reconnect {
+                return Err(Error::CommandFailed {
+                    command,
+                    text: done.text,
+                    temporary: true,
+                });
             }
         }
     }
@@ -318,7 +322,7 @@ impl Watcher {
         let truncated = a.size.is_some_and(|s| s as usize > a.raw.len())
             || a.raw.len() >= self.config.max_message_size;
         let internal_date = a.internal_date.as_deref().and_then(parse_internal_date);
-        let uid_validity = self.tracker.snapshot().uid_validity.unwrap_or(0);
+        let uid_validity = self.tracker.uid_validity().unwrap_or(0);
         let (uid, old, raw) = (a.uid, a.old, a.raw);
         // mail-parser is CPU work: a large message goes to the blocking
         // pool so it cannot stall the session's arbiter; a small one (tens
@@ -354,17 +358,19 @@ impl Watcher {
     fn take_orders(&mut self) {
         while self.orders_open {
             match self.orders.try_recv() {
-                Ok(order) => self.order(order),
+                Ok(order) => self.order(Some(order)),
                 Err(mpsc::error::TryRecvError::Empty) => return,
                 Err(mpsc::error::TryRecvError::Disconnected) => self.orders_open = false,
             }
         }
     }
 
-    fn order(&mut self, order: Order) {
+    /// Acts on an order; `None` (the session dropped its sender) is a
+    /// LOGOUT.
+    fn order(&mut self, order: Option<Order>) {
         match order {
-            Order::LookBack(since) => self.tracker.want_look_back(since),
-            Order::Logout => self.orders_open = false,
+            Some(Order::LookBack(since)) => self.tracker.want_look_back(since),
+            Some(Order::Logout) | None => self.orders_open = false,
         }
     }
 
@@ -378,10 +384,7 @@ impl Watcher {
             let ev = tokio::select! {
                 ev = conn.next_event() => ev?,
                 order = self.orders.recv(), if self.orders_open => {
-                    match order {
-                        Some(o) => self.order(o),
-                        None => self.orders_open = false,
-                    }
+                    self.order(order);
                     if !done_sent {
                         done_sent = true;
                         self.conn().done();
@@ -421,10 +424,7 @@ impl Watcher {
         tokio::select! {
             _ = tokio::time::sleep(self.config.poll_interval) => {}
             order = self.orders.recv(), if self.orders_open => {
-                match order {
-                    Some(o) => self.order(o),
-                    None => self.orders_open = false,
-                }
+                self.order(order);
                 return Ok(!self.orders_open);
             }
         }

@@ -1203,7 +1203,9 @@ mod model {
                 return;
             }
             if f.no {
-                assert_eq!(self.t.completed(Ended::Failed), Verdict::Continue);
+                // A refused careful search is paced by a reconnect.
+                assert_eq!(self.t.completed(Ended::Failed), Verdict::Reconnect);
+                self.reconnect(false);
             } else {
                 self.t.on_search(&found);
                 if at == 1 {
@@ -1330,5 +1332,29 @@ fn a_dropped_response_in_a_fetch_answered_expungeissued_is_fetched_again() {
             Op::Step(drop_first),
             Op::Step(Faults::none()),
         ],
+    );
+}
+
+/// A careful `UID SEARCH` the server refuses every time must not be asked
+/// again at once (no backoff would pace it): the tracker asks for a
+/// reconnect, and searches again on the next connection.
+#[test]
+fn a_refused_careful_search_reconnects_instead_of_looping() {
+    let mut t = tracker();
+    connect(&mut t, 5, UidNext::Exact(10));
+    t.observe(&Data::Exists(6));
+    expect_fetch(t.next_step(), false, "6:6");
+    assert_eq!(t.completed(Ended::Failed), Verdict::Reconnect);
+    t.connection_lost();
+    for _ in 0..3 {
+        connect(&mut t, 6, UidNext::Exact(11));
+        expect_search(t.next_step(), "UID 10:*");
+        assert_eq!(t.completed(Ended::Failed), Verdict::Reconnect);
+        t.connection_lost();
+    }
+    assert_eq!(
+        t.snapshot().skipped,
+        0,
+        "nothing is skipped for a refused search"
     );
 }
