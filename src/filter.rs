@@ -249,10 +249,20 @@ impl Filter {
     /// `floor(at) >= floor(earliest - clock_skew)`. An allowance reaching
     /// before any time the clock can represent is no bound at all.
     fn received_in_time(&self, at: SystemTime, earliest: SystemTime) -> bool {
-        match earliest.checked_sub(self.clock_skew) {
-            Some(bound) => floor_secs(at) >= floor_secs(bound),
-            None => true,
-        }
+        floor_secs(at) >= floor_secs(self.allowing_skew(earliest))
+    }
+
+    /// `t` less the clock skew allowance (the epoch's start when that is
+    /// before any time the clock can represent).
+    fn allowing_skew(&self, t: SystemTime) -> SystemTime {
+        t.checked_sub(self.clock_skew).unwrap_or(UNIX_EPOCH)
+    }
+
+    /// The oldest INTERNALDATE this filter can accept at `now`: the
+    /// [`Filter::earliest`] time less the clock skew allowance. A session
+    /// looks back this far for mail from before it started.
+    pub(crate) fn reaches_back_to(&self, now: SystemTime) -> Option<SystemTime> {
+        self.earliest(now).map(|t| self.allowing_skew(t))
     }
 
     /// Checks the filter before it is used: CR, LF or NUL in any string is

@@ -43,11 +43,7 @@ pub(crate) struct Context {
 
 /// Decides whether `error`, in `cx`, is worth a retry.
 pub(crate) fn decide(error: &Error, cx: &Context) -> Action {
-    if cx.phase == Phase::Select
-        && let Error::CommandFailed {
-            temporary: false, ..
-        } = error
-    {
+    if mailbox_missing(error, cx.phase) {
         // SELECT refused: the mailbox does not exist (or not for us).
         if !cx.healthy_before {
             return Action::Fail;
@@ -66,6 +62,19 @@ pub(crate) fn decide(error: &Error, cx: &Context) -> Action {
         return Action::Fail;
     }
     Action::Retry
+}
+
+/// Whether `error`, in `phase`, says the mailbox does not exist (SELECT
+/// refused): the session keeps since when, for the grace period.
+pub(crate) fn mailbox_missing(error: &Error, phase: Phase) -> bool {
+    phase == Phase::Select
+        && matches!(
+            error,
+            Error::CommandFailed {
+                temporary: false,
+                ..
+            }
+        )
 }
 
 /// Errors that, on a session that never connected, say the settings are

@@ -37,7 +37,7 @@ use crate::stats::{Live, SessionState, SessionStats, Token};
 use crate::subscriber::{Subscriber, SubscriberQueue};
 use crate::tracker::{MailboxTracker, Snapshot};
 use crate::transport::Tls;
-use crate::watcher::{self, ConnectionEnded, Order, Phase, Report};
+use crate::watcher::{self, ConnectionEnded, Order, Report};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
 
 /// One subscriber as its session knows it.
@@ -237,15 +237,7 @@ impl Session {
             }
             Err(e) => e,
         };
-        let missing = phase == Phase::Select
-            && matches!(
-                e,
-                Error::CommandFailed {
-                    temporary: false,
-                    ..
-                }
-            );
-        if missing {
+        if policy::mailbox_missing(&e, phase) {
             self.missing_since.get_or_insert_with(Instant::now);
         } else {
             self.missing_since = None;
@@ -344,7 +336,8 @@ impl Session {
                 for (_, w) in self.waiting.drain() {
                     let _ = w.send(Ok(()));
                 }
-                if self.connected_at.is_none() {
+                let first_select = self.connected_at.is_none();
+                if first_select {
                     self.connected_at = Some(SystemTime::now());
                 }
                 // The backoff starts over only after a healthy period: a
@@ -356,7 +349,13 @@ impl Session {
                         act.backoff.reset();
                     }
                 });
-                self.maybe_look_back();
+                if first_select {
+                    // Subscribers that arrived before the first SELECT could
+                    // not be compared with it yet; later ones order their
+                    // look-back when they subscribe, and the tracker keeps
+                    // an order across reconnects.
+                    self.maybe_look_back();
+                }
             }
             Report::Progress(snapshot) => {
                 if snapshot.validity_changes > self.snapshot.validity_changes {
@@ -410,34 +409,29 @@ impl Session {
         }
     }
 
-    /// Orders a look-back for the earliest time any subscriber wants, if
+    /// Orders a look-back for the oldest time any subscriber accepts, if
     /// it reaches before the first SELECT.
     fn maybe_look_back(&mut self) {
         let now = SystemTime::now();
-        let earliest = self
+        let oldest = self
             .subscribers
             .values()
-            .filter_map(|e| e.filter.earliest(now))
+            .filter_map(|e| e.filter.reaches_back_to(now))
             .min();
-        self.look_back_for(earliest);
+        self.look_back_for(oldest);
     }
 
-    /// Orders a look-back if `earliest` reaches before the first SELECT.
-    /// The tracker skips a range it already covered and retries one a
-    /// reconnect cut short. Constant time, so that a subscribe does not
-    /// scan every subscriber.
-    fn look_back_for(&mut self, earliest: Option<SystemTime>) {
+    /// Orders a look-back if `since` (what a filter reaches back to,
+    /// clock skew included) is before the first SELECT. The tracker skips a
+    /// range it already covered and retries one a reconnect cut short.
+    /// Constant time, so that a subscribe does not scan every subscriber.
+    fn look_back_for(&mut self, since: Option<SystemTime>) {
         if self.config.look_back_limit == 0 {
             return;
         }
-        let (Some(started), Some(since)) = (self.connected_at, earliest) else {
+        let (Some(started), Some(since)) = (self.connected_at, since) else {
             return;
         };
-        // INTERNALDATE has whole seconds and the server's clock may lag:
-        // the filters tolerate `clock_skew`, so must the look-back.
-        let since = since
-            .checked_sub(self.config.clock_skew)
-            .unwrap_or(std::time::UNIX_EPOCH);
         if since >= started {
             return;
         }
@@ -587,8 +581,8 @@ impl Handler<AddSubscriber> for Session {
             Subscriber::new(filter.clone(), msg.queue.clone(), self.live.subscriber()).start();
         // Late subscriber: replay recent mail it asks for by `since` or
         // `max_age`.
-        let earliest = filter.earliest(SystemTime::now());
-        if earliest.is_some() {
+        let reaches_back_to = filter.reaches_back_to(SystemTime::now());
+        if reaches_back_to.is_some() {
             for mail in self.recent.iter(Instant::now()) {
                 addr.do_send(NewMail(mail.clone()));
             }
@@ -613,7 +607,7 @@ impl Handler<AddSubscriber> for Session {
             },
         );
         if self.state == SessionState::Watching {
-            self.look_back_for(earliest);
+            self.look_back_for(reaches_back_to);
             return Box::pin(async { Ok(()) });
         }
         let (tx, rx) = oneshot::channel();
