@@ -78,16 +78,14 @@ impl ReplayWindow {
 
     /// Keeps `mail`, seen at `now`, evicting the oldest mails as the
     /// bounds require. Returns whether it was kept: a mail that alone
-    /// exceeds the byte bound is not (and evicts nothing), nor is a mail
-    /// the window already holds (same mailbox, UIDVALIDITY and UID), so
-    /// no late subscriber is handed the same mail twice from here.
+    /// exceeds the byte bound is not (and evicts nothing). The window does
+    /// not look for repeats: the session's tracker hands each mail out
+    /// once, and after a UIDNEXT regression the same UID can name a new
+    /// mail, which must be kept.
     pub(crate) fn push(&mut self, now: Instant, mail: Arc<Mail>) -> bool {
         self.prune(now);
         let cost = Self::cost(&mail);
         if self.capacity == 0 || cost > self.max_bytes {
-            return false;
-        }
-        if self.kept.iter().any(|k| same_mail(&k.mail, &mail)) {
             return false;
         }
         while self.kept.len() >= self.capacity || self.bytes + cost > self.max_bytes {
@@ -161,10 +159,6 @@ impl ReplayWindow {
 }
 
 /// Whether two mails are the same message of the same mailbox.
-fn same_mail(a: &Mail, b: &Mail) -> bool {
-    a.uid() == b.uid() && a.uid_validity() == b.uid_validity() && a.mailbox() == b.mailbox()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,17 +292,15 @@ mod tests {
     }
 
     #[test]
-    fn the_same_mail_is_kept_once() {
+    fn a_reused_uid_is_another_mail() {
+        // After UIDNEXT went down with the same UIDVALIDITY, the server
+        // gives a new mail a UID already seen: both stay for late
+        // subscribers (the tracker, not the window, rules out repeats).
         let now = Instant::now();
         let mut w = ReplayWindow::new(64, usize::MAX, MIN);
         assert!(w.push(now, mail(7, 10)));
-        assert!(!w.push(now, mail(7, 10)));
-        // Same UID under another UIDVALIDITY or mailbox is another mail.
-        let other_validity = Arc::new(Mail::parse(7, 2, "INBOX", None, Vec::new(), false));
-        let other_mailbox = Arc::new(Mail::parse(7, 1, "Spam", None, Vec::new(), false));
-        assert!(w.push(now, other_validity));
-        assert!(w.push(now, other_mailbox));
-        assert_eq!(w.len(), 3);
+        assert!(w.push(now, mail(7, 20)));
+        assert_eq!(w.len(), 2);
     }
 
     #[test]
