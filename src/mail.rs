@@ -463,6 +463,12 @@ const MAX_RECEIVED_ADDRESS: usize = 320;
 /// Only the clause before the `;` that starts the date counts; comments
 /// (`(... for ...)`), quoted strings and `<...>` outside the clause are
 /// skipped. Reads at most [`MAX_RECEIVED`] bytes and never panics.
+///
+/// mail-parser parses `Received` too (`Received::for_`), and was weighed:
+/// it also takes a `for` after the `;` (inside the date part), inside a
+/// quoted string, and addresses such as `@x.test` or `a@` — text a sender
+/// can place there. A recipient routes mail to a waiting task, so this
+/// stricter reading is kept (the shapes are in the tests below).
 fn received_for_address(value: &[u8]) -> Option<String> {
     let value = value.get(..MAX_RECEIVED).unwrap_or(value);
     let mut i = 0;

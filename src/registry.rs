@@ -292,6 +292,11 @@ impl Handler<SessionEnded> for Registry {
             // Dropping the only strong address lets the session stop.
             self.sessions.remove(&msg.key);
             if !self.config.failure_memory.is_zero() {
+                // Forget what expired, so the memory holds only the
+                // failures of the last `failure_memory`, however many
+                // credentials fail over a registry's life.
+                let memory = self.config.failure_memory;
+                self.failures.retain(|_, f| f.at.elapsed() < memory);
                 self.failures.insert(
                     msg.key,
                     RememberedFailure {
