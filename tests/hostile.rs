@@ -39,7 +39,8 @@ use emap::proto::client::{Client, CommandData, Event, MAX_SEARCH_RESULTS, Option
 use emap::proto::encode::InputError;
 use emap::{Auth, Config, Credential, Error, Filter, TlsMode};
 use support::emap::{
-    fake_cred as cred, next, next_subject, scripted_config, start, stats_of, subscribed,
+    fake_cred as cred, next, next_subject, next_subjects, scripted_config, start, stats_of,
+    subscribed,
 };
 use support::fake::{FakeConn, FakeServer};
 use support::{EVENTUALLY, message};
@@ -779,11 +780,10 @@ async fn bye_in_the_middle_of_a_fetch_delivers_each_mail_exactly_once() {
         }
         c.examine(2, Some(3), Some(1)).await;
         c.search(&[1, 2]).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(FakeConn::fetch_ok(
-            &tag,
+        c.answer_fetch(
+            "UID FETCH",
             &[(1, 1, &message("one")), (2, 2, &message("two"))],
-        ))
+        )
         .await;
         c.search(&[2]).await;
         let (tag, _) = c.announce(3).await;
@@ -793,9 +793,7 @@ async fn bye_in_the_middle_of_a_fetch_delivers_each_mail_exactly_once() {
     })
     .await;
     let (h, mut sub) = subscribed(config(), server.port).await;
-    assert_eq!(next_subject(&mut sub).await, "one");
-    assert_eq!(next_subject(&mut sub).await, "two");
-    assert_eq!(next_subject(&mut sub).await, "three");
+    assert_eq!(next_subjects(&mut sub, 3).await, ["one", "two", "three"]);
     let st = session(&h, server.port).await;
     assert_eq!(st.reconnects, 1);
     assert!(
@@ -836,16 +834,14 @@ async fn a_literal_cut_short_is_fetched_again_after_the_reconnect() {
         }
         c.examine(1, Some(2), Some(1)).await;
         c.search(&[1]).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(FakeConn::fetch_ok(&tag, &[(1, 1, &message("whole"))]))
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("whole"))])
             .await;
         c.search(&[1]).await;
         c.sentinel(2, 2).await;
     })
     .await;
     let (h, mut sub) = subscribed(config(), server.port).await;
-    assert_eq!(next_subject(&mut sub).await, "whole");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    assert_eq!(next_subjects(&mut sub, 2).await, ["whole", "sentinel"]);
     let st = session(&h, server.port).await;
     assert_eq!(st.reconnects, 1);
     assert_eq!(
@@ -880,9 +876,8 @@ async fn uids_below_the_watermark_are_never_delivered() {
             return;
         }
         c.examine(7, Some(12), Some(1)).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(FakeConn::fetch_ok(
-            &tag,
+        c.answer_fetch(
+            "UID FETCH",
             &[
                 (7, 11, &message("eleven")),
                 (5, 9, &message("nine")),
@@ -891,7 +886,7 @@ async fn uids_below_the_watermark_are_never_delivered() {
                 (7, 11, &message("eleven again")),
                 (4, 3, &message("backwards")),
             ],
-        ))
+        )
         .await;
         c.sentinel(8, 12).await;
     })
@@ -965,8 +960,7 @@ async fn a_stray_low_uid_for_a_sequence_number_does_not_hide_its_mail() {
     })
     .await;
     let (h, mut sub) = subscribed(config(), server.port).await;
-    assert_eq!(next_subject(&mut sub).await, "ten");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    assert_eq!(next_subjects(&mut sub, 2).await, ["ten", "sentinel"]);
     let st = session(&h, server.port).await;
     assert_eq!(st.watermark, Some(12));
     assert_eq!((st.fetched, st.skipped, st.reconnects), (2, 0, 0));
@@ -1075,16 +1069,14 @@ async fn a_fetch_answered_no_is_fetched_again_after_the_reconnect() {
         }
         c.examine(6, Some(11), Some(1)).await;
         c.search(&[10]).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(FakeConn::fetch_ok(&tag, &[(6, 10, &message("ten"))]))
+        c.answer_fetch("UID FETCH", &[(6, 10, &message("ten"))])
             .await;
         c.search(&[10]).await;
         c.sentinel(7, 11).await;
     })
     .await;
     let (h, mut sub) = subscribed(config(), server.port).await;
-    assert_eq!(next_subject(&mut sub).await, "ten");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    assert_eq!(next_subjects(&mut sub, 2).await, ["ten", "sentinel"]);
     let st = session(&h, server.port).await;
     assert_eq!(
         (st.fetched, st.skipped, st.reconnects, st.watermark),
@@ -1123,8 +1115,7 @@ async fn no_expungeissued_is_not_a_reason_to_reconnect() {
     })
     .await;
     let (h, mut sub) = subscribed(config(), server.port).await;
-    assert_eq!(next_subject(&mut sub).await, "eleven");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    assert_eq!(next_subjects(&mut sub, 2).await, ["eleven", "sentinel"]);
     let st = session(&h, server.port).await;
     assert_eq!(
         (st.fetched, st.skipped, st.reconnects, st.watermark),
@@ -1415,8 +1406,7 @@ async fn violations_during_idle_reconnect_and_lose_no_mail() {
                     return;
                 }
                 c.examine(6, Some(11), Some(1)).await;
-                let (tag, _) = c.expect("UID FETCH").await;
-                c.send(FakeConn::fetch_ok(&tag, &[(6, 10, &message("after"))]))
+                c.answer_fetch("UID FETCH", &[(6, 10, &message("after"))])
                     .await;
                 c.serve().await;
             }

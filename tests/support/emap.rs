@@ -106,6 +106,16 @@ pub async fn next_subject(sub: &mut Subscription) -> String {
     next(sub).await.subject().unwrap_or_default().to_owned()
 }
 
+/// The subjects of the subscription's next `n` mails, in order (see
+/// [`next`]).
+pub async fn next_subjects(sub: &mut Subscription, n: usize) -> Vec<String> {
+    let mut subjects = Vec::with_capacity(n);
+    for _ in 0..n {
+        subjects.push(next_subject(sub).await);
+    }
+    subjects
+}
+
 /// Awaits the end of the subscription, which no mail may precede, and
 /// returns the error it ended with.
 pub async fn ended(sub: &mut Subscription) -> Option<Error> {

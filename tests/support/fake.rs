@@ -90,20 +90,8 @@ impl FakeServer {
     /// holds; panics naming `what` after [`EVENTUALLY`](super::EVENTUALLY).
     /// Woken by each connection and line, not by a timer.
     pub async fn until(&self, what: &str, probe: impl Fn(&FakeServer) -> bool) {
-        let mut changes = self.observed.subscribe();
-        let deadline = tokio::time::Instant::now() + super::EVENTUALLY;
-        loop {
-            changes.borrow_and_update();
-            if probe(self) {
-                return;
-            }
-            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
-            assert!(
-                changed.is_ok(),
-                "timed out waiting for {what}; commands: {:?}",
-                self.commands()
-            );
-        }
+        let context = || format!("commands: {:?}", self.commands());
+        super::until_observed(what, &self.observed, || probe(self), context).await;
     }
 
     /// Connections accepted so far.
@@ -295,6 +283,15 @@ impl FakeConn {
         self.send(format!("* {exists} EXISTS\r\n")).await;
         self.done(&tag).await;
         self.expect("FETCH").await
+    }
+
+    /// Expects `verb` (`"FETCH"` or `"UID FETCH"`) and answers it with
+    /// `mails` as [`FakeConn::fetch_ok`] does; returns the command's
+    /// arguments.
+    pub async fn answer_fetch(&mut self, verb: &str, mails: &[(u32, u32, &[u8])]) -> String {
+        let (tag, args) = self.expect(verb).await;
+        self.send(FakeConn::fetch_ok(&tag, mails)).await;
+        args
     }
 
     /// The last mail of a script: announces message `exists` during IDLE,

@@ -431,20 +431,8 @@ impl MailboxServer {
     /// [`EVENTUALLY`](super::EVENTUALLY). Woken by each of them, not by a
     /// timer.
     pub async fn until(&self, what: &str, probe: impl Fn(&MailboxServer) -> bool) {
-        let mut changes = self.shared.observed.subscribe();
-        let deadline = tokio::time::Instant::now() + super::EVENTUALLY;
-        loop {
-            changes.borrow_and_update();
-            if probe(self) {
-                return;
-            }
-            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
-            assert!(
-                changed.is_ok(),
-                "timed out waiting for {what}; commands: {:?}",
-                self.commands_by_connection()
-            );
-        }
+        let context = || format!("commands: {:?}", self.commands_by_connection());
+        super::until_observed(what, &self.shared.observed, || probe(self), context).await;
     }
 
     /// Whether any command line received so far contains `what`

@@ -123,3 +123,30 @@ pub async fn until_some<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>
 pub async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
     until_some(what, async || probe().await.then_some(())).await;
 }
+
+/// Awaits `observed` (a counter a fake server bumps on each thing it
+/// observes) until `probe` holds; panics naming `what` and `context()`
+/// after [`EVENTUALLY`]. Woken by each change, not by a timer: the wait
+/// behind [`FakeServer::until`](fake::FakeServer::until) and
+/// [`MailboxServer::until`](mailbox_server::MailboxServer::until).
+pub async fn until_observed(
+    what: &str,
+    observed: &tokio::sync::watch::Sender<u64>,
+    mut probe: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let mut changes = observed.subscribe();
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        changes.borrow_and_update();
+        if probe() {
+            return;
+        }
+        let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+        assert!(
+            changed.is_ok(),
+            "timed out waiting for {what}; {}",
+            context()
+        );
+    }
+}
