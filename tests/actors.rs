@@ -5,47 +5,11 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use emap::{
-    Auth, Config, Credential, Error, Filter, Handle, Mail, Registry, SessionState, TlsMode,
-};
-use support::{CatchAll, TestUser, blocking, dovecot, mail};
-
-/// Generous bound for awaiting an event that must happen (Dovecot holds
-/// IDLE notifications back 500 ms); never a timing assertion.
-const EVENTUALLY: Duration = Duration::from_secs(30);
-
-fn config() -> Config {
-    Config {
-        backoff_initial: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        linger: Duration::from_millis(300),
-        ..Config::default()
-    }
-}
-
-fn cred(user: &TestUser) -> Credential {
-    Credential::new("127.0.0.1", &user.name, Auth::password(&*user.password))
-        .port(dovecot().imap_port)
-        .tls(TlsMode::None)
-}
-
-async fn deliver(rcpt: String, subject: String) {
-    blocking(move || {
-        let raw = mail("sender@emap.test", &rcpt, &subject, "hello");
-        dovecot().deliver(&rcpt, &raw);
-    })
-    .await
-}
-
-async fn next(sub: &mut emap::Subscription) -> Arc<Mail> {
-    tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .expect("no mail in time")
-        .expect("subscription ended")
-}
+use emap::{Config, Error, Filter, Registry, SessionState};
+use support::emap::{deliver, dovecot_config, dovecot_cred, dovecot_cred_with, next, start};
+use support::{CatchAll, EVENTUALLY, TestUser, blocking, dovecot, mail, until_some};
 
 async fn connections(user: &str, expected: usize) -> usize {
     dovecot()
@@ -53,15 +17,11 @@ async fn connections(user: &str, expected: usize) -> usize {
         .await
 }
 
-fn start() -> Handle {
-    Registry::start_in_thread(config()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_reaches_the_subscriber_of_its_address_only() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca: CatchAll = dovecot().catchall("fan");
-    let c = cred(&ca.user);
+    let c = dovecot_cred(&ca.user);
     let (a, b) = (ca.address("task1"), ca.address("task2"));
     let mut sa = h
         .subscribe(c.clone(), Filter::new().to(a.to_uppercase()))
@@ -69,8 +29,8 @@ async fn mail_reaches_the_subscriber_of_its_address_only() {
         .unwrap();
     let mut sb = h.subscribe(c.clone(), Filter::new().to(&b)).await.unwrap();
     let mut all = h.subscribe(c.clone(), Filter::new()).await.unwrap();
-    deliver(a.clone(), "for a".into()).await;
-    deliver(b.clone(), "for b".into()).await;
+    deliver(&a, "for a").await;
+    deliver(&b, "for b").await;
     assert_eq!(next(&mut sa).await.subject(), Some("for a"));
     assert_eq!(next(&mut sb).await.subject(), Some("for b"));
     let got: HashSet<String> = [next(&mut all).await, next(&mut all).await]
@@ -79,7 +39,7 @@ async fn mail_reaches_the_subscriber_of_its_address_only() {
         .collect();
     assert_eq!(got, HashSet::from(["for a".to_owned(), "for b".to_owned()]));
     // a's subscriber never saw b's mail: the next thing it gets is a's next.
-    deliver(a.clone(), "for a again".into()).await;
+    deliver(&a, "for a again").await;
     assert_eq!(next(&mut sa).await.subject(), Some("for a again"));
     assert_eq!(connections(&ca.user.name, 1).await, 1);
     h.shutdown().await;
@@ -87,21 +47,21 @@ async fn mail_reaches_the_subscriber_of_its_address_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backlog_is_never_delivered() {
-    let h = start();
+    let h = start(dovecot_config());
     let u = dovecot().user("backlog");
     for i in 0..3 {
-        deliver(u.name.clone(), format!("old {i}")).await;
+        deliver(&u.name, &format!("old {i}")).await;
     }
-    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    let mut sub = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
     let stats = h.stats().await.unwrap();
     assert_eq!(
         stats[0].watermark,
         Some(4),
         "watermark is UIDNEXT at SELECT"
     );
-    deliver(u.name.clone(), "new 1".into()).await;
+    deliver(&u.name, "new 1").await;
     assert_eq!(next(&mut sub).await.subject(), Some("new 1"));
-    deliver(u.name.clone(), "new 2".into()).await;
+    deliver(&u.name, "new 2").await;
     let second = next(&mut sub).await;
     assert_eq!(second.subject(), Some("new 2"));
     assert_eq!(second.uid(), 5);
@@ -110,9 +70,9 @@ async fn the_backlog_is_never_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_subscribers_share_one_connection() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca = dovecot().catchall("shared");
-    let c = cred(&ca.user);
+    let c = dovecot_cred(&ca.user);
     // Concurrent first subscribes share one connection attempt.
     let subs = (0..200).map(|i| {
         let h = h.clone();
@@ -130,7 +90,7 @@ async fn many_subscribers_share_one_connection() {
     let logins =
         blocking(move || dovecot().settled_login_attempts(&name, Duration::from_millis(500))).await;
     assert_eq!(logins, 1);
-    deliver(ca.address("t137"), "one".into()).await;
+    deliver(&ca.address("t137"), "one").await;
     assert_eq!(next(&mut subs[137]).await.subject(), Some("one"));
     let stats = h.stats().await.unwrap();
     assert_eq!(stats.len(), 1);
@@ -155,11 +115,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_fails_once_and_permanently() {
-    let h = start();
+    let h = start(dovecot_config());
     let u = dovecot().user("badpw");
-    let c = Credential::new("127.0.0.1", &u.name, Auth::password("wrong"))
-        .port(dovecot().imap_port)
-        .tls(TlsMode::None);
+    let c = dovecot_cred_with(&u, "wrong");
     let err = h.subscribe(c.clone(), Filter::new()).await.unwrap_err();
     assert!(matches!(err, Error::AuthenticationFailed(_)), "{err:?}");
     // No retry loop: the count stays at one while several backoff
@@ -177,17 +135,17 @@ async fn wrong_password_fails_once_and_permanently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kicked_session_reconnects_and_loses_nothing() {
-    let h = start();
+    let h = start(dovecot_config());
     let u = dovecot().user("kicked");
-    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
-    deliver(u.name.clone(), "before".into()).await;
+    let mut sub = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
+    deliver(&u.name, "before").await;
     assert_eq!(next(&mut sub).await.subject(), Some("before"));
     let name = u.name.clone();
     assert!(blocking(move || dovecot().kick(&name)).await);
     // Delivered while the session is down or reconnecting.
-    deliver(u.name.clone(), "during".into()).await;
+    deliver(&u.name, "during").await;
     assert_eq!(next(&mut sub).await.subject(), Some("during"));
-    deliver(u.name.clone(), "after".into()).await;
+    deliver(&u.name, "after").await;
     assert_eq!(next(&mut sub).await.subject(), Some("after"));
     let stats = h.stats().await.unwrap();
     assert!(stats[0].reconnects >= 1, "{stats:?}");
@@ -197,14 +155,13 @@ async fn a_kicked_session_reconnects_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linger_keeps_the_connection_then_logs_out() {
-    let h = Registry::start_in_thread(Config {
+    let h = start(Config {
         linger: Duration::from_secs(600),
-        ..config()
-    })
-    .unwrap();
+        ..dovecot_config()
+    });
     let u = dovecot().user("linger");
     for _ in 0..5000 {
-        let mut s = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+        let mut s = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
         s.close();
     }
     let name = u.name.clone();
@@ -216,9 +173,9 @@ async fn linger_keeps_the_connection_then_logs_out() {
     assert_eq!(connections(&u.name, 0).await, 0);
 
     // With a short linger the session logs out by itself.
-    let h = start();
+    let h = start(dovecot_config());
     let u = dovecot().user("linger2");
-    let s = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    let s = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
     assert_eq!(connections(&u.name, 1).await, 1);
     drop(s);
     assert_eq!(connections(&u.name, 0).await, 0);
@@ -227,11 +184,11 @@ async fn linger_keeps_the_connection_then_logs_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_every_subscription() {
-    let h = start();
+    let h = start(dovecot_config());
     let u = dovecot().user("shutdown");
     let mut subs = Vec::new();
     for _ in 0..20 {
-        subs.push(h.subscribe(cred(&u), Filter::new()).await.unwrap());
+        subs.push(h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap());
     }
     h.shutdown().await;
     for s in &mut subs {
@@ -247,9 +204,9 @@ async fn shutdown_ends_every_subscription() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_returns_the_mail_or_a_distinct_timeout() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca = dovecot().catchall("wait");
-    let c = cred(&ca.user);
+    let c = dovecot_cred(&ca.user);
     let err = h
         .wait_for(
             c.clone(),
@@ -263,7 +220,7 @@ async fn wait_for_returns_the_mail_or_a_distinct_timeout() {
     // gets it from the session's replay window.
     let addr = ca.address("someone");
     let mut everything = h.subscribe(c.clone(), Filter::new()).await.unwrap();
-    deliver(addr.clone(), "code 123456".into()).await;
+    deliver(&addr, "code 123456").await;
     next(&mut everything).await;
     let waiter = {
         let h = h.clone();
@@ -277,23 +234,22 @@ async fn wait_for_returns_the_mail_or_a_distinct_timeout() {
 
 #[actix_rt::test]
 async fn works_inside_an_actix_system() {
-    let h = Registry::start(config()).unwrap();
+    let h = Registry::start(dovecot_config()).unwrap();
     let u = dovecot().user("actix");
-    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
-    deliver(u.name.clone(), "hi actix".into()).await;
+    let mut sub = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
+    deliver(&u.name, "hi actix").await;
     assert_eq!(next(&mut sub).await.subject(), Some("hi actix"));
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_is_never_marked_read_and_large_mail_is_truncated() {
-    let h = Registry::start_in_thread(Config {
+    let h = start(Config {
         max_message_size: 2048,
-        ..config()
-    })
-    .unwrap();
+        ..dovecot_config()
+    });
     let u = dovecot().user("peek");
-    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    let mut sub = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
     let name = u.name.clone();
     blocking(move || {
         let body = "0123456789abcdef\n".repeat(1000);
@@ -325,7 +281,7 @@ async fn mail_is_never_marked_read_and_large_mail_is_truncated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_costs_the_same_on_a_full_mailbox() {
-    let h = start();
+    let h = start(dovecot_config());
     let empty = dovecot().user("startempty");
     let full = dovecot().user("startfull");
     let name = full.name.clone();
@@ -341,8 +297,14 @@ async fn start_up_costs_the_same_on_a_full_mailbox() {
         }
     })
     .await;
-    let _a = h.subscribe(cred(&empty), Filter::new()).await.unwrap();
-    let _b = h.subscribe(cred(&full), Filter::new()).await.unwrap();
+    let _a = h
+        .subscribe(dovecot_cred(&empty), Filter::new())
+        .await
+        .unwrap();
+    let _b = h
+        .subscribe(dovecot_cred(&full), Filter::new())
+        .await
+        .unwrap();
     let stats = h.stats().await.unwrap();
     let bytes = |u: &TestUser| {
         stats
@@ -363,12 +325,12 @@ async fn start_up_costs_the_same_on_a_full_mailbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_subscribers_get_recent_mail_only_when_they_ask_for_it() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca = dovecot().catchall("late");
-    let c = cred(&ca.user);
+    let c = dovecot_cred(&ca.user);
     let addr = ca.address("task");
     // The task triggers the mail before anyone watches the mailbox.
-    deliver(addr.clone(), "sent before the session".into()).await;
+    deliver(&addr, "sent before the session").await;
     // Without a time condition: only new mail.
     let mut plain = h
         .subscribe(c.clone(), Filter::new().to(&addr))
@@ -386,7 +348,7 @@ async fn late_subscribers_get_recent_mail_only_when_they_ask_for_it() {
         next(&mut recent).await.subject(),
         Some("sent before the session")
     );
-    deliver(addr.clone(), "sent while watching".into()).await;
+    deliver(&addr, "sent while watching").await;
     assert_eq!(
         next(&mut plain).await.subject(),
         Some("sent while watching")
@@ -416,7 +378,7 @@ async fn late_subscribers_get_recent_mail_only_when_they_ask_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_subscribers_on_five_credentials_use_five_connections() {
-    let h = start();
+    let h = start(dovecot_config());
     let inboxes: Vec<CatchAll> = (0..5)
         .map(|i| dovecot().catchall(&format!("five{i}")))
         .collect();
@@ -425,7 +387,7 @@ async fn two_thousand_subscribers_on_five_credentials_use_five_connections() {
         let ca = inboxes[i % 5].clone();
         async move {
             h.subscribe(
-                cred(&ca.user),
+                dovecot_cred(&ca.user),
                 Filter::new().to(ca.address(&format!("t{i}"))),
             )
             .await
@@ -442,21 +404,21 @@ async fn two_thousand_subscribers_on_five_credentials_use_five_connections() {
     assert_eq!(h.actors().sessions, 5);
     assert_eq!(h.actors().subscribers, 2000);
     // Task 1234 gets its mail (inbox 1234 % 5 = 4).
-    deliver(inboxes[4].address("t1234"), "for 1234".into()).await;
+    deliver(&inboxes[4].address("t1234"), "for 1234").await;
     assert_eq!(next(&mut subs[1234]).await.subject(), Some("for 1234"));
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_leaves_no_actor_and_no_connection() {
-    let h = start();
+    let h = start(dovecot_config());
     let users: Vec<TestUser> = (0..4)
         .map(|i| dovecot().user(&format!("zero{i}")))
         .collect();
     let mut subs = Vec::new();
     for i in 0..1000 {
         subs.push(
-            h.subscribe(cred(&users[i % 4]), Filter::new())
+            h.subscribe(dovecot_cred(&users[i % 4]), Filter::new())
                 .await
                 .unwrap(),
         );
@@ -467,18 +429,18 @@ async fn shutdown_leaves_no_actor_and_no_connection() {
         assert_eq!(connections(&u.name, 0).await, 0);
     }
     drop(subs);
-    let counts = support::wait_for(EVENTUALLY, || {
+    until_some("no actor left", async || {
         let c = h.actors();
         (c.sessions == 0 && c.subscribers == 0).then_some(c)
-    });
-    assert!(counts.is_some(), "actors left: {:?}", h.actors());
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_are_bounded_drop_the_oldest_and_count() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca = dovecot().catchall("burst");
-    let c = cred(&ca.user);
+    let c = dovecot_cred(&ca.user);
     let addr = ca.address("busy");
     let mut big = h
         .subscribe_with_capacity(c.clone(), Filter::new().to(&addr), Some(512))
@@ -516,8 +478,10 @@ async fn queues_are_bounded_drop_the_oldest_and_count() {
     assert_eq!(big.dropped(), 0);
     // The default 8-slot one that never read kept the newest 8 and
     // counted the rest.
-    let st = support::wait_for(EVENTUALLY, || (small.dropped() == 292).then_some(()));
-    assert!(st.is_some(), "dropped {}", small.dropped());
+    until_some("292 mails dropped by the 8-slot subscriber", async || {
+        (small.dropped() == 292).then_some(())
+    })
+    .await;
     for newest in &all[292..] {
         assert_eq!(next(&mut small).await.uid(), newest.uid());
     }
@@ -526,10 +490,10 @@ async fn queues_are_bounded_drop_the_oldest_and_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uid_n_star_returns_the_last_message_on_dovecot_and_emap_never_redelivers_it() {
-    let h = start();
+    let h = start(dovecot_config());
     let u = dovecot().user("nstar");
-    let mut sub = h.subscribe(cred(&u), Filter::new()).await.unwrap();
-    deliver(u.name.clone(), "only".into()).await;
+    let mut sub = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
+    deliver(&u.name, "only").await;
     assert_eq!(next(&mut sub).await.uid(), 1);
     // The server's side of the trap: UID FETCH 100:* still answers with
     // the last message (UID 1), because * is the highest UID.
@@ -548,7 +512,7 @@ async fn uid_n_star_returns_the_last_message_on_dovecot_and_emap_never_redeliver
     // emap after a reconnect with nothing new: no re-delivery of UID 1.
     let name = u.name.clone();
     assert!(blocking(move || dovecot().kick(&name)).await);
-    deliver(u.name.clone(), "next".into()).await;
+    deliver(&u.name, "next").await;
     let m = next(&mut sub).await;
     assert_eq!((m.uid(), m.subject()), (2, Some("next")));
     h.shutdown().await;
@@ -556,11 +520,11 @@ async fn uid_n_star_returns_the_last_message_on_dovecot_and_emap_never_redeliver
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_named_only_in_delivered_to_gets_its_mail() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca = dovecot().catchall("envelope");
     let task = ca.address("task7");
     let mut sub = h
-        .subscribe(cred(&ca.user), Filter::new().to(&task))
+        .subscribe(dovecot_cred(&ca.user), Filter::new().to(&task))
         .await
         .unwrap();
     let rcpt = task.clone();

@@ -14,39 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use emap::{Auth, Config, Credential, Filter, Handle, Registry, Secret, TlsMode};
+use emap::{Auth, Config, Credential, Filter, Secret, TlsMode};
+use support::emap::{fake_cred, next_subject, scripted_config, start};
 use support::fake::{FakeConn, FakeServer};
+use support::{EVENTUALLY, message};
 
-/// A generous liveness bound: every wait below ends long before it unless
-/// the session is stuck.
-const EVENTUALLY: Duration = Duration::from_secs(30);
-
+/// Scripted-server defaults with a 500 ms command timeout, so that a
+/// stuck attempt is given up quickly.
 fn config() -> Config {
     Config {
         command_timeout: Duration::from_millis(500),
-        backoff_initial: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        ..Config::default()
+        ..scripted_config()
     }
-}
-
-fn start(config: Config) -> Handle {
-    Registry::start_in_thread(config).unwrap()
-}
-
-fn message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: a@x.test\r\nTo: b@x.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@x.test>\r\n\r\nbody\r\n"
-    )
-    .into_bytes()
-}
-
-async fn recv_subject(sub: &mut emap::Subscription) -> String {
-    let m = tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .expect("no mail in time")
-        .expect("subscription ended");
-    m.subject().unwrap_or_default().to_owned()
 }
 
 /// Answers FETCH `tag` with message `seq`/`uid` and completes it.
@@ -103,7 +82,7 @@ async fn a_token_provider_that_never_answers_is_abandoned_and_asked_again() {
         .await
         .expect("subscribe is stuck behind a token provider that never answers")
         .unwrap();
-    assert_eq!(recv_subject(&mut sub).await, "after the token");
+    assert_eq!(next_subject(&mut sub).await, "after the token");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -164,12 +143,12 @@ async fn a_trickled_fetch_is_abandoned_and_the_mail_delivered_once() {
         max_message_size: 1024,
         ..config()
     });
-    let cred = Credential::new("127.0.0.1", "fake", Auth::password("pw"))
-        .port(server.port)
-        .tls(TlsMode::None);
-    let mut sub = h.subscribe(cred, Filter::new()).await.unwrap();
-    assert_eq!(recv_subject(&mut sub).await, "slow");
-    assert_eq!(recv_subject(&mut sub).await, "next", "delivered twice");
+    let mut sub = h
+        .subscribe(fake_cred(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "slow");
+    assert_eq!(next_subject(&mut sub).await, "next", "delivered twice");
     assert_eq!(server.accepted(), 2);
     h.shutdown().await;
 }

@@ -13,34 +13,39 @@
 //! "Nothing twice" is checked with a sentinel: after the scenario a last
 //! mail is delivered and, when it arrives, every UID received so far must
 //! have arrived exactly once — no waiting for something not to happen.
-//! No test sleeps a fixed time; the only time bound asserted is shutdown's,
-//! where the guarantee itself is a bound.
+//! Waits are for events: mail on a subscription, or what the model server
+//! observed ([`MailboxServer::until`]); the registry's stats, which nothing
+//! announces, are polled by the one helper ([`support::until`]). One
+//! window is deliberate: item 2 waits out five lingers to show that a
+//! linger does not fire. The only time bound asserted is shutdown's
+//! (item 16), where the guarantee itself is a bound.
 
 mod support;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use emap::{
-    Auth, Config, Credential, Error, Filter, Handle, Mail, Registry, SessionStats, Subscription,
-    TlsMode,
+use emap::proto::ProtoError;
+use emap::{Auth, Config, Credential, Error, Filter, Handle, Subscription, TlsMode};
+use support::emap::{
+    dovecot_cred, fake_cred as cred, fake_cred_with as cred_with, next, scripted_config, stats_of,
+    stats_of_user, until_stats,
 };
+// The one-line mail the model mailbox serves, by subject.
 use support::mailbox_server::{
     Fault, FetchFault, Greeting, Login, MailboxServer, On, SelectShape, Times,
 };
+use support::message as mail;
+use support::{EVENTUALLY, until};
 
-/// How long any single step may take before the test calls it a hang.
-const EVENTUALLY: Duration = Duration::from_secs(30);
 const MAX_LITERAL: usize = 1024 * 1024;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Small backoff (20–200 ms) and limits; the issue-9 knobs made explicit.
+/// Scripted-server defaults (backoff 20–200 ms) with small limits and the
+/// issue-9 knobs made explicit.
 fn config() -> Config {
     Config {
-        backoff_initial: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
         greeting_timeout: COMMAND_TIMEOUT,
         command_timeout: COMMAND_TIMEOUT,
         linger: Duration::from_millis(300),
@@ -51,43 +56,17 @@ fn config() -> Config {
         healthy_after: Duration::from_secs(60),
         missing_mailbox_grace: Duration::from_secs(30),
         failure_memory: Duration::from_secs(60),
-        ..Config::default()
+        ..scripted_config()
     }
 }
 
 fn start() -> Handle {
-    Registry::start_in_thread(config()).unwrap()
-}
-
-fn cred(port: u16) -> Credential {
-    cred_with(port, "pw")
-}
-
-fn cred_with(port: u16, password: &str) -> Credential {
-    Credential::new("127.0.0.1", "model", Auth::password(password))
-        .port(port)
-        .tls(TlsMode::None)
-}
-
-/// A small message with this subject.
-fn mail(subject: &str) -> Vec<u8> {
-    let id = subject.replace(' ', "-");
-    format!(
-        "From: a@x.test\r\nTo: b@x.test\r\nSubject: {subject}\r\nMessage-ID: <{id}@x.test>\r\n\r\nbody\r\n"
-    )
-    .into_bytes()
+    support::emap::start(config())
 }
 
 /// Messages `uids` received `age` ago, for a model mailbox.
 fn old(uids: std::ops::RangeInclusive<u32>, age: Duration) -> Vec<(u32, Vec<u8>, Duration)> {
     uids.map(|u| (u, mail(&format!("old {u}")), age)).collect()
-}
-
-async fn next(sub: &mut Subscription) -> Arc<Mail> {
-    tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .expect("no mail in time")
-        .expect("subscription ended")
 }
 
 /// Receives until `done(uids so far)`; `Err` (with what came) on timeout
@@ -118,6 +97,14 @@ async fn until_uid(sub: &mut Subscription, uid: u32) -> Result<Vec<u32>, String>
     collect(sub, |got| got.contains(&uid)).await
 }
 
+/// Appends the sentinel, which must get UID `uid`, and returns every UID
+/// `sub` receives up to it: when the sentinel arrives, whatever the
+/// scenario delivered has arrived too.
+async fn sentinel(server: &MailboxServer, sub: &mut Subscription, uid: u32) -> Vec<u32> {
+    assert_eq!(server.append(mail(&format!("sentinel {uid}"))), uid);
+    until_uid(sub, uid).await.unwrap()
+}
+
 fn count(got: &[u32], uid: u32) -> usize {
     got.iter().filter(|&&u| u == uid).count()
 }
@@ -132,44 +119,6 @@ fn assert_each_once(got: &[u32]) {
         twice.is_empty(),
         "delivered more than once: {twice:?} in {got:?}"
     );
-}
-
-/// Polls `probe` every 20 ms until it holds; panics after [`EVENTUALLY`].
-async fn until(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + EVENTUALLY;
-    while !probe() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn stats_of(h: &Handle, port: u16) -> Option<SessionStats> {
-    h.stats()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|s| s.key.port == port)
-}
-
-/// Polls the session's stats until `pred` holds; returns them.
-async fn until_stats(
-    h: &Handle,
-    port: u16,
-    what: &str,
-    pred: impl Fn(&SessionStats) -> bool,
-) -> SessionStats {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let s = stats_of(h, port).await;
-        if let Some(s) = s.as_ref().filter(|s| pred(s)) {
-            return s.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; stats: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ───────────── 4: one poisonous message neither strands nor storms ─────────────
@@ -188,7 +137,9 @@ async fn poisonous_message(how: FetchFault) {
     let h = start();
     let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
     assert_eq!(server.append(mail("poison 5")), 5);
-    until("the first FETCH of mail 5", || server.body_fetches(5) >= 1).await;
+    server
+        .until("the first FETCH of mail 5", |s| s.body_fetches(5) >= 1)
+        .await;
     assert_eq!(server.append(mail("mail 6")), 6);
     let got = until_uid(&mut sub, 6).await.unwrap_or_else(|e| {
         panic!(
@@ -197,8 +148,7 @@ async fn poisonous_message(how: FetchFault) {
             server.body_fetches(5)
         )
     });
-    assert_eq!(server.append(mail("sentinel 7")), 7);
-    let mut rest = until_uid(&mut sub, 7).await.unwrap();
+    let mut rest = sentinel(&server, &mut sub, 7).await;
     let mut got = got;
     got.append(&mut rest);
     let connections = server.connections();
@@ -255,9 +205,10 @@ async fn fetch_responses_out_of_uid_order_are_all_delivered_once() {
         server.append_many(vec![mail("mail 11"), mail("mail 12")]),
         [11, 12]
     );
-    until("the FETCH of 11 and 12", || server.body_fetches(12) >= 1).await;
-    assert_eq!(server.append(mail("sentinel 13")), 13);
-    let got = until_uid(&mut sub, 13).await.unwrap();
+    server
+        .until("the FETCH of 11 and 12", |s| s.body_fetches(12) >= 1)
+        .await;
+    let got = sentinel(&server, &mut sub, 13).await;
     assert_each_once(&got);
     assert_eq!(
         count(&got, 11),
@@ -268,39 +219,35 @@ async fn fetch_responses_out_of_uid_order_are_all_delivered_once() {
     h.shutdown().await;
 }
 
-/// Appends mail 11 (with `server`'s fault on it), waits for its first
-/// FETCH, appends sentinel 12 and returns everything up to the sentinel.
-async fn mail_11_then_sentinel(server: &MailboxServer, sub: &mut Subscription) -> Vec<u32> {
+/// Mail 11's FETCH goes wrong (`how`, on `times`) in a mailbox of 10 old
+/// messages: appends mail 11, waits for its first FETCH, appends sentinel
+/// 12, and returns every UID received up to the sentinel (each once).
+async fn mail_11_fetched_with(times: Times, how: FetchFault) -> (MailboxServer, Handle, Vec<u32>) {
+    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
+        uid: 11,
+        times,
+        how,
+    })
+    .await;
     assert_eq!(server.append(mail("mail 11")), 11);
-    until("the FETCH of 11", || server.body_fetches(11) >= 1).await;
-    assert_eq!(server.append(mail("sentinel 12")), 12);
-    let got = until_uid(sub, 12).await.unwrap();
+    server
+        .until("the FETCH of 11", |s| s.body_fetches(11) >= 1)
+        .await;
+    let got = sentinel(&server, &mut sub, 12).await;
     assert_each_once(&got);
-    got
+    (server, h, got)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uid_and_body_in_separate_fetch_responses_are_delivered() {
-    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
-        uid: 11,
-        times: Times::Always,
-        how: FetchFault::Split,
-    })
-    .await;
-    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    let (_server, h, got) = mail_11_fetched_with(Times::Always, FetchFault::Split).await;
     assert_eq!(count(&got, 11), 1, "split mail lost: {got:?}");
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_nil_once_is_fetched_again_and_delivered() {
-    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
-        uid: 11,
-        times: Times::First(1),
-        how: FetchFault::NilBody,
-    })
-    .await;
-    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    let (_server, h, got) = mail_11_fetched_with(Times::First(1), FetchFault::NilBody).await;
     assert_eq!(
         count(&got, 11),
         1,
@@ -311,13 +258,7 @@ async fn body_nil_once_is_fetched_again_and_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_nil_every_time_is_counted_as_skipped_and_later_mail_flows() {
-    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
-        uid: 11,
-        times: Times::Always,
-        how: FetchFault::NilBody,
-    })
-    .await;
-    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    let (server, h, got) = mail_11_fetched_with(Times::Always, FetchFault::NilBody).await;
     assert_eq!(count(&got, 11), 0);
     let stats = until_stats(&h, server.port, "skipped == 1", |s| s.skipped >= 1).await;
     assert_eq!(stats.skipped, 1);
@@ -326,13 +267,7 @@ async fn body_nil_every_time_is_counted_as_skipped_and_later_mail_flows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparsable_fetch_response_is_delivered_later_or_counted_never_silently_gone() {
-    let (server, h, mut sub) = ten_old_and(Fault::Fetch {
-        uid: 11,
-        times: Times::First(1),
-        how: FetchFault::Garbage,
-    })
-    .await;
-    let got = mail_11_then_sentinel(&server, &mut sub).await;
+    let (server, h, got) = mail_11_fetched_with(Times::First(1), FetchFault::Garbage).await;
     if count(&got, 11) == 0 {
         let stats = stats_of(&h, server.port).await.expect("session gone");
         assert_eq!(
@@ -368,8 +303,7 @@ async fn look_back_never_repeats_live_mail() {
     let mut c = h.subscribe(cred(server.port), recent).await.unwrap();
     let mut got_c = collect(&mut c, wanted).await.unwrap();
 
-    assert_eq!(server.append(mail("sentinel 11")), 11);
-    let got_a = until_uid(&mut a, 11).await.unwrap();
+    let got_a = sentinel(&server, &mut a, 11).await;
     got_b.extend(until_uid(&mut b, 11).await.unwrap());
     got_c.extend(until_uid(&mut c, 11).await.unwrap());
     assert_eq!(got_a, [11], "A (no time filter) got old or repeated mail");
@@ -379,11 +313,14 @@ async fn look_back_never_repeats_live_mail() {
         assert_eq!(*got, [7, 8, 9, 10, 11], "{name} got the wrong mail");
     }
     // Every look-back is bounded by the first watermark (UIDNEXT 10).
-    for line in server.commands() {
+    let searches: Vec<String> = server
+        .commands()
+        .into_iter()
+        .filter(|l| l.to_ascii_uppercase().contains("UID SEARCH"))
+        .collect();
+    assert!(!searches.is_empty(), "no look-back was sent");
+    for line in searches {
         let upper = line.to_ascii_uppercase();
-        if !upper.contains("UID SEARCH") {
-            continue;
-        }
         let words: Vec<&str> = upper.split_whitespace().collect();
         let set = words
             .iter()
@@ -432,9 +369,8 @@ async fn exists_during_the_uidnext_fallback(extra: Option<Fault>) {
         .unwrap_or_else(|_| panic!("mail 10 stranded; commands: {commands:?}"))
         .expect("subscription ended");
     assert_eq!(first.uid(), 10);
-    assert_eq!(server.append(mail("sentinel 11")), 11);
     let mut got = vec![10];
-    got.extend(until_uid(&mut sub, 11).await.unwrap());
+    got.extend(sentinel(&server, &mut sub, 11).await);
     assert_each_once(&got);
     h.shutdown().await;
 }
@@ -469,7 +405,9 @@ async fn expunge_issued_is_a_normal_race_not_a_reconnect() {
     let h = start();
     let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
     assert_eq!(server.append(mail("expunged 5")), 5);
-    until("the FETCH of 5", || server.body_fetches(5) >= 1).await;
+    server
+        .until("the FETCH of 5", |s| s.body_fetches(5) >= 1)
+        .await;
     assert_eq!(server.append(mail("mail 6")), 6);
     let got = until_uid(&mut sub, 6).await.unwrap();
     assert_eq!(got, [6]);
@@ -490,13 +428,6 @@ fn six_old_three_recent() -> Vec<(u32, Vec<u8>, Duration)> {
     mails
 }
 
-fn saw(server: &MailboxServer, what: &str) -> bool {
-    server
-        .commands()
-        .iter()
-        .any(|l| l.to_ascii_uppercase().contains(what))
-}
-
 async fn rejected_look_back(bad: bool) {
     let server = MailboxServer::start(1, 10, six_old_three_recent()).await;
     server.fault(Fault::Reject {
@@ -511,7 +442,9 @@ async fn rejected_look_back(bad: bool) {
         .subscribe(cred(server.port), Filter::new().max_age(HOUR))
         .await
         .unwrap();
-    until("the look-back's UID SEARCH", || saw(&server, "UID SEARCH")).await;
+    server
+        .until("the look-back's UID SEARCH", |s| s.saw("UID SEARCH"))
+        .await;
     assert_eq!(server.append(mail("live 10")), 10);
     let got = until_uid(&mut live, 10).await.unwrap();
     assert_eq!(got, [10], "the live subscriber");
@@ -553,8 +486,7 @@ async fn look_back_lost_to_a_reconnect_is_retried() {
         .await
         .unwrap_or_else(|e| panic!("the old mail asked for never came: {e}"));
     assert!(server.connections() >= 2, "the connection was not lost");
-    assert_eq!(server.append(mail("sentinel 10")), 10);
-    got.extend(until_uid(&mut recent, 10).await.unwrap());
+    got.extend(sentinel(&server, &mut recent, 10).await);
     assert_each_once(&got);
     got.sort_unstable();
     assert_eq!(got, [7, 8, 9, 10]);
@@ -581,20 +513,21 @@ async fn uidnext_below_the_watermark_is_taken_and_counted() {
         m.uid_next = 10;
     });
     server.kick();
-    until("the reconnect to reach IDLE", || {
-        server
-            .commands_by_connection()
-            .iter()
-            .any(|(n, l)| *n >= 1 && l.to_ascii_uppercase().ends_with("IDLE"))
-    })
-    .await;
+    server
+        .until("the reconnect to reach IDLE", |s| {
+            s.commands_by_connection()
+                .iter()
+                .any(|(n, l)| *n >= 1 && l.to_ascii_uppercase().ends_with("IDLE"))
+        })
+        .await;
     assert_eq!(
         server.append_many(vec![mail("restored 10"), mail("restored 11")]),
         [10, 11]
     );
-    until("the FETCH of the new 11", || server.body_fetches(11) >= 2).await;
-    assert_eq!(server.append(mail("sentinel 12")), 12);
-    let got = until_uid(&mut sub, 12).await.unwrap();
+    server
+        .until("the FETCH of the new 11", |s| s.body_fetches(11) >= 2)
+        .await;
+    let got = sentinel(&server, &mut sub, 12).await;
     assert_eq!(got, [10, 11, 12], "mail after the UIDNEXT regression");
     let stats = until_stats(&h, server.port, "uidnext_regressions == 1", |s| {
         s.uidnext_regressions >= 1
@@ -666,7 +599,6 @@ async fn in_flight_mail_is_delivered(permanent_failure: bool) {
         });
     }
     let uids = server.append_many((1..=200).map(|i| mail(&format!("burst {i}"))).collect());
-    assert_eq!(uids.len(), 200);
     let first = next(&mut sub).await;
     if !permanent_failure {
         let h = h.clone();
@@ -681,7 +613,8 @@ async fn in_flight_mail_is_delivered(permanent_failure: bool) {
         }
     }
     assert_each_once(&got);
-    assert_eq!(got.len(), 200, "mail lost when the session ended");
+    got.sort_unstable();
+    assert_eq!(got, uids, "mail lost when the session ended");
     if permanent_failure {
         assert!(
             matches!(sub.error(), Some(Error::AuthenticationFailed(_))),
@@ -727,7 +660,10 @@ async fn unknown_host_fails_subscribe_at_once() {
         .port(143)
         .tls(TlsMode::None);
     let err = hopeless_first_connection(cred, None).await;
-    eprintln!("unknown host: {err}");
+    assert!(
+        matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound),
+        "unknown host: {err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,7 +671,10 @@ async fn garbage_greeting_fails_subscribe_at_once() {
     let server = MailboxServer::start(1, 1, Vec::new()).await;
     server.set_greeting(Greeting::Garbage(b"220 smtp.example ESMTP\r\n".to_vec()));
     let err = hopeless_first_connection(cred(server.port), Some(&server)).await;
-    eprintln!("garbage greeting: {err}");
+    assert!(
+        matches!(err, Error::Protocol(ProtoError::BadGreeting(_))),
+        "garbage greeting: {err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,7 +682,10 @@ async fn implicit_tls_against_plaintext_fails_subscribe_at_once() {
     let server = MailboxServer::start(1, 1, Vec::new()).await;
     let err =
         hopeless_first_connection(cred(server.port).tls(TlsMode::Implicit), Some(&server)).await;
-    eprintln!("implicit TLS on plaintext: {err}");
+    assert!(
+        matches!(err, Error::Tls(_)),
+        "implicit TLS on plaintext: {err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -751,7 +693,10 @@ async fn bye_at_connect_fails_subscribe_at_once() {
     let server = MailboxServer::start(1, 1, Vec::new()).await;
     server.set_greeting(Greeting::Bye("go away".into()));
     let err = hopeless_first_connection(cred(server.port), Some(&server)).await;
-    eprintln!("BYE at connect: {err}");
+    assert!(
+        matches!(&err, Error::Bye(text) if text == "go away"),
+        "BYE at connect: {err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,10 +706,11 @@ async fn garbage_greeting_on_the_reconnect_of_a_healthy_session_is_transient() {
     let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
     server.set_greeting(Greeting::Garbage(b"220 smtp.example ESMTP\r\n".to_vec()));
     server.kick();
-    until("two reconnects greeted with garbage", || {
-        server.connections() >= 3
-    })
-    .await;
+    server
+        .until("two reconnects greeted with garbage", |s| {
+            s.connections() >= 3
+        })
+        .await;
     server.set_greeting(Greeting::Normal);
     assert_eq!(server.append(mail("after the outage")), 1);
     assert_eq!(next(&mut sub).await.uid(), 1);
@@ -792,20 +738,15 @@ async fn abandoned_subscribes_are_removed_at_once() {
         let res = w.await.unwrap();
         assert!(matches!(res, Err(Error::WaitTimedOut)), "{res:?}");
     }
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let actors = h.actors();
+    until("no abandoned subscribe counted any more", async || {
         let stats = stats_of(&h, server.port).await;
-        if actors.subscribers == 0 && stats.as_ref().is_none_or(|s| s.subscribers == 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "abandoned subscribes still counted: {actors:?}, {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    until("the session to linger out", || h.actors().sessions == 0).await;
+        h.actors().subscribers == 0 && stats.is_none_or(|s| s.subscribers == 0)
+    })
+    .await;
+    until("the session to linger out", async || {
+        h.actors().sessions == 0
+    })
+    .await;
     h.shutdown().await;
 }
 
@@ -830,14 +771,15 @@ async fn shutdown_with_stuck_sessions_takes_one_deadline() {
     for s in &servers {
         s.append(mail("never answered"));
     }
-    until("every session stuck in a FETCH", || {
-        servers.iter().all(|s| {
-            s.commands()
-                .iter()
-                .any(|l| l.to_ascii_uppercase().contains("FETCH") && l.contains("BODY"))
-        })
-    })
-    .await;
+    for server in &servers {
+        server
+            .until("the session stuck in a FETCH", |s| {
+                s.commands()
+                    .iter()
+                    .any(|l| l.to_ascii_uppercase().contains("FETCH") && l.contains("BODY"))
+            })
+            .await;
+    }
     let started = Instant::now();
     tokio::time::timeout(EVENTUALLY, h.shutdown())
         .await
@@ -851,17 +793,11 @@ async fn shutdown_with_stuck_sessions_takes_one_deadline() {
 
 // ───────────── 20: permanent failures are remembered (real Dovecot) ─────────────
 
-fn dovecot_cred(user: &support::TestUser, password: &str) -> Credential {
-    Credential::new("127.0.0.1", &user.name, Auth::password(password))
-        .port(support::dovecot().imap_port)
-        .tls(TlsMode::None)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_login_is_remembered_until_the_secret_changes() {
     let user = support::dovecot().user("eo-remember");
     let h = start();
-    let wrong = dovecot_cred(&user, "not-the-password");
+    let wrong = support::emap::dovecot_cred_with(&user, "not-the-password");
     for i in 0..20 {
         let res = h.wait_for(wrong.clone(), Filter::new(), EVENTUALLY).await;
         assert!(
@@ -879,7 +815,7 @@ async fn a_rejected_login_is_remembered_until_the_secret_changes() {
         "LOGIN attempts Dovecot saw for 20 wait_for calls"
     );
     // A different secret is tried at once.
-    let right = dovecot_cred(&user, &user.password);
+    let right = dovecot_cred(&user);
     tokio::time::timeout(EVENTUALLY, h.subscribe(right, Filter::new()))
         .await
         .expect("the right password was not tried")
@@ -888,14 +824,6 @@ async fn a_rejected_login_is_remembered_until_the_secret_changes() {
 }
 
 // ───────── 22: a watched mailbox deleted and recreated (real Dovecot) ─────────
-
-async fn stats_of_user(h: &Handle, user: &str) -> Option<SessionStats> {
-    h.stats()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|s| s.key.user == user)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_mailbox_deleted_and_recreated_is_watched_again() {
@@ -906,7 +834,7 @@ async fn a_watched_mailbox_deleted_and_recreated_is_watched_again() {
         support::blocking(move || support::dovecot().create_mailbox(&user, folder)).await;
     }
     let h = start();
-    let c = dovecot_cred(&user, &user.password).mailbox(folder);
+    let c = dovecot_cred(&user).mailbox(folder);
     let mut sub = h.subscribe(c, Filter::new()).await.unwrap();
     {
         let user = user.clone();
@@ -914,18 +842,12 @@ async fn a_watched_mailbox_deleted_and_recreated_is_watched_again() {
     }
     // Dovecot drops the session; wait until the reconnect's SELECT has
     // failed at least once (a second reconnect). The session must live on.
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        match stats_of_user(&h, &user.name).await {
-            None => panic!("the session ended: {:?}", sub.error()),
-            Some(s) if s.reconnects >= 2 => break,
-            Some(s) => assert!(
-                Instant::now() < deadline,
-                "no failed reconnect after the delete: {s:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("a failed reconnect after the delete", async || {
+        let s = stats_of_user(&h, &user.name).await;
+        let s = s.unwrap_or_else(|| panic!("the session ended: {:?}", sub.error()));
+        s.reconnects >= 2
+    })
+    .await;
     // Recreate it and wait until the session has selected the new mailbox
     // (a new UIDVALIDITY): mail delivered from then on must arrive. (Mail
     // delivered between the recreate and that SELECT counts as the new
@@ -937,20 +859,12 @@ async fn a_watched_mailbox_deleted_and_recreated_is_watched_again() {
         let user = user.clone();
         support::blocking(move || support::dovecot().create_mailbox(&user, folder)).await;
     }
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let s = stats_of_user(&h, &user.name)
-            .await
-            .expect("the session ended");
-        if s.state == emap::SessionState::Watching && s.uid_validity != old_validity {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the recreated mailbox was not selected: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the recreated mailbox to be selected", async || {
+        let s = stats_of_user(&h, &user.name).await;
+        let s = s.expect("the session ended");
+        s.state == emap::SessionState::Watching && s.uid_validity != old_validity
+    })
+    .await;
     {
         let user = user.clone();
         support::blocking(move || {
@@ -972,7 +886,7 @@ async fn a_watched_mailbox_deleted_and_recreated_is_watched_again() {
 async fn a_missing_mailbox_on_a_fresh_session_fails_at_once() {
     let user = support::dovecot().user("eo-missing");
     let h = start();
-    let c = dovecot_cred(&user, &user.password).mailbox("NoSuchFolder");
+    let c = dovecot_cred(&user).mailbox("NoSuchFolder");
     let res = tokio::time::timeout(EVENTUALLY, h.subscribe(c, Filter::new()))
         .await
         .expect("subscribe to a missing mailbox did not fail at once");

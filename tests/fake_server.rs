@@ -6,42 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use emap::{Auth, Config, Credential, Filter, Handle, Registry, TlsMode};
+use emap::{Config, Filter};
+use support::emap::{ended, fake_cred, next_subject, scripted_config, start, stats_of};
 use support::fake::{FakeConn, FakeServer};
-
-const EVENTUALLY: Duration = Duration::from_secs(30);
-
-fn config() -> Config {
-    Config {
-        backoff_initial: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        poll_interval: Duration::from_millis(100),
-        ..Config::default()
-    }
-}
-
-fn cred(port: u16) -> Credential {
-    Credential::new("127.0.0.1", "fake", Auth::password("pw"))
-        .port(port)
-        .tls(TlsMode::None)
-}
-
-fn start() -> Handle {
-    Registry::start_in_thread(config()).unwrap()
-}
-
-fn message(subject: &str) -> Vec<u8> {
-    format!("From: a@x.test\r\nTo: b@x.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@x.test>\r\n\r\nbody\r\n")
-        .into_bytes()
-}
-
-async fn recv_subject(sub: &mut emap::Subscription) -> String {
-    let m = tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .expect("no mail in time")
-        .expect("subscription ended");
-    m.subject().unwrap_or_default().to_owned()
-}
+use support::{EVENTUALLY, message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_server_does_not_delay_other_credentials() {
@@ -53,15 +21,18 @@ async fn a_silent_server_does_not_delay_other_credentials() {
         c.drain().await;
     })
     .await;
-    let h = start();
+    let h = start(scripted_config());
     let stuck = {
         let h = h.clone();
-        let c = cred(silent.port);
+        let c = fake_cred(silent.port);
         tokio::spawn(async move { h.subscribe(c, Filter::new()).await })
     };
-    let ok = tokio::time::timeout(EVENTUALLY, h.subscribe(cred(working.port), Filter::new()))
-        .await
-        .expect("subscribe to the working server was delayed");
+    let ok = tokio::time::timeout(
+        EVENTUALLY,
+        h.subscribe(fake_cred(working.port), Filter::new()),
+    )
+    .await
+    .expect("subscribe to the working server was delayed");
     assert!(ok.is_ok());
     assert!(
         !stuck.is_finished(),
@@ -96,10 +67,13 @@ async fn missing_uidnext_falls_back_to_the_uid_of_the_last_message_selected() {
         c.drain().await;
     })
     .await;
-    let h = start();
-    let mut s = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(recv_subject(&mut s).await, "arrived meanwhile");
-    assert_eq!(h.stats().await.unwrap()[0].watermark, Some(19));
+    let h = start(scripted_config());
+    let mut s = h
+        .subscribe(fake_cred(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut s).await, "arrived meanwhile");
+    assert_eq!(stats_of(&h, server.port).await.unwrap().watermark, Some(19));
 
     // An empty mailbox: every later message is new; nothing is asked.
     let empty = FakeServer::start(|mut c: FakeConn, _| async move {
@@ -109,9 +83,11 @@ async fn missing_uidnext_falls_back_to_the_uid_of_the_last_message_selected() {
         c.drain().await;
     })
     .await;
-    let _t = h.subscribe(cred(empty.port), Filter::new()).await.unwrap();
-    let stats = h.stats().await.unwrap();
-    let st = stats.iter().find(|s| s.key.port == empty.port).unwrap();
+    let _t = h
+        .subscribe(fake_cred(empty.port), Filter::new())
+        .await
+        .unwrap();
+    let st = stats_of(&h, empty.port).await.unwrap();
     assert_eq!(st.watermark, Some(1));
     for cmd in server.commands().iter().chain(empty.commands().iter()) {
         assert!(!cmd.contains("1:*"), "fetched the backlog: {cmd}");
@@ -145,10 +121,13 @@ async fn a_changed_uidvalidity_voids_the_watermark() {
         c.drain().await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(recv_subject(&mut sub).await, "fresh");
-    let st = &h.stats().await.unwrap()[0];
+    let h = start(scripted_config());
+    let mut sub = h
+        .subscribe(fake_cred(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "fresh");
+    let st = stats_of(&h, server.port).await.unwrap();
     assert_eq!(st.validity_changes, 1);
     assert_eq!(st.uid_validity, Some(2));
     assert_eq!(st.watermark, Some(6));
@@ -179,10 +158,13 @@ async fn exists_inside_a_fetch_response_is_not_lost() {
         c.drain().await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(recv_subject(&mut sub).await, "first");
-    assert_eq!(recv_subject(&mut sub).await, "second");
+    let h = start(scripted_config());
+    let mut sub = h
+        .subscribe(fake_cred(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "first");
+    assert_eq!(next_subject(&mut sub).await, "second");
     h.shutdown().await;
 }
 
@@ -210,10 +192,13 @@ async fn without_idle_or_when_idle_is_rejected_the_session_polls() {
             }
         })
         .await;
-        let h = start();
-        let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-        assert_eq!(recv_subject(&mut sub).await, "polled");
-        assert!(!h.stats().await.unwrap()[0].idle);
+        let h = start(scripted_config());
+        let mut sub = h
+            .subscribe(fake_cred(server.port), Filter::new())
+            .await
+            .unwrap();
+        assert_eq!(next_subject(&mut sub).await, "polled");
+        assert!(!stats_of(&h, server.port).await.unwrap().idle);
         h.shutdown().await;
     }
 }
@@ -232,21 +217,19 @@ async fn idle_is_reissued_every_round() {
         c.drain().await;
     })
     .await;
-    let h = Registry::start_in_thread(Config {
+    let h = start(Config {
         idle_round: Duration::from_millis(100),
-        ..config()
-    })
-    .unwrap();
-    let _s = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    let rounds = support::wait_for(EVENTUALLY, || {
-        let n = server
-            .commands()
-            .iter()
-            .filter(|c| c.ends_with(" IDLE"))
-            .count();
-        (n >= 4).then_some(n)
+        ..scripted_config()
     });
-    assert!(rounds.is_some(), "commands: {:?}", server.commands());
+    let _s = h
+        .subscribe(fake_cred(server.port), Filter::new())
+        .await
+        .unwrap();
+    server
+        .until("four IDLE rounds", |s| {
+            s.commands().iter().filter(|c| c.ends_with(" IDLE")).count() >= 4
+        })
+        .await;
     assert_eq!(
         server.accepted(),
         1,
@@ -279,16 +262,18 @@ async fn a_blackholed_link_is_detected_and_replaced() {
         c.drain().await;
     })
     .await;
-    let h = Registry::start_in_thread(Config {
+    let h = start(Config {
         idle_inactivity: Duration::from_millis(200),
         command_timeout: Duration::from_millis(300),
-        ..config()
-    })
-    .unwrap();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(recv_subject(&mut sub).await, "after the blackhole");
+        ..scripted_config()
+    });
+    let mut sub = h
+        .subscribe(fake_cred(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "after the blackhole");
     assert_eq!(server.accepted(), 2);
-    let st = &h.stats().await.unwrap()[0];
+    let st = stats_of(&h, server.port).await.unwrap();
     assert!(st.reconnects >= 1);
     assert!(
         st.last_error
@@ -317,13 +302,16 @@ async fn too_many_connections_is_retried_until_a_slot_frees() {
         c.drain().await;
     })
     .await;
-    let h = start();
-    let sub = tokio::time::timeout(EVENTUALLY, h.subscribe(cred(server.port), Filter::new()))
-        .await
-        .expect("subscribe never resolved");
+    let h = start(scripted_config());
+    let sub = tokio::time::timeout(
+        EVENTUALLY,
+        h.subscribe(fake_cred(server.port), Filter::new()),
+    )
+    .await
+    .expect("subscribe never resolved");
     assert!(sub.is_ok(), "{sub:?}");
     assert_eq!(server.accepted(), 4);
-    assert_eq!(h.stats().await.unwrap()[0].reconnects, 3);
+    assert_eq!(stats_of(&h, server.port).await.unwrap().reconnects, 3);
     h.shutdown().await;
 }
 
@@ -353,21 +341,20 @@ async fn a_login_rejected_at_reconnect_ends_every_stream_with_the_error() {
         }
     })
     .await;
-    let h = start();
-    let mut a = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let h = start(scripted_config());
+    let mut a = h
+        .subscribe(fake_cred(server.port), Filter::new())
+        .await
+        .unwrap();
     let mut b = h
-        .subscribe(cred(server.port), Filter::new().to("x@y.test"))
+        .subscribe(fake_cred(server.port), Filter::new().to("x@y.test"))
         .await
         .unwrap();
     both_subscribed.notify_one();
-    let end = tokio::time::timeout(EVENTUALLY, a.recv())
-        .await
-        .expect("stream did not end");
-    assert!(end.is_none());
+    let err = ended(&mut a).await;
     assert!(
-        matches!(a.error(), Some(emap::Error::AuthenticationFailed(_))),
-        "{:?}",
-        a.error()
+        matches!(err, Some(emap::Error::AuthenticationFailed(_))),
+        "{err:?}"
     );
     // The Stream form yields the error once, then ends.
     let first = tokio::time::timeout(EVENTUALLY, next_item(&mut b))
@@ -380,7 +367,7 @@ async fn a_login_rejected_at_reconnect_ends_every_stream_with_the_error() {
     assert!(next_item(&mut b).await.is_none());
     // A new subscribe reports the permanent error too.
     let err = h
-        .subscribe(cred(server.port), Filter::new())
+        .subscribe(fake_cred(server.port), Filter::new())
         .await
         .unwrap_err();
     assert!(err.is_permanent());

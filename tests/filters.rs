@@ -5,59 +5,24 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use emap::{Auth, Config, Credential, Filter, Handle, Mail, Registry, TlsMode};
-use support::{TestUser, blocking, dovecot, mail};
-
-/// Generous bound for awaiting an event that must happen (Dovecot holds
-/// IDLE notifications back 500 ms); never a timing assertion.
-const EVENTUALLY: Duration = Duration::from_secs(30);
-
-fn start() -> Handle {
-    Registry::start_in_thread(Config {
-        backoff_initial: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        linger: Duration::from_millis(300),
-        ..Config::default()
-    })
-    .unwrap()
-}
-
-fn cred(user: &TestUser) -> Credential {
-    Credential::new("127.0.0.1", &user.name, Auth::password(&*user.password))
-        .port(dovecot().imap_port)
-        .tls(TlsMode::None)
-}
-
-async fn deliver(rcpt: String, subject: String) {
-    blocking(move || {
-        let raw = mail("sender@emap.test", &rcpt, &subject, "hello");
-        dovecot().deliver(&rcpt, &raw);
-    })
-    .await
-}
-
-async fn next(sub: &mut emap::Subscription) -> Arc<Mail> {
-    tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .expect("no mail in time")
-        .expect("subscription ended")
-}
+use emap::Filter;
+use support::emap::{deliver, dovecot_config, dovecot_cred, next, start};
+use support::{EVENTUALLY, blocking, dovecot, mail};
 
 /// Item 3: "trigger the mail, then subscribe with `since(now)`" — the
 /// README's advice — must get the mail although its INTERNALDATE (whole
 /// seconds) is earlier than `now`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_a_time_later_in_the_same_second_gets_the_mail() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca = dovecot().catchall("since");
-    let c = cred(&ca.user);
+    let c = dovecot_cred(&ca.user);
     let addr = ca.address("task");
     // A session that sees the mail arrive keeps it in its replay window.
     let mut everything = h.subscribe(c.clone(), Filter::new()).await.unwrap();
-    deliver(addr.clone(), "code 111111".into()).await;
+    deliver(&addr, "code 111111").await;
     // The README's case: the mail was triggered, now the task subscribes.
     let after_delivery = SystemTime::now();
     let seen = next(&mut everything).await;
@@ -96,21 +61,21 @@ async fn since_a_time_later_in_the_same_second_gets_the_mail() {
 /// `.after(&first)` it gets the second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_twice_with_after_returns_the_next_mail() {
-    let h = start();
+    let h = start(dovecot_config());
     let ca = dovecot().catchall("twice");
-    let c = cred(&ca.user);
+    let c = dovecot_cred(&ca.user);
     let addr = ca.address("task");
     let mut everything = h.subscribe(c.clone(), Filter::new()).await.unwrap();
     let recent = Filter::new().to(&addr).max_age(Duration::from_secs(600));
 
-    deliver(addr.clone(), "first code 111111".into()).await;
+    deliver(&addr, "first code 111111").await;
     let first = h
         .wait_for(c.clone(), recent.clone(), EVENTUALLY)
         .await
         .unwrap();
     assert_eq!(first.subject(), Some("first code 111111"));
 
-    deliver(addr.clone(), "second code 222222".into()).await;
+    deliver(&addr, "second code 222222").await;
     // Both mails are in the session's replay window once it saw the second.
     assert_eq!(next(&mut everything).await.uid(), first.uid());
     let second_seen = next(&mut everything).await;
@@ -141,7 +106,7 @@ async fn waiting_twice_with_after_returns_the_next_mail() {
         .subscribe(c.clone(), recent.clone().after(&second))
         .await
         .unwrap();
-    deliver(addr.clone(), "third code 333333".into()).await;
+    deliver(&addr, "third code 333333").await;
     let third = waiter.await.unwrap().unwrap();
     assert_eq!(third.subject(), Some("third code 333333"));
     assert_eq!(next(&mut after_second).await.uid(), third.uid());
@@ -153,14 +118,14 @@ async fn waiting_twice_with_after_returns_the_next_mail() {
 /// clause of the topmost `Received` header, and that is enough.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recipient_named_only_by_the_topmost_received_header_gets_the_mail() {
-    let h = start();
+    let h = start(dovecot_config());
     let u = dovecot().user("bcc");
     let task = "Bcc-Task@bcc.catchall.test";
     let mut sub = h
-        .subscribe(cred(&u), Filter::new().to(task.to_lowercase()))
+        .subscribe(dovecot_cred(&u), Filter::new().to(task.to_lowercase()))
         .await
         .unwrap();
-    let mut everything = h.subscribe(cred(&u), Filter::new()).await.unwrap();
+    let mut everything = h.subscribe(dovecot_cred(&u), Filter::new()).await.unwrap();
     let raw = format!(
         "Received: from mx.sender.test (mx.sender.test [192.0.2.7])\r\n\
          \tby mx.bcc.catchall.test with ESMTPS id 4Xq\r\n\
@@ -192,7 +157,7 @@ async fn a_recipient_named_only_by_the_topmost_received_header_gets_the_mail() {
     );
     let user = u.clone();
     blocking(move || dovecot().append(&user, "INBOX", &other)).await;
-    next(&mut everything).await;
+    assert_eq!(next(&mut everything).await.subject(), Some("bcc only"));
     assert_eq!(
         next(&mut everything).await.subject(),
         Some("not for the task")

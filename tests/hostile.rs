@@ -37,12 +37,15 @@ use std::time::{Duration, Instant};
 use emap::proto::ProtoError;
 use emap::proto::client::{Client, CommandData, Event, MAX_SEARCH_RESULTS, Options};
 use emap::proto::encode::InputError;
-use emap::{Auth, Config, Credential, Error, Filter, Handle, Registry, SessionStats, TlsMode};
+use emap::{Auth, Config, Credential, Error, Filter, TlsMode};
+use support::emap::{
+    fake_cred as cred, next, next_subject, next_subjects, scripted_config, start, stats_of,
+    subscribed,
+};
 use support::fake::{FakeConn, FakeServer};
+use support::{EVENTUALLY, message};
 use tokio::sync::mpsc;
 
-/// How long any single step may take before the test calls it a hang.
-const EVENTUALLY: Duration = Duration::from_secs(30);
 const MAX_LINE: usize = 4096;
 const MAX_LITERAL: usize = 1024 * 1024;
 const MAX_MESSAGE: usize = 512 * 1024;
@@ -54,59 +57,16 @@ fn config() -> Config {
         greeting_timeout: Duration::from_millis(500),
         command_timeout: Duration::from_millis(500),
         idle_inactivity: Duration::from_millis(500),
-        backoff_initial: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        poll_interval: Duration::from_millis(100),
         max_line: MAX_LINE,
         max_literal: MAX_LITERAL,
         max_message_size: MAX_MESSAGE,
-        ..Config::default()
+        ..scripted_config()
     }
 }
 
-fn cred(port: u16) -> Credential {
-    Credential::new("127.0.0.1", "fake", Auth::password("pw"))
-        .port(port)
-        .tls(TlsMode::None)
-}
-
-fn start() -> Handle {
-    Registry::start_in_thread(config()).unwrap()
-}
-
-fn message(subject: &str) -> Vec<u8> {
-    let id = subject.replace(' ', "-");
-    format!(
-        "From: a@x.test\r\nTo: b@x.test\r\nSubject: {subject}\r\nMessage-ID: <{id}@x.test>\r\n\r\nbody\r\n"
-    )
-    .into_bytes()
-}
-
-/// `* seq FETCH` with `uid` and `raw`, then the tagged OK.
-fn fetch_ok(tag: &str, mails: &[(u32, u32, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (seq, uid, raw) in mails {
-        out.extend(FakeConn::fetch_response(*seq, *uid, raw));
-    }
-    out.extend(format!("{tag} OK Fetch completed\r\n").as_bytes());
-    out
-}
-
-async fn next_subject(sub: &mut emap::Subscription) -> String {
-    let m = tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .expect("no mail in time")
-        .expect("subscription ended");
-    m.subject().unwrap_or_default().to_owned()
-}
-
-async fn stats_of(h: &Handle, port: u16) -> SessionStats {
-    h.stats()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.key.port == port)
-        .expect("no session for this port")
+/// The stats of the session on `port`, which must still exist.
+async fn session(h: &emap::Handle, port: u16) -> emap::SessionStats {
+    stats_of(h, port).await.expect("no session for this port")
 }
 
 async fn login(cred: &Credential) -> Result<(), Error> {
@@ -729,7 +689,7 @@ async fn unsolicited_data_kept_during_a_command_is_bounded_in_bytes() {
 async fn cr_lf_nul_in_user_values_are_refused_before_connecting() {
     let server =
         FakeServer::start(|mut c: FakeConn, _| async move { c.greet_and_login("").await }).await;
-    let h = start();
+    let h = start(config());
     for bad in ["\r", "\n", "\0", "\r\nA9 DELETE INBOX"] {
         let value = format!("x{bad}y");
         let cases = [
@@ -820,24 +780,21 @@ async fn bye_in_the_middle_of_a_fetch_delivers_each_mail_exactly_once() {
         }
         c.examine(2, Some(3), Some(1)).await;
         c.search(&[1, 2]).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(fetch_ok(
-            &tag,
+        c.answer_fetch(
+            "UID FETCH",
             &[(1, 1, &message("one")), (2, 2, &message("two"))],
-        ))
+        )
         .await;
         c.search(&[2]).await;
         let (tag, _) = c.announce(3).await;
-        c.send(fetch_ok(&tag, &[(3, 3, &message("three"))])).await;
+        c.send(FakeConn::fetch_ok(&tag, &[(3, 3, &message("three"))]))
+            .await;
         c.serve().await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(next_subject(&mut sub).await, "one");
-    assert_eq!(next_subject(&mut sub).await, "two");
-    assert_eq!(next_subject(&mut sub).await, "three");
-    let st = stats_of(&h, server.port).await;
+    let (h, mut sub) = subscribed(config(), server.port).await;
+    assert_eq!(next_subjects(&mut sub, 3).await, ["one", "two", "three"]);
+    let st = session(&h, server.port).await;
     assert_eq!(st.reconnects, 1);
     assert!(
         st.last_error
@@ -877,20 +834,15 @@ async fn a_literal_cut_short_is_fetched_again_after_the_reconnect() {
         }
         c.examine(1, Some(2), Some(1)).await;
         c.search(&[1]).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(fetch_ok(&tag, &[(1, 1, &message("whole"))])).await;
-        c.search(&[1]).await;
-        let (tag, _) = c.announce(2).await;
-        c.send(fetch_ok(&tag, &[(2, 2, &message("sentinel"))]))
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("whole"))])
             .await;
-        c.serve().await;
+        c.search(&[1]).await;
+        c.sentinel(2, 2).await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(next_subject(&mut sub).await, "whole");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
-    let st = stats_of(&h, server.port).await;
+    let (h, mut sub) = subscribed(config(), server.port).await;
+    assert_eq!(next_subjects(&mut sub, 2).await, ["whole", "sentinel"]);
+    let st = session(&h, server.port).await;
     assert_eq!(st.reconnects, 1);
     assert_eq!(
         st.last_error.as_deref(),
@@ -924,9 +876,8 @@ async fn uids_below_the_watermark_are_never_delivered() {
             return;
         }
         c.examine(7, Some(12), Some(1)).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(fetch_ok(
-            &tag,
+        c.answer_fetch(
+            "UID FETCH",
             &[
                 (7, 11, &message("eleven")),
                 (5, 9, &message("nine")),
@@ -935,21 +886,17 @@ async fn uids_below_the_watermark_are_never_delivered() {
                 (7, 11, &message("eleven again")),
                 (4, 3, &message("backwards")),
             ],
-        ))
+        )
         .await;
-        let (tag, _) = c.announce(8).await;
-        c.send(fetch_ok(&tag, &[(8, 12, &message("sentinel"))]))
-            .await;
-        c.serve().await;
+        c.sentinel(8, 12).await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let (h, mut sub) = subscribed(config(), server.port).await;
     let mut got = [next_subject(&mut sub).await, next_subject(&mut sub).await];
     got.sort();
     assert_eq!(got, ["eleven", "ten"]);
     assert_eq!(next_subject(&mut sub).await, "sentinel");
-    let st = stats_of(&h, server.port).await;
+    let st = session(&h, server.port).await;
     assert_eq!(st.watermark, Some(13));
     assert_eq!((st.fetched, st.skipped, st.reconnects), (3, 0, 1));
     assert_eq!(
@@ -966,17 +913,18 @@ async fn uids_below_the_watermark_are_never_delivered() {
 /// not happen is the watermark passing 10 with nothing delivered, skipped
 /// or counted.
 ///
-/// FAILS on the tracker of issue 9 (core bug, see the H5 report): the
-/// stray `UID 3` marks sequence 6 done, the complete `UID 10` response for
-/// the same sequence is then ignored, and the sentinel's UID 11 moves the
-/// watermark to 12: UID 10 is lost silently (`skipped` stays 0).
+/// Found by this script on the first issue-9 tracker, and kept as its
+/// regression test: the stray `UID 3` marked sequence 6 done, the complete
+/// `UID 10` response for the same sequence was then ignored, and the
+/// sentinel's UID 11 moved the watermark to 12, losing UID 10 silently
+/// (`skipped` stayed 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stray_low_uid_for_a_sequence_number_does_not_hide_its_mail() {
     let server = FakeServer::start(|mut c: FakeConn, _| async move {
         c.greet_and_login("IDLE").await;
         c.examine(5, Some(10), Some(1)).await;
         let (tag, _) = c.announce(6).await;
-        c.send(fetch_ok(
+        c.send(FakeConn::fetch_ok(
             &tag,
             &[
                 (6, 3, &message("backwards")),
@@ -995,7 +943,8 @@ async fn a_stray_low_uid_for_a_sequence_number_does_not_hide_its_mail() {
             if rest.starts_with("UID SEARCH") {
                 c.send(format!("* SEARCH 10\r\n{tag} OK done\r\n")).await;
             } else if rest.starts_with("UID FETCH") {
-                c.send(fetch_ok(&tag, &[(6, 10, &message("ten"))])).await;
+                c.send(FakeConn::fetch_ok(&tag, &[(6, 10, &message("ten"))]))
+                    .await;
             } else if rest == "IDLE" {
                 c.send("+ idling\r\n* 7 EXISTS\r\n").await;
                 c.done(&tag).await;
@@ -1005,16 +954,14 @@ async fn a_stray_low_uid_for_a_sequence_number_does_not_hide_its_mail() {
             }
         }
         let (tag, _) = c.expect("FETCH").await;
-        c.send(fetch_ok(&tag, &[(7, 11, &message("sentinel"))]))
+        c.send(FakeConn::fetch_ok(&tag, &[(7, 11, &message("sentinel"))]))
             .await;
         c.serve().await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(next_subject(&mut sub).await, "ten");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
-    let st = stats_of(&h, server.port).await;
+    let (h, mut sub) = subscribed(config(), server.port).await;
+    assert_eq!(next_subjects(&mut sub, 2).await, ["ten", "sentinel"]);
+    let st = session(&h, server.port).await;
     assert_eq!(st.watermark, Some(12));
     assert_eq!((st.fetched, st.skipped, st.reconnects), (2, 0, 0));
     h.shutdown().await;
@@ -1030,18 +977,18 @@ async fn a_fetch_outside_the_requested_range_loses_no_mail() {
         c.greet_and_login("IDLE").await;
         c.examine(5, Some(10), Some(1)).await;
         let (tag, _) = c.announce(6).await;
-        c.send(fetch_ok(
+        c.send(FakeConn::fetch_ok(
             &tag,
             &[(6, 10, &message("asked")), (9, 50, &message("stray"))],
         ))
         .await;
         let (tag, _) = c.announce(7).await;
-        c.send(fetch_ok(&tag, &[(7, 11, &message("legit"))])).await;
+        c.send(FakeConn::fetch_ok(&tag, &[(7, 11, &message("legit"))]))
+            .await;
         c.serve().await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let (h, mut sub) = subscribed(config(), server.port).await;
     assert_eq!(next_subject(&mut sub).await, "asked");
     assert_eq!(
         next_subject(&mut sub).await,
@@ -1074,20 +1021,16 @@ async fn a_nil_body_is_fetched_again_then_skipped_and_counted() {
             c.send(nil(6, &tag)).await;
         }
         c.search(&[10]).await;
-        let (tag, _) = c.announce(7).await;
-        c.send(fetch_ok(&tag, &[(7, 11, &message("sentinel"))]))
-            .await;
-        c.serve().await;
+        c.sentinel(7, 11).await;
     })
     .await;
-    let h = Registry::start_in_thread(Config {
+    let config = Config {
         poison_attempts: 3,
         ..config()
-    })
-    .unwrap();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    };
+    let (h, mut sub) = subscribed(config, server.port).await;
     assert_eq!(next_subject(&mut sub).await, "sentinel");
-    let st = stats_of(&h, server.port).await;
+    let st = session(&h, server.port).await;
     assert_eq!(
         (st.fetched, st.skipped, st.reconnects, st.watermark),
         (1, 1, 0, Some(12))
@@ -1126,20 +1069,15 @@ async fn a_fetch_answered_no_is_fetched_again_after_the_reconnect() {
         }
         c.examine(6, Some(11), Some(1)).await;
         c.search(&[10]).await;
-        let (tag, _) = c.expect("UID FETCH").await;
-        c.send(fetch_ok(&tag, &[(6, 10, &message("ten"))])).await;
-        c.search(&[10]).await;
-        let (tag, _) = c.announce(7).await;
-        c.send(fetch_ok(&tag, &[(7, 11, &message("sentinel"))]))
+        c.answer_fetch("UID FETCH", &[(6, 10, &message("ten"))])
             .await;
-        c.serve().await;
+        c.search(&[10]).await;
+        c.sentinel(7, 11).await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(next_subject(&mut sub).await, "ten");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
-    let st = stats_of(&h, server.port).await;
+    let (h, mut sub) = subscribed(config(), server.port).await;
+    assert_eq!(next_subjects(&mut sub, 2).await, ["ten", "sentinel"]);
+    let st = session(&h, server.port).await;
     assert_eq!(
         (st.fetched, st.skipped, st.reconnects, st.watermark),
         (2, 0, 1, Some(12))
@@ -1173,17 +1111,12 @@ async fn no_expungeissued_is_not_a_reason_to_reconnect() {
         );
         c.send(out).await;
         c.search(&[11]).await;
-        let (tag, _) = c.announce(8).await;
-        c.send(fetch_ok(&tag, &[(8, 12, &message("sentinel"))]))
-            .await;
-        c.serve().await;
+        c.sentinel(8, 12).await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    assert_eq!(next_subject(&mut sub).await, "eleven");
-    assert_eq!(next_subject(&mut sub).await, "sentinel");
-    let st = stats_of(&h, server.port).await;
+    let (h, mut sub) = subscribed(config(), server.port).await;
+    assert_eq!(next_subjects(&mut sub, 2).await, ["eleven", "sentinel"]);
+    let st = session(&h, server.port).await;
     assert_eq!(
         (st.fetched, st.skipped, st.reconnects, st.watermark),
         (2, 0, 0, Some(13))
@@ -1238,24 +1171,17 @@ async fn ten_megabytes_of_headers() {
             out.extend_from_slice(format!(")\r\n{tag} OK done\r\n").as_bytes());
             c.send(out).await;
             c.search(&[1]).await;
-            let (tag, _) = c.announce(2).await;
-            c.send(fetch_ok(&tag, &[(2, 2, &message("sentinel"))]))
-                .await;
-            c.serve().await;
+            c.sentinel(2, 2).await;
         }
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    let mail = tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (h, mut sub) = subscribed(config(), server.port).await;
+    let mail = next(&mut sub).await;
     assert_eq!(mail.subject(), Some("huge"));
     assert!(mail.is_truncated());
     assert_eq!(mail.raw().len(), MAX_MESSAGE);
     assert_eq!(next_subject(&mut sub).await, "sentinel");
-    let st = stats_of(&h, server.port).await;
+    let st = session(&h, server.port).await;
     assert_eq!((st.reconnects, st.fetched, st.skipped), (1, 2, 0));
     assert_eq!(
         fetches_and_searches(&server),
@@ -1283,7 +1209,12 @@ async fn ten_megabytes_of_headers() {
     );
     // The 10 MB were refused when announced: the client hung up instead
     // of reading them.
-    assert_eq!(rx.recv().await, Some(0), "the client read all 10 MB");
+    let written = tokio::time::timeout(EVENTUALLY, rx.recv()).await;
+    assert_eq!(
+        written.expect("the first connection never ended"),
+        Some(0),
+        "the client read all 10 MB"
+    );
     h.shutdown().await;
 }
 
@@ -1330,12 +1261,8 @@ async fn non_utf8_bytes_in_every_field_still_deliver_the_mail() {
         c.serve().await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
-    let mail = tokio::time::timeout(EVENTUALLY, sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (h, mut sub) = subscribed(config(), server.port).await;
+    let mail = next(&mut sub).await;
     assert_eq!(mail.raw(), RAW);
     assert!(
         mail.subject().is_some_and(|s| s.starts_with("caf")),
@@ -1343,7 +1270,7 @@ async fn non_utf8_bytes_in_every_field_still_deliver_the_mail() {
         mail.subject()
     );
     assert!(mail.has_recipient("b@x.test"));
-    let st = stats_of(&h, server.port).await;
+    let st = session(&h, server.port).await;
     assert_eq!((st.reconnects, st.fetched), (0, 1));
     h.shutdown().await;
 }
@@ -1387,7 +1314,7 @@ async fn odd_mailbox_counts_during_idle() {
             fetch: "6:6",
         },
     ];
-    let h = start();
+    let h = start(config());
     for case in cases {
         let Count {
             name,
@@ -1411,7 +1338,7 @@ async fn odd_mailbox_counts_during_idle() {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
                 let raw = b"To: b@x.test\r\nSubject: ok\r\n\r\nnul \0 inside\r\n";
-                c.send(fetch_ok(&tag, &[(seq, 10, raw)])).await;
+                c.send(FakeConn::fetch_ok(&tag, &[(seq, 10, raw)])).await;
                 c.serve().await;
             }
         })
@@ -1428,7 +1355,7 @@ async fn odd_mailbox_counts_during_idle() {
             fetches[0].contains(&format!("FETCH {fetch} ")),
             "{name}: {fetches:?}"
         );
-        let st = stats_of(&h, server.port).await;
+        let st = session(&h, server.port).await;
         assert_eq!((st.reconnects, st.watermark), (0, Some(11)), "{name}");
     }
     h.shutdown().await;
@@ -1464,7 +1391,7 @@ async fn violations_during_idle_reconnect_and_lose_no_mail() {
         ),
         ("endless line", vec![b'x'; 2 * MAX_LINE], "longer than 4096"),
     ];
-    let h = start();
+    let h = start(config());
     for (name, hostile, error) in cases {
         let hostile = Arc::new(hostile);
         let server = FakeServer::start(move |mut c: FakeConn, n| {
@@ -1479,15 +1406,15 @@ async fn violations_during_idle_reconnect_and_lose_no_mail() {
                     return;
                 }
                 c.examine(6, Some(11), Some(1)).await;
-                let (tag, _) = c.expect("UID FETCH").await;
-                c.send(fetch_ok(&tag, &[(6, 10, &message("after"))])).await;
+                c.answer_fetch("UID FETCH", &[(6, 10, &message("after"))])
+                    .await;
                 c.serve().await;
             }
         })
         .await;
         let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
         assert_eq!(next_subject(&mut sub).await, "after", "{name}");
-        let st = stats_of(&h, server.port).await;
+        let st = session(&h, server.port).await;
         assert_eq!(st.reconnects, 1, "{name}");
         assert!(
             st.last_error.as_deref().is_some_and(|e| e.contains(error)),
@@ -1519,14 +1446,14 @@ async fn idle_answered_no_falls_back_to_polling() {
         let (tag, _) = c.expect("NOOP").await;
         c.send(format!("* 1 EXISTS\r\n{tag} OK done\r\n")).await;
         let (tag, _) = c.expect("FETCH").await;
-        c.send(fetch_ok(&tag, &[(1, 1, &message("polled"))])).await;
+        c.send(FakeConn::fetch_ok(&tag, &[(1, 1, &message("polled"))]))
+            .await;
         c.serve().await;
     })
     .await;
-    let h = start();
-    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let (h, mut sub) = subscribed(config(), server.port).await;
     assert_eq!(next_subject(&mut sub).await, "polled");
-    let st = stats_of(&h, server.port).await;
+    let st = session(&h, server.port).await;
     assert!(!st.idle);
     assert_eq!(st.reconnects, 0);
     let idles = verbs(&server).iter().filter(|v| *v == "IDLE").count();
@@ -1562,8 +1489,7 @@ async fn idle_completed_without_a_continuation_is_not_reissued_in_a_loop() {
         }
     })
     .await;
-    let h = start();
-    let _sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    let (h, _sub) = subscribed(config(), server.port).await;
     let idles = tokio::time::timeout(EVENTUALLY, rx.recv())
         .await
         .unwrap()

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
 
 /// How long a script waits for the client's next line before failing.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,6 +27,9 @@ pub struct FakeServer {
     accepted: Arc<AtomicUsize>,
     /// Every command line received, over all connections, in order.
     pub commands: Arc<Mutex<Vec<String>>>,
+    /// Bumped on every connection accepted and every line received, so
+    /// that [`FakeServer::until`] awaits them instead of polling.
+    observed: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,21 +51,25 @@ impl FakeServer {
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let commands = Arc::new(Mutex::new(Vec::new()));
+        let observed = Arc::new(watch::channel(0).0);
         let script = Arc::new(script);
         let task = {
             let accepted = accepted.clone();
             let commands = commands.clone();
+            let observed = observed.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((sock, _)) = listener.accept().await else {
                         return;
                     };
                     let n = accepted.fetch_add(1, Ordering::SeqCst);
+                    observed.send_modify(|v| *v += 1);
                     let (r, w) = sock.into_split();
                     let conn = FakeConn {
                         reader: BufReader::new(r),
                         writer: w,
                         commands: commands.clone(),
+                        observed: observed.clone(),
                         idle_tag: None,
                     };
                     let script = script.clone();
@@ -73,8 +81,17 @@ impl FakeServer {
             port,
             accepted,
             commands,
+            observed,
             task,
         }
+    }
+
+    /// Awaits the server's connections and command lines until `probe`
+    /// holds; panics naming `what` after [`EVENTUALLY`](super::EVENTUALLY).
+    /// Woken by each connection and line, not by a timer.
+    pub async fn until(&self, what: &str, probe: impl Fn(&FakeServer) -> bool) {
+        let context = || format!("commands: {:?}", self.commands());
+        super::until_observed(what, &self.observed, || probe(self), context).await;
     }
 
     /// Connections accepted so far.
@@ -93,6 +110,7 @@ pub struct FakeConn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     commands: Arc<Mutex<Vec<String>>>,
+    observed: Arc<watch::Sender<u64>>,
     /// The tag of the IDLE accepted last, so that [`FakeConn::drain`] can
     /// complete it when the client sends DONE.
     idle_tag: Option<String>,
@@ -120,6 +138,7 @@ impl FakeConn {
             .trim_end_matches(['\r', '\n'])
             .to_string();
         self.commands.lock().unwrap().push(s.clone());
+        self.observed.send_modify(|v| *v += 1);
         Some(s)
     }
 
@@ -193,6 +212,17 @@ impl FakeConn {
         out
     }
 
+    /// [`FakeConn::fetch_response`] for each `(seq, uid, raw)` of `mails`,
+    /// then the tagged OK that completes FETCH `tag`.
+    pub fn fetch_ok(tag: &str, mails: &[(u32, u32, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, uid, raw) in mails {
+            out.extend(FakeConn::fetch_response(*seq, *uid, raw));
+        }
+        out.extend(format!("{tag} OK Fetch completed\r\n").as_bytes());
+        out
+    }
+
     /// Holds the connection open until the client leaves: completes IDLE
     /// on DONE, answers LOGOUT with BYE and OK, and anything else with OK.
     pub async fn drain(&mut self) {
@@ -253,6 +283,28 @@ impl FakeConn {
         self.send(format!("* {exists} EXISTS\r\n")).await;
         self.done(&tag).await;
         self.expect("FETCH").await
+    }
+
+    /// Expects `verb` (`"FETCH"` or `"UID FETCH"`) and answers it with
+    /// `mails` as [`FakeConn::fetch_ok`] does; returns the command's
+    /// arguments.
+    pub async fn answer_fetch(&mut self, verb: &str, mails: &[(u32, u32, &[u8])]) -> String {
+        let (tag, args) = self.expect(verb).await;
+        self.send(FakeConn::fetch_ok(&tag, mails)).await;
+        args
+    }
+
+    /// The last mail of a script: announces message `exists` during IDLE,
+    /// answers its FETCH with UID `uid` and subject `sentinel`, then serves
+    /// the client until it leaves. A test that receives the sentinel right
+    /// after the mails it expects knows that nothing else was delivered,
+    /// without waiting for something not to happen.
+    pub async fn sentinel(&mut self, exists: u32, uid: u32) {
+        let (tag, _) = self.announce(exists).await;
+        let raw = super::message("sentinel");
+        self.send(FakeConn::fetch_ok(&tag, &[(exists, uid, &raw)]))
+            .await;
+        self.serve().await;
     }
 
     /// Reads and records the client's lines until it closes the connection

@@ -17,8 +17,9 @@
 //! another command's response, a rejected command, a connection closed when
 //! a command arrives, a connection that stops answering.
 //!
-//! Every command line is recorded with its connection number; connections
-//! and LOGINs are counted.
+//! Every command line is recorded with its connection number; connections,
+//! LOGINs and body FETCHes are counted, and [`MailboxServer::until`]
+//! awaits them (each one wakes it) instead of polling.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -238,7 +239,11 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// The model or a kick changed: connections bring their view up to date.
     changed: watch::Sender<u64>,
+    /// What the server observed changed (a connection, a command line and
+    /// what it counted): wakes [`MailboxServer::until`].
+    observed: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -248,6 +253,10 @@ impl Shared {
 
     fn notify(&self) {
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn observed(&self) {
+        self.observed.send_modify(|v| *v += 1);
     }
 }
 
@@ -304,10 +313,10 @@ impl MailboxServer {
             body_fetches: HashMap::new(),
             kicks: 0,
         };
-        let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
-            changed,
+            changed: watch::channel(0).0,
+            observed: watch::channel(0).0,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -320,6 +329,7 @@ impl MailboxServer {
                         s.connections += 1;
                         s.connections - 1
                     };
+                    shared.observed();
                     tokio::spawn(serve(shared.clone(), sock, n));
                 }
             })
@@ -416,6 +426,26 @@ impl MailboxServer {
             .unwrap_or(0)
     }
 
+    /// Awaits what the server observes (connections, command lines, LOGINs,
+    /// body FETCHes) until `probe` holds; panics naming `what` after
+    /// [`EVENTUALLY`](super::EVENTUALLY). Woken by each of them, not by a
+    /// timer.
+    pub async fn until(&self, what: &str, probe: impl Fn(&MailboxServer) -> bool) {
+        let context = || format!("commands: {:?}", self.commands_by_connection());
+        super::until_observed(what, &self.shared.observed, || probe(self), context).await;
+    }
+
+    /// Whether any command line received so far contains `what`
+    /// (case-insensitive).
+    pub fn saw(&self, what: &str) -> bool {
+        let what = what.to_ascii_uppercase();
+        self.shared
+            .lock()
+            .commands
+            .iter()
+            .any(|(_, l)| l.to_ascii_uppercase().contains(&what))
+    }
+
     /// The model as it is now.
     pub fn model(&self) -> Model {
         self.shared.lock().model.clone()
@@ -500,9 +530,11 @@ async fn serve(shared: Arc<Shared>, sock: tokio::net::TcpStream, n: usize) {
                 let Some(line) = line else { break };
                 shared.lock().commands.push((n, line.clone()));
                 if !answering || conn.blackholed {
+                    shared.observed();
                     continue;
                 }
                 let (out, then) = handle(&shared, &mut conn, &line);
+                shared.observed();
                 if !out.is_empty() && w.write_all(&out).await.is_err() {
                     break;
                 }

@@ -1,8 +1,9 @@
 //! Small RFC 5322 messages for tests, so tests do not hand-write headers.
 //!
 //! [`mail`] builds a plain-text message with a unique `Message-ID` (so a
-//! test can find exactly its own message in a shared mailbox), and
-//! [`header_value`] reads a header back out of raw bytes.
+//! test can find exactly its own message in a shared mailbox),
+//! [`header_value`] reads a header back out of raw bytes, and [`message`]
+//! is the minimal mail the scripted fake servers serve.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -104,4 +105,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The one-line mail the scripted servers serve: `From`, `To`, `Subject`
+/// and a `Message-ID` made from `subject`, then `body`. Tests tell mails
+/// apart by subject.
+pub fn message(subject: &str) -> Vec<u8> {
+    let id = subject.replace(' ', "-");
+    format!(
+        "From: a@x.test\r\nTo: b@x.test\r\nSubject: {subject}\r\nMessage-ID: <{id}@x.test>\r\n\r\nbody\r\n"
+    )
+    .into_bytes()
 }

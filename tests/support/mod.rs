@@ -1,5 +1,7 @@
 //! Shared test support for emap's integration tests: a real Dovecot IMAP
-//! server started once per test binary, and a tiny blocking IMAP client.
+//! server started once per test binary, scripted fake servers, a tiny
+//! blocking IMAP client, and the few helpers every test file uses to drive
+//! emap.
 //!
 //! emap talks to real IMAP servers, so its integration tests run against a
 //! real one. Every test binary that needs a server does `mod support;` and
@@ -9,8 +11,12 @@
 //! ([`Dovecot::user`]) and, for catch-all delivery, their own domains
 //! ([`Dovecot::catchall`]).
 //!
-//! This module depends only on std, tokio and tempfile — never on emap's
-//! API — so changes to emap never break the harness itself.
+//! The harness modules depend only on std, tokio and tempfile — never on
+//! emap's API — so changes to emap never break the harness itself. The one
+//! exception, on purpose, is [`emap`](mod@emap): the single place that
+//! knows how tests start a registry, name a credential, deliver mail and
+//! await it, so that an API change is made there once instead of in every
+//! test file.
 //!
 //! Each test binary uses a different subset of these helpers, hence the
 //! module-wide `dead_code` (and, for the re-exports, `unused_imports`)
@@ -22,16 +28,22 @@
 //! - [`raw_imap`]: [`RawImap`], a line-oriented IMAP client over a plain
 //!   blocking `TcpStream`;
 //! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
-//! - [`message`]: [`mail()`], building small RFC 5322 messages;
+//! - [`message`](mod@message): [`mail()`], building small RFC 5322
+//!   messages, and [`message()`], the one-line mail the fake servers serve;
 //! - [`fake`]: a scripted fake IMAP server, for behaviour a real server
 //!   will not produce on demand;
 //! - [`mailbox_server`]: a stateful fake serving a model mailbox with
 //!   injected faults, for scenarios where the client's exact commands may
-//!   change.
+//!   change;
+//! - [`emap`](mod@emap): configs, credentials, delivery and receiving
+//!   through emap's API;
+//! - [`until`] / [`until_some`] here: the one polling wait, for states
+//!   that announce no event.
 
 #![allow(dead_code, unused_imports)]
 
 pub mod dovecot;
+pub mod emap;
 pub mod fake;
 pub mod lmtp;
 pub mod mailbox_server;
@@ -41,16 +53,23 @@ pub mod raw_imap;
 pub mod trace;
 
 pub use dovecot::{CATCHALL_DOMAIN, CatchAll, Dovecot, TestUser, dovecot};
-pub use message::{header_value, mail, message_id};
+pub use message::{header_value, mail, message, message_id};
 pub use raw_imap::{RawImap, is_bad, is_no, is_ok};
 
 use std::time::{Duration, Instant};
+
+/// Generous bound for awaiting something that must happen (Dovecot holds
+/// IDLE notifications back 500 ms; a reconnect waits out a backoff): every
+/// wait ends long before it unless the code under test is stuck. Never a
+/// timing assertion.
+pub const EVENTUALLY: Duration = Duration::from_secs(30);
 
 /// Polls `probe` until it returns `Some`, or until `timeout` has elapsed.
 ///
 /// Returns the first `Some` value, or `None` on timeout. Use it to await a
 /// state ("the server counts 0 connections") instead of sleeping a fixed
-/// time and hoping.
+/// time and hoping. It blocks the calling thread: for blocking harness
+/// code only (async tests use [`until`]).
 pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -75,5 +94,59 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(e) => panic!("blocking task failed: {e}"),
         },
+    }
+}
+
+/// How often [`until_some`] looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Awaits `probe` until it returns `Some` and returns that value; panics
+/// naming `what` after [`EVENTUALLY`].
+///
+/// This is the one polling loop for async tests, for a state that nothing
+/// announces (the registry's stats and actor counts, a subscription's drop
+/// counter). Where an event exists, await it instead (a subscription's
+/// next mail, [`FakeServer::until`](fake::FakeServer::until),
+/// [`MailboxServer::until`](mailbox_server::MailboxServer::until)).
+pub async fn until_some<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`until_some`] for a condition.
+pub async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    until_some(what, async || probe().await.then_some(())).await;
+}
+
+/// Awaits `observed` (a counter a fake server bumps on each thing it
+/// observes) until `probe` holds; panics naming `what` and `context()`
+/// after [`EVENTUALLY`]. Woken by each change, not by a timer: the wait
+/// behind [`FakeServer::until`](fake::FakeServer::until) and
+/// [`MailboxServer::until`](mailbox_server::MailboxServer::until).
+pub async fn until_observed(
+    what: &str,
+    observed: &tokio::sync::watch::Sender<u64>,
+    mut probe: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let mut changes = observed.subscribe();
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        changes.borrow_and_update();
+        if probe() {
+            return;
+        }
+        let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+        assert!(
+            changed.is_ok(),
+            "timed out waiting for {what}; {}",
+            context()
+        );
     }
 }
