@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use emap::proto::ProtoError;
 use emap::{Auth, Config, Credential, Error, Filter, Handle, Subscription, TlsMode};
 use support::emap::{
-    dovecot_cred, fake_cred as cred, fake_cred_with as cred_with, next, scripted_config, stats_of,
-    stats_of_user, until_stats,
+    dovecot_cred, ended, fake_cred as cred, fake_cred_with as cred_with, next, scripted_config,
+    stats_of, stats_of_user, until_stats,
 };
 // The one-line mail the model mailbox serves, by subject.
 use support::mailbox_server::{
@@ -551,14 +551,10 @@ async fn stale_unsubscribe_does_not_end_the_next_sessions_subscriptions() {
     // The password changes; the reconnect forced by a BYE is rejected.
     server.set_login(Login::Password("new".into()));
     server.kick();
-    let end = tokio::time::timeout(EVENTUALLY, sub_a.recv())
-        .await
-        .expect("sub_a did not end");
-    assert!(end.is_none());
+    let end = ended(&mut sub_a).await;
     assert!(
-        matches!(sub_a.error(), Some(Error::AuthenticationFailed(_))),
-        "{:?}",
-        sub_a.error()
+        matches!(end, Some(Error::AuthenticationFailed(_))),
+        "{end:?}"
     );
     // The retry loop: subscribe again with the new password at once, then
     // the old subscription is dropped. The failed session told the
