@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::messages::{GetStats, Shutdown, Subscribe};
 use crate::registry::Registry;
-use crate::stats::{ActorCounts, Live, SessionStats};
+use crate::stats::{ActorCensus, ActorCounts, SessionStats};
 use crate::subscription::Subscription;
 use crate::{Credential, Error, Filter, Mail};
 
@@ -18,7 +18,7 @@ use crate::{Credential, Error, Filter, Mail};
 pub struct Handle {
     registry: Addr<Registry>,
     system: Option<actix_rt::System>,
-    live: Arc<Live>,
+    live: Arc<ActorCensus>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -33,7 +33,7 @@ impl Handle {
     pub(crate) fn new(
         registry: Addr<Registry>,
         system: Option<actix_rt::System>,
-        live: Arc<Live>,
+        live: Arc<ActorCensus>,
     ) -> Self {
         Handle {
             registry,

@@ -25,7 +25,7 @@ use crate::messages::{
     Unsubscribe,
 };
 use crate::session::Session;
-use crate::stats::{Live, SessionStats};
+use crate::stats::{ActorCensus, SessionStats};
 use crate::subscriber::SubscriberQueue;
 use crate::subscription::Subscription;
 use crate::{Config, Error, Handle, SessionKey};
@@ -48,7 +48,7 @@ pub struct Registry {
     next_id: u64,
     next_instance: u64,
     shut_down: bool,
-    live: Arc<Live>,
+    live: Arc<ActorCensus>,
     /// Permanent failures, remembered for `Config::failure_memory`.
     failures: HashMap<SessionKey, RememberedFailure>,
     /// The key of the keyed hash that fingerprints secrets.
@@ -64,7 +64,7 @@ struct RememberedFailure {
 
 impl Registry {
     /// A registry with `config`; start it with [`Registry::start`].
-    fn new(config: Config, live: Arc<Live>) -> Self {
+    fn new(config: Config, live: Arc<ActorCensus>) -> Self {
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 8);
@@ -89,7 +89,7 @@ impl Registry {
     /// Panics outside a running System, like every actix actor start.
     pub fn start(config: Config) -> Result<Handle, Error> {
         config.validate()?;
-        let live = Arc::new(Live::default());
+        let live = Arc::new(ActorCensus::default());
         let addr = Actor::start(Registry::new(config, live.clone()));
         Ok(Handle::new(addr, None, live))
     }
@@ -100,7 +100,7 @@ impl Registry {
     pub fn start_in_thread(config: Config) -> Result<Handle, Error> {
         config.validate()?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let live = Arc::new(Live::default());
+        let live = Arc::new(ActorCensus::default());
         let live2 = live.clone();
         std::thread::Builder::new()
             .name("emap-registry".into())

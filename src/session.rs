@@ -33,11 +33,11 @@ use crate::messages::{
 use crate::policy::{self, Action};
 use crate::registry::Registry;
 use crate::replay::ReplayWindow;
-use crate::stats::{Live, SessionState, SessionStats, Token};
+use crate::stats::{ActorCensus, Counted, SessionState, SessionStats};
 use crate::subscriber::{Subscriber, SubscriberQueue};
 use crate::tracker::{MailboxTracker, Snapshot};
 use crate::transport::Tls;
-use crate::watcher::{self, ConnectionEnded, Order, Report};
+use crate::watcher::{self, ConnectionEnded, LoopCommand, LoopEvent};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
 
 /// One subscriber as its session knows it.
@@ -75,7 +75,7 @@ pub struct Session {
     everyone: HashSet<u64>,
     /// Subscribes waiting for the first SELECT, by subscription id.
     waiting: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
-    orders: Option<mpsc::UnboundedSender<Order>>,
+    orders: Option<mpsc::UnboundedSender<LoopCommand>>,
     closing: Vec<oneshot::Sender<()>>,
     ending: bool,
     failed: Option<Error>,
@@ -93,8 +93,8 @@ pub struct Session {
     /// When the mailbox was first selected: mail before it is only found
     /// by the look-back.
     connected_at: Option<SystemTime>,
-    live: Arc<Live>,
-    _live: Token,
+    live: Arc<ActorCensus>,
+    _live: Counted,
 }
 
 impl Session {
@@ -104,7 +104,7 @@ impl Session {
         instance: u64,
         fingerprint: u64,
         registry: WeakAddr<Registry>,
-        live: Arc<Live>,
+        live: Arc<ActorCensus>,
     ) -> Self {
         let key = cred.key();
         let tls = match cred.tls {
@@ -182,7 +182,7 @@ impl Session {
         let me = ctx.address().downgrade();
         let sink: watcher::Sink = Box::new(move |report| match me.upgrade() {
             Some(addr) => {
-                addr.do_send(Reported(report));
+                addr.do_send(LoopEventArrived(report));
                 true
             }
             None => false,
@@ -326,9 +326,9 @@ impl Session {
         }));
     }
 
-    fn on_report(&mut self, report: Report, ctx: &mut Context<Self>) {
+    fn on_report(&mut self, report: LoopEvent, ctx: &mut Context<Self>) {
         match report {
-            Report::Selected { idle, bytes_read } => {
+            LoopEvent::Selected { idle, bytes_read } => {
                 self.startup_bytes = Some(bytes_read);
                 self.idle = idle;
                 self.state = SessionState::Watching;
@@ -357,23 +357,23 @@ impl Session {
                     self.maybe_look_back();
                 }
             }
-            Report::Progress(snapshot) => {
+            LoopEvent::Progress(snapshot) => {
                 if snapshot.validity_changes > self.snapshot.validity_changes {
                     self.recent.clear();
                 }
                 self.snapshot = snapshot;
             }
-            Report::Mail(mail) => {
+            LoopEvent::Mail(mail) => {
                 self.fetched += 1;
                 self.remember(mail.clone());
                 self.fan_out(&mail, false);
             }
-            Report::Old(mail) => {
+            LoopEvent::Old(mail) => {
                 self.remember(mail.clone());
                 self.fan_out(&mail, true);
             }
-            Report::Polling => self.idle = false,
-            Report::Alert(text) => self.last_alert = Some(text),
+            LoopEvent::Polling => self.idle = false,
+            LoopEvent::Alert(text) => self.last_alert = Some(text),
         }
     }
 
@@ -438,7 +438,7 @@ impl Session {
         match (&self.orders, self.tracker.as_mut()) {
             (_, Some(tracker)) => tracker.want_look_back(since),
             (Some(orders), None) => {
-                let _ = orders.send(Order::LookBack(since));
+                let _ = orders.send(LoopCommand::LookBack(since));
             }
             (None, None) => {}
         }
@@ -541,12 +541,12 @@ impl Supervised for Session {
 /// Watcher → session: a report from the connection loop.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Reported(Report);
+struct LoopEventArrived(LoopEvent);
 
-impl Handler<Reported> for Session {
+impl Handler<LoopEventArrived> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Reported, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: LoopEventArrived, ctx: &mut Context<Self>) {
         self.on_report(msg.0, ctx);
     }
 }
@@ -635,7 +635,7 @@ impl Handler<EndSession> for Session {
         let logging_out = self
             .orders
             .as_ref()
-            .is_some_and(|tx| tx.send(Order::Logout).is_ok());
+            .is_some_and(|tx| tx.send(LoopCommand::Logout).is_ok());
         if !logging_out {
             // Not connected (backoff, or failed): nothing to log out.
             self.end_all(None, ctx);

@@ -88,14 +88,14 @@ pub struct ActorCounts {
 }
 
 /// Live-actor counters shared by a registry's actors. Each actor holds a
-/// [`Token`] that counts it until it is dropped.
+/// [`Counted`] that counts it until it is dropped.
 #[derive(Debug, Default)]
-pub(crate) struct Live {
+pub(crate) struct ActorCensus {
     sessions: AtomicUsize,
     subscribers: AtomicUsize,
 }
 
-impl Live {
+impl ActorCensus {
     pub(crate) fn counts(&self) -> ActorCounts {
         ActorCounts {
             sessions: self.sessions.load(Ordering::SeqCst),
@@ -103,17 +103,17 @@ impl Live {
         }
     }
 
-    pub(crate) fn session(self: &Arc<Self>) -> Token {
+    pub(crate) fn session(self: &Arc<Self>) -> Counted {
         self.sessions.fetch_add(1, Ordering::SeqCst);
-        Token {
+        Counted {
             live: self.clone(),
             session: true,
         }
     }
 
-    pub(crate) fn subscriber(self: &Arc<Self>) -> Token {
+    pub(crate) fn subscriber(self: &Arc<Self>) -> Counted {
         self.subscribers.fetch_add(1, Ordering::SeqCst);
-        Token {
+        Counted {
             live: self.clone(),
             session: false,
         }
@@ -122,12 +122,12 @@ impl Live {
 
 /// Counts one actor while it lives.
 #[derive(Debug)]
-pub(crate) struct Token {
-    live: Arc<Live>,
+pub(crate) struct Counted {
+    live: Arc<ActorCensus>,
     session: bool,
 }
 
-impl Drop for Token {
+impl Drop for Counted {
     fn drop(&mut self) {
         let counter = if self.session {
             &self.live.sessions

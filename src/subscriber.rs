@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::{Actor, Context, Handler};
 
 use crate::messages::{EndStream, NewMail};
-use crate::stats::Token;
+use crate::stats::Counted;
 use crate::{Error, Filter, Mail};
 
 /// Drops are logged at most this often per subscriber.
@@ -148,11 +148,11 @@ pub struct Subscriber {
     filter: Filter,
     queue: Arc<SubscriberQueue>,
     last_drop_log: Option<Instant>,
-    _live: Token,
+    _live: Counted,
 }
 
 impl Subscriber {
-    pub(crate) fn new(filter: Filter, queue: Arc<SubscriberQueue>, live: Token) -> Self {
+    pub(crate) fn new(filter: Filter, queue: Arc<SubscriberQueue>, live: Counted) -> Self {
         Subscriber {
             filter,
             queue,

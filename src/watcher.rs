@@ -32,7 +32,7 @@ use crate::transport::Tls;
 
 /// What the loop reports to its session.
 #[derive(Debug)]
-pub(crate) enum Report {
+pub(crate) enum LoopEvent {
     /// The mailbox is selected and the position fixed.
     Selected {
         /// Whether the server pushes with IDLE (else it is polled).
@@ -55,11 +55,11 @@ pub(crate) enum Report {
 }
 
 /// Receives reports; returns `false` when nobody listens any more.
-pub(crate) type Sink = Box<dyn FnMut(Report) -> bool + Send>;
+pub(crate) type Sink = Box<dyn FnMut(LoopEvent) -> bool + Send>;
 
-/// Orders from the session to its loop.
+/// Commands from the session to its loop.
 #[derive(Debug)]
-pub(crate) enum Order {
+pub(crate) enum LoopCommand {
     /// LOGOUT and end.
     Logout,
     /// Find mail that arrived since this time, below the first watermark.
@@ -95,7 +95,7 @@ pub(crate) async fn run(
     tls: Option<Tls>,
     tracker: MailboxTracker,
     sink: Sink,
-    orders: mpsc::UnboundedReceiver<Order>,
+    orders: mpsc::UnboundedReceiver<LoopCommand>,
 ) -> ConnectionEnded {
     let fetch_items = format!(
         "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
@@ -135,7 +135,7 @@ struct Watcher {
     mailbox: String,
     tracker: MailboxTracker,
     sink: Sink,
-    orders: mpsc::UnboundedReceiver<Order>,
+    orders: mpsc::UnboundedReceiver<LoopCommand>,
     orders_open: bool,
     idle: bool,
     phase: Phase,
@@ -176,7 +176,7 @@ impl Watcher {
         self.drain_notices();
         self.report_progress();
         let bytes_read = self.conn().bytes_read();
-        if !(self.sink)(Report::Selected {
+        if !(self.sink)(LoopEvent::Selected {
             idle: self.idle,
             bytes_read,
         }) {
@@ -298,7 +298,7 @@ impl Watcher {
                         ..
                     } => {
                         tracing::warn!(alert = %text, "server alert");
-                        (self.sink)(Report::Alert(text));
+                        (self.sink)(LoopEvent::Alert(text));
                     }
                     Data::Status {
                         condition: Condition::Bye,
@@ -347,9 +347,9 @@ impl Watcher {
         tracing::debug!(uid, old, "fetched");
         let mail = Arc::new(mail);
         (self.sink)(if old {
-            Report::Old(mail)
+            LoopEvent::Old(mail)
         } else {
-            Report::Mail(mail)
+            LoopEvent::Mail(mail)
         });
         Ok(())
     }
@@ -367,10 +367,10 @@ impl Watcher {
 
     /// Acts on an order; `None` (the session dropped its sender) is a
     /// LOGOUT.
-    fn order(&mut self, order: Option<Order>) {
+    fn order(&mut self, order: Option<LoopCommand>) {
         match order {
-            Some(Order::LookBack(since)) => self.tracker.want_look_back(since),
-            Some(Order::Logout) | None => self.orders_open = false,
+            Some(LoopCommand::LookBack(since)) => self.tracker.want_look_back(since),
+            Some(LoopCommand::Logout) | None => self.orders_open = false,
         }
     }
 
@@ -399,7 +399,7 @@ impl Watcher {
                     if c.status != Status::Ok || !accepted {
                         tracing::warn!(text = %c.text, "server rejected IDLE; polling instead");
                         self.idle = false;
-                        (self.sink)(Report::Polling);
+                        (self.sink)(LoopEvent::Polling);
                     }
                     return Ok(!self.orders_open);
                 }
@@ -450,7 +450,7 @@ impl Watcher {
         let now = self.tracker.snapshot();
         if now != self.reported {
             self.reported = now;
-            (self.sink)(Report::Progress(now));
+            (self.sink)(LoopEvent::Progress(now));
         }
     }
 }
