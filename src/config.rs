@@ -79,12 +79,23 @@ pub struct Config {
     /// burst. Default 8 MiB.
     pub replay_max_bytes: usize,
     /// How many times the same message may fail to be fetched (the command
-    /// answered NO, the connection cut or a limit broken while it was being
-    /// fetched, its body missing) before it is skipped, counted in
+    /// answered NO, a BYE or a limit broken while it was being fetched, its
+    /// body missing, the connection lost) before it is skipped, counted in
     /// `SessionStats::skipped` and reported with a warning. Later mail is
-    /// never held back longer than this by one poisonous message.
-    /// Default 3.
+    /// never held back longer than this by one poisonous message (see also
+    /// `poison_silent_span`). Default 3.
     pub poison_attempts: u32,
+    /// A connection that just ends (reset, EOF, a timeout — no word from
+    /// the server) while one message is being fetched may be the link's
+    /// fault, not the message's: a flapping link cuts whatever is running,
+    /// and right after each reconnect that is the fetch of the first
+    /// pending message. Such silent losses count toward `poison_attempts`
+    /// only once they have gone on for this long on the same message, so
+    /// a cut link costs reconnects, never a message; a message the server
+    /// crashes on every time is still skipped, after this span (with the
+    /// backoff growing meanwhile). Failures the server puts in words are
+    /// not affected. Default 60 s.
+    pub poison_silent_span: Duration,
     /// How long a connection must stay healthy (mailbox selected, no error)
     /// before the backoff starts over from `backoff_initial`. A server that
     /// fails right after each SELECT therefore still sees growing delays.
@@ -133,6 +144,7 @@ impl Default for Config {
             clock_skew: Duration::from_secs(2),
             replay_max_bytes: 8 * 1024 * 1024,
             poison_attempts: 3,
+            poison_silent_span: Duration::from_secs(60),
             healthy_after: Duration::from_secs(60),
             missing_mailbox_grace: Duration::from_secs(5 * 60),
             failure_memory: Duration::from_secs(5 * 60),

@@ -120,10 +120,10 @@ impl Session {
         };
         Session {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
-            tracker: Some(MailboxTracker::new(
-                config.poison_attempts,
-                config.look_back_limit,
-            )),
+            tracker: Some(
+                MailboxTracker::new(config.poison_attempts, config.look_back_limit)
+                    .with_silent_span(config.poison_silent_span),
+            ),
             snapshot: Snapshot::default(),
             recent: ReplayWindow::from_config(&config),
             key,

@@ -30,12 +30,18 @@
 //!   it searches the UIDs at or above the watermark and fetches the lowest
 //!   undelivered one alone, so a poisonous message is identified; after
 //!   `poison_attempts` failed attempts it is skipped, counted and reported.
+//!   A failure the server put in words (NO, BYE, a response that did not
+//!   parse or broke a limit, a missing body) is the message's own. A
+//!   connection that merely ended (reset, EOF, timeout) may be the link's
+//!   doing, not the message's: a skip that rests on such silent losses
+//!   waits until they have gone on for `silent_span`, so a flapping link,
+//!   which also cuts right after each SELECT, never costs a message.
 //!
 //! The tracker is moved into the connection loop while a connection lives
 //! and handed back when it ends, so there is never a second copy.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::proto::{Data, Fetch, FetchItem};
 
@@ -127,6 +133,31 @@ pub(crate) enum Ended {
     Incomplete,
 }
 
+/// How a connection ended while a command was in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loss {
+    /// The server said why, or sent something that could not be used: a
+    /// BYE, a response that broke the protocol or a limit.
+    Worded,
+    /// The connection just ended (reset, EOF, timeout) at `at`: the
+    /// link's doing as likely as the message's.
+    Silent { at: Instant },
+}
+
+/// Failed careful attempts at one message.
+#[derive(Debug, Default, Clone, Copy)]
+struct Attempts {
+    uid: u32,
+    /// All failed attempts.
+    count: u32,
+    /// Those the server put in words.
+    worded: u32,
+    /// When the first silent loss of the streak happened.
+    first_silent: Option<Instant>,
+    /// Silent losses have gone on for at least `silent_span`.
+    silent_span_met: bool,
+}
+
 /// What the tracker tells the loop after a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -194,6 +225,8 @@ struct Partial {
 #[derive(Debug)]
 pub(crate) struct MailboxTracker {
     poison_attempts: u32,
+    /// How long silent losses must go on before a skip may rest on them.
+    silent_span: Duration,
     look_back_limit: usize,
     // What survives reconnects.
     uid_validity: Option<u32>,
@@ -208,7 +241,7 @@ pub(crate) struct MailboxTracker {
     careful: bool,
     /// Failed careful attempts, and the UID they were made on: only a
     /// fetch of that message alone is charged to it.
-    attempts: (u32, u32),
+    attempts: Attempts,
     /// The careful target answered `NO [EXPUNGEISSUED]` once: the next
     /// search tells whether it is gone (not a failure), a second time is.
     expunge_issued_once: Option<u32>,
@@ -249,10 +282,19 @@ enum InFlight {
 }
 
 impl MailboxTracker {
+    /// How long silent losses (see [`Loss::Silent`]) during the fetch of
+    /// one message must go on before it may be skipped for them; zero (the
+    /// default) counts them like any failure.
+    pub(crate) fn with_silent_span(mut self, span: Duration) -> Self {
+        self.silent_span = span;
+        self
+    }
+
     /// A tracker that has never seen the mailbox.
     pub(crate) fn new(poison_attempts: u32, look_back_limit: usize) -> Self {
         MailboxTracker {
             poison_attempts: poison_attempts.max(1),
+            silent_span: Duration::ZERO,
             look_back_limit,
             uid_validity: None,
             first_watermark: 0,
@@ -260,7 +302,7 @@ impl MailboxTracker {
             delivered_above: BTreeSet::new(),
             refetch: false,
             careful: false,
-            attempts: (0, 0),
+            attempts: Attempts::default(),
             expunge_issued_once: None,
             lost_response: false,
             gap_estimate: 1,
@@ -355,7 +397,7 @@ impl MailboxTracker {
         self.look_back_covered = None;
         self.refetch = false;
         self.careful = false;
-        self.attempts = (0, 0);
+        self.attempts = Attempts::default();
     }
 
     /// A subscriber wants mail received since `since`, from before the
@@ -624,22 +666,27 @@ impl MailboxTracker {
             ended
         };
         match self.in_flight.take() {
-            Some(InFlight::Fetch { kind, parts }) => self.fetch_ended(kind, parts, ended),
+            Some(InFlight::Fetch { kind, parts }) => self.fetch_ended(kind, parts, ended, None),
             Some(InFlight::Search { kind, uids }) => self.search_ended(kind, uids, ended),
             None => Verdict::Continue,
         }
     }
 
     /// The connection ended; a fetch of live mail in flight counts as a
-    /// failed attempt. A cut search, or a cut look-back fetch, is simply
-    /// asked again on the next connection (the look-back is still wanted;
-    /// what it handed out is remembered).
-    pub(crate) fn connection_lost(&mut self) {
+    /// failed attempt (a silent loss only once such losses have gone on
+    /// for the silent span). A cut search, or a cut look-back fetch, is
+    /// simply asked again on the next connection (the look-back is still
+    /// wanted; what it handed out is remembered).
+    pub(crate) fn connection_lost(&mut self, loss: Loss) {
         self.lost_response = false;
         if let Some(InFlight::Fetch { kind, parts }) = self.in_flight.take()
             && !matches!(kind, FetchKind::Old { .. })
         {
-            let _ = self.fetch_ended(kind, parts, Ended::Failed);
+            let silent = match loss {
+                Loss::Worded => None,
+                Loss::Silent { at } => Some(at),
+            };
+            let _ = self.fetch_ended(kind, parts, Ended::Failed, silent);
         }
     }
 
@@ -648,6 +695,7 @@ impl MailboxTracker {
         kind: FetchKind,
         parts: BTreeMap<u32, Partial>,
         ended: Ended,
+        silent: Option<Instant>,
     ) -> Verdict {
         let failed = ended == Ended::Failed;
         let incomplete = ended == Ended::Incomplete;
@@ -679,13 +727,27 @@ impl MailboxTracker {
                 } else {
                     // Still there (the search listed it) but not delivered:
                     // a failed attempt on this message.
-                    let count = if self.attempts.0 == target {
-                        self.attempts.1 + 1
-                    } else {
-                        1
-                    };
-                    self.attempts = (target, count);
-                    if count >= self.poison_attempts {
+                    if self.attempts.uid != target {
+                        self.attempts = Attempts {
+                            uid: target,
+                            ..Attempts::default()
+                        };
+                    }
+                    let span = self.silent_span;
+                    let a = &mut self.attempts;
+                    a.count += 1;
+                    match silent {
+                        None => a.worded += 1,
+                        Some(at) => {
+                            let first = *a.first_silent.get_or_insert(at);
+                            a.silent_span_met |= at.saturating_duration_since(first) >= span;
+                        }
+                    }
+                    let count = a.count;
+                    let poison = a.worded >= self.poison_attempts
+                        || (count >= self.poison_attempts
+                            && (a.first_silent.is_none() || a.silent_span_met));
+                    if poison {
                         self.notices.push_back(Notice::Skipped {
                             uid: target,
                             attempts: count,

@@ -27,7 +27,7 @@ use crate::credential::Credential;
 use crate::mail::{Mail, parse_internal_date};
 use crate::proto::client::{CommandData, Completion, Event};
 use crate::proto::{Code, Condition, Data, ProtoError, Status};
-use crate::tracker::{Arrived, Ended, MailboxTracker, Snapshot, Step, Verdict};
+use crate::tracker::{Arrived, Ended, Loss, MailboxTracker, Snapshot, Step, Verdict};
 use crate::transport::Tls;
 
 /// What the loop reports to its session.
@@ -115,14 +115,25 @@ pub(crate) async fn run(
         reported: Snapshot::default(),
     };
     let result = w.run(&cred, tls.as_ref()).await;
-    if result.is_err() {
-        w.tracker.connection_lost();
+    if let Err(e) = &result {
+        w.tracker.connection_lost(loss_of(e));
     }
     w.report_progress();
     ConnectionEnded {
         tracker: w.tracker,
         phase: w.phase,
         result,
+    }
+}
+
+/// Whether the server said why the connection ended (or sent something
+/// unusable), or it just ended: see [`Loss`].
+fn loss_of(e: &Error) -> Loss {
+    match e {
+        Error::Bye(_) | Error::Protocol(_) => Loss::Worded,
+        _ => Loss::Silent {
+            at: std::time::Instant::now(),
+        },
     }
 }
 

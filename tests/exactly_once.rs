@@ -125,16 +125,16 @@ fn assert_each_once(got: &[u32]) {
 
 /// UID 5's FETCH fails every time (`how`); UID 6 arrives after it. Mail 6
 /// is delivered once, mail 5 never, the skip is counted, and the session
-/// gave up on UID 5 after `poison_attempts` tries instead of reconnecting
-/// forever (backoff never reset: `healthy_after` is 60 s).
-async fn poisonous_message(how: FetchFault) {
+/// gave up on UID 5 after at most `max_connections` connections instead of
+/// reconnecting forever (backoff never reset: `healthy_after` is 60 s).
+async fn poisonous_message(how: FetchFault, config: Config, max_connections: usize) {
     let server = MailboxServer::start(1, 5, old(1..=4, HOUR)).await;
     server.fault(Fault::Fetch {
         uid: 5,
         times: Times::Always,
         how,
     });
-    let h = start();
+    let h = support::emap::start(config);
     let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
     assert_eq!(server.append(mail("poison 5")), 5);
     server
@@ -163,25 +163,82 @@ async fn poisonous_message(how: FetchFault) {
     let stats = until_stats(&h, server.port, "skipped == 1", |s| s.skipped >= 1).await;
     assert_eq!(stats.skipped, 1);
     assert!(
-        connections <= config().poison_attempts as usize + 2,
+        connections <= max_connections,
         "{connections} connections for one poisonous message"
     );
     h.shutdown().await;
 }
 
+/// A failure the server puts in words: skipped after `poison_attempts`.
+async fn worded_poison(how: FetchFault) {
+    poisonous_message(how, config(), config().poison_attempts as usize + 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poisonous_message_serverbug_is_skipped_without_stranding_later_mail() {
-    poisonous_message(FetchFault::No("[SERVERBUG] Internal error occurred".into())).await;
+    worded_poison(FetchFault::No("[SERVERBUG] Internal error occurred".into())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poisonous_message_bye_is_skipped_without_storming_the_server() {
-    poisonous_message(FetchFault::Bye).await;
+    worded_poison(FetchFault::Bye).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poisonous_message_oversized_literal_is_skipped_without_storming_the_server() {
-    poisonous_message(FetchFault::HugeLiteral(MAX_LITERAL + 1)).await;
+    worded_poison(FetchFault::HugeLiteral(MAX_LITERAL + 1)).await;
+}
+
+/// A server that crashes on one message (the connection just closes) is
+/// told apart from a cut link only by time: the message is skipped once
+/// its fetch has kept failing for `poison_silent_span`, with the backoff
+/// growing meanwhile — a bounded number of connections, not a storm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisonous_message_crashing_the_server_is_skipped_after_the_silent_span() {
+    let config = Config {
+        poison_silent_span: Duration::from_millis(500),
+        ..config()
+    };
+    // Even with every backoff at its initial delay: span / initial
+    // attempts, plus the first connection, the sequence fetch and the last.
+    let bound = (config.poison_silent_span.as_millis() / config.backoff_initial.as_millis())
+        as usize
+        + config.poison_attempts as usize
+        + 2;
+    poisonous_message(FetchFault::Crash, config, bound).await;
+}
+
+/// A link cut again and again while the first pending message is being
+/// fetched (right after each reconnect's SELECT, where a flapping link
+/// strikes) costs reconnects, never the message: the faults suite's
+/// cutter lost mail this way when every silent loss counted as the
+/// message's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cut_during_the_same_fetch_again_and_again_loses_nothing() {
+    let server = MailboxServer::start(1, 5, old(1..=4, HOUR)).await;
+    // The sequence fetch, then poison_attempts + 2 careful fetches.
+    let cuts = config().poison_attempts as usize + 3;
+    server.fault(Fault::Fetch {
+        uid: 5,
+        times: Times::First(cuts),
+        how: FetchFault::Crash,
+    });
+    let h = start();
+    let mut sub = h.subscribe(cred(server.port), Filter::new()).await.unwrap();
+    assert_eq!(server.append(mail("cut 5")), 5);
+    assert_eq!(server.append(mail("mail 6")), 6);
+    let got = sentinel(&server, &mut sub, 7).await;
+    assert_each_once(&got);
+    assert_eq!(count(&got, 5), 1, "the cut mail was lost: {got:?}");
+    assert_eq!(count(&got, 6), 1);
+    assert!(
+        server.body_fetches(5) > cuts,
+        "{} fetches of UID 5",
+        server.body_fetches(5)
+    );
+    let stats = until_stats(&h, server.port, "the sentinel counted", |s| s.queued >= 3).await;
+    assert_eq!(stats.skipped, 0);
+    h.shutdown().await;
 }
 
 // ───────────────────────────── 9: no silent skips ─────────────────────────────

@@ -33,7 +33,7 @@
 #![no_main]
 
 use std::collections::BTreeSet;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 
@@ -61,7 +61,7 @@ mod proto {
 mod tracker;
 
 use proto::{Data, Fetch, FetchItem};
-use tracker::{Ended, MailboxTracker, Notice, Step, UidNext};
+use tracker::{Ended, Loss, MailboxTracker, Notice, Step, UidNext};
 
 /// Reads the input; past its end every read is zero.
 struct Input<'a>(&'a [u8]);
@@ -173,8 +173,11 @@ fuzz_target!(|data: &[u8]| {
     let config = inp.byte();
     let poison = u32::from(config & 3) + 1;
     let look_back_limit = usize::from((config >> 2) & 7);
+    let silent_span = Duration::from_secs(u64::from(config >> 5));
+    // The clock silent losses are stamped with: moved on by the input.
+    let mut now = Instant::now();
     let mut c = Checker {
-        t: MailboxTracker::new(poison, look_back_limit),
+        t: MailboxTracker::new(poison, look_back_limit).with_silent_span(silent_span),
         in_flight: false,
         first: None,
         live: BTreeSet::new(),
@@ -184,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
         match inp.byte() % 9 {
             0 => {
                 // A new connection (the old one, if any, is gone).
-                c.t.connection_lost();
+                c.t.connection_lost(Loss::Worded);
                 c.in_flight = false;
                 let validity = inp.num();
                 let exists = inp.num();
@@ -230,7 +233,14 @@ fuzz_target!(|data: &[u8]| {
                 c.in_flight = false;
             }
             7 => {
-                c.t.connection_lost();
+                let how = inp.byte();
+                now += Duration::from_secs(u64::from(how >> 1));
+                let loss = if how & 1 == 0 {
+                    Loss::Worded
+                } else {
+                    Loss::Silent { at: now }
+                };
+                c.t.connection_lost(loss);
                 c.in_flight = false;
             }
             _ => {

@@ -15,7 +15,7 @@
 //! [`uid_fetch`] and [`uid_search`] each expect one command and answer it;
 //! [`settle`] answers whatever follows with the property test's server.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::*;
 
@@ -69,7 +69,7 @@ fn connected(exists: u32, uid_next: UidNext) -> MailboxTracker {
 /// The connection died; the next one's SELECT counted `exists`, the server
 /// said UIDNEXT.
 fn reconnect(t: &mut MailboxTracker, exists: u32, uid_next: UidNext) -> bool {
-    t.connection_lost();
+    t.connection_lost(Loss::Worded);
     connect(t, exists, uid_next)
 }
 
@@ -415,6 +415,101 @@ fn a_nil_body_every_time_is_skipped_after_poison_attempts() {
     assert_eq!(watermark(&t), 12);
 }
 
+/// Cuts the connection during the careful fetch of UID 10 (searched
+/// first), on a fresh connection each time.
+fn cut_during_fetch_of_10(t: &mut MailboxTracker, loss: Loss) -> Vec<Notice> {
+    uid_search(t, "UID 10:*", &[10]);
+    expect_fetch(t.next_step(), true, "10");
+    t.connection_lost(loss);
+    connect(t, 5, UidNext::Exact(11));
+    notices(t)
+}
+
+/// A tracker (`poison_attempts` 3, silent span 60 s) careful about UID 10.
+fn careful_about_10() -> MailboxTracker {
+    let mut t = tracker().with_silent_span(Duration::from_secs(60));
+    connect(&mut t, 4, UidNext::Exact(10));
+    t.observe(&Data::Exists(5));
+    assert_eq!(fetch(&mut t, "5:5", [nil(5, 10)]), [None]);
+    t
+}
+
+/// The faults test's cutter closes the link right after each SELECT, which
+/// is when the careful fetch of the first pending message runs: silent
+/// losses in quick succession are the link's, and never cost the message.
+#[test]
+fn silent_losses_skip_a_message_only_once_they_have_gone_on_for_the_span() {
+    let mut t = careful_about_10();
+    let start = Instant::now();
+    for k in 0..10 {
+        let at = start + Duration::from_secs(5 * k);
+        let n = cut_during_fetch_of_10(&mut t, Loss::Silent { at });
+        assert!(n.is_empty(), "skipped after {} quick cuts: {n:?}", k + 1);
+    }
+    // Fifty seconds of cuts and counting: at sixty, it is given up on.
+    let n = cut_during_fetch_of_10(
+        &mut t,
+        Loss::Silent {
+            at: start + Duration::from_secs(60),
+        },
+    );
+    assert_eq!(
+        n,
+        vec![Notice::Skipped {
+            uid: 10,
+            attempts: 11
+        }]
+    );
+    assert_eq!(t.snapshot().skipped, 1);
+    // A fresh message that is cut once is fetched after the next connect.
+    t.observe(&Data::Exists(6));
+    uid_search(&mut t, "UID 11:*", &[]);
+    assert_eq!(fetch(&mut t, "6:6", [mail(6, 11)]), [Some(11)]);
+}
+
+/// Without a span (or after it), silent losses count like any failure;
+/// the count restarts for the next message.
+#[test]
+fn with_no_silent_span_cuts_count_like_any_failure() {
+    let mut t = tracker();
+    connect(&mut t, 4, UidNext::Exact(10));
+    t.observe(&Data::Exists(5));
+    assert_eq!(fetch(&mut t, "5:5", [nil(5, 10)]), [None]);
+    let at = Instant::now();
+    assert!(cut_during_fetch_of_10(&mut t, Loss::Silent { at }).is_empty());
+    assert!(cut_during_fetch_of_10(&mut t, Loss::Silent { at }).is_empty());
+    assert_eq!(
+        cut_during_fetch_of_10(&mut t, Loss::Silent { at }),
+        vec![Notice::Skipped {
+            uid: 10,
+            attempts: 3
+        }]
+    );
+}
+
+/// What the server puts in words (a BYE on the message, a literal over the
+/// limit) is the message's own doing: three of them skip it at once, even
+/// between quick silent cuts.
+#[test]
+fn worded_failures_skip_a_message_whatever_silent_losses_came_between() {
+    let mut t = careful_about_10();
+    let at = Instant::now();
+    assert!(cut_during_fetch_of_10(&mut t, Loss::Worded).is_empty());
+    assert!(cut_during_fetch_of_10(&mut t, Loss::Silent { at }).is_empty());
+    assert!(cut_during_fetch_of_10(&mut t, Loss::Worded).is_empty());
+    assert!(
+        cut_during_fetch_of_10(&mut t, Loss::Silent { at }).is_empty(),
+        "three failures, one of them worded and two quick cuts: not yet"
+    );
+    assert_eq!(
+        cut_during_fetch_of_10(&mut t, Loss::Worded),
+        vec![Notice::Skipped {
+            uid: 10,
+            attempts: 5
+        }]
+    );
+}
+
 #[test]
 fn a_fetch_answered_no_reconnects_and_turns_careful() {
     let mut t = connected(5, UidNext::Exact(10));
@@ -510,7 +605,7 @@ fn a_uidvalidity_change_starts_over_at_the_new_uidnext() {
     let mut t = connected(5, UidNext::Exact(10));
     t.observe(&Data::Exists(6));
     assert_eq!(fetch(&mut t, "6:6", [mail(6, 10)]), [Some(10)]);
-    t.connection_lost();
+    t.connection_lost(Loss::Worded);
     t.selected(3);
     assert!(t.position_known(VALIDITY + 1, UidNext::Exact(4)));
     assert_eq!(
@@ -730,6 +825,10 @@ mod model {
 
     use super::*;
 
+    /// The tracker's silent span in the model: each reconnect takes one
+    /// second, so cuts alone skip a message from the third one on.
+    const SILENT_SPAN: Duration = Duration::from_secs(2);
+
     /// What goes wrong with one command's answer. Indexes are taken modulo
     /// the number of responses.
     #[derive(Debug, Clone)]
@@ -929,6 +1028,8 @@ mod model {
         /// Live UIDs handed out, with how often.
         live: BTreeMap<u32, u32>,
         skipped: BTreeSet<u32>,
+        /// Model time, for the silent span.
+        now: Instant,
         /// Commands in which a generated fault kept this UID from arriving.
         faults: BTreeMap<u32, u32>,
         steps: u64,
@@ -954,6 +1055,7 @@ mod model {
                 skipped: BTreeSet::new(),
                 faults: BTreeMap::new(),
                 steps: 0,
+                now: Instant::now(),
             }
         }
 
@@ -969,7 +1071,10 @@ mod model {
         }
 
         fn reconnect(&mut self, at_least: bool) {
-            self.t.connection_lost();
+            // A cut is silent; each reconnect takes a second of model time,
+            // so a skip resting on cuts alone needs `SILENT_SPAN` of them.
+            self.now += Duration::from_secs(1);
+            self.t.connection_lost(Loss::Silent { at: self.now });
             let s = &mut self.server;
             s.view = s.msgs.clone();
             s.view_top = s.uid_next - 1;
@@ -1239,12 +1344,13 @@ mod model {
                 msgs,
                 uid_next,
             },
-            t: MailboxTracker::new(poison, 10),
+            t: MailboxTracker::new(poison, 10).with_silent_span(SILENT_SPAN),
             first_watermark: uid_next,
             live: BTreeMap::new(),
             skipped: BTreeSet::new(),
             faults: BTreeMap::new(),
             steps: 0,
+            now: Instant::now(),
         };
         r.t.selected(old);
         assert!(!r.t.position_known(VALIDITY, UidNext::Exact(uid_next)));
@@ -1359,12 +1465,12 @@ fn a_refused_careful_search_reconnects_instead_of_looping() {
     t.observe(&Data::Exists(6));
     expect_fetch(t.next_step(), false, "6:6");
     assert_eq!(t.completed(Ended::Failed), Verdict::Reconnect);
-    t.connection_lost();
+    t.connection_lost(Loss::Worded);
     for _ in 0..3 {
         connect(&mut t, 6, UidNext::Exact(11));
         expect_search(t.next_step(), "UID 10:*");
         assert_eq!(t.completed(Ended::Failed), Verdict::Reconnect);
-        t.connection_lost();
+        t.connection_lost(Loss::Worded);
     }
     assert_eq!(
         t.snapshot().skipped,

@@ -130,6 +130,9 @@ pub enum FetchFault {
     Expunged,
     /// `* BYE`, then the connection closes.
     Bye,
+    /// The connection closes without a word, as when the server process
+    /// crashes on the message (or a link is cut right then).
+    Crash,
     /// `BODY[] NIL`.
     NilBody,
     /// UID in one FETCH response, INTERNALDATE/size/body in a second one
@@ -997,6 +1000,7 @@ fn fetch(
                 out.extend_from_slice(b"* BYE Internal error occurred\r\n");
                 return (out, String::new(), Then::Close);
             }
+            Some(FetchFault::Crash) => return (out, String::new(), Then::Close),
             Some(FetchFault::NilBody) => {
                 out.extend_from_slice(format!("* {seq} FETCH ({meta} {label} NIL)\r\n").as_bytes());
             }
