@@ -50,6 +50,14 @@
 //!   on one connection took > 5 s), which would slow and couple unrelated
 //!   tests. Failed logins still answer after up to ~0.5 s (Dovecot flushes
 //!   failures on a 500 ms timer).
+//! - OAuth2: `auth_mechanisms` adds `xoauth2 oauthbearer`, served by a
+//!   second passdb, `driver = oauth2` (`mechanisms = xoauth2 oauthbearer`;
+//!   the passwd-file passdb is limited to `plain login`, so a token is
+//!   never compared with a password), which asks the test process's own
+//!   authorization server ([`OAuthServer`], `introspection_mode = auth`,
+//!   `active_attribute = active`) whether a token is live. Tokens come
+//!   from [`Dovecot::oauth`]. No auth cache, so a revoked token fails at
+//!   its next use.
 //! - `disable_plaintext_auth = no`, `auth_mechanisms = plain login`,
 //!   `ssl = yes` with a leaf certificate signed by a test CA made with the
 //!   openssl CLI (CA: `CA:TRUE`, `keyCertSign`; leaf: `CA:FALSE`,
@@ -109,6 +117,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::lmtp;
+use super::oauth::OAuthServer;
 use super::raw_imap::{RawImap, is_ok, quoted};
 
 /// The catch-all domain created at start: mail to `anything@catchall.test`
@@ -218,6 +227,7 @@ pub struct Dovecot {
     mail_uid: u32,
     mail_gid: u32,
     catchall: CatchAll,
+    oauth: OAuthServer,
     /// The watchdog; its stdin pipe (closed only when this process exits)
     /// is what keeps Dovecot alive.
     _watchdog: Mutex<Child>,
@@ -249,9 +259,11 @@ impl Dovecot {
     fn start() -> Result<Dovecot, String> {
         let bins = Binaries::find()?;
         let accounts = Accounts::resolve()?;
+        let oauth = OAuthServer::start()
+            .map_err(|e| format!("starting the OAuth2 introspection endpoint: {e}"))?;
         let mut last = String::new();
         for _attempt in 0..4 {
-            match Dovecot::start_once(&bins, &accounts) {
+            match Dovecot::start_once(&bins, &accounts, &oauth) {
                 Ok(dovecot) => return Ok(dovecot),
                 Err(StartError::PortInUse(e)) => last = e,
                 Err(StartError::Fatal(e)) => return Err(e),
@@ -262,7 +274,11 @@ impl Dovecot {
         ))
     }
 
-    fn start_once(bins: &Binaries, accounts: &Accounts) -> Result<Dovecot, StartError> {
+    fn start_once(
+        bins: &Binaries,
+        accounts: &Accounts,
+        oauth: &OAuthServer,
+    ) -> Result<Dovecot, StartError> {
         let fatal = StartError::Fatal;
         let dir = tempfile::Builder::new()
             .prefix("emap-dovecot-")
@@ -294,6 +310,13 @@ impl Dovecot {
         let conf_path = p("dovecot.conf");
         let config = render_config(&dir, accounts, imap_port, imaps_port, lmtp_port);
         fs::write(&conf_path, config).map_err(|e| fatal(format!("writing the config: {e}")))?;
+        let oauth_conf = format!(
+            "introspection_mode = auth\nintrospection_url = {}\nusername_attribute = username\n\
+             active_attribute = active\nactive_value = true\n",
+            oauth.introspection_url()
+        );
+        fs::write(p("oauth2.conf"), oauth_conf)
+            .map_err(|e| fatal(format!("writing oauth2.conf: {e}")))?;
         let log_path = p("dovecot.log");
         let stderr_path = p("dovecot.stderr");
 
@@ -336,6 +359,7 @@ impl Dovecot {
             openssl: bins.openssl.clone(),
             mail_uid: accounts.mail_uid,
             mail_gid: accounts.mail_gid,
+            oauth: oauth.clone(),
             catchall: CatchAll {
                 domain: CATCHALL_DOMAIN.to_string(),
                 user: TestUser {
@@ -576,6 +600,12 @@ impl Dovecot {
                 String::from_utf8_lossy(&out.stderr)
             ),
         }
+    }
+
+    /// The authorization server whose tokens this Dovecot accepts (for
+    /// users made with [`Dovecot::user`]).
+    pub fn oauth(&self) -> &OAuthServer {
+        &self.oauth
     }
 
     /// The whole log so far.
@@ -839,13 +869,20 @@ ssl = yes
 ssl_cert = <{d}/tls/server.pem
 ssl_key = <{d}/tls/server.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_verbose = yes
 auth_failure_delay = 0
 
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/passdb/%u
+}}
+# Tokens: asked of the test process's authorization server (oauth.rs).
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2.conf
 }}
 userdb {{
   driver = passwd-file

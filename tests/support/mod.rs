@@ -30,6 +30,8 @@
 //! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
 //! - [`message`](mod@message): [`mail()`], building small RFC 5322
 //!   messages, and [`message()`], the one-line mail the fake servers serve;
+//! - [`oauth`]: the OAuth2 authorization server (token introspection)
+//!   behind the test Dovecot's `oauth2` passdb;
 //! - [`fake`]: a scripted fake IMAP server, for behaviour a real server
 //!   will not produce on demand;
 //! - [`mailbox_server`]: a stateful fake serving a model mailbox with
@@ -48,6 +50,7 @@ pub mod fake;
 pub mod lmtp;
 pub mod mailbox_server;
 pub mod message;
+pub mod oauth;
 pub mod proxy;
 pub mod raw_imap;
 pub mod trace;
