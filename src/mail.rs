@@ -296,15 +296,18 @@ impl Mail {
     /// The `http://` and `https://` links of the text and HTML bodies, in
     /// order of appearance and without duplicates: HTML `href` targets and
     /// URLs in the visible text, HTML entities decoded, trailing
-    /// punctuation trimmed; at most 1000.
+    /// punctuation trimmed; at most 1000. The rules are those of
+    /// [`extract::links`](crate::extract::links); needs the `extract`
+    /// feature (on by default).
     ///
     /// ```
     /// let raw = b"Subject: Verify\r\n\r\nClick https://service.test/v?t=1&amp;u=2.\r\n";
     /// let mail = emap::Mail::parse(1, 1, "INBOX", None, raw.to_vec(), false);
     /// assert_eq!(mail.links(), ["https://service.test/v?t=1&u=2"]);
     /// ```
+    #[cfg(feature = "extract")]
     pub fn links(&self) -> Vec<String> {
-        crate::extract::links(self.text(), self.html())
+        emap_extract::links(self.text(), self.html())
     }
 
     /// Likely one-time codes (4–8 digits, or 4–10 letters and digits next
@@ -313,15 +316,18 @@ impl Mail {
     /// "verification", "OTP", "PIN", "Bestätigungscode", "код" or "验证码"
     /// ranks first, then one in the subject, then a bare 6-digit number;
     /// years, dates, times, prices, phone and order numbers, colours and
-    /// parts of URLs are left out. Empty when the mail has no code.
+    /// parts of URLs are left out. Empty when the mail has no code. The
+    /// rules are those of [`extract::codes`](crate::extract::codes); needs
+    /// the `extract` feature (on by default).
     ///
     /// ```
     /// let raw = b"Subject: Welcome\r\n\r\nOrder 55512345. Your verification code is 482913.\r\n";
     /// let mail = emap::Mail::parse(1, 1, "INBOX", None, raw.to_vec(), false);
     /// assert_eq!(mail.codes(), ["482913"]);
     /// ```
+    #[cfg(feature = "extract")]
     pub fn codes(&self) -> Vec<String> {
-        crate::extract::codes(self.subject(), self.text(), self.html())
+        emap_extract::codes(self.subject(), self.text(), self.html())
     }
 
     /// The subject, lower-cased (Unicode), for substring filters.
