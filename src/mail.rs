@@ -94,6 +94,10 @@ struct Parsed {
     subject: Option<String>,
     text: Option<String>,
     html: Option<String>,
+    /// Whether `text` is mail-parser's rendering of an HTML part (there is
+    /// no text/plain body). The link and code finders then get only `html`:
+    /// that rendering glues table cells and blocks together.
+    text_from_html: bool,
     /// `subject`, lower-cased (Unicode), for [`crate::Filter`].
     subject_folded: Option<String>,
     /// Every From display name and address, lower-cased (Unicode), for
@@ -307,7 +311,7 @@ impl Mail {
     /// ```
     #[cfg(feature = "extract")]
     pub fn links(&self) -> Vec<String> {
-        emap_extract::links(self.text(), self.html())
+        emap_extract::links(self.text_part(), self.html())
     }
 
     /// Likely one-time codes (4–8 digits, or 4–10 letters and digits next
@@ -327,7 +331,16 @@ impl Mail {
     /// ```
     #[cfg(feature = "extract")]
     pub fn codes(&self) -> Vec<String> {
-        emap_extract::codes(self.subject(), self.text(), self.html())
+        emap_extract::codes(self.subject(), self.text_part(), self.html())
+    }
+
+    /// The text/plain body for the finders: `None` when [`Mail::text`] is
+    /// only a rendering of the HTML body, which they render themselves,
+    /// keeping table cells and blocks apart.
+    #[cfg(feature = "extract")]
+    fn text_part(&self) -> Option<&str> {
+        let rendered = self.parsed.text_from_html && self.parsed.html.is_some();
+        if rendered { None } else { self.text() }
     }
 
     /// The subject, lower-cased (Unicode), for substring filters.
@@ -421,20 +434,19 @@ impl Parsed {
             }
         }
 
-        p.text = msg
-            .text_bodies()
-            .find_map(|part| match &part.body {
-                PartType::Text(t) => Some(t.to_string()),
-                _ => None,
-            })
-            .or_else(|| {
-                msg.html_bodies()
-                    .chain(msg.text_bodies())
-                    .find_map(|part| match &part.body {
-                        PartType::Html(h) => Some(html_to_text(h)),
-                        _ => None,
-                    })
-            });
+        let plain = msg.text_bodies().find_map(|part| match &part.body {
+            PartType::Text(t) => Some(t.to_string()),
+            _ => None,
+        });
+        p.text_from_html = plain.is_none();
+        p.text = plain.or_else(|| {
+            msg.html_bodies()
+                .chain(msg.text_bodies())
+                .find_map(|part| match &part.body {
+                    PartType::Html(h) => Some(html_to_text(h)),
+                    _ => None,
+                })
+        });
         p.html = msg.html_bodies().find_map(|part| match &part.body {
             PartType::Html(h) => Some(h.to_string()),
             _ => None,

@@ -312,3 +312,35 @@ fn no_code_mail_has_no_codes_at_all() {
     let m = parse(case.raw);
     assert_eq!(m.codes(), Vec::<String>::new());
 }
+
+/// An HTML-only mail, minified as generators emit it (no whitespace between
+/// tags). `Mail::text` is mail-parser's rendering of the HTML, which glues
+/// the cells together ("Verification code482913"); the finders must see the
+/// HTML once, through their own layout-aware rendering, not that text too.
+#[test]
+fn html_only_mail_is_scanned_once_with_its_layout() {
+    let m = parse(eml(r#"From: Service <noreply@service.test>
+To: task@x.test
+Subject: Verify your email
+Content-Type: text/html; charset=utf-8
+
+<table><tr><td>Verification code</td><td><b>482913</b></td></tr></table>
+<div>Your code</div><div>551122</div>
+<p><a href="https://service.test/verify?t=1">Verify</a> or paste https://service.test/help</p>
+"#));
+    // The premise: mail-parser's rendering glues cells and blocks.
+    assert!(
+        m.text()
+            .unwrap()
+            .starts_with("Verification code482913 Your code551122 ")
+    );
+    assert_eq!(m.codes(), ["482913", "551122"]);
+    // In order of appearance: the href comes before the pasted URL.
+    assert_eq!(
+        m.links(),
+        [
+            "https://service.test/verify?t=1",
+            "https://service.test/help"
+        ]
+    );
+}

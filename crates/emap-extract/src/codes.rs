@@ -275,4 +275,19 @@ mod tests {
         );
         assert_eq!(c, ["482913"]);
     }
+
+    /// Generated mail is often minified: no whitespace between tags. The
+    /// rendering keeps table cells and blocks apart, so the code is not
+    /// glued to its keyword. mail-parser's `html_to_text` breaks lines only
+    /// at `<br>` and `</p>` and joins the rest: with it, these give
+    /// `["code482913"]` and nothing (tried when this crate was split off).
+    #[test]
+    fn minified_html_keeps_cells_and_blocks_apart() {
+        let html = |h: &str| codes(None, None, Some(h));
+        assert_eq!(
+            html("<table><tr><td>Verification code</td><td><b>482913</b></td></tr></table>"),
+            ["482913"]
+        );
+        assert_eq!(html("<div>Your code</div><div>482913</div>"), ["482913"]);
+    }
 }
