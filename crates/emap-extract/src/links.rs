@@ -118,4 +118,26 @@ mod tests {
             ]
         );
     }
+
+    /// What a hand-written finder does that `linkify` (weighed when this
+    /// crate was split off) does not: a typographic quote, an ellipsis or
+    /// a zero-width space ends a URL, a non-ASCII path does not (only CJK
+    /// text does), an IPv6 literal is a host, and a host starting with `-`
+    /// is none.
+    #[test]
+    fn link_rules_beyond_ascii() {
+        let l = |text: &str| links(Some(text), None);
+        assert_eq!(
+            l("«https://a.test/x» “https://b.test/y” https://c.test/z…"),
+            ["https://a.test/x", "https://b.test/y", "https://c.test/z"]
+        );
+        assert_eq!(
+            l("https://ru.test/wiki/Почта https://a.test/\u{200B}x"),
+            ["https://ru.test/wiki/Почта", "https://a.test/"]
+        );
+        assert_eq!(
+            l("https://user@a.test/ http://[::1]:8080/x http://-bad.test/"),
+            ["https://user@a.test/", "http://[::1]:8080/x"]
+        );
+    }
 }
