@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+#[cfg(doc)]
+use crate::MAX_CODE_SCAN_CHARS;
 use crate::candidate::{bad_context, cluster, in_url_or_address, plausible_alnum};
 use crate::html::render_html;
 use crate::proximity::{near_line_score, nearest_keyword, neighbour};
@@ -12,8 +14,11 @@ use crate::tokens::{Kind, Tok, normalize, tokenize};
 /// Candidate codes considered per part.
 pub(crate) const MAX_CANDIDATES: usize = 1_000;
 
-/// The likely one-time codes of a mail, best first; see the crate
-/// documentation for the rules.
+/// The likely one-time codes in a mail's decoded `subject`, text part and
+/// HTML part, best first and without duplicates; empty when it has none.
+/// Each part is searched in its first
+/// [`MAX_CODE_SCAN_CHARS`](crate::MAX_CODE_SCAN_CHARS) characters.
+/// The rules and the ranking are in the crate documentation.
 pub fn codes(subject: Option<&str>, text: Option<&str>, html: Option<&str>) -> Vec<String> {
     let rendered = html.map(|h| render_html(h, false).text);
     let docs = [subject, text, rendered.as_deref()];

@@ -8,8 +8,12 @@ use crate::MAX_LINKS;
 use crate::html::render_html;
 use crate::url::scan_urls;
 
-/// The links of a mail with parts `text` and `html`; see the crate
-/// documentation for the rules.
+/// The `http://` and `https://` links of a mail whose decoded text part is
+/// `text` and HTML part `html`: those of the text first, then the HTML's
+/// `href` targets and the URLs of its visible text, in order of appearance;
+/// without duplicates, at most [`MAX_LINKS`]. Pass `text: None` when the
+/// text is only a rendering of the HTML. The rules are in the crate
+/// documentation.
 pub fn links(text: Option<&str>, html: Option<&str>) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
