@@ -36,6 +36,8 @@
 //! - [`Handle`], [`Mailbox`], [`Subscription`]: the user-facing API, free of
 //!   actix types.
 //! - [`Mail`], [`Filter`]: a parsed message and what a subscriber wants.
+//! - `crates/emap-extract`, re-exported as `extract` (default feature
+//!   `extract`): the links and one-time codes of a [`Mail`].
 //! - [`Credential`], [`Config`], [`Error`]: settings and errors.
 //! - [`test_login`]: a one-shot credential check.
 //!
@@ -58,7 +60,11 @@ mod config;
 mod connection;
 mod credential;
 mod error;
-mod extract;
+/// The link and one-time code finders behind [`Mail::links`] and
+/// [`Mail::codes`], for text that did not come as a [`Mail`] (feature
+/// `extract`, on by default).
+#[cfg(feature = "extract")]
+pub use emap_extract as extract;
 mod filter;
 mod handle;
 mod login;

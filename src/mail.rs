@@ -94,6 +94,10 @@ struct Parsed {
     subject: Option<String>,
     text: Option<String>,
     html: Option<String>,
+    /// Whether `text` is mail-parser's rendering of an HTML part (there is
+    /// no text/plain body). The link and code finders then get only `html`:
+    /// that rendering glues table cells and blocks together.
+    text_from_html: bool,
     /// `subject`, lower-cased (Unicode), for [`crate::Filter`].
     subject_folded: Option<String>,
     /// Every From display name and address, lower-cased (Unicode), for
@@ -296,15 +300,18 @@ impl Mail {
     /// The `http://` and `https://` links of the text and HTML bodies, in
     /// order of appearance and without duplicates: HTML `href` targets and
     /// URLs in the visible text, HTML entities decoded, trailing
-    /// punctuation trimmed; at most 1000.
+    /// punctuation trimmed; at most 1000. The rules are those of
+    /// [`extract::links`](crate::extract::links); needs the `extract`
+    /// feature (on by default).
     ///
     /// ```
     /// let raw = b"Subject: Verify\r\n\r\nClick https://service.test/v?t=1&amp;u=2.\r\n";
     /// let mail = emap::Mail::parse(1, 1, "INBOX", None, raw.to_vec(), false);
     /// assert_eq!(mail.links(), ["https://service.test/v?t=1&u=2"]);
     /// ```
+    #[cfg(feature = "extract")]
     pub fn links(&self) -> Vec<String> {
-        crate::extract::links(self.text(), self.html())
+        emap_extract::links(self.text_part(), self.html())
     }
 
     /// Likely one-time codes (4–8 digits, or 4–10 letters and digits next
@@ -313,15 +320,27 @@ impl Mail {
     /// "verification", "OTP", "PIN", "Bestätigungscode", "код" or "验证码"
     /// ranks first, then one in the subject, then a bare 6-digit number;
     /// years, dates, times, prices, phone and order numbers, colours and
-    /// parts of URLs are left out. Empty when the mail has no code.
+    /// parts of URLs are left out. Empty when the mail has no code. The
+    /// rules are those of [`extract::codes`](crate::extract::codes); needs
+    /// the `extract` feature (on by default).
     ///
     /// ```
     /// let raw = b"Subject: Welcome\r\n\r\nOrder 55512345. Your verification code is 482913.\r\n";
     /// let mail = emap::Mail::parse(1, 1, "INBOX", None, raw.to_vec(), false);
     /// assert_eq!(mail.codes(), ["482913"]);
     /// ```
+    #[cfg(feature = "extract")]
     pub fn codes(&self) -> Vec<String> {
-        crate::extract::codes(self.subject(), self.text(), self.html())
+        emap_extract::codes(self.subject(), self.text_part(), self.html())
+    }
+
+    /// The text/plain body for the finders: `None` when [`Mail::text`] is
+    /// only a rendering of the HTML body, which they render themselves,
+    /// keeping table cells and blocks apart.
+    #[cfg(feature = "extract")]
+    fn text_part(&self) -> Option<&str> {
+        let rendered = self.parsed.text_from_html && self.parsed.html.is_some();
+        if rendered { None } else { self.text() }
     }
 
     /// The subject, lower-cased (Unicode), for substring filters.
@@ -415,20 +434,19 @@ impl Parsed {
             }
         }
 
-        p.text = msg
-            .text_bodies()
-            .find_map(|part| match &part.body {
-                PartType::Text(t) => Some(t.to_string()),
-                _ => None,
-            })
-            .or_else(|| {
-                msg.html_bodies()
-                    .chain(msg.text_bodies())
-                    .find_map(|part| match &part.body {
-                        PartType::Html(h) => Some(html_to_text(h)),
-                        _ => None,
-                    })
-            });
+        let plain = msg.text_bodies().find_map(|part| match &part.body {
+            PartType::Text(t) => Some(t.to_string()),
+            _ => None,
+        });
+        p.text_from_html = plain.is_none();
+        p.text = plain.or_else(|| {
+            msg.html_bodies()
+                .chain(msg.text_bodies())
+                .find_map(|part| match &part.body {
+                    PartType::Html(h) => Some(html_to_text(h)),
+                    _ => None,
+                })
+        });
         p.html = msg.html_bodies().find_map(|part| match &part.body {
             PartType::Html(h) => Some(h.to_string()),
             _ => None,
