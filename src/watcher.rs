@@ -111,6 +111,7 @@ pub(crate) async fn run(
         orders,
         orders_open: true,
         idle: false,
+        early_idle_ends: 0,
         phase: Phase::Connect,
         reported: Snapshot::default(),
     };
@@ -137,6 +138,11 @@ fn loss_of(e: &Error) -> Loss {
     }
 }
 
+/// Server-ended IDLEs in a row, each shorter than `poll_interval`, after
+/// which the connection polls instead (a server that ends every IDLE at
+/// once would otherwise be sent IDLE in a tight loop).
+const EARLY_IDLE_ENDS_BEFORE_POLLING: u32 = 3;
+
 /// Messages up to this size are parsed on the session's own thread.
 const INLINE_PARSE_MAX: usize = 64 * 1024;
 
@@ -149,6 +155,10 @@ struct Watcher {
     orders: mpsc::UnboundedReceiver<LoopCommand>,
     orders_open: bool,
     idle: bool,
+    /// IDLE commands in a row that the server ended on its own before
+    /// `poll_interval` had passed: at [`EARLY_IDLE_ENDS_BEFORE_POLLING`] the
+    /// session polls instead of spinning IDLE against such a server.
+    early_idle_ends: u32,
     phase: Phase,
     /// The last snapshot reported, so that only changes are sent.
     reported: Snapshot,
@@ -388,6 +398,7 @@ impl Watcher {
     /// One IDLE command; returns whether LOGOUT was ordered.
     async fn idle_once(&mut self) -> Result<bool, Error> {
         let tag = self.conn().start(|c, now| c.idle(now))?;
+        let started = std::time::Instant::now();
         let mut accepted = false;
         let mut done_sent = false;
         loop {
@@ -411,6 +422,20 @@ impl Watcher {
                         tracing::warn!(text = %c.text, "server rejected IDLE; polling instead");
                         self.idle = false;
                         (self.sink)(LoopEvent::Polling);
+                    } else if !done_sent && started.elapsed() < self.config.poll_interval {
+                        // Ended by the server, early (AOL ends IDLE after
+                        // 300 s; some servers at once).
+                        self.early_idle_ends += 1;
+                        if self.early_idle_ends >= EARLY_IDLE_ENDS_BEFORE_POLLING {
+                            tracing::warn!(
+                                text = %c.text,
+                                "server ends every IDLE at once; polling instead"
+                            );
+                            self.idle = false;
+                            (self.sink)(LoopEvent::Polling);
+                        }
+                    } else {
+                        self.early_idle_ends = 0;
                     }
                     return Ok(!self.orders_open);
                 }

@@ -76,8 +76,12 @@ impl Model {
 /// What a new connection is greeted with.
 #[derive(Debug, Clone)]
 pub enum Greeting {
-    /// `* OK [CAPABILITY IMAP4rev1 IDLE] ...`.
+    /// `* OK [CAPABILITY <capabilities>] ...` (see
+    /// [`MailboxServer::set_capabilities`]).
     Normal,
+    /// `* OK <text>`: a provider's own greeting, with or without a
+    /// CAPABILITY code.
+    Text(String),
     /// These bytes, then silence until the client leaves (a wrong port).
     Garbage(Vec<u8>),
     /// `* BYE text`, then close.
@@ -201,6 +205,24 @@ pub enum Fault {
         /// The new message.
         raw: Vec<u8>,
     },
+    /// When the command arrives: `* BYE text` (after `+ idling` for an
+    /// IDLE), then the connection closes — a provider's own farewell.
+    ByeWith {
+        /// Which command.
+        on: On,
+        /// On which occurrences.
+        times: Times,
+        /// The text after BYE.
+        text: String,
+    },
+    /// IDLE is accepted (`+ idling`) and at once ended by the server with
+    /// `tag OK text`, before the client sent DONE.
+    EndIdle {
+        /// On which IDLE commands.
+        times: Times,
+        /// The text after OK.
+        text: String,
+    },
     /// From this command on, the connection never answers again.
     Blackhole {
         /// Which command.
@@ -226,6 +248,8 @@ pub struct SelectShape {
 struct State {
     model: Model,
     greeting: Greeting,
+    /// Announced in the greeting, CAPABILITY and the LOGIN OK.
+    capabilities: String,
     login: Login,
     select: SelectShape,
     /// UID SEARCH ignores the upper end of its UID range.
@@ -306,6 +330,7 @@ impl MailboxServer {
                 messages,
             },
             greeting: Greeting::Normal,
+            capabilities: "IMAP4rev1 IDLE".to_owned(),
             login: Login::Accept,
             select: SelectShape::default(),
             sloppy_search: false,
@@ -348,6 +373,13 @@ impl MailboxServer {
     /// Sets the greeting of connections accepted from now on.
     pub fn set_greeting(&self, greeting: Greeting) {
         self.shared.lock().greeting = greeting;
+    }
+
+    /// Sets the capabilities announced from now on (default `IMAP4rev1
+    /// IDLE`). With `AUTH=PLAIN`, AUTHENTICATE PLAIN is served (with or
+    /// without SASL-IR) and checked like LOGIN.
+    pub fn set_capabilities(&self, capabilities: &str) {
+        self.shared.lock().capabilities = capabilities.to_owned();
     }
 
     /// Sets how LOGIN is answered from now on.
@@ -464,6 +496,9 @@ struct Conn {
     /// EXAMINE answered and no command answered normally since.
     after_select: bool,
     idle_tag: Option<String>,
+    /// AUTHENTICATE PLAIN sent without an initial response: the next line
+    /// is the payload.
+    auth_tag: Option<String>,
     kicks_seen: u64,
     blackholed: bool,
 }
@@ -496,9 +531,9 @@ async fn serve(shared: Arc<Shared>, sock: tokio::net::TcpStream, n: usize) {
     let (tx, mut lines) = mpsc::unbounded_channel();
     let reader = tokio::spawn(read_lines(r, tx));
     let mut changes = shared.changed.subscribe();
-    let (greeting, kicks) = {
+    let (greeting, kicks, capabilities) = {
         let s = shared.lock();
-        (s.greeting.clone(), s.kicks)
+        (s.greeting.clone(), s.kicks, s.capabilities.clone())
     };
     let mut conn = Conn {
         n,
@@ -506,6 +541,7 @@ async fn serve(shared: Arc<Shared>, sock: tokio::net::TcpStream, n: usize) {
         selected: false,
         after_select: false,
         idle_tag: None,
+        auth_tag: None,
         kicks_seen: kicks,
         blackholed: false,
     };
@@ -513,8 +549,13 @@ async fn serve(shared: Arc<Shared>, sock: tokio::net::TcpStream, n: usize) {
     match greeting {
         Greeting::Normal => {
             let _ = w
-                .write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] model mailbox ready\r\n")
+                .write_all(
+                    format!("* OK [CAPABILITY {capabilities}] model mailbox ready\r\n").as_bytes(),
+                )
                 .await;
+        }
+        Greeting::Text(text) => {
+            let _ = w.write_all(format!("* OK {text}\r\n").as_bytes()).await;
         }
         Greeting::Garbage(bytes) => {
             let _ = w.write_all(&bytes).await;
@@ -629,6 +670,10 @@ fn sync(s: &mut State, conn: &mut Conn, expunge: bool) -> Vec<u8> {
 
 fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
     let mut s = shared.lock();
+    if let Some(tag) = conn.auth_tag.take() {
+        let tagged = authenticate_plain(&mut s, &tag, line);
+        return (tagged.into_bytes(), Then::Continue);
+    }
     if let Some(tag) = conn.idle_tag.take()
         && line.eq_ignore_ascii_case("DONE")
     {
@@ -644,6 +689,7 @@ fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
     let mut reject = None;
     let mut exists_during = None;
     let mut bye_after = false;
+    let mut end_idle = None;
     for (fault, count) in s.faults.iter_mut() {
         match fault {
             Fault::Close { on, times } if matches_on(on, conn, &upper) && fires(count, *times) => {
@@ -654,6 +700,22 @@ fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
             {
                 conn.blackholed = true;
                 return (Vec::new(), Then::Continue);
+            }
+            Fault::ByeWith { on, times, text }
+                if matches_on(on, conn, &upper) && fires(count, *times) =>
+            {
+                let mut out = if upper == "IDLE" {
+                    b"+ idling\r\n".to_vec()
+                } else {
+                    Vec::new()
+                };
+                out.extend_from_slice(format!("* BYE {text}\r\n").as_bytes());
+                return (out, Then::Close);
+            }
+            Fault::EndIdle { times, text }
+                if end_idle.is_none() && upper == "IDLE" && fires(count, *times) =>
+            {
+                end_idle = Some(text.clone());
             }
             Fault::Reject {
                 on,
@@ -666,6 +728,12 @@ fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
             }
             _ => {}
         }
+    }
+    if let Some(text) = end_idle {
+        let mut out = b"+ idling\r\n".to_vec();
+        out.extend(sync(&mut s, conn, true));
+        out.extend_from_slice(format!("{tag} OK {text}\r\n").as_bytes());
+        return (out, Then::Continue);
     }
     if let Some(reply) = reject {
         let mut out = sync(&mut s, conn, false);
@@ -727,7 +795,7 @@ fn answer(
     upper: &str,
 ) -> (Vec<u8>, String, Then) {
     let ok = |what: &str| format!("{tag} OK {what} completed\r\n");
-    let caps = "IMAP4rev1 IDLE";
+    let caps = s.capabilities.clone();
     if upper == "CAPABILITY" {
         return (
             format!("* CAPABILITY {caps}\r\n").into_bytes(),
@@ -750,6 +818,18 @@ fn answer(
             format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
         };
         return (Vec::new(), tagged, Then::Continue);
+    }
+    if upper.starts_with("AUTHENTICATE PLAIN") {
+        let initial = rest["AUTHENTICATE PLAIN".len()..].trim();
+        if initial.is_empty() {
+            conn.auth_tag = Some(tag.to_owned());
+            return (b"+ \r\n".to_vec(), String::new(), Then::Continue);
+        }
+        return (
+            Vec::new(),
+            authenticate_plain(s, tag, initial),
+            Then::Continue,
+        );
     }
     if upper.starts_with("EXAMINE") || upper.starts_with("SELECT") {
         let shape = s.select;
@@ -833,6 +913,32 @@ fn answer(
         return search(s, conn, tag, criteria, false);
     }
     (Vec::new(), ok("Command"), Then::Continue)
+}
+
+/// Checks a SASL PLAIN payload (base64 of `authzid NUL user NUL
+/// password`) like LOGIN; the tagged answer carries no CAPABILITY (as
+/// iCloud's does not), so the client must ask again.
+fn authenticate_plain(s: &mut State, tag: &str, payload: &str) -> String {
+    use base64::Engine as _;
+    s.logins += 1;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(payload.trim())
+        .unwrap_or_default();
+    let password = decoded
+        .rsplit(|b| *b == 0)
+        .next()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let accepted = match &s.login {
+        Login::Accept => true,
+        Login::Reject => false,
+        Login::Password(p) => *p == password,
+    };
+    if accepted {
+        format!("{tag} OK user authenticated\r\n")
+    } else {
+        format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+    }
 }
 
 /// The IMAP astrings of `s` (atoms and quoted strings).
