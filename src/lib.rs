@@ -22,8 +22,45 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # What is public, and why
+//! Everything public is a semver promise, so only what a user needs is:
+//! - [`Handle`], [`Mailbox`], [`Subscription`], [`Registry::start`] and
+//!   [`Registry::start_in_thread`]: the API, free of actix types;
+//! - [`Credential`] and its parts, [`Config`], [`Filter`], [`Mail`],
+//!   [`Address`], the statistics and [`test_login`]: what goes in and comes
+//!   out;
+//! - [`Error`], and the two types it carries from the protocol layer:
+//!   [`ProtoError`] (with its [`Excerpt`]) in [`Error::Protocol`], and
+//!   [`InputError`] in [`Error::InvalidInput`], so that a caller can match
+//!   on them;
+//! - [`messages`]: the registry's commands, for actix applications that
+//!   send them to [`Handle::addr`] rather than call the handle.
+//!
+//! The rest is crate-private: the protocol layer (parser, encoder, client
+//! state machine), the transport, the connection loop, and the session and
+//! subscriber actors with the messages between them. They change whenever
+//! the implementation needs, without a major release.
+//!
+//! ```compile_fail
+//! // The protocol layer is not public API.
+//! use emap::proto::Parser;
+//! ```
+//!
+//! ```compile_fail
+//! // Nor are the messages between the actors.
+//! let _ = emap::messages::EndSession;
+//! ```
+//!
+//! The crate's own binary, tests and benchmark drive the protocol layer
+//! directly (the command line parses RFC 3339 with its calendar code; the
+//! hostile-server tests push limits through the client state machine).
+//! They reach it through `__private`, which is hidden from the docs and
+//! **outside semver**: it is released in lockstep with the code that uses
+//! it and may change in any release. Nothing else may use it. (The fuzz
+//! targets compile the protocol files by path and need no export.)
+//!
 //! # Layout
-//! - [`proto`]: the IMAP protocol as a state machine without I/O or clock:
+//! - `proto`: the IMAP protocol as a state machine without I/O or clock:
 //!   incremental parser, command encoder, client flow and timeouts.
 //! - `transport`: the only code that touches sockets and TLS (rustls with
 //!   ring; webpki roots plus extra roots).
@@ -31,8 +68,9 @@
 //!   machine and runs the login flow.
 //! - `watcher`: one session's IMAP loop (select, watermark, IDLE or poll,
 //!   fetch, look-back), a plain async function.
-//! - [`Registry`], [`Session`], [`Subscriber`]: the actors; [`messages`]:
-//!   their messages, public for actix users.
+//! - [`Registry`], `Session`, `Subscriber`: the actors (only the registry
+//!   is public); [`messages`]: their messages, the registry's public for
+//!   actix users.
 //! - [`Handle`], [`Mailbox`], [`Subscription`]: the user-facing API, free of
 //!   actix types.
 //! - [`Mail`], [`Filter`]: a parsed message and what a subscriber wants.
@@ -65,7 +103,7 @@ mod login;
 mod mail;
 pub mod messages;
 mod policy;
-pub mod proto;
+mod proto;
 mod registry;
 mod replay;
 mod session;
@@ -86,8 +124,18 @@ pub use filter::Filter;
 pub use handle::{Handle, Mailbox};
 pub use login::{test_login, test_login_with};
 pub use mail::{Address, Mail};
+pub use proto::encode::InputError;
+pub use proto::{Excerpt, ProtoError};
 pub use registry::Registry;
-pub use session::Session;
 pub use stats::{ActorCounts, SessionState, SessionStats};
-pub use subscriber::Subscriber;
 pub use subscription::Subscription;
+
+/// Not public API: the protocol layer, for this package's own binary,
+/// tests and benchmark. Outside semver; may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    /// The IMAP protocol layer (`src/proto`), unchanged.
+    pub mod proto {
+        pub use crate::proto::*;
+    }
+}

@@ -1,5 +1,12 @@
-//! The actor messages. Public so that actix applications can talk to an
-//! `Addr<Registry>` directly; everyone else uses [`Handle`](crate::Handle).
+//! The actor messages.
+//!
+//! The registry's own commands — [`Subscribe`], [`GetStats`], [`Shutdown`]
+//! — are public, so that actix applications can talk to the
+//! `Addr<Registry>` of [`Handle::addr`](crate::Handle::addr) directly;
+//! everyone else uses [`Handle`](crate::Handle). The messages between the
+//! actors (registry → session → subscriber, and back) are crate-private:
+//! no public API hands out a session's or a subscriber's address, and
+//! keeping them private leaves the actors free to change.
 //!
 //! Commands are imperative (`Subscribe`), events past tense
 //! (`SessionEnded`).
@@ -33,7 +40,7 @@ pub struct Subscribe {
 /// End a subscription (sent by `Subscription` on close or drop).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     /// The session.
     pub key: SessionKey,
     /// The subscription's id.
@@ -53,12 +60,12 @@ pub struct GetStats;
 /// A new mail for a subscriber.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct NewMail(pub Arc<Mail>);
+pub(crate) struct NewMail(pub Arc<Mail>);
 
 /// Registry → session: add a subscriber.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct AddSubscriber {
+pub(crate) struct AddSubscriber {
     /// The subscription's id.
     pub id: u64,
     /// Its filter.
@@ -76,7 +83,7 @@ pub(crate) struct EndStream(pub(crate) Option<Error>);
 /// Registry → session: remove a subscriber.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RemoveSubscriber {
+pub(crate) struct RemoveSubscriber {
     /// The subscription's id.
     pub id: u64,
 }
@@ -84,12 +91,12 @@ pub struct RemoveSubscriber {
 /// Registry → session: LOGOUT and end (linger elapsed, or shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct EndSession;
+pub(crate) struct EndSession;
 
 /// Session → registry: the session failed for good.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct SessionEnded {
+pub(crate) struct SessionEnded {
     /// Which session.
     pub key: SessionKey,
     /// The registry's number for this session instance.

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use emap::proto::date::{civil_from_days, days_from_civil, days_in_month};
+use emap::__private::proto::date::{civil_from_days, days_from_civil, days_in_month};
 
 /// A duration as the user would write it: `1s`, `10m`, `1500ms`.
 pub(crate) fn describe(d: Duration) -> String {
