@@ -60,22 +60,34 @@
 //! targets compile the protocol files by path and need no export.)
 //!
 //! # Layout
-//! - `proto`: the IMAP protocol as a state machine without I/O or clock:
-//!   incremental parser, command encoder, client flow and timeouts.
-//! - `transport`: the only code that touches sockets and TLS (rustls with
-//!   ring; webpki roots plus extra roots).
-//! - `connection`: the async driver that feeds socket bytes to the state
-//!   machine and runs the login flow.
-//! - `watcher`: one session's IMAP loop (select, watermark, IDLE or poll,
-//!   fetch, look-back), a plain async function.
-//! - [`Registry`], `Session`, `Subscriber`: the actors (only the registry
-//!   is public); [`messages`]: their messages, the registry's public for
-//!   actix users.
-//! - [`Handle`], [`Mailbox`], [`Subscription`]: the user-facing API, free of
-//!   actix types.
-//! - [`Mail`], [`Filter`]: a parsed message and what a subscriber wants.
-//! - [`Credential`], [`Config`], [`Error`]: settings and errors.
-//! - [`test_login`]: a one-shot credential check.
+//! Five layers, from the bottom up. A module imports only from its own
+//! layer or the ones below, and no module imports one that imports it back
+//! (`tests/layers.rs` checks both), so a reader can start at the bottom and
+//! never has to look up:
+//! 1. No I/O, no clock: `proto` (the IMAP protocol as a state machine:
+//!    incremental parser, command encoder, client flow and timeouts),
+//!    `tracker` (the mailbox position and its one owner), and the values:
+//!    [`Credential`], [`Config`], [`Error`], [`Mail`] (with `extract`, its
+//!    links and codes), [`Filter`], the replay window, backoff, statistics.
+//! 2. I/O: `transport` (the only code that touches sockets and TLS:
+//!    rustls with ring, webpki roots plus extra roots), `connection` (the
+//!    async driver that feeds socket bytes to the state machine and runs
+//!    the login flow), [`test_login`], `watcher` (one session's IMAP loop:
+//!    select, IDLE or poll, fetch, look-back; a plain async function) and
+//!    `policy` (retry or give up, from the error and how far the loop got).
+//! 3. What the actors share: `queue` (the bounded queue between a
+//!    subscriber and the user's subscription; no actix type) and
+//!    [`messages`].
+//! 4. The actors, each above the ones it sends to: `subscriber` (a filter
+//!    in front of a queue), `session` (one per credential: runs the
+//!    watcher, fans mail out, and reports a permanent failure upwards
+//!    through a weak recipient of that one message, without naming the
+//!    registry), [`Registry`] (the sessions and their lifecycle).
+//! 5. The user-facing API, free of actix types: [`Subscription`] (made
+//!    from the registry's [`Subscribed`](messages::Subscribed) reply) and
+//!    [`Handle`], [`Mailbox`], with [`Registry::start`] and
+//!    [`Registry::start_in_thread`], which live in `handle.rs` because
+//!    they return the handle.
 //!
 //! ```text
 //!  Handle ─► Registry ─► Session (one per credential) ─► Subscriber ─► Subscription
@@ -104,6 +116,7 @@ mod mail;
 pub mod messages;
 mod policy;
 mod proto;
+mod queue;
 mod registry;
 mod replay;
 mod session;

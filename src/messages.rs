@@ -13,17 +13,18 @@
 
 use std::sync::Arc;
 
-use actix::Message;
+use actix::{Message, Recipient};
 
+use crate::queue::SubscriberQueue;
 use crate::stats::SessionStats;
-use crate::subscriber::SubscriberQueue;
-use crate::subscription::Subscription;
 use crate::{Credential, Error, Filter, Mail, SessionKey};
 
 /// Subscribe to new mail of `credential` that matches `filter`. Resolves
-/// once the session has selected the mailbox and fixed its watermark.
+/// once the session has selected the mailbox and fixed its watermark, to a
+/// [`Subscribed`]: turn it into a [`Subscription`](crate::Subscription)
+/// with `Subscription::from`.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Subscription, Error>")]
+#[rtype(result = "Result<Subscribed, Error>")]
 pub struct Subscribe {
     /// Where and as whom to log in.
     pub credential: Credential,
@@ -35,6 +36,67 @@ pub struct Subscribe {
     /// is removed at once (not when the session next connects). `None`:
     /// the subscribe runs to its end.
     pub cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
+/// The registry's answer to [`Subscribe`]: a live subscription, not yet
+/// read. `Subscription::from` turns it into the user's
+/// [`Subscription`](crate::Subscription); dropping it unsubscribes, so a
+/// caller that went away after the registry answered leaves nothing
+/// behind.
+///
+/// It carries the parts rather than the `Subscription` itself so that the
+/// messages, at the bottom of the actor layers, need nothing from the
+/// user-facing types above them.
+pub struct Subscribed {
+    pub(crate) queue: Arc<SubscriberQueue>,
+    pub(crate) id: u64,
+    pub(crate) key: SessionKey,
+    registry: Recipient<Unsubscribe>,
+    closed: bool,
+}
+
+impl Subscribed {
+    pub(crate) fn new(
+        queue: Arc<SubscriberQueue>,
+        id: u64,
+        key: SessionKey,
+        registry: Recipient<Unsubscribe>,
+    ) -> Self {
+        Subscribed {
+            queue,
+            id,
+            key,
+            registry,
+            closed: false,
+        }
+    }
+
+    /// Unsubscribes now (once); queued mails are discarded.
+    pub(crate) fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.queue.abandon();
+            self.registry.do_send(Unsubscribe {
+                key: self.key.clone(),
+                id: self.id,
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribed")
+            .field("id", &self.id)
+            .field("session", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// End a subscription (sent by `Subscription` on close or drop).
