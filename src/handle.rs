@@ -1,17 +1,62 @@
 //! The user's entry point: [`Handle`], cheap to clone and `Send + Sync`,
-//! usable from actix and from plain tokio alike.
+//! usable from actix and from plain tokio alike, and the two ways to get
+//! one, [`Registry::start`] and [`Registry::start_in_thread`].
+//!
+//! The top of the actor layers: it imports the registry and the messages,
+//! and nothing below imports it. That is why the registry's start
+//! functions, which return a `Handle`, live here rather than in
+//! `registry.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use tokio_util::sync::CancellationToken;
 
 use crate::messages::{GetStats, Shutdown, Subscribe};
 use crate::registry::Registry;
 use crate::stats::{ActorCensus, ActorCounts, SessionStats};
 use crate::subscription::Subscription;
-use crate::{Credential, Error, Filter, Mail};
+use crate::{Config, Credential, Error, Filter, Mail};
+
+impl Registry {
+    /// Starts the registry in the running actix System (inside
+    /// `#[actix::main]`, `#[actix_web::main]` or `actix_rt::System::new()`)
+    /// and returns its handle.
+    ///
+    /// Panics outside a running System, like every actix actor start.
+    pub fn start(config: Config) -> Result<Handle, Error> {
+        config.validate()?;
+        let live = Arc::new(ActorCensus::default());
+        let addr = Actor::start(Registry::new(config, live.clone()));
+        Ok(Handle::new(addr, None, live))
+    }
+
+    /// Starts the registry in its own actix System on a background thread,
+    /// for `#[tokio::main]` programs and plain threads. The handle is
+    /// `Send + Sync + Clone`; [`Handle::shutdown`] stops the thread.
+    pub fn start_in_thread(config: Config) -> Result<Handle, Error> {
+        config.validate()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let live = Arc::new(ActorCensus::default());
+        let live2 = live.clone();
+        std::thread::Builder::new()
+            .name("emap-registry".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(async move {
+                    let addr = Actor::start(Registry::new(config, live2));
+                    let _ = tx.send((addr, actix_rt::System::current()));
+                });
+                let _ = system.run();
+            })
+            .map_err(|e| Error::Io(Arc::new(e)))?;
+        let (addr, system) = rx
+            .recv()
+            .map_err(|_| Error::InvalidConfig("the registry thread did not start".into()))?;
+        Ok(Handle::new(addr, Some(system), live))
+    }
+}
 
 /// A handle to a running registry.
 #[derive(Clone)]
@@ -30,7 +75,7 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
-    pub(crate) fn new(
+    fn new(
         registry: Addr<Registry>,
         system: Option<actix_rt::System>,
         live: Arc<ActorCensus>,
@@ -86,6 +131,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::Shutdown)?
+            .map(Subscription::from)
     }
 
     /// Waits for one matching mail: the one-shot task case. Fails with

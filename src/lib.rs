@@ -22,24 +22,74 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # What is public, and why
+//! Everything public is a semver promise, so only what a user needs is:
+//! - [`Handle`], [`Mailbox`], [`Subscription`], [`Registry::start`] and
+//!   [`Registry::start_in_thread`]: the API, free of actix types;
+//! - [`Credential`] and its parts, [`Config`], [`Filter`], [`Mail`],
+//!   [`Address`], the statistics and [`test_login`]: what goes in and comes
+//!   out;
+//! - [`Error`], and the two types it carries from the protocol layer:
+//!   [`ProtoError`] (with its [`Excerpt`]) in [`Error::Protocol`], and
+//!   [`InputError`] in [`Error::InvalidInput`], so that a caller can match
+//!   on them;
+//! - [`messages`]: the registry's commands, for actix applications that
+//!   send them to [`Handle::addr`] rather than call the handle.
+//!
+//! The rest is crate-private: the protocol layer (parser, encoder, client
+//! state machine), the transport, the connection loop, and the session and
+//! subscriber actors with the messages between them. They change whenever
+//! the implementation needs, without a major release.
+//!
+//! ```compile_fail
+//! // The protocol layer is not public API.
+//! use emap::proto::Parser;
+//! ```
+//!
+//! ```compile_fail
+//! // Nor are the messages between the actors.
+//! let _ = emap::messages::EndSession;
+//! ```
+//!
+//! The crate's own binary, tests and benchmark drive the protocol layer
+//! directly (the command line parses RFC 3339 with its calendar code; the
+//! hostile-server tests push limits through the client state machine).
+//! They reach it through `__private`, which is hidden from the docs and
+//! **outside semver**: it is released in lockstep with the code that uses
+//! it and may change in any release. Nothing else may use it. (The fuzz
+//! targets compile the protocol files by path and need no export.)
+//!
 //! # Layout
-//! - [`proto`]: the IMAP protocol as a state machine without I/O or clock:
-//!   incremental parser, command encoder, client flow and timeouts.
-//! - `transport`: the only code that touches sockets and TLS (rustls with
-//!   ring; webpki roots plus extra roots).
-//! - `connection`: the async driver that feeds socket bytes to the state
-//!   machine and runs the login flow.
-//! - `watcher`: one session's IMAP loop (select, watermark, IDLE or poll,
-//!   fetch, look-back), a plain async function.
-//! - [`Registry`], [`Session`], [`Subscriber`]: the actors; [`messages`]:
-//!   their messages, public for actix users.
-//! - [`Handle`], [`Mailbox`], [`Subscription`]: the user-facing API, free of
-//!   actix types.
-//! - [`Mail`], [`Filter`]: a parsed message and what a subscriber wants.
-//! - `crates/emap-extract`, re-exported as `extract` (default feature
-//!   `extract`): the links and one-time codes of a [`Mail`].
-//! - [`Credential`], [`Config`], [`Error`]: settings and errors.
-//! - [`test_login`]: a one-shot credential check.
+//! Five layers, from the bottom up. A module imports only from its own
+//! layer or the ones below, and no module imports one that imports it back
+//! (`tests/layers.rs` checks both), so a reader can start at the bottom and
+//! never has to look up:
+//! 1. No I/O, no clock: `proto` (the IMAP protocol as a state machine:
+//!    incremental parser, command encoder, client flow and timeouts),
+//!    `tracker` (the mailbox position and its one owner), and the values:
+//!    [`Credential`], [`Config`], [`Error`], [`Mail`] (its links and codes
+//!    come from `crates/emap-extract`, re-exported as `extract` behind the
+//!    default feature `extract`), [`Filter`], the replay window, backoff,
+//!    statistics.
+//! 2. I/O: `transport` (the only code that touches sockets and TLS:
+//!    rustls with ring, webpki roots plus extra roots), `connection` (the
+//!    async driver that feeds socket bytes to the state machine and runs
+//!    the login flow), [`test_login`], `watcher` (one session's IMAP loop:
+//!    select, IDLE or poll, fetch, look-back; a plain async function) and
+//!    `policy` (retry or give up, from the error and how far the loop got).
+//! 3. What the actors share: `queue` (the bounded queue between a
+//!    subscriber and the user's subscription; no actix type) and
+//!    [`messages`].
+//! 4. The actors, each above the ones it sends to: `subscriber` (a filter
+//!    in front of a queue), `session` (one per credential: runs the
+//!    watcher, fans mail out, and reports a permanent failure upwards
+//!    through a weak recipient of that one message, without naming the
+//!    registry), [`Registry`] (the sessions and their lifecycle).
+//! 5. The user-facing API, free of actix types: [`Subscription`] (made
+//!    from the registry's [`Subscribed`](messages::Subscribed) reply) and
+//!    [`Handle`], [`Mailbox`], with [`Registry::start`] and
+//!    [`Registry::start_in_thread`], which live in `handle.rs` because
+//!    they return the handle.
 //!
 //! ```text
 //!  Handle ─► Registry ─► Session (one per credential) ─► Subscriber ─► Subscription
@@ -71,7 +121,8 @@ mod login;
 mod mail;
 pub mod messages;
 mod policy;
-pub mod proto;
+mod proto;
+mod queue;
 mod registry;
 mod replay;
 mod session;
@@ -92,8 +143,18 @@ pub use filter::Filter;
 pub use handle::{Handle, Mailbox};
 pub use login::{test_login, test_login_with};
 pub use mail::{Address, Mail};
+pub use proto::encode::InputError;
+pub use proto::{Excerpt, ProtoError};
 pub use registry::Registry;
-pub use session::Session;
 pub use stats::{ActorCounts, SessionState, SessionStats};
-pub use subscriber::Subscriber;
 pub use subscription::Subscription;
+
+/// Not public API: the protocol layer, for this package's own binary,
+/// tests and benchmark. Outside semver; may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    /// The IMAP protocol layer (`src/proto`), unchanged.
+    pub mod proto {
+        pub use crate::proto::*;
+    }
+}

@@ -1,22 +1,30 @@
-//! The actor messages. Public so that actix applications can talk to an
-//! `Addr<Registry>` directly; everyone else uses [`Handle`](crate::Handle).
+//! The actor messages.
+//!
+//! The registry's own commands — [`Subscribe`], [`GetStats`], [`Shutdown`]
+//! — are public, so that actix applications can talk to the
+//! `Addr<Registry>` of [`Handle::addr`](crate::Handle::addr) directly;
+//! everyone else uses [`Handle`](crate::Handle). The messages between the
+//! actors (registry → session → subscriber, and back) are crate-private:
+//! no public API hands out a session's or a subscriber's address, and
+//! keeping them private leaves the actors free to change.
 //!
 //! Commands are imperative (`Subscribe`), events past tense
 //! (`SessionEnded`).
 
 use std::sync::Arc;
 
-use actix::Message;
+use actix::{Message, Recipient};
 
+use crate::queue::SubscriberQueue;
 use crate::stats::SessionStats;
-use crate::subscriber::SubscriberQueue;
-use crate::subscription::Subscription;
 use crate::{Credential, Error, Filter, Mail, SessionKey};
 
 /// Subscribe to new mail of `credential` that matches `filter`. Resolves
-/// once the session has selected the mailbox and fixed its watermark.
+/// once the session has selected the mailbox and fixed its watermark, to a
+/// [`Subscribed`]: turn it into a [`Subscription`](crate::Subscription)
+/// with `Subscription::from`.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Subscription, Error>")]
+#[rtype(result = "Result<Subscribed, Error>")]
 pub struct Subscribe {
     /// Where and as whom to log in.
     pub credential: Credential,
@@ -30,10 +38,71 @@ pub struct Subscribe {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
+/// The registry's answer to [`Subscribe`]: a live subscription, not yet
+/// read. `Subscription::from` turns it into the user's
+/// [`Subscription`](crate::Subscription); dropping it unsubscribes, so a
+/// caller that went away after the registry answered leaves nothing
+/// behind.
+///
+/// It carries the parts rather than the `Subscription` itself so that the
+/// messages, at the bottom of the actor layers, need nothing from the
+/// user-facing types above them.
+pub struct Subscribed {
+    pub(crate) queue: Arc<SubscriberQueue>,
+    pub(crate) id: u64,
+    pub(crate) key: SessionKey,
+    registry: Recipient<Unsubscribe>,
+    closed: bool,
+}
+
+impl Subscribed {
+    pub(crate) fn new(
+        queue: Arc<SubscriberQueue>,
+        id: u64,
+        key: SessionKey,
+        registry: Recipient<Unsubscribe>,
+    ) -> Self {
+        Subscribed {
+            queue,
+            id,
+            key,
+            registry,
+            closed: false,
+        }
+    }
+
+    /// Unsubscribes now (once); queued mails are discarded.
+    pub(crate) fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.queue.abandon();
+            self.registry.do_send(Unsubscribe {
+                key: self.key.clone(),
+                id: self.id,
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribed")
+            .field("id", &self.id)
+            .field("session", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// End a subscription (sent by `Subscription` on close or drop).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     /// The session.
     pub key: SessionKey,
     /// The subscription's id.
@@ -53,12 +122,12 @@ pub struct GetStats;
 /// A new mail for a subscriber.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct NewMail(pub Arc<Mail>);
+pub(crate) struct NewMail(pub Arc<Mail>);
 
 /// Registry → session: add a subscriber.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct AddSubscriber {
+pub(crate) struct AddSubscriber {
     /// The subscription's id.
     pub id: u64,
     /// Its filter.
@@ -76,7 +145,7 @@ pub(crate) struct EndStream(pub(crate) Option<Error>);
 /// Registry → session: remove a subscriber.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RemoveSubscriber {
+pub(crate) struct RemoveSubscriber {
     /// The subscription's id.
     pub id: u64,
 }
@@ -84,12 +153,12 @@ pub struct RemoveSubscriber {
 /// Registry → session: LOGOUT and end (linger elapsed, or shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct EndSession;
+pub(crate) struct EndSession;
 
 /// Session → registry: the session failed for good.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct SessionEnded {
+pub(crate) struct SessionEnded {
     /// Which session.
     pub key: SessionKey,
     /// The registry's number for this session instance.

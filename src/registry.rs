@@ -22,13 +22,12 @@ use actix::{Arbiter, Supervisor};
 
 use crate::messages::{
     AddSubscriber, EndSession, GetStats, RemoveSubscriber, SessionEnded, Shutdown, Subscribe,
-    Unsubscribe,
+    Subscribed, Unsubscribe,
 };
+use crate::queue::SubscriberQueue;
 use crate::session::Session;
 use crate::stats::{ActorCensus, SessionStats};
-use crate::subscriber::SubscriberQueue;
-use crate::subscription::Subscription;
-use crate::{Config, Error, Handle, SessionKey};
+use crate::{Config, Error, SessionKey};
 
 struct Slot {
     addr: Addr<Session>,
@@ -63,8 +62,10 @@ struct RememberedFailure {
 }
 
 impl Registry {
-    /// A registry with `config`; start it with [`Registry::start`].
-    fn new(config: Config, live: Arc<ActorCensus>) -> Self {
+    /// A registry with `config`; started by [`Registry::start`] and
+    /// [`Registry::start_in_thread`] (in `handle.rs`, which builds the
+    /// [`Handle`](crate::Handle)).
+    pub(crate) fn new(config: Config, live: Arc<ActorCensus>) -> Self {
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 8);
@@ -80,43 +81,6 @@ impl Registry {
             failures: HashMap::new(),
             secret_keys: RandomState::new(),
         }
-    }
-
-    /// Starts the registry in the running actix System (inside
-    /// `#[actix::main]`, `#[actix_web::main]` or `actix_rt::System::new()`)
-    /// and returns its handle.
-    ///
-    /// Panics outside a running System, like every actix actor start.
-    pub fn start(config: Config) -> Result<Handle, Error> {
-        config.validate()?;
-        let live = Arc::new(ActorCensus::default());
-        let addr = Actor::start(Registry::new(config, live.clone()));
-        Ok(Handle::new(addr, None, live))
-    }
-
-    /// Starts the registry in its own actix System on a background thread,
-    /// for `#[tokio::main]` programs and plain threads. The handle is
-    /// `Send + Sync + Clone`; [`Handle::shutdown`] stops the thread.
-    pub fn start_in_thread(config: Config) -> Result<Handle, Error> {
-        config.validate()?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let live = Arc::new(ActorCensus::default());
-        let live2 = live.clone();
-        std::thread::Builder::new()
-            .name("emap-registry".into())
-            .spawn(move || {
-                let system = actix_rt::System::new();
-                system.block_on(async move {
-                    let addr = Actor::start(Registry::new(config, live2));
-                    let _ = tx.send((addr, actix_rt::System::current()));
-                });
-                let _ = system.run();
-            })
-            .map_err(|e| Error::Io(Arc::new(e)))?;
-        let (addr, system) = rx
-            .recv()
-            .map_err(|_| Error::InvalidConfig("the registry thread did not start".into()))?;
-        Ok(Handle::new(addr, Some(system), live))
     }
 
     /// The remembered permanent failure for `msg`'s credential, if it was
@@ -151,7 +115,7 @@ impl Registry {
         self.next_arbiter += 1;
         let cred = msg.credential.clone();
         let config = self.config.clone();
-        let me = ctx.address().downgrade();
+        let me = ctx.address().downgrade().recipient();
         let live = self.live.clone();
         let fingerprint = cred.secret_fingerprint(&self.secret_keys);
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
@@ -211,7 +175,7 @@ impl Actor for Registry {
 }
 
 impl Handler<Subscribe> for Registry {
-    type Result = ResponseActFuture<Self, Result<Subscription, Error>>;
+    type Result = ResponseActFuture<Self, Result<Subscribed, Error>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let checks = msg
@@ -243,7 +207,7 @@ impl Handler<Subscribe> for Registry {
             filter: msg.filter,
             queue: queue.clone(),
         };
-        let registry = ctx.address();
+        let registry = ctx.address().recipient();
         let cancel = msg.cancel;
         let fut = async move {
             let added = addr.send(add);
@@ -256,7 +220,7 @@ impl Handler<Subscribe> for Registry {
             }
         };
         Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Some(Ok(())) => Ok(Subscription::new(queue, id, key, registry)),
+            Some(Ok(())) => Ok(Subscribed::new(queue, id, key, registry)),
             Some(Err(e)) => {
                 act.release(&key, id, ctx);
                 Err(e)

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::WeakAddr;
+use actix::WeakRecipient;
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,10 +31,10 @@ use crate::messages::{
     AddSubscriber, EndSession, EndStream, GetStats, NewMail, RemoveSubscriber, SessionEnded,
 };
 use crate::policy::{self, Action};
-use crate::registry::Registry;
+use crate::queue::SubscriberQueue;
 use crate::replay::ReplayWindow;
 use crate::stats::{ActorCensus, Counted, SessionState, SessionStats};
-use crate::subscriber::{Subscriber, SubscriberQueue};
+use crate::subscriber::Subscriber;
 use crate::tracker::{MailboxTracker, Snapshot};
 use crate::transport::Tls;
 use crate::watcher::{self, ConnectionEnded, LoopCommand, LoopEvent};
@@ -57,7 +57,10 @@ pub struct Session {
     cred: Credential,
     config: Arc<Config>,
     tls: Result<Option<Tls>, Error>,
-    registry: WeakAddr<Registry>,
+    /// Where a permanent failure is reported: the registry's mailbox, weak
+    /// (it never keeps the registry alive) and typed by the one message a
+    /// session sends up, so that this module does not import the registry.
+    registry: WeakRecipient<SessionEnded>,
     /// The position; `None` while a connection holds it.
     tracker: Option<MailboxTracker>,
     /// The tracker's position as last reported, for statistics only.
@@ -103,7 +106,7 @@ impl Session {
         config: Arc<Config>,
         instance: u64,
         fingerprint: u64,
-        registry: WeakAddr<Registry>,
+        registry: WeakRecipient<SessionEnded>,
         live: Arc<ActorCensus>,
     ) -> Self {
         let key = cred.key();

@@ -8,11 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix::Addr;
-
-use crate::messages::Unsubscribe;
-use crate::registry::Registry;
-use crate::subscriber::SubscriberQueue;
+use crate::messages::Subscribed;
 use crate::{Error, Mail, SessionKey};
 
 /// A stream of new mails that match a filter.
@@ -29,43 +25,34 @@ use crate::{Error, Mail, SessionKey};
 /// # Ok(()) }
 /// ```
 pub struct Subscription {
-    queue: Arc<SubscriberQueue>,
-    id: u64,
-    key: SessionKey,
-    registry: Addr<Registry>,
-    closed: bool,
+    /// The registration: the queue, and the unsubscribe when closed or
+    /// dropped.
+    inner: Subscribed,
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("id", &self.id)
-            .field("session", &self.key)
+            .field("id", &self.inner.id)
+            .field("session", &self.inner.key)
             .finish_non_exhaustive()
     }
 }
 
-impl Subscription {
-    pub(crate) fn new(
-        queue: Arc<SubscriberQueue>,
-        id: u64,
-        key: SessionKey,
-        registry: Addr<Registry>,
-    ) -> Self {
-        Subscription {
-            queue,
-            id,
-            key,
-            registry,
-            closed: false,
-        }
+/// For actix users who sent [`Subscribe`](crate::messages::Subscribe) to
+/// [`Handle::addr`](crate::Handle::addr) themselves.
+impl From<Subscribed> for Subscription {
+    fn from(inner: Subscribed) -> Self {
+        Subscription { inner }
     }
+}
 
+impl Subscription {
     /// The next mail; `None` once the subscription ended (closed, shut
     /// down, or the session failed for good — see [`Subscription::error`]).
     pub async fn recv(&mut self) -> Option<Arc<Mail>> {
         loop {
-            match poll_fn(|cx| self.queue.poll_recv(cx)).await {
+            match poll_fn(|cx| self.inner.queue.poll_recv(cx)).await {
                 Some(Ok(m)) => return Some(m),
                 Some(Err(_)) => continue,
                 None => return None,
@@ -75,35 +62,23 @@ impl Subscription {
 
     /// Why the subscription ended, if it ended with an error.
     pub fn error(&self) -> Option<Error> {
-        self.queue.error()
+        self.inner.queue.error()
     }
 
     /// Mails dropped because the queue was full (oldest first).
     pub fn dropped(&self) -> u64 {
-        self.queue.dropped()
+        self.inner.queue.dropped()
     }
 
     /// The session this subscription belongs to.
     pub fn session(&self) -> &SessionKey {
-        &self.key
+        &self.inner.key
     }
 
-    /// Unsubscribes now; queued mails are discarded.
+    /// Unsubscribes now; queued mails are discarded. Dropping the
+    /// subscription does the same.
     pub fn close(&mut self) {
-        if !self.closed {
-            self.closed = true;
-            self.queue.abandon();
-            self.registry.do_send(Unsubscribe {
-                key: self.key.clone(),
-                id: self.id,
-            });
-        }
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.close();
+        self.inner.close();
     }
 }
 
@@ -113,6 +88,75 @@ impl futures_core::Stream for Subscription {
     type Item = Result<Arc<Mail>, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.queue.poll_recv(cx)
+        self.inner.queue.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use actix::{Actor, Context as ActorContext, Handler};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::messages::Unsubscribe;
+    use crate::queue::SubscriberQueue;
+    use crate::{Auth, Credential};
+
+    /// Stands in for the registry: records the id of every `Unsubscribe`.
+    struct Recorder(mpsc::UnboundedSender<u64>);
+
+    impl Actor for Recorder {
+        type Context = ActorContext<Self>;
+    }
+
+    impl Handler<Unsubscribe> for Recorder {
+        type Result = ();
+
+        fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+            let _ = self.0.send(msg.id);
+        }
+    }
+
+    /// The Subscribe reply carries the parts of a subscription, not the
+    /// `Subscription`: dropping it unsubscribes (a caller that went away
+    /// after the registry answered leaves nothing behind), and a
+    /// subscription closed and then dropped unsubscribes once.
+    #[actix_rt::test]
+    async fn the_reply_and_the_subscription_unsubscribe_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let registry = Recorder(tx).start();
+        let key = Credential::new("imap.example.com", "u", Auth::password("p")).key();
+
+        let unread = SubscriberQueue::new(4);
+        drop(Subscribed::new(
+            unread.clone(),
+            1,
+            key.clone(),
+            registry.clone().recipient(),
+        ));
+        let mut sub = Subscription::from(Subscribed::new(
+            SubscriberQueue::new(4),
+            2,
+            key.clone(),
+            registry.clone().recipient(),
+        ));
+        sub.close();
+        drop(sub);
+        // FIFO mailbox: once the sentinel is seen, everything before it was.
+        registry.send(Unsubscribe { key, id: 99 }).await.unwrap();
+
+        let mut ids = Vec::new();
+        while let Some(id) = rx.recv().await {
+            ids.push(id);
+            if id == 99 {
+                break;
+            }
+        }
+        assert_eq!(ids, [1, 2, 99]);
+        // The dropped reply's queue is abandoned: its stream has ended.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(unread.poll_recv(&mut cx), Poll::Ready(None)));
     }
 }

@@ -25,7 +25,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use emap::proto::ProtoError;
+use emap::ProtoError;
 use emap::{Auth, Config, Credential, Error, Filter, Handle, Subscription, TlsMode};
 use support::emap::{
     dovecot_cred, ended, fake_cred as cred, fake_cred_with as cred_with, next, scripted_config,

@@ -34,9 +34,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use emap::proto::ProtoError;
-use emap::proto::client::{Client, CommandData, Event, MAX_SEARCH_RESULTS, Options};
-use emap::proto::encode::InputError;
+use emap::__private::proto::client::{Client, CommandData, Event, MAX_SEARCH_RESULTS, Options};
+use emap::InputError;
+use emap::ProtoError;
 use emap::{Auth, Config, Credential, Error, Filter, TlsMode};
 use support::emap::{
     fake_cred as cred, next, next_subject, next_subjects, scripted_config, start, stats_of,

@@ -244,7 +244,8 @@ impl Harness {
                     self.client.done(self.now);
                 }
                 Event::Data(_) => {}
-                // Skipped by the machine, which stays in sync.
+                // A response that did not parse, skipped: the stream is in
+                // sync and the command in flight goes on.
                 Event::Malformed => {}
             }
         }
@@ -570,8 +571,9 @@ fuzz_target!(|data: &[u8]| {
         command_timeout: Duration::from_secs(30),
         idle_inactivity: Duration::from_secs(60),
         idle_round: Duration::from_secs(300),
-        max_message_size: LIMITS.max_literal,
-        min_transfer_rate: 16 * 1024,
+        // Overall command deadlines at the library's defaults, so the
+        // fuzzed timeouts exercise them too.
+        ..Options::default()
     };
     let now = Instant::now();
     let base = LIVE.load(Ordering::Relaxed);
