@@ -1,5 +1,6 @@
-//! The `Session` actor: one per credential key, owning one IMAP connection
-//! and fanning its new mail out to subscribers.
+//! The `Session` actor: one per credential (identity and secret; see
+//! `registry`), owning one IMAP connection and fanning its new mail out to
+//! subscribers.
 //!
 //! The connection itself runs in [`watcher::run`](crate::watcher), a future
 //! spawned in the actor's context; the actor keeps what must survive a
@@ -106,7 +107,7 @@ impl Session {
         registry: WeakAddr<Registry>,
         live: Arc<ActorCensus>,
     ) -> Self {
-        let key = cred.key();
+        let key = cred.session_key(instance);
         let tls = match cred.tls {
             TlsMode::None => Ok(None),
             _ => Tls::new(&cred.tls_config).map(Some),
