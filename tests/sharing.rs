@@ -25,7 +25,7 @@ const WRONG: &str = "Pw-Wrong-sharing-51c3e9";
 
 /// `user`'s credential with the wrong password, recorded for the
 /// trace-level secret scan (see `support::trace`).
-fn wrong(user: &support::TestUser) -> Credential {
+fn wrong_cred(user: &support::TestUser) -> Credential {
     support::trace::record_secret(&user.name, WRONG);
     dovecot_cred_with(user, WRONG)
 }
@@ -80,7 +80,7 @@ async fn a_wrong_password_beside_a_live_session_is_refused_and_the_right_ones_sh
     let mut right = subscribe(&h, dovecot_cred(&u)).await;
 
     // The wrong password is tried on a connection of its own and refused.
-    refused(&h, wrong(&u)).await;
+    refused(&h, wrong_cred(&u)).await;
     let name = u.name.clone();
     let failures = blocking(move || {
         support::wait_for(EVENTUALLY, || {
@@ -111,7 +111,7 @@ async fn right_and_wrong_passwords_at_once_each_get_their_own_answer() {
     let u = dovecot().user("share-race");
     // Whichever reaches the registry first, neither joins the other.
     let (wrong, right) = tokio::join!(
-        h.subscribe(wrong(&u), Filter::new()),
+        h.subscribe(wrong_cred(&u), Filter::new()),
         h.subscribe(dovecot_cred(&u), Filter::new()),
     );
     match wrong {
@@ -125,7 +125,7 @@ async fn right_and_wrong_passwords_at_once_each_get_their_own_answer() {
     // The failure is remembered for its own secret only: the wrong password
     // again is refused from memory (no second login attempt), while the
     // right one's session stays live and joinable.
-    refused(&h, wrong(&u)).await;
+    refused(&h, wrong_cred(&u)).await;
     let mut again = subscribe(&h, dovecot_cred(&u)).await;
     assert_eq!(right.session(), again.session());
     let name = u.name.clone();
@@ -142,12 +142,12 @@ async fn right_and_wrong_passwords_at_once_each_get_their_own_answer() {
 async fn a_wrong_password_first_does_not_block_the_right_one() {
     let h = start(dovecot_config());
     let u = dovecot().user("share-wrong-first");
-    refused(&h, wrong(&u)).await;
+    refused(&h, wrong_cred(&u)).await;
     let mut right = subscribe(&h, dovecot_cred(&u)).await;
     deliver(&u.name, "hello").await;
     assert_eq!(next(&mut right).await.subject(), Some("hello"));
     // And the remembered failure still answers the wrong one.
-    refused(&h, wrong(&u)).await;
+    refused(&h, wrong_cred(&u)).await;
     let name = u.name.clone();
     let failures = blocking(move || {
         dovecot().settled_login_attempts(&name, Duration::from_millis(500));
