@@ -96,6 +96,4 @@ pub struct SessionEnded {
     pub instance: u64,
     /// Why.
     pub error: Error,
-    /// The keyed fingerprint of the secret the session used.
-    pub(crate) fingerprint: u64,
 }

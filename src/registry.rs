@@ -198,7 +198,7 @@ impl Registry {
         let me = ctx.address().downgrade();
         let live = self.live.clone();
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
-            Session::new(cred, config, instance, fingerprint, me, live)
+            Session::new(cred, config, instance, me, live)
         });
         tracing::info!(session = %key, "session started");
         self.by_identity
@@ -366,10 +366,10 @@ impl Handler<SessionEnded> for Registry {
                     !failures.is_empty()
                 });
                 let failures = self.failures.entry(slot.identity).or_default();
-                failures.retain(|f| !same_secret(f.fingerprint, msg.fingerprint));
+                failures.retain(|f| !same_secret(f.fingerprint, slot.fingerprint));
                 failures.push(RememberedFailure {
                     at: Instant::now(),
-                    fingerprint: msg.fingerprint,
+                    fingerprint: slot.fingerprint,
                     error: msg.error,
                 });
             }

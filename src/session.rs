@@ -52,9 +52,6 @@ struct SubscriberEntry {
 pub struct Session {
     key: SessionKey,
     instance: u64,
-    /// The registry's keyed fingerprint of the secret, for its failure
-    /// memory.
-    fingerprint: u64,
     cred: Credential,
     config: Arc<Config>,
     tls: Result<Option<Tls>, Error>,
@@ -103,7 +100,6 @@ impl Session {
         cred: Credential,
         config: Arc<Config>,
         instance: u64,
-        fingerprint: u64,
         registry: WeakAddr<Registry>,
         live: Arc<ActorCensus>,
     ) -> Self {
@@ -129,7 +125,6 @@ impl Session {
             recent: ReplayWindow::from_config(&config),
             key,
             instance,
-            fingerprint,
             cred,
             config,
             tls,
@@ -286,7 +281,6 @@ impl Session {
                 key: self.key.clone(),
                 instance: self.instance,
                 error: e.clone(),
-                fingerprint: self.fingerprint,
             });
         }
         self.end_all(Some(e), ctx);
