@@ -257,6 +257,12 @@ impl Credential {
     /// the same fingerprint under the same `keys` present the same secret;
     /// compare fingerprints with [`same_secret`]. The secret itself is
     /// never stored a second time.
+    ///
+    /// `keys` is the registry's own `RandomState` (SipHash-1-3 under 128
+    /// random bits in today's std), so a fingerprint means nothing outside
+    /// its registry and is never shown. A wrong secret could join a session
+    /// only by a 64-bit collision under keys it cannot see: about 2^-64 per
+    /// attempt, each attempt otherwise costing a login the server refuses.
     pub(crate) fn secret_fingerprint(&self, keys: &std::hash::RandomState) -> u64 {
         use std::hash::BuildHasher;
         let mut h = keys.build_hasher();

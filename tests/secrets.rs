@@ -381,6 +381,7 @@ async fn no_secret_in_debug_or_display_of_any_public_type() {
     ));
     debug.push(("SessionStats", format!("{:?}", h.stats().await.unwrap())));
     debug.push(("Handle", format!("{h:?} {:?}", h.actors())));
+    debug.push(("Mailbox", format!("{:?}", h.mailbox(cred.clone()))));
     let wrong = "Pw-Debug-Wrong-0e0e0e";
     let rejected = emap::test_login(
         &Credential::new("127.0.0.1", user, Auth::password(wrong))
