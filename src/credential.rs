@@ -1,14 +1,23 @@
 //! Where and as whom to log in: [`Credential`], its authentication and TLS
-//! settings, and the session key that decides which subscribers share a
-//! connection.
+//! settings, what decides which subscribers may share a connection, and the
+//! [`SessionKey`] that names a shared session.
 //!
-//! Secrets live in [`Secret`], whose `Debug` and `Display` print
-//! `<redacted>`, so no log line, error or `{:?}` can show them.
+//! Secrets live in [`Secret`], whose `Debug` prints `<redacted>` (it has no
+//! `Display`), so no log line, error or `{:?}` can show them.
+//!
+//! A registry is shared by many callers, so a subscriber joins a live
+//! session only if it would have been let in on its own: the same
+//! [`Identity`] (server, user with its case kept, mailbox, TLS mode, trust
+//! settings, kind of authentication and OAuth2 token provider) and the same
+//! secret, compared through a keyed hash
+//! ([`Credential::secret_fingerprint`]) in constant time. Anything else gets
+//! a session, and a login, of its own.
 
 use std::fmt;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -56,7 +65,7 @@ pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Secret, String>> + Sen
 pub type TokenProvider = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
 
 /// Which SASL mechanism carries an OAuth2 token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OAuthMechanism {
     /// XOAUTH2 (Gmail, Microsoft 365).
     XOAuth2,
@@ -245,10 +254,17 @@ impl Credential {
 
     /// A keyed hash of what authenticates this credential: the password,
     /// or the identity of the OAuth2 token provider. Two credentials with
-    /// the same fingerprint under the same `keys` present the same secret.
-    /// The secret itself is never stored a second time.
+    /// the same fingerprint under the same `keys` present the same secret;
+    /// compare fingerprints with [`same_secret`]. The secret itself is
+    /// never stored a second time.
+    ///
+    /// `keys` is the registry's own `RandomState` (SipHash-1-3 under 128
+    /// random bits in today's std), so a fingerprint means nothing outside
+    /// its registry and is never shown. A wrong secret could join a session
+    /// only by a 64-bit collision under keys it cannot see: about 2^-64 per
+    /// attempt, each attempt otherwise costing a login the server refuses.
     pub(crate) fn secret_fingerprint(&self, keys: &std::hash::RandomState) -> u64 {
-        use std::hash::{BuildHasher, Hash, Hasher};
+        use std::hash::BuildHasher;
         let mut h = keys.build_hasher();
         match &self.auth {
             Auth::Password(p) => {
@@ -260,25 +276,51 @@ impl Credential {
                 provider,
             } => {
                 1u8.hash(&mut h);
-                (*mechanism as u8).hash(&mut h);
-                (Arc::as_ptr(provider) as *const () as usize).hash(&mut h);
+                mechanism.hash(&mut h);
+                Arc::as_ptr(provider).cast::<()>().addr().hash(&mut h);
             }
         }
         h.finish()
     }
 
-    /// The key that decides which subscribers share one connection: host,
-    /// port, lower-cased user and mailbox — never the secret.
-    pub fn key(&self) -> SessionKey {
+    /// Everything but the secret that must be equal for two credentials to
+    /// share a session.
+    pub(crate) fn identity(&self) -> Identity {
+        let trust = match (self.tls, &self.tls_config.client_config) {
+            (TlsMode::None, _) => Trust::NoTls,
+            (_, Some(config)) => Trust::Custom(ByAddress::of(config)),
+            (_, None) => Trust::Roots(self.tls_config.extra_roots.clone()),
+        };
+        let auth = match &self.auth {
+            Auth::Password(_) => AuthKind::Password,
+            Auth::OAuth2 {
+                mechanism,
+                provider,
+            } => AuthKind::OAuth2 {
+                mechanism: *mechanism,
+                provider: ByAddress::of(provider),
+            },
+        };
+        Identity {
+            host: self.host.to_ascii_lowercase(),
+            port: self.port,
+            user: self.user.clone(),
+            mailbox: normal_mailbox(&self.mailbox),
+            tls: self.tls,
+            trust,
+            auth,
+        }
+    }
+
+    /// The name of session `instance` (the registry's number for it) made
+    /// with this credential.
+    pub(crate) fn session_key(&self, instance: u64) -> SessionKey {
         SessionKey {
             host: self.host.to_ascii_lowercase(),
             port: self.port,
-            user: self.user.to_lowercase(),
-            mailbox: if self.mailbox.eq_ignore_ascii_case("INBOX") {
-                "INBOX".to_owned()
-            } else {
-                self.mailbox.clone()
-            },
+            user: self.user.clone(),
+            mailbox: normal_mailbox(&self.mailbox),
+            instance,
         }
     }
 
@@ -297,25 +339,158 @@ impl Credential {
     }
 }
 
-/// Identifies one shared session: `user@host:port/mailbox`.
+/// `INBOX` is case-insensitive (RFC 3501 §5.1); every other name is kept.
+fn normal_mailbox(mailbox: &str) -> String {
+    if mailbox.eq_ignore_ascii_case("INBOX") {
+        "INBOX".to_owned()
+    } else {
+        mailbox.to_owned()
+    }
+}
+
+/// Whether two secret fingerprints ([`Credential::secret_fingerprint`])
+/// are equal, in a time that does not depend on where they differ.
+pub(crate) fn same_secret(a: u64, b: u64) -> bool {
+    // One word: XOR and a test of zero, kept from being turned into an
+    // early-exit comparison.
+    std::hint::black_box(a ^ b) == 0
+}
+
+/// Everything but the secret that must be equal for two credentials to
+/// share a session: the server (host case-insensitive, as in DNS), the
+/// user (case kept: some servers tell `Bot` from `bot`), the mailbox
+/// (`INBOX` case-insensitive), the TLS mode, the trust settings and the
+/// kind of authentication with, for OAuth2, the token provider. It holds no
+/// secret: the registry stores it beside the secret's keyed fingerprint.
+///
+/// Trust settings are compared so that no caller rides on a connection
+/// verified more laxly — or more strictly — than it asked for: extra roots
+/// by value (the same certificates in the same order), a caller-built
+/// rustls config by identity (the same `Arc`), since a config holds
+/// verifier objects that cannot be compared. Two equal configs in two
+/// `Arc`s make two sessions; share one `Arc` (or clone the credential) to
+/// share a connection. Token providers are compared by identity too: the
+/// same `Auth` (cloned) shares, another closure never does.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Identity {
+    host: String,
+    port: u16,
+    user: String,
+    mailbox: String,
+    tls: TlsMode,
+    trust: Trust,
+    auth: AuthKind,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let trust = match &self.trust {
+            Trust::NoTls => "none".to_owned(),
+            Trust::Roots(r) => format!("webpki + {} extra roots", r.len()),
+            Trust::Custom(_) => "custom rustls config".to_owned(),
+        };
+        let auth = match &self.auth {
+            AuthKind::Password => "password".to_owned(),
+            AuthKind::OAuth2 { mechanism, .. } => format!("{mechanism:?}"),
+        };
+        f.debug_struct("Identity")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("mailbox", &self.mailbox)
+            .field("tls", &self.tls)
+            .field("trust", &trust)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
+/// Whom a TLS connection trusts.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Trust {
+    /// `TlsMode::None`: no TLS, so no trust settings apply.
+    NoTls,
+    /// The webpki roots plus these (by value, in order).
+    Roots(Vec<CertificateDer<'static>>),
+    /// A caller-built rustls config, by identity.
+    Custom(ByAddress<rustls::ClientConfig>),
+}
+
+/// How a credential authenticates, without the secret.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum AuthKind {
+    /// A password (its fingerprint decides).
+    Password,
+    /// OAuth2 with this mechanism and this token provider.
+    OAuth2 {
+        mechanism: OAuthMechanism,
+        provider: ByAddress<dyn Fn() -> TokenFuture + Send + Sync>,
+    },
+}
+
+/// A shared value compared and hashed by its address. It holds a `Weak`, so
+/// that while the identity exists (in a live session or the registry's
+/// failure memory) the allocation — and so the address — cannot be reused
+/// by another value, without keeping the value itself alive.
+struct ByAddress<T: ?Sized>(Weak<T>);
+
+impl<T: ?Sized> ByAddress<T> {
+    fn of(arc: &Arc<T>) -> Self {
+        ByAddress(Arc::downgrade(arc))
+    }
+
+    fn addr(&self) -> usize {
+        self.0.as_ptr().cast::<()>().addr()
+    }
+}
+
+impl<T: ?Sized> Clone for ByAddress<T> {
+    fn clone(&self) -> Self {
+        ByAddress(self.0.clone())
+    }
+}
+
+impl<T: ?Sized> PartialEq for ByAddress<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr() == other.addr()
+    }
+}
+
+impl<T: ?Sized> Eq for ByAddress<T> {}
+
+impl<T: ?Sized> Hash for ByAddress<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.addr().hash(state);
+    }
+}
+
+/// Names one shared session: `user@host:port/mailbox #instance`.
+///
+/// Several sessions can serve the same user, server and mailbox at once —
+/// credentials that differ in secret, TLS mode, trust settings or token
+/// provider never share one — so the registry's number for the session
+/// (`instance`) tells them apart. A key carries nothing of the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct SessionKey {
     /// Lower-cased host.
     pub host: String,
     /// Port.
     pub port: u16,
-    /// Lower-cased user name.
+    /// The user name, as given (case kept).
     pub user: String,
     /// Mailbox (`INBOX` normalised).
     pub mailbox: String,
+    /// The registry's number for this session, unique within the registry.
+    pub instance: u64,
 }
 
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}@{}:{}/{}",
-            self.user, self.host, self.port, self.mailbox
+            "{}@{}:{}/{} #{}",
+            self.user, self.host, self.port, self.mailbox, self.instance
         )
     }
 }
@@ -338,23 +513,116 @@ mod tests {
         assert!(!format!("{c:?}").contains("tok-123"));
     }
 
+    /// Whether `a` may join `b`'s session under the registry's `keys`.
+    fn joins(a: &Credential, b: &Credential, keys: &std::hash::RandomState) -> bool {
+        a.identity() == b.identity()
+            && same_secret(a.secret_fingerprint(keys), b.secret_fingerprint(keys))
+    }
+
     #[test]
-    fn key_ignores_case_of_user_and_host_and_the_secret() {
-        let a = Credential::new(
-            "IMAP.Example.com",
-            "Bot@Example.com",
-            Auth::password("secret-a"),
-        )
-        .mailbox("inbox");
-        let b = Credential::new(
-            "imap.example.com",
-            "bot@example.com",
-            Auth::password("secret-b"),
-        );
-        assert_eq!(a.key(), b.key());
-        assert_ne!(a.key(), b.clone().mailbox("Other").key());
-        assert_ne!(a.key(), b.port(143).key());
-        assert!(!format!("{} {:?}", a.key(), a.key()).contains("secret"));
+    fn only_the_same_server_user_mailbox_and_secret_join() {
+        let keys = std::hash::RandomState::new();
+        let a = Credential::new("IMAP.Example.com", "bot@example.com", Auth::password("s-a"))
+            .mailbox("inbox");
+        let b = Credential::new("imap.example.com", "bot@example.com", Auth::password("s-a"));
+        // Host and INBOX are case-insensitive.
+        assert!(joins(&a, &b, &keys));
+        assert!(joins(&a, &a.clone(), &keys));
+        // The secret decides.
+        let wrong = Credential::new("imap.example.com", "bot@example.com", Auth::password("s-b"));
+        assert_eq!(a.identity(), wrong.identity());
+        assert!(!joins(&a, &wrong, &keys));
+        // The user's case is kept.
+        let upper = Credential::new("imap.example.com", "Bot@example.com", Auth::password("s-a"));
+        assert!(!joins(&a, &upper, &keys));
+        assert!(!joins(&a, &b.clone().mailbox("Other"), &keys));
+        assert!(!joins(&a, &b.clone().port(143), &keys));
+        // Another registry's keys give other fingerprints.
+        let other = std::hash::RandomState::new();
+        assert_ne!(a.secret_fingerprint(&keys), a.secret_fingerprint(&other));
+    }
+
+    #[test]
+    fn tls_mode_and_trust_settings_decide_too() {
+        let keys = std::hash::RandomState::new();
+        let base = Credential::new("h", "u", Auth::password("p"));
+        for mode in [TlsMode::StartTls, TlsMode::None] {
+            assert!(!joins(&base, &base.clone().tls(mode), &keys), "{mode:?}");
+        }
+        // Extra roots by value.
+        let cert = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        let mut roots = base.clone();
+        roots.tls_config.extra_roots.push(cert.clone());
+        let mut same_roots = base.clone();
+        same_roots.tls_config.extra_roots.push(cert);
+        assert!(!joins(&base, &roots, &keys));
+        assert!(joins(&roots, &same_roots, &keys));
+        // A custom config by identity: the same Arc joins, an equal one
+        // in another Arc does not.
+        let config = || {
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            )
+        };
+        let shared = config();
+        let custom = base.clone().rustls_config(shared.clone());
+        assert!(!joins(&base, &custom, &keys));
+        assert!(joins(&custom, &base.clone().rustls_config(shared), &keys));
+        assert!(!joins(
+            &custom,
+            &base.clone().rustls_config(config()),
+            &keys
+        ));
+        // Without TLS, trust settings are not used and do not matter.
+        let plain = base.clone().tls(TlsMode::None);
+        assert!(joins(&plain, &custom.clone().tls(TlsMode::None), &keys));
+    }
+
+    #[test]
+    fn oauth2_joins_only_with_the_same_provider() {
+        let keys = std::hash::RandomState::new();
+        let provider = || async { Ok(Secret::new("tok")) };
+        let auth = Auth::oauth2(provider);
+        let a = Credential::new("h", "u", auth.clone());
+        assert!(joins(&a, &Credential::new("h", "u", auth), &keys));
+        let other = Credential::new("h", "u", Auth::oauth2(provider));
+        assert!(!joins(&a, &other, &keys));
+        let bearer = Credential::new("h", "u", Auth::oauthbearer(provider));
+        assert!(!joins(&a, &bearer, &keys));
+        assert!(!joins(
+            &a,
+            &Credential::new("h", "u", Auth::password("tok")),
+            &keys
+        ));
+    }
+
+    #[test]
+    fn an_identity_keeps_its_address_while_it_lives() {
+        // The Weak inside pins the allocation: a provider dropped while its
+        // identity lives cannot be replaced by another at the same address.
+        let a = Credential::new("h", "u", Auth::oauth2(|| async { Ok(Secret::new("t")) }));
+        let id = a.identity();
+        drop(a);
+        for _ in 0..64 {
+            let b = Credential::new("h", "u", Auth::oauth2(|| async { Ok(Secret::new("t")) }));
+            assert_ne!(id, b.identity());
+        }
+    }
+
+    #[test]
+    fn keys_and_identities_show_no_secret() {
+        let c = Credential::new("h", "u", Auth::password("hunter2"));
+        let key = c.session_key(7);
+        let shown = format!("{key} {key:?} {:?}", c.identity());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(key.to_string(), "u@h:993/INBOX #7");
+        assert!(same_secret(5, 5) && !same_secret(5, 4));
     }
 
     #[test]

@@ -165,6 +165,4 @@ pub(crate) struct SessionEnded {
     pub instance: u64,
     /// Why.
     pub error: Error,
-    /// The keyed fingerprint of the secret the session used.
-    pub(crate) fingerprint: u64,
 }

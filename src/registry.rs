@@ -1,6 +1,14 @@
 //! The `Registry` actor: the map from session key to session, and the
 //! lifecycle of every session.
 //!
+//! A subscriber joins a live session only if its credential has the same
+//! [`Identity`] (server, user with its case kept, mailbox, TLS mode, trust
+//! settings, token provider) and the same secret, compared through the
+//! registry's keyed fingerprint in constant time; otherwise it gets a
+//! session of its own. So a wrong password never rides on the right one's
+//! login: it makes its own, which the server refuses, and the caller gets
+//! `AuthenticationFailed` through the ordinary failure path — never mail.
+//!
 //! It is the only holder of a strong `Addr<Session>`: each session runs
 //! under an actix `Supervisor` on one of a few arbiters (about one per core,
 //! so one busy session never stalls the others), and dropping the address
@@ -20,6 +28,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix::{Arbiter, Supervisor};
 
+use crate::credential::{Identity, same_secret};
 use crate::messages::{
     AddSubscriber, EndSession, GetStats, RemoveSubscriber, SessionEnded, Shutdown, Subscribe,
     Subscribed, Unsubscribe,
@@ -32,6 +41,10 @@ use crate::{Config, Error, SessionKey};
 struct Slot {
     addr: Addr<Session>,
     instance: u64,
+    /// Who may join: this identity ...
+    identity: Identity,
+    /// ... presenting this secret (keyed fingerprint).
+    fingerprint: u64,
     /// The ids of this instance's live subscriptions.
     subscribers: HashSet<u64>,
     /// Bumped at each subscribe, so a stale linger timer does nothing.
@@ -42,14 +55,19 @@ struct Slot {
 pub struct Registry {
     config: Arc<Config>,
     sessions: HashMap<SessionKey, Slot>,
+    /// The keys of the live sessions of each identity: the only ones a
+    /// subscriber of that identity may join (if its secret matches).
+    by_identity: HashMap<Identity, Vec<SessionKey>>,
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
     next_id: u64,
     next_instance: u64,
     shut_down: bool,
     live: Arc<ActorCensus>,
-    /// Permanent failures, remembered for `Config::failure_memory`.
-    failures: HashMap<SessionKey, RememberedFailure>,
+    /// Permanent failures, remembered for `Config::failure_memory`, one
+    /// per secret: a right password's session never makes the registry
+    /// forget a wrong one's failure, nor the other way round.
+    failures: HashMap<Identity, Vec<RememberedFailure>>,
     /// The key of the keyed hash that fingerprints secrets.
     secret_keys: RandomState,
 }
@@ -72,6 +90,7 @@ impl Registry {
         Registry {
             config: Arc::new(config),
             sessions: HashMap::new(),
+            by_identity: HashMap::new(),
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,
             next_id: 0,
@@ -83,55 +102,97 @@ impl Registry {
         }
     }
 
-    /// The remembered permanent failure for `msg`'s credential, if it was
-    /// made with the same secret and is recent enough.
-    fn remembered(&mut self, msg: &Subscribe) -> Option<Error> {
-        let key = msg.credential.key();
-        let f = self.failures.get(&key)?;
-        let fresh = f.at.elapsed() < self.config.failure_memory;
-        let same = f.fingerprint == msg.credential.secret_fingerprint(&self.secret_keys);
-        if fresh && same {
-            return Some(f.error.clone());
+    /// The remembered permanent failure of `identity` with this secret,
+    /// if it is recent enough. Forgets the expired failures of `identity`.
+    fn remembered(&mut self, identity: &Identity, fingerprint: u64) -> Option<Error> {
+        let memory = self.config.failure_memory;
+        let failures = self.failures.get_mut(identity)?;
+        failures.retain(|f| f.at.elapsed() < memory);
+        let mut found = None;
+        for f in failures.iter() {
+            if same_secret(f.fingerprint, fingerprint) {
+                found = Some(f.error.clone());
+            }
         }
-        self.failures.remove(&key);
-        None
+        if failures.is_empty() {
+            self.failures.remove(identity);
+        }
+        found
     }
 
+    /// The live session this identity and secret may join, if any.
+    fn joinable(&self, identity: &Identity, fingerprint: u64) -> Option<SessionKey> {
+        let mut found = None;
+        for key in self.by_identity.get(identity)? {
+            if self
+                .sessions
+                .get(key)
+                .is_some_and(|slot| same_secret(slot.fingerprint, fingerprint))
+            {
+                found = Some(key.clone());
+            }
+        }
+        found
+    }
+
+    /// The session `msg`'s subscriber joins: a live one of the same
+    /// identity and secret, or a new one.
     fn session(
         &mut self,
         msg: &Subscribe,
+        identity: Identity,
+        fingerprint: u64,
         id: u64,
         ctx: &mut Context<Self>,
     ) -> (SessionKey, Addr<Session>) {
-        let key = msg.credential.key();
-        if let Some(slot) = self.sessions.get_mut(&key) {
+        if let Some(key) = self.joinable(&identity, fingerprint)
+            && let Some(slot) = self.sessions.get_mut(&key)
+        {
             slot.subscribers.insert(id);
             slot.generation += 1;
             return (key, slot.addr.clone());
         }
         self.next_instance += 1;
         let instance = self.next_instance;
+        let key = msg.credential.session_key(instance);
         let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
         self.next_arbiter += 1;
         let cred = msg.credential.clone();
         let config = self.config.clone();
         let me = ctx.address().downgrade().recipient();
         let live = self.live.clone();
-        let fingerprint = cred.secret_fingerprint(&self.secret_keys);
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
-            Session::new(cred, config, instance, fingerprint, me, live)
+            Session::new(cred, config, instance, me, live)
         });
         tracing::info!(session = %key, "session started");
+        self.by_identity
+            .entry(identity.clone())
+            .or_default()
+            .push(key.clone());
         self.sessions.insert(
             key.clone(),
             Slot {
                 addr: addr.clone(),
                 instance,
+                identity,
+                fingerprint,
                 subscribers: HashSet::from([id]),
                 generation: 0,
             },
         );
         (key, addr)
+    }
+
+    /// Forgets session `key`: no subscriber can join it any more.
+    fn remove_session(&mut self, key: &SessionKey) -> Option<Slot> {
+        let slot = self.sessions.remove(key)?;
+        if let Some(keys) = self.by_identity.get_mut(&slot.identity) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_identity.remove(&slot.identity);
+            }
+        }
+        Some(slot)
     }
 
     /// Removes subscription `id` from the session it belongs to, if that
@@ -156,7 +217,7 @@ impl Registry {
                 .sessions
                 .get(&key)
                 .is_some_and(|s| s.subscribers.is_empty() && s.generation == generation);
-            if idle && let Some(slot) = act.sessions.remove(&key) {
+            if idle && let Some(slot) = act.remove_session(&key) {
                 tracing::info!(session = %key, "linger elapsed; logging out");
                 slot.addr.do_send(EndSession);
             }
@@ -192,15 +253,17 @@ impl Handler<Subscribe> for Registry {
         if let Err(e) = checks {
             return Box::pin(fut::ready(Err(e)));
         }
+        let identity = msg.credential.identity();
+        let fingerprint = msg.credential.secret_fingerprint(&self.secret_keys);
         if !self.config.failure_memory.is_zero()
-            && let Some(e) = self.remembered(&msg)
+            && let Some(e) = self.remembered(&identity, fingerprint)
         {
-            tracing::debug!(session = %msg.credential.key(), "permanent failure remembered");
+            tracing::debug!(identity = ?identity, "permanent failure remembered");
             return Box::pin(fut::ready(Err(e)));
         }
         self.next_id += 1;
         let id = self.next_id;
-        let (key, addr) = self.session(&msg, id, ctx);
+        let (key, addr) = self.session(&msg, identity, fingerprint, id, ctx);
         let queue = SubscriberQueue::new(msg.capacity.unwrap_or(self.config.queue_capacity));
         let add = AddSubscriber {
             id,
@@ -254,21 +317,25 @@ impl Handler<SessionEnded> for Registry {
         {
             tracing::warn!(session = %msg.key, error = %msg.error, "session ended");
             // Dropping the only strong address lets the session stop.
-            self.sessions.remove(&msg.key);
+            let Some(slot) = self.remove_session(&msg.key) else {
+                return;
+            };
             if !self.config.failure_memory.is_zero() {
                 // Forget what expired, so the memory holds only the
                 // failures of the last `failure_memory`, however many
                 // credentials fail over a registry's life.
                 let memory = self.config.failure_memory;
-                self.failures.retain(|_, f| f.at.elapsed() < memory);
-                self.failures.insert(
-                    msg.key,
-                    RememberedFailure {
-                        at: Instant::now(),
-                        fingerprint: msg.fingerprint,
-                        error: msg.error,
-                    },
-                );
+                self.failures.retain(|_, failures| {
+                    failures.retain(|f| f.at.elapsed() < memory);
+                    !failures.is_empty()
+                });
+                let failures = self.failures.entry(slot.identity).or_default();
+                failures.retain(|f| !same_secret(f.fingerprint, slot.fingerprint));
+                failures.push(RememberedFailure {
+                    at: Instant::now(),
+                    fingerprint: slot.fingerprint,
+                    error: msg.error,
+                });
             }
         }
     }
@@ -297,6 +364,7 @@ impl Handler<Shutdown> for Registry {
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.shut_down = true;
+        self.by_identity.clear();
         let slots: Vec<Slot> = self.sessions.drain().map(|(_, s)| s).collect();
         // One deadline for all: `send` enqueues at once, so the sessions
         // log out in parallel, and N stuck sessions cost one timeout, not N.

@@ -1,5 +1,6 @@
-//! The `Session` actor: one per credential key, owning one IMAP connection
-//! and fanning its new mail out to subscribers.
+//! The `Session` actor: one per credential (identity and secret; see
+//! `registry`), owning one IMAP connection and fanning its new mail out to
+//! subscribers.
 //!
 //! The connection itself runs in [`watcher::run`](crate::watcher), a future
 //! spawned in the actor's context; the actor keeps what must survive a
@@ -51,9 +52,6 @@ struct SubscriberEntry {
 pub struct Session {
     key: SessionKey,
     instance: u64,
-    /// The registry's keyed fingerprint of the secret, for its failure
-    /// memory.
-    fingerprint: u64,
     cred: Credential,
     config: Arc<Config>,
     tls: Result<Option<Tls>, Error>,
@@ -105,11 +103,10 @@ impl Session {
         cred: Credential,
         config: Arc<Config>,
         instance: u64,
-        fingerprint: u64,
         registry: WeakRecipient<SessionEnded>,
         live: Arc<ActorCensus>,
     ) -> Self {
-        let key = cred.key();
+        let key = cred.session_key(instance);
         let tls = match cred.tls {
             TlsMode::None => Ok(None),
             _ => Tls::new(&cred.tls_config).map(Some),
@@ -131,7 +128,6 @@ impl Session {
             recent: ReplayWindow::from_config(&config),
             key,
             instance,
-            fingerprint,
             cred,
             config,
             tls,
@@ -288,7 +284,6 @@ impl Session {
                 key: self.key.clone(),
                 instance: self.instance,
                 error: e.clone(),
-                fingerprint: self.fingerprint,
             });
         }
         self.end_all(Some(e), ctx);

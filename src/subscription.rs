@@ -127,7 +127,7 @@ mod tests {
     async fn the_reply_and_the_subscription_unsubscribe_once() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let registry = Recorder(tx).start();
-        let key = Credential::new("imap.example.com", "u", Auth::password("p")).key();
+        let key = Credential::new("imap.example.com", "u", Auth::password("p")).session_key(1);
 
         let unread = SubscriberQueue::new(4);
         drop(Subscribed::new(

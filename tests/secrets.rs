@@ -6,6 +6,13 @@
 //! TRACE level captured into a buffer, then scans the buffer, every error
 //! and every `Debug` rendering for each password and token, raw and in the
 //! base64 forms SASL puts on the wire.
+//!
+//! A second test builds every public value that can hold a secret — the
+//! credential types, the actor messages, the protocol layer's command
+//! builder, encoded commands and client state machine mid-login, the errors
+//! a bad secret produces, and what a subscription made with a secret hands
+//! out — and scans their `{:?}` and `{}` renderings for the same forms, also
+//! as the decimal byte lists a derived `Debug` of `Vec<u8>` prints.
 
 mod support;
 
@@ -15,7 +22,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use emap::{Auth, Config, Credential, Filter, Registry, Secret, TlsMode};
+use emap::__private::proto::client::{Client, Mechanism, Options};
+use emap::__private::proto::encode::{CommandBuilder, LiteralMode};
+use emap::{Auth, Config, Credential, Error, Filter, Registry, Secret, TlsMode};
 use support::fake::{FakeConn, FakeServer};
 use support::{blocking, dovecot, mail};
 
@@ -32,13 +41,43 @@ impl Write for Capture {
     }
 }
 
+/// Every form in which `secret` could leak: raw, in the SASL payloads
+/// (PLAIN, XOAUTH2, OAUTHBEARER) raw and base64-encoded, and each of these
+/// as the decimal byte list a derived `Debug` of `Vec<u8>` or `&[u8]`
+/// prints (`[112, 119, ...]`).
 fn forms(user: &str, secret: &str) -> Vec<String> {
-    vec![
+    let payloads = [
         secret.to_owned(),
-        B64.encode(format!("\0{user}\0{secret}")),
-        B64.encode(format!("user={user}\x01auth=Bearer {secret}\x01\x01")),
-        B64.encode(secret),
-    ]
+        format!("\0{user}\0{secret}"),
+        format!("user={user}\x01auth=Bearer {secret}\x01\x01"),
+        format!("auth=Bearer {secret}\x01\x01"),
+    ];
+    let mut forms = Vec::new();
+    for p in &payloads {
+        forms.push(p.clone());
+        forms.push(B64.encode(p));
+    }
+    let bytes: Vec<String> = forms.iter().map(|f| byte_list(f.as_bytes())).collect();
+    forms.extend(bytes);
+    // The raw secret itself, not just the payloads it is embedded in.
+    forms.retain(|f| !f.is_empty());
+    forms
+}
+
+/// `[1, 2, 3]` without the brackets: what `{:?}` prints for these bytes.
+fn byte_list(bytes: &[u8]) -> String {
+    let s = format!("{bytes:?}");
+    s[1..s.len() - 1].to_owned()
+}
+
+/// Panics if any form of `secret` (see [`forms`]) is in `text`.
+fn assert_clean(what: &str, text: &str, user: &str, secret: &str) {
+    for form in forms(user, secret) {
+        assert!(
+            !text.contains(&form),
+            "a form of the secret ({form:?}) is in {what}: {text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,6 +212,198 @@ async fn no_secret_in_trace_logs_errors_or_debug_output() {
                 !rendered.contains(&form),
                 "secret form {form:?} in Debug/Display output"
             );
+        }
+    }
+}
+
+/// `{:?}` and `{}` of every public value built with a secret: none shows
+/// it in any form. The protocol layer is driven by hand to the points where
+/// it holds the secret (a command being built, a LOGIN or AUTHENTICATE
+/// sent or waiting for its continuation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_debug_or_display_of_any_public_type() {
+    let user = "dbg-user";
+    let pw = "Pw-Debug-4b1d9e77";
+    let token = "ya29.Tok-Debug-8c8c8c";
+    let mut debug = Vec::<(&str, String)>::new();
+
+    // The credential types.
+    let secret = Secret::new(pw);
+    debug.push(("Secret", format!("{secret:?}")));
+    let password = Auth::password(pw);
+    debug.push(("Auth::Password", format!("{password:?}")));
+    let oauth = Auth::oauth2(move || async move { Ok(Secret::new(token)) });
+    let bearer = Auth::oauthbearer(move || async move { Ok(Secret::new(token)) });
+    debug.push(("Auth::OAuth2", format!("{oauth:?} {bearer:?}")));
+    if let Auth::OAuth2 { provider, .. } = &oauth {
+        let issued = provider().await;
+        debug.push(("a token provider's result", format!("{issued:?}")));
+        assert_eq!(issued.unwrap().expose(), token, "the provider works");
+    }
+    let ca = &dovecot().ca_pem;
+    let creds = [
+        Credential::new("h", user, password.clone()),
+        Credential::new("h", user, password.clone()).tls(TlsMode::StartTls),
+        Credential::new("h", user, password.clone())
+            .tls(TlsMode::None)
+            .mailbox("Other"),
+        Credential::new("h", user, password.clone())
+            .add_root_pem(ca)
+            .unwrap(),
+        Credential::new("h", user, oauth.clone()),
+        Credential::new("h", user, bearer.clone()).rustls_config(Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )),
+    ];
+    for c in &creds {
+        debug.push(("Credential", format!("{c:?}")));
+        debug.push(("TlsConfig", format!("{:?}", c.tls_config)));
+        debug.push((
+            "messages::Subscribe",
+            format!(
+                "{:?}",
+                emap::messages::Subscribe {
+                    credential: c.clone(),
+                    filter: Filter::new(),
+                    capacity: None,
+                    cancel: None,
+                }
+            ),
+        ));
+    }
+
+    // A secret that cannot be sent: the error names the field, not the value.
+    let bad = format!("{pw}\r\nA2 LOGOUT");
+    let e = Credential::new("h", user, Auth::password(bad.as_str()))
+        .validate()
+        .unwrap_err();
+    debug.push(("Error::InvalidInput", format!("{e} {e:?}")));
+
+    // The protocol layer: a command being built, the encoded command.
+    let builder = CommandBuilder::new(LiteralMode::default(), "A1", "LOGIN")
+        .string("user name", user.as_bytes())
+        .unwrap()
+        .string("password", pw.as_bytes())
+        .unwrap();
+    debug.push(("CommandBuilder", format!("{builder:?}")));
+    let encoded = builder.finish();
+    assert!(
+        encoded
+            .parts
+            .concat()
+            .windows(pw.len())
+            .any(|w| w == pw.as_bytes()),
+        "the encoded LOGIN carries the password: the scan is meaningful"
+    );
+    debug.push(("Encoded", format!("{encoded:?}")));
+    let literal = CommandBuilder::new(LiteralMode::default(), "A1", "LOGIN")
+        .string("password", format!("{pw}é").as_bytes())
+        .unwrap();
+    debug.push(("CommandBuilder (literal)", format!("{literal:?}")));
+    let e = CommandBuilder::new(LiteralMode::default(), "A1", "LOGIN")
+        .string("password", bad.as_bytes())
+        .unwrap_err();
+    debug.push(("InputError", format!("{e} {e:?}")));
+
+    // The client state machine with LOGIN and each AUTHENTICATE in flight,
+    // with and without SASL-IR (then the secret waits for the `+`).
+    let now = std::time::Instant::now();
+    for caps in ["IMAP4rev1", "IMAP4rev1 SASL-IR"] {
+        let greeted = || {
+            let mut c = Client::new(Options::default(), now);
+            c.receive(format!("* OK [CAPABILITY {caps}] hi\r\n").as_bytes(), now)
+                .unwrap();
+            c
+        };
+        let mut c = greeted();
+        c.login(user, pw, now).unwrap();
+        debug.push(("Client (LOGIN)", format!("{c:?}")));
+        let e = c.login(user, &bad, now).unwrap_err();
+        debug.push(("ClientError", format!("{e} {e:?}")));
+        for (mech, secret) in [
+            (Mechanism::Plain, pw),
+            (Mechanism::XOAuth2, token),
+            (Mechanism::OAuthBearer, token),
+        ] {
+            let mut c = greeted();
+            c.authenticate(mech, user, secret, Some(("h", 993)), now)
+                .unwrap();
+            debug.push(("Client (AUTHENTICATE)", format!("{c:?}")));
+            let sent = c.poll_transmit().unwrap_or_default();
+            c.receive(b"+ \r\n", now).unwrap();
+            debug.push(("Client (after +)", format!("{c:?}")));
+            let answered = c.poll_transmit().unwrap_or_default();
+            let on_wire = B64.encode(match mech {
+                Mechanism::Plain => format!("\0{user}\0{secret}"),
+                _ => String::new(),
+            });
+            if mech == Mechanism::Plain {
+                assert!(
+                    String::from_utf8_lossy(&[sent, answered].concat()).contains(&on_wire),
+                    "the PLAIN payload went out: the scan is meaningful"
+                );
+            }
+            let e = c.login(user, secret, now).unwrap_err();
+            debug.push(("ClientError (busy)", format!("{e} {e:?}")));
+        }
+    }
+
+    // What a subscription made with the secret hands out, and the error of
+    // a rejected one.
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        if n == 0 {
+            c.greet_and_login("IDLE").await;
+            c.examine(0, Some(1), Some(1)).await;
+            c.serve().await;
+        } else {
+            c.send("* OK [CAPABILITY IMAP4rev1] hi\r\n").await;
+            let (tag, _) = c.expect("LOGIN").await;
+            c.send(format!("{tag} NO [AUTHENTICATIONFAILED] no\r\n"))
+                .await;
+        }
+    })
+    .await;
+    let cred = Credential::new("127.0.0.1", user, Auth::password(pw))
+        .port(server.port)
+        .tls(TlsMode::None);
+    let h = Registry::start_in_thread(Config::default()).unwrap();
+    let sub = h.subscribe(cred.clone(), Filter::new()).await.unwrap();
+    debug.push(("Subscription", format!("{sub:?}")));
+    debug.push((
+        "SessionKey",
+        format!("{} {:?}", sub.session(), sub.session()),
+    ));
+    debug.push(("SessionStats", format!("{:?}", h.stats().await.unwrap())));
+    debug.push(("Handle", format!("{h:?} {:?}", h.actors())));
+    debug.push(("Mailbox", format!("{:?}", h.mailbox(cred.clone()))));
+    let wrong = "Pw-Debug-Wrong-0e0e0e";
+    let rejected = emap::test_login(
+        &Credential::new("127.0.0.1", user, Auth::password(wrong))
+            .port(server.port)
+            .tls(TlsMode::None),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(rejected, Error::AuthenticationFailed(_)),
+        "{rejected:?}"
+    );
+    debug.push((
+        "Error::AuthenticationFailed",
+        format!("{rejected} {rejected:?}"),
+    ));
+    drop(sub);
+    h.shutdown().await;
+
+    for (what, text) in &debug {
+        for (u, s) in [(user, pw), (user, token), (user, wrong)] {
+            assert_clean(what, text, u, s);
         }
     }
 }

@@ -73,11 +73,24 @@ impl std::fmt::Debug for Encoded {
 }
 
 /// Builds one command line.
-#[derive(Debug)]
+///
+/// Its `Debug` output shows only the literal mode and the sizes of the
+/// parts built so far: the bytes may hold a password.
 pub struct CommandBuilder {
     mode: LiteralMode,
     parts: Vec<Vec<u8>>,
     cur: Vec<u8>,
+}
+
+impl std::fmt::Debug for CommandBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: Vec<usize> = self.parts.iter().map(Vec::len).collect();
+        f.debug_struct("CommandBuilder")
+            .field("mode", &self.mode)
+            .field("part_sizes", &sizes)
+            .field("current_size", &self.cur.len())
+            .finish()
+    }
 }
 
 impl CommandBuilder {
@@ -342,10 +355,23 @@ mod tests {
 
     #[test]
     fn debug_hides_contents() {
-        let e = CommandBuilder::new(LiteralMode::default(), "A1", "LOGIN")
+        // A derived `Debug` would print the bytes as a decimal list.
+        let as_list = format!("{:?}", b"hunter2");
+        let as_list = &as_list[1..as_list.len() - 1];
+        let b = CommandBuilder::new(LiteralMode::default(), "A1", "LOGIN")
             .string("password", b"hunter2")
+            .unwrap();
+        let d = format!("{b:?}");
+        assert!(!d.contains("hunter2") && !d.contains(as_list), "{d}");
+        // A synchronizing literal splits the command into parts.
+        let b = CommandBuilder::new(LiteralMode::default(), "A1", "LOGIN")
+            .string("password", "hunter2é".as_bytes())
             .unwrap()
-            .finish();
-        assert!(!format!("{e:?}").contains("hunter2"));
+            .raw("x");
+        let d = format!("{b:?}");
+        assert!(!d.contains("hunter2") && !d.contains(as_list), "{d}");
+        let e = b.finish();
+        let d = format!("{e:?}");
+        assert!(!d.contains("hunter2") && !d.contains(as_list), "{d}");
     }
 }

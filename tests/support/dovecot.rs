@@ -627,6 +627,37 @@ impl Dovecot {
         count_successes(&self.log(), user)
     }
 
+    /// Successful IMAP logins of `user` so far over TLS (implicit or after
+    /// STARTTLS): Dovecot marks their log line `TLS`.
+    pub fn tls_logins(&self, user: &str) -> usize {
+        count_successes_where(&self.log(), user, |flag| flag == "TLS")
+    }
+
+    /// Successful IMAP logins of `user` so far in plaintext: their log
+    /// line has no `TLS` mark (Dovecot marks loopback ones `secured`).
+    pub fn plaintext_logins(&self, user: &str) -> usize {
+        self.login_successes(user) - self.tls_logins(user)
+    }
+
+    /// Polls until `user` has `tls` logins over TLS and `plaintext` logins
+    /// in plaintext, or `timeout` passes; returns the last `(tls,
+    /// plaintext)` seen. Dovecot's log process writes a login line a moment
+    /// after the login itself.
+    pub fn wait_logins_by_tls(
+        &self,
+        user: &str,
+        tls: usize,
+        plaintext: usize,
+        timeout: Duration,
+    ) -> (usize, usize) {
+        let mut last = (0, 0);
+        super::wait_for(timeout, || {
+            last = (self.tls_logins(user), self.plaintext_logins(user));
+            (last == (tls, plaintext)).then_some(())
+        });
+        last
+    }
+
     /// Failed IMAP logins (wrong password or unknown user) of `user` so far.
     pub fn login_failures(&self, user: &str) -> usize {
         count_failures(&self.log(), user, &self.dir.join("passdb"))
@@ -684,6 +715,15 @@ pub fn count_who_connections(who_output: &str, user: &str) -> usize {
 fn count_successes(log: &str, user: &str) -> usize {
     let needle = format!("imap-login: Info: Login: user=<{user}>,");
     log.lines().filter(|l| l.contains(&needle)).count()
+}
+
+/// Successful logins of `user` whose log line has a comma-separated field
+/// for which `flag` holds (`..., mpid=123, TLS, session=<...>`).
+fn count_successes_where(log: &str, user: &str, flag: impl Fn(&str) -> bool) -> usize {
+    let needle = format!("imap-login: Info: Login: user=<{user}>,");
+    log.lines()
+        .filter(|l| l.contains(&needle) && l.split(", ").any(|f| flag(f.trim())))
+        .count()
 }
 
 fn count_failures(log: &str, user: &str, passdb_dir: &Path) -> usize {

@@ -1,8 +1,8 @@
 //! The whole-suite secret scan: with `EMAP_TRACE_LOG` set, every test
 //! binary logs emap at TRACE level into that file, and every password the
-//! harness creates is written (with its SASL PLAIN base64 form) to
-//! `EMAP_SECRETS_FILE`. `scripts/test` then runs the suite once that way
-//! and checks that no secret appears in the log.
+//! harness creates is written (with its SASL PLAIN base64 form, and both as
+//! decimal byte lists) to `EMAP_SECRETS_FILE`. `scripts/test` then runs the
+//! suite once that way and checks that no secret appears in the log.
 //!
 //! Without the variables, nothing is installed and nothing is recorded.
 
@@ -32,15 +32,21 @@ pub fn install() {
     });
 }
 
-/// Records a secret for the scan (no-op without `EMAP_SECRETS_FILE`).
+/// Records a secret for the scan (no-op without `EMAP_SECRETS_FILE`): the
+/// secret, its SASL PLAIN payload base64-encoded, and both as the decimal
+/// byte list a derived `Debug` of `Vec<u8>` would log.
 pub fn record_secret(user: &str, secret: &str) {
     let Ok(path) = std::env::var("EMAP_SECRETS_FILE") else {
         return;
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     let plain = b64.encode(format!("\0{user}\0{secret}"));
+    let bytes = |s: &str| {
+        let list = format!("{:?}", s.as_bytes());
+        list[1..list.len() - 1].to_owned()
+    };
     if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{secret}\n{plain}");
+        let _ = writeln!(f, "{secret}\n{plain}\n{}\n{}", bytes(secret), bytes(&plain));
     }
 }
 
