@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
+use tokio::io::Interest;
 
 /// A duplicate of the client socket, stored as connection data.
 #[derive(Clone)]
@@ -16,7 +17,12 @@ pub struct PeerSocket(Arc<socket2::Socket>);
 
 /// The `on_connect` hook: remembers the connection's socket.
 pub fn on_connect(io: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-    if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>()
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    let tcp = io
+        .downcast_ref::<TcpStream>()
+        .or_else(|| io.downcast_ref::<TlsStream<TcpStream>>().map(|t| t.get_ref().0));
+    if let Some(tcp) = tcp
         && let Ok(dup) = socket2::SockRef::from(tcp).try_clone()
     {
         ext.insert(PeerSocket(Arc::new(dup)));
@@ -24,8 +30,8 @@ pub fn on_connect(io: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) 
 }
 
 /// Resolves when the client of `req` has closed its side of the
-/// connection; never resolves when that cannot be known (or when the client
-/// sends more bytes, e.g. a pipelined request).
+/// connection (or the connection failed); never resolves when that cannot
+/// be known.
 pub async fn hung_up(req: &HttpRequest) {
     let watch = req
         .conn_data::<PeerSocket>()
@@ -38,9 +44,17 @@ pub async fn hung_up(req: &HttpRequest) {
     let Some(stream) = watch else {
         return std::future::pending().await;
     };
-    let mut byte = [0u8; 1];
-    match stream.peek(&mut byte).await {
-        Ok(0) | Err(_) => {}
-        Ok(_) => std::future::pending().await,
+    loop {
+        let Ok(ready) = stream.ready(Interest::READABLE).await else {
+            return;
+        };
+        if ready.is_read_closed() || ready.is_error() {
+            return;
+        }
+        // Bytes are waiting, not a close: forget this readiness (reading
+        // nothing) so that the next edge — more bytes or the FIN — wakes us.
+        let _ = stream.try_io(Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
     }
 }
