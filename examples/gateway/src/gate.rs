@@ -162,7 +162,7 @@ pub async fn gate(
         target: "emap_gateway::audit",
         key = %caller.id,
         inbox = %inbox,
-        endpoint = route.name(),
+        endpoint = %route.name(),
         status = status.as_u16(),
         duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
         "request"
