@@ -113,7 +113,9 @@ impl Pattern {
         else {
             return false;
         };
-        !ad.contains('@') && glob(pl.as_bytes(), al.as_bytes()) && glob(pd.as_bytes(), ad.as_bytes())
+        !ad.contains('@')
+            && glob(pl.as_bytes(), al.as_bytes())
+            && glob(pd.as_bytes(), ad.as_bytes())
     }
 }
 
@@ -371,9 +373,17 @@ impl Caller {
     /// taken (counted as a 429).
     pub fn slot(self: &Arc<Self>, stream: bool) -> Option<KeySlot> {
         let (count, max, why) = if stream {
-            (&self.usage.streams, self.limits.max_streams, Throttle::Streams)
+            (
+                &self.usage.streams,
+                self.limits.max_streams,
+                Throttle::Streams,
+            )
         } else {
-            (&self.usage.waiters, self.limits.max_waiters, Throttle::Waiters)
+            (
+                &self.usage.waiters,
+                self.limits.max_waiters,
+                Throttle::Waiters,
+            )
         };
         let mut n = count.load(Ordering::Relaxed);
         loop {
@@ -534,7 +544,12 @@ mod tests {
     #[test]
     fn bearer_keys() {
         let key = b"0123456789abcdef0123456789abcdef";
-        let c = Caller::new("ci".into(), digest(key), Scope::nothing(), Limits::default());
+        let c = Caller::new(
+            "ci".into(),
+            digest(key),
+            Scope::nothing(),
+            Limits::default(),
+        );
         let keys = Keys::new(vec![c], Limits::default());
         let auth = |v: &[u8]| keys.authenticate(Some(v)).map(|c| c.id.clone());
         assert_eq!(

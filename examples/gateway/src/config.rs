@@ -365,9 +365,8 @@ impl Config {
             }
             let digest = match (&k.key_env, &k.key_file, &k.key_sha256) {
                 (Some(var), None, None) => {
-                    let v = std::env::var(var).map_err(|_| {
-                        format!("key {id}: environment variable {var} is not set")
-                    })?;
+                    let v = std::env::var(var)
+                        .map_err(|_| format!("key {id}: environment variable {var} is not set"))?;
                     key_digest(&v, &id)?
                 }
                 (None, Some(f), None) => {

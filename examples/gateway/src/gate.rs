@@ -151,7 +151,10 @@ pub async fn gate(
     };
     let result = match refused {
         Some(resp) => Ok(req.into_response(resp)),
-        None => next.call(req).await.map(ServiceResponse::map_into_boxed_body),
+        None => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
     };
     let status = match &result {
         Ok(res) => res.status(),

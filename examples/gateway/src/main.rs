@@ -43,14 +43,12 @@ fn server_tls(files: &config::TlsFiles) -> Result<rustls::ServerConfig, String> 
     // The error names the file, never the key material.
     let key = PrivateKeyDer::from_pem_file(&files.key_file)
         .map_err(|e| format!("tls.key_file {}: {e}", files.key_file.display()))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("tls: {e}"))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("tls: {e}"))
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: {e}"))
 }
 
 #[actix_web::main]

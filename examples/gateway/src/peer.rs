@@ -19,9 +19,10 @@ pub struct PeerSocket(Arc<socket2::Socket>);
 pub fn on_connect(io: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use actix_tls::accept::rustls_0_23::TlsStream;
     use actix_web::rt::net::TcpStream;
-    let tcp = io
-        .downcast_ref::<TcpStream>()
-        .or_else(|| io.downcast_ref::<TlsStream<TcpStream>>().map(|t| t.get_ref().0));
+    let tcp = io.downcast_ref::<TcpStream>().or_else(|| {
+        io.downcast_ref::<TlsStream<TcpStream>>()
+            .map(|t| t.get_ref().0)
+    });
     if let Some(tcp) = tcp
         && let Ok(dup) = socket2::SockRef::from(tcp).try_clone()
     {

@@ -121,10 +121,9 @@ fn request(
     };
     // The address as emap's Filter::to compares it, so that the scope is
     // checked on exactly what will be matched.
-    let to = q
-        .to
-        .as_deref()
-        .map(|t| t.trim_matches([' ', '\t']).to_ascii_lowercase());
+    let to =
+        q.to.as_deref()
+            .map(|t| t.trim_matches([' ', '\t']).to_ascii_lowercase());
     if to.as_deref().is_some_and(|t| !t.contains('@')) {
         return Err(bad("to: not an e-mail address"));
     }

@@ -100,10 +100,7 @@ fn open_mode_long_poll_stream_validation_limits_metrics_and_graceful_shutdown() 
     // A client that disconnects mid-wait releases its subscription.
     let w = gw.raw(
         None,
-        &format!(
-        "/v1/wait?inbox=main&to={}&timeout=100s",
-            ca.address("gone")
-        ),
+        &format!("/v1/wait?inbox=main&to={}&timeout=100s", ca.address("gone")),
     );
     gw.await_subscribers(None, 1);
     drop(w);
@@ -192,8 +189,14 @@ fn refuses_a_network_address_without_keys() {
     let port = gw.addr.rsplit(':').next().unwrap();
     let local = format!("http://127.0.0.1:{port}");
     let agent = common::agent(None);
-    assert_eq!(common::get(&agent, &format!("{local}/healthz"), None).0, 200);
-    assert_eq!(common::get(&agent, &format!("{local}/v1/stats"), None).0, 401);
+    assert_eq!(
+        common::get(&agent, &format!("{local}/healthz"), None).0,
+        200
+    );
+    assert_eq!(
+        common::get(&agent, &format!("{local}/v1/stats"), None).0,
+        401
+    );
     assert_eq!(
         common::get(&agent, &format!("{local}/v1/stats"), Some(&key)).0,
         200
@@ -250,12 +253,7 @@ fn api_keys_scopes_and_audit_trail() {
         },
     );
     let req = |key: Option<&str>, path: &str| gw.request(key, path);
-    let wait = |local: &str| {
-        format!(
-            "/v1/wait?inbox=main&to={}&timeout=1s",
-            ca.address(local)
-        )
-    };
+    let wait = |local: &str| format!("/v1/wait?inbox=main&to={}&timeout=1s", ca.address(local));
 
     // No key, a wrong key, another scheme: 401 with a Bearer challenge.
     for key in [None, Some("0123456789abcdef0123456789abcdef")] {
@@ -309,7 +307,10 @@ fn api_keys_scopes_and_audit_trail() {
     assert_eq!(req(Some(&ops), &wait("task-1")).0, 403);
     // hashed: configured by digest only.
     assert_eq!(req(Some(&hashed), &wait("anyone")).0, 408);
-    assert_eq!(req(Some(&hashed), &wait("task-1").replace("wait", "stream")).0, 403);
+    assert_eq!(
+        req(Some(&hashed), &wait("task-1").replace("wait", "stream")).0,
+        403
+    );
 
     // A real long-poll with a key gets its mail.
     let waiter = {
@@ -360,12 +361,27 @@ fn api_keys_scopes_and_audit_trail() {
     assert_eq!(lines.len() as u64, answered + 1, "{lines:#?}");
     let audit_of = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
     assert_eq!(audit_of("status=401"), 3, "{lines:#?}");
-    assert_eq!(audit_of("key=signup inbox=main endpoint=wait status=408"), 2);
-    assert_eq!(audit_of("key=signup inbox=nope endpoint=wait status=403"), 1);
-    assert_eq!(audit_of("key=signup inbox=secret endpoint=wait status=403"), 1);
-    assert_eq!(audit_of("key=signup inbox=main endpoint=wait status=200"), 1);
+    assert_eq!(
+        audit_of("key=signup inbox=main endpoint=wait status=408"),
+        2
+    );
+    assert_eq!(
+        audit_of("key=signup inbox=nope endpoint=wait status=403"),
+        1
+    );
+    assert_eq!(
+        audit_of("key=signup inbox=secret endpoint=wait status=403"),
+        1
+    );
+    assert_eq!(
+        audit_of("key=signup inbox=main endpoint=wait status=200"),
+        1
+    );
     assert_eq!(audit_of("key=- inbox=- endpoint=healthz status=200"), 1);
-    assert!(lines.iter().all(|l| l.contains("duration_ms=")), "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| l.contains("duration_ms=")),
+        "{lines:#?}"
+    );
     let log = gw.log();
     let mut gw = gw;
     assert!(gw.alive());
@@ -396,7 +412,14 @@ fn tls_listener() {
     let key_pem = certs.path().join("key.pem");
     // The README's command, verbatim but for the paths.
     let made = Command::new(dovecot().openssl())
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "365", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
@@ -468,11 +491,9 @@ fn tls_listener() {
         roots
     })
     .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(
-        std::sync::Arc::new(config),
-        "localhost".try_into().unwrap(),
-    )
-    .unwrap();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(&gw.addr).unwrap());
     write!(
         tls,

@@ -198,6 +198,16 @@ impl Gateway {
             .collect()
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_memory_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -221,7 +231,11 @@ pub fn agent(root_pem: Option<&[u8]>) -> ureq::Agent {
 }
 
 /// `GET url` with an optional bearer key: status, headers, body.
-pub fn get(agent: &ureq::Agent, url: &str, key: Option<&str>) -> (u16, Vec<(String, String)>, String) {
+pub fn get(
+    agent: &ureq::Agent,
+    url: &str,
+    key: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let mut req = agent.get(url);
     if let Some(k) = key {
         req = req.header("Authorization", &format!("Bearer {k}"));
