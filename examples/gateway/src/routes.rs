@@ -106,8 +106,8 @@ fn request(
     state: &State,
     caller: &Caller,
     q: &MailQuery,
-) -> Result<(Credential, Filter), HttpResponse> {
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
+) -> Result<(Credential, Filter), Box<HttpResponse>> {
+    let bad = |m: &str| Box::new(error(StatusCode::BAD_REQUEST, m));
     let Some(name) = q.inbox.as_deref() else {
         return Err(bad("missing parameter: inbox"));
     };
@@ -117,7 +117,7 @@ fn request(
         .get(name)
         .filter(|_| caller.scope.inbox(name))
     else {
-        return Err(forbidden());
+        return Err(Box::new(forbidden()));
     };
     // The address as emap's Filter::to compares it, so that the scope is
     // checked on exactly what will be matched.
@@ -128,7 +128,7 @@ fn request(
         return Err(bad("to: not an e-mail address"));
     }
     if !caller.scope.recipient(to.as_deref()) {
-        return Err(forbidden());
+        return Err(Box::new(forbidden()));
     }
     let mut filter = Filter::new();
     if let Some(to) = to {
@@ -181,7 +181,7 @@ pub async fn wait(
     let caller = caller(&req, &state);
     let (cred, filter) = match request(&state, &caller, &q) {
         Ok(x) => x,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let timeout = match &q.timeout {
         None => state.config.default_timeout,
@@ -241,7 +241,7 @@ pub async fn stream(
     let caller = caller(&req, &state);
     let (cred, filter) = match request(&state, &caller, &q) {
         Ok(x) => x,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let state = state.into_inner();
     let Some(key_slot) = caller.slot(true) else {

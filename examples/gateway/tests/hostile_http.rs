@@ -38,11 +38,7 @@ fn key_table(id: &str, var: &str, endpoints: &str, extra: &str) -> String {
 }
 
 /// Starts a long-poll as `key` in a thread: its status and body.
-fn long_poll(
-    gw: &Gateway,
-    key: &str,
-    to: &str,
-) -> std::thread::JoinHandle<(u16, Vec<(String, String)>, String)> {
+fn long_poll(gw: &Gateway, key: &str, to: &str) -> std::thread::JoinHandle<common::Answer> {
     let url = gw.url(&format!("/v1/wait?inbox=main&to={to}&timeout=60s"));
     let agent = gw.agent();
     let key = key.to_owned();

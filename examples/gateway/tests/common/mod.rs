@@ -134,7 +134,7 @@ impl Gateway {
     }
 
     /// `GET path`: status, headers (lower-case names) and body.
-    pub fn request(&self, key: Option<&str>, path: &str) -> (u16, Vec<(String, String)>, String) {
+    pub fn request(&self, key: Option<&str>, path: &str) -> Answer {
         get(&self.agent(), &self.url(path), key)
     }
 
@@ -230,12 +230,11 @@ pub fn agent(root_pem: Option<&[u8]>) -> ureq::Agent {
     config.build().into()
 }
 
-/// `GET url` with an optional bearer key: status, headers, body.
-pub fn get(
-    agent: &ureq::Agent,
-    url: &str,
-    key: Option<&str>,
-) -> (u16, Vec<(String, String)>, String) {
+/// An answer: status, headers (lower-case names) and body.
+pub type Answer = (u16, Vec<(String, String)>, String);
+
+/// `GET url` with an optional bearer key.
+pub fn get(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Answer {
     let mut req = agent.get(url);
     if let Some(k) = key {
         req = req.header("Authorization", &format!("Bearer {k}"));
