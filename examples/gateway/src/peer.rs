@@ -3,13 +3,13 @@
 //! actix-web keeps running a handler whose client has gone (HTTP/1 reads
 //! nothing more while the request is being served), so a long-poll would
 //! keep its emap subscription until its timeout. At accept time the gateway
-//! keeps a duplicate of the client socket; a waiting handler races its wait
-//! against [`hung_up`], which resolves when the peer closes its side.
+//! keeps a duplicate of the client socket (under TLS, of the TCP socket
+//! beneath the TLS stream); a waiting handler races its wait against
+//! [`hung_up`], which resolves when the peer closes its side.
 
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
-use tokio::io::Interest;
 
 /// A duplicate of the client socket, stored as connection data.
 #[derive(Clone)]
@@ -31,8 +31,8 @@ pub fn on_connect(io: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) 
 }
 
 /// Resolves when the client of `req` has closed its side of the
-/// connection (or the connection failed); never resolves when that cannot
-/// be known.
+/// connection; never resolves when that cannot be known (or when the client
+/// sends more bytes, e.g. a pipelined request).
 pub async fn hung_up(req: &HttpRequest) {
     let watch = req
         .conn_data::<PeerSocket>()
@@ -45,17 +45,9 @@ pub async fn hung_up(req: &HttpRequest) {
     let Some(stream) = watch else {
         return std::future::pending().await;
     };
-    loop {
-        let Ok(ready) = stream.ready(Interest::READABLE).await else {
-            return;
-        };
-        if ready.is_read_closed() || ready.is_error() {
-            return;
-        }
-        // Bytes are waiting, not a close: forget this readiness (reading
-        // nothing) so that the next edge — more bytes or the FIN — wakes us.
-        let _ = stream.try_io(Interest::READABLE, || {
-            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-        });
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }

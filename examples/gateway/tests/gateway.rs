@@ -322,15 +322,7 @@ fn api_keys_scopes_and_audit_trail() {
         let key = signup.clone();
         std::thread::spawn(move || common::get(&agent, &url, Some(&key)))
     };
-    let (status, body) = gw.get_as(Some(&ops), "/v1/stats");
-    assert_eq!(status, 200, "{body}");
-    let await_one = || {
-        support::wait_for(EVENTUALLY, || {
-            let (_, body) = gw.get_as(Some(&ops), "/v1/stats");
-            body.contains("\"subscribers\":1").then_some(())
-        })
-    };
-    assert!(await_one().is_some());
+    gw.await_subscribers(Some(&ops), 1);
     deliver(&ca, "task-9", "welcome task-9");
     let (status, _, body) = waiter.join().unwrap();
     assert_eq!(status, 200, "{body}");

@@ -224,6 +224,7 @@ fn ten_thousand_waiters_from_one_key() {
         (metric(&m, "emap_gateway_key_waiters{key=\"calm\"}") == Some(1)).then_some(())
     });
     assert!(calm_waiting.is_some());
+    gw.await_subscribers(Some(&calm), LIMIT + 1);
     deliver(&ca, "calm", "served during the flood");
 
     let mut statuses = std::collections::BTreeMap::new();
@@ -559,4 +560,34 @@ fn sse_client_that_never_reads() {
     gw.await_subscribers(Some(&other), 0);
     let mut gw = gw;
     assert!(gw.alive());
+}
+
+/// A client that pipelines a second request behind a long-poll and then
+/// hangs up: the unread bytes of the second request do not hide its
+/// close, so the wait and its subscription are released.
+#[test]
+fn pipelined_bytes_do_not_hide_a_hang_up() {
+    let ca = dovecot().catchall("gwpipe");
+    let key = new_key();
+    let tables = key_table("k", "GW_K", "\"wait\", \"stats\"", "");
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables: &tables,
+            env: vec![("GW_K", key.clone())],
+            ..Setup::default()
+        },
+    );
+    let mut s = TcpStream::connect(&gw.addr).unwrap();
+    let head = |target: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n")
+    };
+    let wait = format!(
+        "/v1/wait?inbox=main&to={}&timeout=100s",
+        ca.address("piped")
+    );
+    write!(s, "{}{}", head(&wait), head("/v1/stats")).unwrap();
+    gw.await_subscribers(Some(&key), 1);
+    drop(s);
+    gw.await_subscribers(Some(&key), 0);
 }

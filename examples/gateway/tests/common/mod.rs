@@ -154,14 +154,24 @@ impl Gateway {
         })
     }
 
-    /// Waits until the sessions `key` may see hold `n` subscribers.
+    /// Waits until the sessions `key` may see hold `n` subscribers and,
+    /// when `n > 0`, every one of them is `Watching` (selected). Mail
+    /// delivered while a new session is still selecting counts as already
+    /// there (below its first watermark) and is not delivered to a wait
+    /// without `max_age`: tests deliver only once the session watches.
     pub fn await_subscribers(&self, key: Option<&str>, n: u64) {
-        let seen = wait_for(EVENTUALLY, || (self.subscribers(key) == n).then_some(()));
-        assert!(
-            seen.is_some(),
-            "subscribers: {} (want {n})",
-            self.subscribers(key)
-        );
+        let ready = || {
+            let stats = self.stats(key);
+            let sessions = stats["sessions"].as_array().cloned().unwrap_or_default();
+            let subscribers: u64 = sessions
+                .iter()
+                .map(|s| s["subscribers"].as_u64().unwrap_or(0))
+                .sum();
+            let watching = sessions.iter().all(|s| s["state"] == "Watching");
+            (subscribers == n && (n == 0 || watching)).then_some(())
+        };
+        let seen = wait_for(EVENTUALLY, ready);
+        assert!(seen.is_some(), "{} (want {n} subscribers)", self.stats(key));
     }
 
     /// `/metrics` as `key`.
