@@ -6,7 +6,8 @@
 //! One middleware does all of it so that no endpoint can be added without
 //! authentication, and so that every answer — including 401, 403, 414 and
 //! 429 given here, and 400/404 given by actix-web — is logged and counted
-//! exactly once. The audit line names the key by its id only; the inbox a
+//! exactly once (for a stream, when its head is sent: the duration is the
+//! time to the first byte). The audit line names the key by its id only; the inbox a
 //! request named is escaped (ASCII, no CR/LF) and cut short before it is
 //! logged, since it is whatever the client sent.
 
