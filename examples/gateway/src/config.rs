@@ -58,7 +58,8 @@
 //! recipients are not `["*"]` must name `to` in every wait and stream.
 //!
 //! With no `[[key]]` the gateway is open to anyone who can connect, so it
-//! then refuses to start unless `listen` resolves to loopback addresses only.
+//! then refuses to start unless `listen` resolves to loopback addresses
+//! only; all requests then share one set of `[limits]`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::ToSocketAddrs;
