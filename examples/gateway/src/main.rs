@@ -3,24 +3,58 @@
 //!
 //! ```text
 //! SIGNUPS_PASSWORD=... cargo run --release -p emap-gateway -- --config gateway.toml
-//! curl 'http://127.0.0.1:8080/v1/wait?inbox=signups&to=task42@example.com&timeout=2m'
+//! curl -H "Authorization: Bearer $KEY" --cacert ca.pem \
+//!     'https://gw.example.com:8443/v1/wait?inbox=signups&to=task42@example.com&timeout=2m'
 //! ```
 //!
-//! See `config.rs` for the file format and `routes.rs` for the endpoints.
+//! See `config.rs` for the file format (keys, TLS, limits), `gate.rs` for
+//! authentication and the audit trail, and `routes.rs` for the endpoints.
+//! The first line on standard output is `listening on <scheme>://<addr>`;
+//! logs (one audit line per request) go to standard error.
 
+#![forbid(unsafe_code)]
+
+mod auth;
 mod config;
+mod gate;
 mod json;
 mod peer;
 mod routes;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpServer, middleware, web};
 use emap::Registry;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The listener's rustls configuration from the PEM files (ring provider,
+/// as emap uses; TLS 1.2 and 1.3).
+fn server_tls(files: &config::TlsFiles) -> Result<rustls::ServerConfig, String> {
+    let cert_path = files.cert_file.display();
+    let certs = CertificateDer::pem_file_iter(&files.cert_file)
+        .map_err(|e| format!("tls.cert_file {cert_path}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert_file {cert_path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("tls.cert_file {cert_path}: no certificate"));
+    }
+    // The error names the file, never the key material.
+    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+        .map_err(|e| format!("tls.key_file {}: {e}", files.key_file.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: {e}"))
+}
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -55,10 +89,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let tls = match config.tls.as_ref().map(server_tls).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if config.keys.is_empty() {
+        tracing::warn!("no [[key]] configured: anyone who can connect reads every inbox");
+    } else if tls.is_none() {
+        tracing::warn!("API keys travel in plaintext: configure [tls] on any shared network");
+    }
     let listen = config.listen.clone();
+    let http = config.http.clone();
     let state = web::Data::new(routes::State::new(handle.clone(), config));
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(middleware::from_fn(gate::gate))
             .app_data(state.clone())
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 let msg = e.to_string();
@@ -76,7 +124,16 @@ async fn main() -> ExitCode {
     })
     .on_connect(peer::on_connect)
     .shutdown_timeout(5)
-    .bind(&listen);
+    .client_request_timeout(http.client_request_timeout)
+    .client_disconnect_timeout(http.client_disconnect_timeout)
+    .keep_alive(http.keep_alive)
+    .tls_handshake_timeout(http.tls_handshake_timeout)
+    .max_connections(http.max_connections)
+    .backlog(http.backlog);
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(&listen, tls),
+        None => server.bind(&listen),
+    };
     let server = match server {
         Ok(s) => s,
         Err(e) => {
@@ -84,8 +141,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for addr in server.addrs() {
-        println!("listening on http://{addr}");
+    for (addr, scheme) in server.addrs_with_scheme() {
+        println!("listening on {scheme}://{addr}");
     }
     let result = server.run().await;
     // Graceful: the HTTP side has drained; now LOGOUT every session.

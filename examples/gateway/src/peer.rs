@@ -3,8 +3,9 @@
 //! actix-web keeps running a handler whose client has gone (HTTP/1 reads
 //! nothing more while the request is being served), so a long-poll would
 //! keep its emap subscription until its timeout. At accept time the gateway
-//! keeps a duplicate of the client socket; a waiting handler races its wait
-//! against [`hung_up`], which resolves when the peer closes its side.
+//! keeps a duplicate of the client socket (under TLS, of the TCP socket
+//! beneath the TLS stream); a waiting handler races its wait against
+//! [`hung_up`], which resolves when the peer closes its side.
 
 use std::sync::Arc;
 
@@ -16,7 +17,13 @@ pub struct PeerSocket(Arc<socket2::Socket>);
 
 /// The `on_connect` hook: remembers the connection's socket.
 pub fn on_connect(io: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-    if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>()
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    let tcp = io.downcast_ref::<TcpStream>().or_else(|| {
+        io.downcast_ref::<TlsStream<TcpStream>>()
+            .map(|t| t.get_ref().0)
+    });
+    if let Some(tcp) = tcp
         && let Ok(dup) = socket2::SockRef::from(tcp).try_clone()
     {
         ext.insert(PeerSocket(Arc::new(dup)));

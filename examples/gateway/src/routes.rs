@@ -1,10 +1,16 @@
 //! The HTTP endpoints: long-poll wait, Server-Sent Events stream, stats,
 //! health and Prometheus metrics.
 //!
-//! Every wait or stream holds one waiter slot; past `max_waiters` a request
-//! gets 503 at once instead of piling up. A client that goes away drops
-//! its request future, which drops its emap subscription: the session
-//! forgets the subscriber at once.
+//! Requests reach these handlers only through the gate (`gate.rs`), which
+//! has authenticated the key and checked its endpoint scope; here each
+//! request is kept to the key's inboxes and recipient patterns (403, the
+//! same answer as for an inbox that does not exist).
+//!
+//! Every wait or stream holds one of its key's slots (past the key's limit:
+//! 429) and one gateway-wide waiter slot (past `max_waiters`: 503), taken
+//! at once instead of piling up. A client that goes away drops its request
+//! future, which drops its emap subscription: the session forgets the
+//! subscriber at once.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -18,7 +24,9 @@ use emap::{Credential, Error, Filter, Handle};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::{Caller, Keys, Throttle};
 use crate::config::{Config, parse_duration};
+use crate::gate::{caller, error, forbidden};
 use crate::json::mail_json;
 
 /// How often an idle event stream gets a keep-alive comment.
@@ -28,8 +36,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub struct State {
     /// The embedded registry.
     pub handle: Handle,
-    /// The configuration.
+    /// The configuration (without its keys: see `keys`).
     pub config: Config,
+    /// The API keys and their live counters.
+    pub keys: Keys,
     waiters: AtomicUsize,
     waits_ok: AtomicU64,
     waits_timed_out: AtomicU64,
@@ -38,10 +48,12 @@ pub struct State {
 
 impl State {
     /// State around a started registry.
-    pub fn new(handle: Handle, config: Config) -> Self {
+    pub fn new(handle: Handle, mut config: Config) -> Self {
+        let keys = Keys::new(std::mem::take(&mut config.keys), config.limits);
         State {
             handle,
             config,
+            keys,
             waiters: AtomicUsize::new(0),
             waits_ok: AtomicU64::new(0),
             waits_timed_out: AtomicU64::new(0),
@@ -88,27 +100,38 @@ pub struct MailQuery {
     timeout: Option<String>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": message.into() }))
-}
-
-/// A refused request: status and message.
-type Refusal = (StatusCode, String);
-
-/// Turns a query into a credential and filter, or a 400/404 refusal.
-fn request(state: &State, q: &MailQuery) -> Result<(Credential, Filter), Refusal> {
-    let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
+/// Turns a query into a credential and filter within the caller's scope,
+/// or the answer refusing it (400, or the one 403).
+fn request(
+    state: &State,
+    caller: &Caller,
+    q: &MailQuery,
+) -> Result<(Credential, Filter), Box<HttpResponse>> {
+    let bad = |m: &str| Box::new(error(StatusCode::BAD_REQUEST, m));
     let Some(name) = q.inbox.as_deref() else {
         return Err(bad("missing parameter: inbox"));
     };
-    let Some(cred) = state.config.inboxes.get(name) else {
-        return Err((StatusCode::NOT_FOUND, format!("unknown inbox {name:?}")));
+    let Some(cred) = state
+        .config
+        .inboxes
+        .get(name)
+        .filter(|_| caller.scope.inbox(name))
+    else {
+        return Err(Box::new(forbidden()));
     };
+    // The address as emap's Filter::to compares it, so that the scope is
+    // checked on exactly what will be matched.
+    let to =
+        q.to.as_deref()
+            .map(|t| t.trim_matches([' ', '\t']).to_ascii_lowercase());
+    if to.as_deref().is_some_and(|t| !t.contains('@')) {
+        return Err(bad("to: not an e-mail address"));
+    }
+    if !caller.scope.recipient(to.as_deref()) {
+        return Err(Box::new(forbidden()));
+    }
     let mut filter = Filter::new();
-    if let Some(to) = &q.to {
-        if !to.contains('@') {
-            return Err(bad("to: not an e-mail address"));
-        }
+    if let Some(to) = to {
         filter = filter.to(to);
     }
     if let Some(s) = &q.from_contains {
@@ -125,6 +148,17 @@ fn request(state: &State, q: &MailQuery) -> Result<(Credential, Filter), Refusal
     Ok((cred.clone(), filter))
 }
 
+/// The 429 for a key with all its wait (or stream) slots taken.
+fn too_many(why: Throttle) -> HttpResponse {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        match why {
+            Throttle::Streams => "too many concurrent streams for this key",
+            _ => "too many concurrent waits for this key",
+        },
+    )
+}
+
 fn session_error(e: &Error) -> HttpResponse {
     // The IMAP side failed: permanent (credentials) is a bad gateway;
     // transient is worth retrying.
@@ -133,7 +167,7 @@ fn session_error(e: &Error) -> HttpResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    error(status, e.to_string())
+    error(status, &e.to_string())
 }
 
 /// `GET /v1/wait`: the next matching mail as JSON (200), or 408 when none
@@ -144,9 +178,10 @@ pub async fn wait(
     state: web::Data<State>,
     q: web::Query<MailQuery>,
 ) -> HttpResponse {
-    let (cred, filter) = match request(&state, &q) {
+    let caller = caller(&req, &state);
+    let (cred, filter) = match request(&state, &caller, &q) {
         Ok(x) => x,
-        Err((status, message)) => return error(status, message),
+        Err(refused) => return *refused,
     };
     let timeout = match &q.timeout {
         None => state.config.default_timeout,
@@ -155,13 +190,16 @@ pub async fn wait(
             Some(_) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("timeout: at most {:?}", state.config.max_timeout),
+                    &format!("timeout: at most {:?}", state.config.max_timeout),
                 );
             }
             None => return error(StatusCode::BAD_REQUEST, "timeout: use e.g. 30s, 2m"),
         },
     };
     let state = state.into_inner();
+    let Some(_key_slot) = caller.slot(false) else {
+        return too_many(Throttle::Waiters);
+    };
     let Some(_slot) = state.slot() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -200,11 +238,15 @@ pub async fn stream(
     state: web::Data<State>,
     q: web::Query<MailQuery>,
 ) -> HttpResponse {
-    let (cred, filter) = match request(&state, &q) {
+    let caller = caller(&req, &state);
+    let (cred, filter) = match request(&state, &caller, &q) {
         Ok(x) => x,
-        Err((status, message)) => return error(status, message),
+        Err(refused) => return *refused,
     };
     let state = state.into_inner();
+    let Some(key_slot) = caller.slot(true) else {
+        return too_many(Throttle::Streams);
+    };
     let Some(slot) = state.slot() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -219,15 +261,16 @@ pub async fn stream(
     tick.reset();
     let gone: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
         Box::pin(async move { crate::peer::hung_up(&req).await });
-    let events = futures_util::stream::unfold(Some((sub, slot, tick, gone)), |st| async move {
-        let (mut sub, slot, mut tick, mut gone) = st?;
+    let slots = (key_slot, slot);
+    let events = futures_util::stream::unfold(Some((sub, slots, tick, gone)), |st| async move {
+        let (mut sub, slots, mut tick, mut gone) = st?;
         tokio::select! {
             // The client hung up: end the stream, dropping the subscription.
             _ = &mut gone => None,
             m = sub.recv() => match m {
                 Some(mail) => {
                     let line = format!("event: mail\ndata: {}\n\n", mail_json(&mail));
-                    Some((Ok::<_, actix_web::Error>(Bytes::from(line)), Some((sub, slot, tick, gone))))
+                    Some((Ok::<_, actix_web::Error>(Bytes::from(line)), Some((sub, slots, tick, gone))))
                 }
                 None => {
                     let why = sub.error().map_or_else(|| "closed".to_owned(), |e| e.to_string());
@@ -235,7 +278,7 @@ pub async fn stream(
                     Some((Ok(Bytes::from(line)), None))
                 }
             },
-            _ = tick.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Some((sub, slot, tick, gone)))),
+            _ = tick.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Some((sub, slots, tick, gone)))),
         }
     });
     HttpResponse::Ok()
@@ -244,12 +287,22 @@ pub async fn stream(
         .streaming(events)
 }
 
-/// `GET /v1/stats`: per-session statistics.
+/// `GET /v1/stats`: per-session statistics of the inboxes in the key's
+/// scope, and the key's own open waits and streams.
 #[get("/v1/stats")]
-pub async fn stats(state: web::Data<State>) -> HttpResponse {
+pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let caller = caller(&req, &state);
+    let visible: Vec<emap::SessionKey> = state
+        .config
+        .inboxes
+        .iter()
+        .filter(|(name, _)| caller.scope.inbox(name))
+        .map(|(_, cred)| cred.key())
+        .collect();
     let sessions = state.handle.stats().await.unwrap_or_default();
     let sessions: Vec<_> = sessions
         .iter()
+        .filter(|s| visible.contains(&s.key))
         .map(|s| {
             json!({
                 "session": s.key.to_string(),
@@ -271,6 +324,11 @@ pub async fn stats(state: web::Data<State>) -> HttpResponse {
         .collect();
     HttpResponse::Ok().json(json!({
         "waiters": state.waiters.load(Ordering::Relaxed),
+        "key": {
+            "id": caller.id,
+            "waiters": caller.usage.waiters(),
+            "streams": caller.usage.streams(),
+        },
         "sessions": sessions,
     }))
 }
@@ -362,7 +420,61 @@ pub async fn metrics(state: web::Data<State>) -> HttpResponse {
         "Requests refused with 503 for lack of a waiter slot.",
         state.rejected_busy.load(Ordering::Relaxed),
     );
+    per_key(&mut out, &state.keys);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// The per-key series: requests by status, 429s by reason, open waits and
+/// streams. Labels carry the key id only (ids are `[A-Za-z0-9_.-]`, or
+/// `-` for requests without a valid key).
+fn per_key(out: &mut String, keys: &Keys) {
+    let _ = writeln!(
+        out,
+        "# HELP emap_gateway_requests_total Requests answered, by API key id and status.\n\
+         # TYPE emap_gateway_requests_total counter"
+    );
+    for k in keys.all() {
+        for (status, n) in k.usage.statuses() {
+            let _ = writeln!(
+                out,
+                "emap_gateway_requests_total{{key=\"{}\",status=\"{status}\"}} {n}",
+                k.id
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP emap_gateway_throttled_total Requests refused with 429, by API key id and reason.\n\
+         # TYPE emap_gateway_throttled_total counter"
+    );
+    for k in keys.all() {
+        for why in [Throttle::Rate, Throttle::Waiters, Throttle::Streams] {
+            let _ = writeln!(
+                out,
+                "emap_gateway_throttled_total{{key=\"{}\",reason=\"{}\"}} {}",
+                k.id,
+                why.name(),
+                k.usage.throttled(why)
+            );
+        }
+    }
+    for (name, help, get) in [
+        (
+            "emap_gateway_key_waiters",
+            "Open waits, by API key id.",
+            (|u: &crate::auth::Usage| u.waiters()) as fn(&crate::auth::Usage) -> usize,
+        ),
+        (
+            "emap_gateway_key_streams",
+            "Open streams, by API key id.",
+            |u: &crate::auth::Usage| u.streams(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for k in keys.all() {
+            let _ = writeln!(out, "{name}{{key=\"{}\"}} {}", k.id, get(&k.usage));
+        }
+    }
 }
