@@ -152,6 +152,8 @@ pub(crate) fn is_refusal(code: Option<&Code>, text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     t.contains("too many simultaneous connections")
         || t.contains("too many connections")
+        // Cyrus: `NO Too many open connections (15 of 15 for u)`.
+        || t.contains("too many open connections")
         || t.contains("maximum number of connections")
         || t.contains("try again later")
 }
@@ -186,6 +188,8 @@ mod tests {
             "Too many simultaneous connections. (Failure)"
         ));
         assert!(is_refusal(Some(&Code::Unavailable), "Temporary failure"));
+        // Cyrus 3.6's reply over its per-user cap (no response code).
+        assert!(is_refusal(None, "Too many open connections (15 of 15 for u)"));
         assert!(!is_refusal(
             Some(&Code::AuthenticationFailed),
             "Authentication failed."

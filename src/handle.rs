@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use tokio_util::sync::CancellationToken;
 
-use crate::messages::{GetStats, Shutdown, Subscribe};
+use crate::messages::{GetStats, GetStatsOf, Shutdown, Subscribe};
 use crate::registry::Registry;
 use crate::stats::{ActorCensus, ActorCounts, SessionStats};
 use crate::subscription::Subscription;
@@ -170,6 +170,17 @@ impl Handle {
             .map_err(|_| Error::Shutdown)
     }
 
+    /// Statistics of the session `credential` would join (the same server,
+    /// user, mailbox, TLS settings and secret), if one is live: what a
+    /// service shows a caller about its own inbox, and nothing about the
+    /// others.
+    pub async fn stats_of(&self, credential: &Credential) -> Result<Vec<SessionStats>, Error> {
+        self.registry
+            .send(GetStatsOf(credential.clone()))
+            .await
+            .map_err(|_| Error::Shutdown)
+    }
+
     /// LOGOUT on every session; every subscription ends. With
     /// [`Registry::start_in_thread`], also stops the background thread.
     pub async fn shutdown(&self) {
@@ -188,6 +199,12 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// Statistics of this mailbox's session, if one is live (see
+    /// [`Handle::stats_of`]).
+    pub async fn stats(&self) -> Result<Vec<SessionStats>, Error> {
+        self.handle.stats_of(&self.credential).await
+    }
+
     /// Subscribes with `filter`.
     pub async fn watch(&self, filter: Filter) -> Result<Subscription, Error> {
         self.handle.subscribe(self.credential.clone(), filter).await

@@ -119,6 +119,20 @@ pub struct Shutdown;
 #[rtype(result = "Vec<SessionStats>")]
 pub struct GetStats;
 
+/// Statistics of the sessions a credential would join: the same identity
+/// (server, user, mailbox, TLS mode and trust, token provider) and the same
+/// secret. A caller learns nothing about sessions its credential does not
+/// open.
+#[derive(Message)]
+#[rtype(result = "Vec<SessionStats>")]
+pub struct GetStatsOf(pub Credential);
+
+impl std::fmt::Debug for GetStatsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("GetStatsOf").field(&self.0).finish()
+    }
+}
+
 /// A new mail for a subscriber.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]

@@ -30,8 +30,8 @@ use actix::{Arbiter, Supervisor};
 
 use crate::credential::{Identity, same_secret};
 use crate::messages::{
-    AddSubscriber, EndSession, GetStats, RemoveSubscriber, SessionEnded, Shutdown, Subscribe,
-    Subscribed, Unsubscribe,
+    AddSubscriber, EndSession, GetStats, GetStatsOf, RemoveSubscriber, SessionEnded, Shutdown,
+    Subscribe, Subscribed, Unsubscribe,
 };
 use crate::queue::SubscriberQueue;
 use crate::session::Session;
@@ -355,6 +355,25 @@ impl Handler<GetStats> for Registry {
             }
             all.sort_by(|a, b| a.key.cmp(&b.key));
             all
+        })
+    }
+}
+
+impl Handler<GetStatsOf> for Registry {
+    type Result = ResponseFuture<Vec<SessionStats>>;
+
+    fn handle(&mut self, msg: GetStatsOf, _: &mut Context<Self>) -> Self::Result {
+        let identity = msg.0.identity();
+        let fingerprint = msg.0.secret_fingerprint(&self.secret_keys);
+        let addr = self
+            .joinable(&identity, fingerprint)
+            .and_then(|key| self.sessions.get(&key))
+            .map(|slot| slot.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(GetStats).await.unwrap_or_default(),
+                None => Vec::new(),
+            }
         })
     }
 }

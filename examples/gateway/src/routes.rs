@@ -143,6 +143,13 @@ fn request(
     if let Some(s) = &q.max_age {
         let age = parse_duration(s).ok_or_else(|| bad("max_age: use e.g. 30s, 10m"))?;
         filter = filter.max_age(age);
+    } else {
+        // Mail from the request on: on a cold inbox the session's first
+        // SELECT comes after the request, and a mail the worker triggered
+        // in between would sit below the session's starting point; `since`
+        // makes the session look back for it (within emap's clock-skew
+        // allowance).
+        filter = filter.since(std::time::SystemTime::now());
     }
     filter.validate().map_err(|e| bad(&e.to_string()))?;
     Ok((cred.clone(), filter))
@@ -292,17 +299,16 @@ pub async fn stream(
 #[get("/v1/stats")]
 pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let caller = caller(&req, &state);
-    let visible: Vec<emap::SessionKey> = state
-        .config
-        .inboxes
-        .iter()
-        .filter(|(name, _)| caller.scope.inbox(name))
-        .map(|(_, cred)| cred.key())
-        .collect();
-    let sessions = state.handle.stats().await.unwrap_or_default();
+    // Only the sessions of the inboxes in the key's scope, asked by
+    // credential: the registry matches server, user, TLS and secret.
+    let mut sessions = Vec::new();
+    for (name, cred) in &state.config.inboxes {
+        if caller.scope.inbox(name) {
+            sessions.extend(state.handle.stats_of(cred).await.unwrap_or_default());
+        }
+    }
     let sessions: Vec<_> = sessions
         .iter()
-        .filter(|s| visible.contains(&s.key))
         .map(|s| {
             json!({
                 "session": s.key.to_string(),

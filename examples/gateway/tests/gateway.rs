@@ -501,3 +501,33 @@ fn tls_listener() {
     drop(tls);
     gw.await_subscribers(Some(&key), 0);
 }
+
+/// A worker sends its wait and at once triggers the mail, on an inbox the
+/// gateway has no session for yet: the mail may land before the session's
+/// first SELECT, below its starting point, where live mail never looks.
+/// A wait without `max_age` looks back from the request's arrival, so it
+/// gets the mail. (Without that, this wait timed out: the session started
+/// above the mail.)
+#[test]
+fn a_wait_on_a_cold_inbox_gets_mail_triggered_right_after_the_request() {
+    let ca = dovecot().catchall("gwcold");
+    let gw = Gateway::start(&ca, Setup::default());
+    let url = gw.url(&format!(
+        "/v1/wait?inbox=main&to={}&timeout=20s",
+        ca.address("cold")
+    ));
+    let waiter = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent.get(&url).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    });
+    // No waiting for the subscriber: the mail races the session's start.
+    deliver(&ca, "cold", "cold start");
+    let (status, body) = waiter.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(mail["subject"], "cold start");
+}
