@@ -412,8 +412,8 @@ fn mail_owner() -> Result<(String, u32, u32), String> {
     ))
 }
 
-/// `chown -R uid:gid dir` when running as root.
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+/// `chown -R uid:gid dir` when running as root (a no-op otherwise).
+pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
     if id(&["-u"])? != "0" {
         return Ok(());
     }
