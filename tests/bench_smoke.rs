@@ -5,9 +5,10 @@
 //! scenario, reported no error and lost no mail.
 //!
 //! No timing is asserted: CI machines are shared and the figures mean
-//! nothing at this size. The benchmark starts its own Dovecot (the same
-//! packages the integration tests need; `scripts/test` installs them), so
-//! this test needs nothing from tests/support. Cyrus is not used here.
+//! nothing at this size. The benchmark starts a Dovecot of its own with
+//! tests/support's starter (compiled into the example by `#[path]`), so it
+//! needs the same packages as the integration tests (`scripts/test`
+//! installs them). Cyrus is not used here (tests/servers.rs covers it).
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Putting mail into the server the way an MTA would, and stamping the
 //! moment the server accepted it — the start of every latency measured.
 //!
-//! - LMTP (Dovecot over TCP, Cyrus over its Unix socket): one persistent
+//! - LMTP (Dovecot and Cyrus, over TCP): one persistent
 //!   session per [`Deliverer`], one transaction per message (`MAIL FROM`,
 //!   `RCPT TO`, `DATA`); "accepted" is when the per-recipient 250 reply
 //!   after the data was read — the server has stored the message.
@@ -10,11 +10,12 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use crate::imap::Imap;
 use crate::metrics::now_ns;
+use crate::raw_client;
+use crate::support::RawImap;
+use crate::support::lmtp::dot_stuff;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -22,7 +23,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub enum Route {
     LmtpTcp(u16),
-    LmtpUnix(std::path::PathBuf),
     Append {
         host: String,
         port: u16,
@@ -40,7 +40,7 @@ pub enum Deliverer {
         /// ACK later).
         tcp: Option<TcpStream>,
     },
-    Append(Box<Imap>),
+    Append(Box<RawImap>),
 }
 
 impl Deliverer {
@@ -56,22 +56,15 @@ impl Deliverer {
                 let q = s.try_clone().map_err(|e| e.to_string())?;
                 Self::lmtp(Box::new(s), Box::new(w), Some(q))
             }
-            Route::LmtpUnix(path) => {
-                let s = UnixStream::connect(path)
-                    .map_err(|e| format!("LMTP connect {}: {e}", path.display()))?;
-                s.set_read_timeout(Some(TIMEOUT))
-                    .map_err(|e| e.to_string())?;
-                let w = s.try_clone().map_err(|e| e.to_string())?;
-                Self::lmtp(Box::new(s), Box::new(w), None)
-            }
             Route::Append {
                 host,
                 port,
                 user,
                 password,
             } => {
-                let mut c = Imap::connect(host, *port).map_err(|e| format!("connect: {e}"))?;
-                c.login(user, password).map_err(|e| format!("login: {e}"))?;
+                let mut c =
+                    raw_client::connect(host, *port).map_err(|e| format!("connect: {e}"))?;
+                raw_client::login(&mut c, user, password).map_err(|e| format!("login: {e}"))?;
                 Ok(Deliverer::Append(Box::new(c)))
             }
         }
@@ -97,7 +90,9 @@ impl Deliverer {
     /// returns when the server accepted it (ns, realtime clock).
     pub fn deliver(&mut self, rcpt: &str, raw: &[u8]) -> Result<u64, String> {
         match self {
-            Deliverer::Append(c) => c.append("INBOX", raw).map_err(|e| format!("APPEND: {e}")),
+            Deliverer::Append(c) => {
+                raw_client::append(c, "INBOX", raw).map_err(|e| format!("APPEND: {e}"))
+            }
             Deliverer::Lmtp { .. } => {
                 self.send("MAIL FROM:<bench@emap.bench>")?;
                 self.expect("MAIL FROM", '2')?;
@@ -142,8 +137,8 @@ impl Deliverer {
     /// Ends the session politely (best effort).
     pub fn quit(mut self) {
         let _ = self.send("QUIT");
-        if let Deliverer::Append(c) = &mut self {
-            let _ = c.command("LOGOUT");
+        if let Deliverer::Append(c) = self {
+            c.logout();
         }
     }
 }
@@ -152,7 +147,7 @@ fn read_reply(reader: &mut impl BufRead, tcp: Option<&TcpStream>) -> io::Result<
     let mut reply = String::new();
     loop {
         if let Some(tcp) = tcp {
-            crate::imap::quickack(tcp);
+            let _ = socket2::SockRef::from(tcp).set_quickack(true);
         }
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -165,25 +160,6 @@ fn read_reply(reader: &mut impl BufRead, tcp: Option<&TcpStream>) -> io::Result<
             return Ok(reply);
         }
     }
-}
-
-/// CRLF-normalised, dot-stuffed DATA payload with the final `.`.
-fn dot_stuff(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + 16);
-    for line in raw.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-    }
-    // `split` yields a last empty piece after the final LF.
-    if raw.ends_with(b"\n") {
-        out.truncate(out.len() - 2);
-    }
-    out.extend_from_slice(b".\r\n");
-    out
 }
 
 /// The benchmark's message number `seq` to `to`: a small plain-text mail
@@ -204,15 +180,4 @@ pub fn message(seq: u32, to: &str) -> Vec<u8> {
         code = seq.wrapping_mul(7919) % 1_000_000,
     )
     .into_bytes()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_stuffing() {
-        assert_eq!(dot_stuff(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
-        assert_eq!(dot_stuff(b"a"), b"a\r\n.\r\n");
-    }
 }

@@ -23,15 +23,16 @@
 
 mod child;
 mod client_emap;
-mod cyrus;
 mod deliver;
-mod dovecot;
-mod imap;
 mod metrics;
-mod proc;
+mod raw_client;
 mod report;
 mod scenarios;
 mod server;
+// The servers (Dovecot, Cyrus), their process plumbing and the raw IMAP
+// client are the integration tests' own: one copy, in tests/support.
+#[path = "../../tests/support/mod.rs"]
+mod support;
 mod typical;
 
 use std::time::Instant;
@@ -248,7 +249,7 @@ fn main() {
             print!("{}", report::table(&rows));
         }
     }
-    for s in &mut servers.started {
+    for s in servers.started.drain(..) {
         s.stop();
     }
     eprintln!(

@@ -374,7 +374,7 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         let (user, password) = (inbox.user.clone(), inbox.password.clone());
         let stop = stop.clone();
         std::thread::spawn(move || {
-            crate::imap::raw_idle_client(
+            crate::raw_client::raw_idle_client(
                 &host,
                 port,
                 &user,
@@ -479,13 +479,24 @@ fn fill_backlog(server: &Server, user: &str, count: usize) -> Result<(Duration, 
             .try_for_each(|h| h.join().unwrap_or_else(|_| Err("writer panicked".into())))
     })?;
     let (uid, gid) = d.mail_owner();
-    crate::proc::chown(&maildir, uid, gid, true)?;
+    crate::support::cyrus::chown_tree(&maildir, uid, gid)?;
     let filled = t.elapsed();
     let t = Instant::now();
-    let out = d.doveadm(
-        &["mailbox", "status", "-u", user, "messages uidnext", "INBOX"],
-        Duration::from_secs(1200),
-    )?;
+    // doveadm as in Dovecot::doveadm, with the time a million-message
+    // index takes.
+    let mut cmd = std::process::Command::new(
+        crate::support::dovecot::find_binary("doveadm").ok_or("doveadm not found")?,
+    );
+    cmd.arg("-c").arg(d.conf_path()).args([
+        "mailbox",
+        "status",
+        "-u",
+        user,
+        "messages uidnext",
+        "INBOX",
+    ]);
+    let out = crate::support::dovecot::run(cmd, Duration::from_secs(1200))?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let indexed = t.elapsed();
     let messages: usize = out
         .split_whitespace()
@@ -631,18 +642,18 @@ pub fn backlog(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
 /// Connect + LOGIN + EXAMINE INBOX with the raw client, in ms.
 fn examine_ms(server: &Server, inbox: &Inbox) -> Result<f64, String> {
     let t = Instant::now();
-    let mut c = crate::imap::Imap::connect(&server.host(), server.imap_port())
+    let mut c = crate::raw_client::connect(&server.host(), server.imap_port())
         .map_err(|e| format!("connect: {e}"))?;
-    c.login(&inbox.user, &inbox.password)
+    crate::raw_client::login(&mut c, &inbox.user, &inbox.password)
         .map_err(|e| format!("login: {e}"))?;
     let r = c
-        .command("EXAMINE INBOX")
+        .try_command("EXAMINE INBOX")
         .map_err(|e| format!("EXAMINE: {e}"))?;
     let took = t.elapsed().as_secs_f64() * 1000.0;
     if !r.last().is_some_and(|l| l.contains(" OK")) {
         return Err(format!("EXAMINE: {r:?}"));
     }
-    let _ = c.command("LOGOUT");
+    c.logout();
     Ok(took)
 }
 

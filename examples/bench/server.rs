@@ -1,6 +1,8 @@
-//! The server a scenario runs against — the bench's own Dovecot or Cyrus,
-//! or an existing server named with `--host` — behind one interface:
-//! make inboxes, deliver to an address, count the server's connections.
+//! The server a scenario runs against — a Dovecot or Cyrus started by
+//! tests/support's starters (the integration suite's, with the bench's own
+//! connection cap: 10, Dovecot's shipped default, on both), or an existing
+//! server named with `--host` — behind one interface: make inboxes,
+//! deliver to an address, count the server's connections.
 //!
 //! An inbox is one account plus the domain its subscribers' addresses use:
 //! on Dovecot a real catch-all domain (any `local@domain` lands in the
@@ -10,9 +12,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cyrus::Cyrus;
 use crate::deliver::Route;
-use crate::dovecot::Dovecot;
+use crate::support::TestUser;
+use crate::support::cyrus::Cyrus;
+use crate::support::dovecot::Dovecot;
+
+/// The per-user connection cap of the bench's servers (Dovecot's shipped
+/// `mail_max_userip_connections`; Cyrus' `maxlogins_per_user` alike), so
+/// the per-task scenario meets the cap a real deployment has.
+pub const MAX_CONNECTIONS_PER_USER: usize = 10;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -74,8 +82,10 @@ impl Server {
             handed_out: false,
         };
         match kind {
-            Kind::Dovecot => s.dovecot = Some(Dovecot::start()?),
-            Kind::Cyrus => s.cyrus = Some(Cyrus::start()?),
+            Kind::Dovecot => {
+                s.dovecot = Some(Dovecot::start_with_cap(MAX_CONNECTIONS_PER_USER)?);
+            }
+            Kind::Cyrus => s.cyrus = Some(Cyrus::start_with_cap(MAX_CONNECTIONS_PER_USER)?),
             Kind::External => {
                 s.external = Some(external.ok_or("--host needs --user and --password-env")?)
             }
@@ -111,8 +121,12 @@ impl Server {
         match self.kind {
             Kind::Dovecot => {
                 let d = self.dovecot.as_ref().ok_or("no dovecot")?;
-                d.add_user(&user, &password)?;
-                d.add_domain(&domain, &user)?;
+                let account = TestUser {
+                    name: user.clone(),
+                    password: password.clone(),
+                };
+                d.add_user(&account);
+                d.add_domain(&domain, &account);
             }
             Kind::Cyrus => {
                 self.cyrus
@@ -150,7 +164,7 @@ impl Server {
     pub fn route(&self, inbox: &Inbox) -> Route {
         match (&self.dovecot, &self.cyrus, &self.external) {
             (Some(d), _, _) => Route::LmtpTcp(d.lmtp_port),
-            (_, Some(c), _) => Route::LmtpUnix(c.lmtp_socket.clone()),
+            (_, Some(c), _) => Route::LmtpTcp(c.lmtp_port),
             (_, _, Some(e)) => Route::Append {
                 host: e.host.clone(),
                 port: e.port,
@@ -169,27 +183,21 @@ impl Server {
         }
     }
 
-    /// IMAP connections the server holds for these inboxes: `doveadm who`
-    /// on Dovecot (per user); on Cyrus the established sockets on its
-    /// IMAP port (all users: run one client at a time); `None` on an
-    /// existing server.
+    /// Logged-in IMAP connections the server holds for these inboxes, as
+    /// it counts them (`doveadm who` on Dovecot, its `proc/` files on
+    /// Cyrus); `None` on an existing server.
     pub fn connections(&self, inboxes: &[&Inbox]) -> Option<usize> {
+        let users = inboxes.iter().map(|i| i.user.as_str());
         match (&self.dovecot, &self.cyrus) {
-            (Some(d), _) => {
-                let users: Vec<&str> = inboxes.iter().map(|i| i.user.as_str()).collect();
-                d.connections(&users).ok()
-            }
-            (_, Some(c)) => Some(c.connections()),
+            (Some(d), _) => Some(users.map(|u| d.connections(u)).sum()),
+            (_, Some(c)) => Some(users.map(|u| c.connections(u)).sum()),
             _ => None,
         }
     }
 
-    pub fn stop(&mut self) {
-        if let Some(d) = self.dovecot.as_mut() {
-            d.stop();
-        }
-        if let Some(c) = self.cyrus.as_mut() {
-            c.stop();
-        }
+    /// Stops the server (its watchdog stops it when the handle is
+    /// dropped) before the next one starts.
+    pub fn stop(self) {
+        drop(self);
     }
 }

@@ -286,7 +286,7 @@ async fn one_task(
             next_uid = uid + 1;
             if let Some(body) = f.body()
                 && contains(body, needle.as_bytes())
-                && let Some(seq) = crate::imap::subject_seq(body)
+                && let Some(seq) = crate::raw_client::subject_seq(body)
             {
                 receipts.record(seq, at);
             }

@@ -134,7 +134,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The system user that owns the mail when the tests run as root.
-const MAIL_USER: &str = "emaptest";
+pub const MAIL_USER: &str = "emaptest";
 
 const INSTALL_HINT: &str = "the emap integration tests need a real Dovecot \
     (dovecot-imapd + dovecot-lmtpd) and the openssl CLI: install them with \
@@ -166,6 +166,10 @@ while [ -e "$4" ] && [ "$i" -lt 50 ]; do
 done
 "#;
 
+/// The per-user-and-IP IMAP connection cap of the suite's Dovecot
+/// (`mail_max_userip_connections`).
+pub const MAX_USERIP_CONNECTIONS: usize = 15;
+
 static DOVECOT: OnceLock<Result<Dovecot, String>> = OnceLock::new();
 static USER_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -175,7 +179,7 @@ static USER_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// failed start: the end of Dovecot's log).
 pub fn dovecot() -> &'static Dovecot {
     super::trace::install();
-    match DOVECOT.get_or_init(Dovecot::start) {
+    match DOVECOT.get_or_init(|| Dovecot::start(MAX_USERIP_CONNECTIONS)) {
         Ok(dovecot) => dovecot,
         Err(e) => panic!("test Dovecot unavailable: {e}"),
     }
@@ -256,14 +260,22 @@ enum StartError {
 }
 
 impl Dovecot {
-    fn start() -> Result<Dovecot, String> {
+    /// A Dovecot of its own (not the shared [`dovecot()`]) with this
+    /// per-user-and-IP connection cap; stopped when dropped (its watchdog's
+    /// pipe closes) or when the process exits. For the benchmark, which
+    /// runs with Dovecot's shipped default cap (10).
+    pub fn start_with_cap(cap: usize) -> Result<Dovecot, String> {
+        Dovecot::start(cap)
+    }
+
+    fn start(cap: usize) -> Result<Dovecot, String> {
         let bins = Binaries::find()?;
         let accounts = Accounts::resolve()?;
         let oauth = OAuthServer::start()
             .map_err(|e| format!("starting the OAuth2 introspection endpoint: {e}"))?;
         let mut last = String::new();
         for _attempt in 0..4 {
-            match Dovecot::start_once(&bins, &accounts, &oauth) {
+            match Dovecot::start_once(&bins, &accounts, &oauth, cap) {
                 Ok(dovecot) => return Ok(dovecot),
                 Err(StartError::PortInUse(e)) => last = e,
                 Err(StartError::Fatal(e)) => return Err(e),
@@ -278,6 +290,7 @@ impl Dovecot {
         bins: &Binaries,
         accounts: &Accounts,
         oauth: &OAuthServer,
+        cap: usize,
     ) -> Result<Dovecot, StartError> {
         let fatal = StartError::Fatal;
         let dir = tempfile::Builder::new()
@@ -308,7 +321,7 @@ impl Dovecot {
         let ports = free_ports(3).map_err(|e| fatal(format!("picking free ports: {e}")))?;
         let (imap_port, imaps_port, lmtp_port) = (ports[0], ports[1], ports[2]);
         let conf_path = p("dovecot.conf");
-        let config = render_config(&dir, accounts, imap_port, imaps_port, lmtp_port);
+        let config = render_config(&dir, accounts, imap_port, imaps_port, lmtp_port, cap);
         fs::write(&conf_path, config).map_err(|e| fatal(format!("writing the config: {e}")))?;
         let oauth_conf = format!(
             "introspection_mode = auth\nintrospection_url = {}\nusername_attribute = username\n\
@@ -394,6 +407,11 @@ impl Dovecot {
         &self.openssl
     }
 
+    /// The uid and gid that own the mail files.
+    pub fn mail_owner(&self) -> (u32, u32) {
+        (self.mail_uid, self.mail_gid)
+    }
+
     /// The maildir of `user` (`<dir>/mail/<user>`; INBOX's `new/` and `cur/`
     /// are directly inside).
     pub fn maildir(&self, user: &str) -> PathBuf {
@@ -436,7 +454,8 @@ impl Dovecot {
         CatchAll { domain, user }
     }
 
-    fn add_user(&self, user: &TestUser) {
+    /// Adds `user` as given (name and password), able to log in at once.
+    pub fn add_user(&self, user: &TestUser) {
         let home = self.dir.join("home").join(&user.name);
         write_atomically(
             &self.dir.join("passdb").join(&user.name),
@@ -455,7 +474,8 @@ impl Dovecot {
         );
     }
 
-    fn add_domain(&self, domain: &str, owner: &TestUser) {
+    /// Makes `domain` a catch-all whose mail lands in `owner`'s INBOX.
+    pub fn add_domain(&self, domain: &str, owner: &TestUser) {
         let home = self.dir.join("home").join(&owner.name);
         write_atomically(
             &self.dir.join("domains").join(format!("{domain}.passwd")),
@@ -769,7 +789,8 @@ impl Binaries {
     }
 }
 
-fn find_binary(name: &str) -> Option<PathBuf> {
+/// A binary in `PATH` or the usual sbin/bin directories.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(
@@ -850,7 +871,7 @@ impl Accounts {
 }
 
 /// Runs `id <args>` and returns its trimmed output, or an error if it fails.
-fn id(args: &[&str]) -> Result<String, String> {
+pub fn id(args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new("id");
     cmd.args(args);
     let out = run(cmd, COMMAND_TIMEOUT)?;
@@ -870,6 +891,7 @@ fn render_config(
     imap_port: u16,
     imaps_port: u16,
     lmtp_port: u16,
+    cap: usize,
 ) -> String {
     let d = dir.display();
     let Accounts {
@@ -935,7 +957,7 @@ userdb {{
 }}
 
 protocol imap {{
-  mail_max_userip_connections = 15
+  mail_max_userip_connections = {cap}
 }}
 
 service imap-login {{
@@ -1129,7 +1151,7 @@ fn stop_watchdog(child: &mut Child) {
 
 /// `n` distinct free TCP ports on 127.0.0.1 (held together while picking,
 /// then released).
-fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<io::Result<Vec<_>>>()?;
@@ -1197,7 +1219,7 @@ fn write_atomically(path: &Path, contents: &[u8]) {
 }
 
 /// `<prefix>-<pid>-<n>`, lowercased; the prefix must be a simple name.
-fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     assert!(
         !prefix.is_empty()
             && prefix
@@ -1209,7 +1231,8 @@ fn unique_name(prefix: &str) -> String {
     format!("{}-{}-{n}", prefix.to_ascii_lowercase(), std::process::id())
 }
 
-fn random_password() -> String {
+/// A fresh random password (`pw-` and 24 hex digits).
+pub fn random_password() -> String {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(USER_COUNTER.load(Ordering::Relaxed));
     hasher.write_u128(

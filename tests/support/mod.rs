@@ -25,6 +25,10 @@
 //! Layout:
 //! - [`dovecot`](mod@dovecot): starting/stopping the server, users, LMTP
 //!   delivery, APPEND, `doveadm who`/`kick`, log inspection;
+//! - [`cyrus`](mod@cyrus): the same for Cyrus IMAP 3.6 (unpacked by
+//!   `scripts/setup-cyrus`), for the end-to-end suite and the benchmark;
+//! - [`servers`]: [`TestServer`](servers::TestServer), what the suite of
+//!   tests/servers.rs needs from a server, for each real server;
 //! - [`raw_imap`]: [`RawImap`], a line-oriented IMAP client over a plain
 //!   blocking `TcpStream`;
 //! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
@@ -44,6 +48,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod cyrus;
 pub mod dovecot;
 pub mod emap;
 pub mod fake;
@@ -53,6 +58,7 @@ pub mod message;
 pub mod oauth;
 pub mod proxy;
 pub mod raw_imap;
+pub mod servers;
 pub mod trace;
 
 pub use dovecot::{CATCHALL_DOMAIN, CatchAll, Dovecot, TestUser, dovecot};

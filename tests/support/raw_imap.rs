@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 /// [`RawImap::set_timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One plaintext IMAP connection to 127.0.0.1.
+/// One plaintext IMAP connection (to 127.0.0.1 unless made with
+/// [`RawImap::try_connect_to`]).
 pub struct RawImap {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
@@ -33,6 +34,8 @@ pub struct RawImap {
     line_start: usize,
     /// Literal bytes still to read before the response line continues.
     literal_left: usize,
+    /// Whether to re-arm TCP_QUICKACK before each read.
+    quickack: bool,
 }
 
 /// True if the tagged (last) line of `lines` is an `OK` completion.
@@ -91,7 +94,19 @@ impl RawImap {
 
     /// Connects to `127.0.0.1:port` and reads the greeting.
     pub fn try_connect(port: u16) -> io::Result<RawImap> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        RawImap::connect_addr(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+
+    /// Connects to `host:port` and reads the greeting (the benchmark's
+    /// reference client may face an existing server named with `--host`).
+    pub fn try_connect_to(host: &str, port: u16) -> io::Result<RawImap> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{host}: no address")))?;
+        RawImap::connect_addr(addr)
+    }
+
+    fn connect_addr(addr: SocketAddr) -> io::Result<RawImap> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
@@ -105,6 +120,7 @@ impl RawImap {
             pending: Vec::new(),
             line_start: 0,
             literal_left: 0,
+            quickack: false,
         };
         imap.greeting = imap.read_response()?;
         Ok(imap)
@@ -119,6 +135,16 @@ impl RawImap {
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         let _ = self.writer.set_read_timeout(timeout);
         let _ = self.writer.set_write_timeout(timeout);
+    }
+
+    /// Asks the kernel to acknowledge received data at once, before every
+    /// read (Linux clears the flag by itself). Without it a server that
+    /// holds small writes back with Nagle until they are acknowledged
+    /// (Cyrus) waits for the delayed ACK, ~40 ms: emap does this too, and
+    /// the benchmark's reference client must not be slower than the server
+    /// allows.
+    pub fn set_quickack(&mut self, on: bool) {
+        self.quickack = on;
     }
 
     /// The local address of this connection.
@@ -302,13 +328,23 @@ impl RawImap {
     /// Reads one logical response within `timeout`; `Ok(None)` on timeout
     /// (partial data is kept for the next read).
     pub fn read_response_timeout(&mut self, timeout: Duration) -> io::Result<Option<String>> {
+        Ok(self
+            .read_response_bytes_timeout(timeout)?
+            .map(|r| String::from_utf8_lossy(&r).into_owned()))
+    }
+
+    /// [`RawImap::read_response_timeout`] as exact bytes.
+    pub fn read_response_bytes_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> io::Result<Option<Vec<u8>>> {
         let old = self.writer.read_timeout()?;
         self.writer
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let result = self.read_response_bytes();
         self.writer.set_read_timeout(old)?;
         match result {
-            Ok(r) => Ok(Some(String::from_utf8_lossy(&r).into_owned())),
+            Ok(r) => Ok(Some(r)),
             Err(e) if is_timeout(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -374,6 +410,9 @@ impl RawImap {
     /// Reads one response as exact bytes.
     pub fn read_response_bytes(&mut self) -> io::Result<Vec<u8>> {
         loop {
+            if self.quickack {
+                let _ = socket2::SockRef::from(&self.writer).set_quickack(true);
+            }
             if self.literal_left > 0 {
                 let mut buf = vec![0u8; self.literal_left.min(64 * 1024)];
                 let n = self.reader.read(&mut buf)?;
