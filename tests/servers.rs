@@ -408,10 +408,4 @@ macro_rules! scenarios {
 }
 
 scenarios!(dovecot, support::dovecot());
-scenarios!(
-    cyrus,
-    support::cyrus::cyrus(),
-    cap: #[ignore = "emap takes Cyrus' `NO Too many open connections (15 of 15 for u)` for \
-        a wrong password (src/error.rs is_refusal knows `too many connections` only): \
-        permanent AuthenticationFailed instead of backoff; see INTEROP.md"]
-);
+scenarios!(cyrus, support::cyrus::cyrus());
