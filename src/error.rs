@@ -189,7 +189,10 @@ mod tests {
         ));
         assert!(is_refusal(Some(&Code::Unavailable), "Temporary failure"));
         // Cyrus 3.6's reply over its per-user cap (no response code).
-        assert!(is_refusal(None, "Too many open connections (15 of 15 for u)"));
+        assert!(is_refusal(
+            None,
+            "Too many open connections (15 of 15 for u)"
+        ));
         assert!(!is_refusal(
             Some(&Code::AuthenticationFailed),
             "Authentication failed."
