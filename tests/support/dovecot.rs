@@ -64,7 +64,10 @@
 //!   `serverAuth`, SAN `IP:127.0.0.1, DNS:localhost` — rustls rejects a
 //!   CA certificate used as a server certificate).
 //! - `namespace inbox { separator = / }`: Maildir's default separator is
-//!   `.`, which refuses `CREATE Archive/2024`.
+//!   `.`, which refuses `CREATE Archive/2024`. In it, `mailbox Junk {
+//!   special_use = \Junk }` (not `auto`: a user has no Junk until a test
+//!   creates it, e.g. with [`Dovecot::create_junk`], so a user without one
+//!   shows a server without the special-use folder).
 //! - `protocol imap { mail_max_userip_connections = 15 }`; `auth_verbose =
 //!   yes` (needed for the failure lines counted below); logs go to
 //!   `<dir>/dovecot.log`.
@@ -126,6 +129,10 @@ pub const CATCHALL_DOMAIN: &str = "catchall.test";
 
 /// Envelope sender used by [`Dovecot::deliver`] (shows in `Return-Path`).
 pub const DEFAULT_FROM: &str = "sender@emap.test";
+
+/// The mailbox the configuration marks `\Junk` (RFC 6154) in every user's
+/// namespace; it exists only once created ([`Dovecot::create_junk`]).
+pub const JUNK_MAILBOX: &str = "Junk";
 
 /// How long Dovecot may take to listen before the start is declared failed.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -508,6 +515,13 @@ impl Dovecot {
         assert!(is_ok(&lines), "APPEND to {mailbox} failed: {lines:?}");
         imap.logout();
         lines.last().cloned().unwrap_or_default()
+    }
+
+    /// Creates [`JUNK_MAILBOX`] for `user`, which the configuration marks
+    /// `\Junk` (RFC 6154): its LIST response then carries the attribute.
+    /// Deliver into it with [`Dovecot::append`] (`JUNK_MAILBOX`).
+    pub fn create_junk(&self, user: &TestUser) {
+        self.create_mailbox(user, JUNK_MAILBOX);
     }
 
     /// Creates `mailbox` for `user` (no error if it exists).
@@ -903,6 +917,11 @@ mail_fsync = never
 namespace inbox {{
   inbox = yes
   separator = /
+  # RFC 6154: the mailbox named Junk, once created, is listed with \Junk
+  # (tests/folders.rs; see JUNK_MAILBOX).
+  mailbox Junk {{
+    special_use = \Junk
+  }}
 }}
 
 ssl = yes
