@@ -113,6 +113,19 @@ async fn without_a_junk_folder_subscribe_fails_with_the_typed_error() {
 
 // ──────────────────────────── scripted servers ────────────────────────────
 
+/// Subscribes to every mail of the `\Junk` folder of the scripted server
+/// on `port`; panics if `subscribe` neither succeeds nor fails within
+/// [`EVENTUALLY`] (a script that panicked makes the session reconnect
+/// for ever).
+async fn subscribe_junk(h: &emap::Handle, port: u16) -> Result<emap::Subscription, Error> {
+    tokio::time::timeout(
+        EVENTUALLY,
+        h.subscribe(fake_cred(port).special_use(SpecialUse::Junk), Filter::new()),
+    )
+    .await
+    .expect("subscribe neither succeeded nor failed in time")
+}
+
 /// Answers EXAMINE, checking the mailbox argument is exactly `name` (as it
 /// goes on the wire), with an empty mailbox of UIDVALIDITY `validity`.
 async fn examine(c: &mut FakeConn, name: &str, validity: u32) {
@@ -175,13 +188,7 @@ async fn gmail_spam_is_found_by_its_junk_attribute() {
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h
-        .subscribe(
-            fake_cred(server.port).special_use(SpecialUse::Junk),
-            Filter::new(),
-        )
-        .await
-        .expect("subscribe");
+    let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
     let m = next(&mut sub).await;
     assert_eq!(m.subject(), Some("verify your account"));
     assert_eq!(m.mailbox(), "[Gmail]/Spam");
@@ -208,13 +215,7 @@ async fn a_modified_utf7_name_is_sent_back_as_listed_and_decoded_for_mail() {
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h
-        .subscribe(
-            fake_cred(server.port).special_use(SpecialUse::Junk),
-            Filter::new(),
-        )
-        .await
-        .expect("subscribe");
+    let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
     let m = next(&mut sub).await;
     assert_eq!(m.mailbox(), "Спам");
     h.shutdown().await;
@@ -242,13 +243,7 @@ async fn without_special_use_capability_the_attributes_of_plain_list_are_read() 
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h
-        .subscribe(
-            fake_cred(server.port).special_use(SpecialUse::Junk),
-            Filter::new(),
-        )
-        .await
-        .expect("subscribe");
+    let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
     let m = next(&mut sub).await;
     assert_eq!(m.mailbox(), "Junk Email");
     assert!(!server.commands().iter().any(|l| l.contains("RETURN")));
@@ -277,13 +272,7 @@ async fn a_refused_return_option_falls_back_to_plain_list() {
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h
-        .subscribe(
-            fake_cred(server.port).special_use(SpecialUse::Junk),
-            Filter::new(),
-        )
-        .await
-        .expect("subscribe");
+    let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
     assert_eq!(next(&mut sub).await.mailbox(), "Junk");
     assert_eq!(server.accepted(), 1, "the fallback needs no new connection");
     h.shutdown().await;
@@ -319,13 +308,7 @@ async fn the_folder_is_looked_up_again_at_each_connect() {
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h
-        .subscribe(
-            fake_cred(server.port).special_use(SpecialUse::Junk),
-            Filter::new(),
-        )
-        .await
-        .expect("subscribe");
+    let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
     let m = next(&mut sub).await;
     assert_eq!(m.subject(), Some("after the rename"));
     assert_eq!(m.mailbox(), "Spam");
@@ -351,11 +334,7 @@ async fn no_junk_folder_on_a_scripted_server_is_the_typed_error() {
     })
     .await;
     let h = start(scripted_config());
-    let err = h
-        .subscribe(
-            fake_cred(server.port).special_use(SpecialUse::Junk),
-            Filter::new(),
-        )
+    let err = subscribe_junk(&h, server.port)
         .await
         .expect_err("subscribed without a Junk folder");
     assert!(
@@ -368,5 +347,36 @@ async fn no_junk_folder_on_a_scripted_server_is_the_typed_error() {
     );
     assert_eq!(server.accepted(), 1);
     assert!(!server.commands().iter().any(|l| l.contains("EXAMINE")));
+    h.shutdown().await;
+}
+
+/// A server that sends UTF-8 names (RFC 6855 `UTF8=ACCEPT`; Dovecot and
+/// Gmail do once it is enabled): the name is not modified UTF-7, so it is
+/// shown as UTF-8 and sent back as the same bytes (a literal), never
+/// re-encoded into `Ind&AOk-sirable`, which names another mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_utf8_name_is_sent_back_as_the_same_bytes() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("IDLE SPECIAL-USE LITERAL+ UTF8=ACCEPT")
+            .await;
+        list(
+            &mut c,
+            "\"\" \"*\" RETURN (SPECIAL-USE)",
+            "* LIST (\\Junk) \"/\" {12}\r\nInd\u{e9}sirable\r\n",
+        )
+        .await;
+        let (tag, rest) = c.expect("EXAMINE").await;
+        assert_eq!(rest, "{12+}");
+        assert_eq!(c.line().await.as_deref(), Some("Ind\u{e9}sirable"));
+        c.send(format!(
+            "* 0 EXISTS\r\n* OK [UIDVALIDITY 4] x\r\n* OK [UIDNEXT 1] x\r\n{tag} OK [READ-ONLY] done\r\n"
+        ))
+        .await;
+        one_mail(&mut c, "utf-8").await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
+    assert_eq!(next(&mut sub).await.mailbox(), "Ind\u{e9}sirable");
     h.shutdown().await;
 }
