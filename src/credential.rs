@@ -7,9 +7,9 @@
 //!
 //! A registry is shared by many callers, so a subscriber joins a live
 //! session only if it would have been let in on its own: the same
-//! [`Identity`] (server, user with its case kept, mailbox, TLS mode, trust
-//! settings, kind of authentication and OAuth2 token provider) and the same
-//! secret, compared through a keyed hash
+//! [`Identity`] (server, user with its case kept, mailbox or special use,
+//! TLS mode, trust settings, kind of authentication and OAuth2 token
+//! provider) and the same secret, compared through a keyed hash
 //! ([`Credential::secret_fingerprint`]) in constant time. Anything else gets
 //! a session, and a login, of its own.
 
@@ -416,7 +416,8 @@ pub(crate) fn same_secret(a: u64, b: u64) -> bool {
 /// Everything but the secret that must be equal for two credentials to
 /// share a session: the server (host case-insensitive, as in DNS), the
 /// user (case kept: some servers tell `Bot` from `bot`), the mailbox
-/// (`INBOX` case-insensitive), the TLS mode, the trust settings and the
+/// (`INBOX` case-insensitive) or special use (never equal to a mailbox
+/// name, even `\Junk`), the TLS mode, the trust settings and the
 /// kind of authentication with, for OAuth2, the token provider. It holds no
 /// secret: the registry stores it beside the secret's keyed fingerprint.
 ///

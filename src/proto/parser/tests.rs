@@ -1118,16 +1118,29 @@ fn random_list_responses_parse_or_fail_cleanly() {
                 for limits in [Limits::default(), small] {
                     let w = run(limits, &line, line.len());
                     prop_assert_eq!(&run(limits, &line, 3), &w);
-                    for r in &w {
-                        match r {
-                            Ok(Response::Untagged(Data::List(e))) => {
-                                prop_assert_eq!(
-                                    &e.name,
-                                    &crate::proto::types::decode_mailbox_name(&e.raw_name)
-                                );
-                            }
-                            Ok(_) | Err(_) => {}
+                    if let [Ok(Response::Untagged(Data::List(e)))] = w.as_slice() {
+                        prop_assert_eq!(
+                            &e.name,
+                            &crate::proto::types::decode_mailbox_name(&e.raw_name)
+                        );
+                    }
+                }
+                // Well-formed (known attributes, a plain delimiter, the name
+                // in a literal, which carries any bytes but CR LF framing
+                // does not care about): always that LIST, byte for byte.
+                let plain_delimiter =
+                    delimiter.is_none_or(|d| d.is_ascii_graphic() && d != b'"' && d != b'\\');
+                let known = attrs.iter().all(|a| {
+                    [&b"\\Junk"[..], b"\\HasNoChildren", b"\\Noselect"].contains(&a.as_slice())
+                });
+                if form == 2 && plain_delimiter && known {
+                    match run(Limits::default(), &line, line.len()).as_slice() {
+                        [Ok(Response::Untagged(Data::List(e)))] => {
+                            prop_assert_eq!(&e.raw_name, &name);
+                            prop_assert_eq!(e.attributes.len(), attrs.len());
+                            prop_assert_eq!(e.delimiter, delimiter.map(char::from));
                         }
+                        other => prop_assert!(false, "{:?} gave {:?}", line, other),
                     }
                 }
                 Ok(())
