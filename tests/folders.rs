@@ -16,11 +16,12 @@ mod support;
 use std::time::Duration;
 
 use emap::{Error, Filter, SpecialUse};
+use support::dovecot::{JUNK_MAILBOX, LOCALIZED_JUNK_MAILBOX};
 use support::emap::{
     deliver, dovecot_config, dovecot_cred, fake_cred, next, scripted_config, start,
 };
 use support::fake::{FakeConn, FakeServer};
-use support::{EVENTUALLY, dovecot, dovecot::JUNK_MAILBOX, mail, message};
+use support::{EVENTUALLY, dovecot, mail, message};
 
 // ───────────────────────────── real Dovecot ─────────────────────────────
 
@@ -378,5 +379,33 @@ async fn a_utf8_name_is_sent_back_as_the_same_bytes() {
     let h = start(scripted_config());
     let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
     assert_eq!(next(&mut sub).await.mailbox(), "Ind\u{e9}sirable");
+    h.shutdown().await;
+}
+
+/// A localized Junk folder on the real Dovecot ("Courrier indésirable",
+/// `Courrier ind&AOk-sirable` on the wire): found by its attribute, opened
+/// by its listed name, and named in UTF-8 by the mail that arrives in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_localized_junk_folder_on_dovecot_is_found_and_named_in_utf8() {
+    let user = dovecot().user("localjunk");
+    let u = user.clone();
+    support::blocking(move || dovecot().create_mailbox(&u, LOCALIZED_JUNK_MAILBOX)).await;
+    let h = start(dovecot_config());
+    let mut sub = h
+        .subscribe(
+            dovecot_cred(&user).special_use(SpecialUse::Junk),
+            Filter::new(),
+        )
+        .await
+        .unwrap();
+    let u = user.clone();
+    support::blocking(move || {
+        let raw = mail("sender@emap.test", &u.name, "ind\u{e9}sirable", "spam?");
+        dovecot().append(&u, LOCALIZED_JUNK_MAILBOX, &raw);
+    })
+    .await;
+    let m = next(&mut sub).await;
+    assert_eq!(m.subject(), Some("ind\u{e9}sirable"));
+    assert_eq!(m.mailbox(), "Courrier ind\u{e9}sirable");
     h.shutdown().await;
 }

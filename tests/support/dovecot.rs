@@ -65,9 +65,10 @@
 //!   CA certificate used as a server certificate).
 //! - `namespace inbox { separator = / }`: Maildir's default separator is
 //!   `.`, which refuses `CREATE Archive/2024`. In it, `mailbox Junk {
-//!   special_use = \Junk }` (not `auto`: a user has no Junk until a test
-//!   creates it, e.g. with [`Dovecot::create_junk`], so a user without one
-//!   shows a server without the special-use folder).
+//!   special_use = \Junk }` and the same for `"Courrier indésirable"`
+//!   ([`LOCALIZED_JUNK_MAILBOX`]); not `auto`: a user has no Junk until a
+//!   test creates one (e.g. [`Dovecot::create_junk`]), so a user without
+//!   one shows a server without the special-use folder.
 //! - `protocol imap { mail_max_userip_connections = 15 }`; `auth_verbose =
 //!   yes` (needed for the failure lines counted below); logs go to
 //!   `<dir>/dovecot.log`.
@@ -133,6 +134,11 @@ pub const DEFAULT_FROM: &str = "sender@emap.test";
 /// The mailbox the configuration marks `\Junk` (RFC 6154) in every user's
 /// namespace; it exists only once created ([`Dovecot::create_junk`]).
 pub const JUNK_MAILBOX: &str = "Junk";
+
+/// A second mailbox the configuration marks `\Junk`, with a French name
+/// ("Courrier indésirable"), as its modified UTF-7 form on the wire: a user
+/// who creates this one and not [`JUNK_MAILBOX`] has a localized Junk.
+pub const LOCALIZED_JUNK_MAILBOX: &str = "Courrier ind&AOk-sirable";
 
 /// How long Dovecot may take to listen before the start is declared failed.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -920,6 +926,11 @@ namespace inbox {{
   # RFC 6154: the mailbox named Junk, once created, is listed with \Junk
   # (tests/folders.rs; see JUNK_MAILBOX).
   mailbox Junk {{
+    special_use = \Junk
+  }}
+  # A localized one (UTF-8 here, modified UTF-7 on the wire): see
+  # LOCALIZED_JUNK_MAILBOX.
+  mailbox "Courrier indésirable" {{
     special_use = \Junk
   }}
 }}
