@@ -409,3 +409,39 @@ async fn a_localized_junk_folder_on_dovecot_is_found_and_named_in_utf8() {
     assert_eq!(m.mailbox(), "Courrier ind\u{e9}sirable");
     h.shutdown().await;
 }
+
+/// The folder vanishes under a session that was watching it (a cleanup
+/// script deleted Junk): like a missing mailbox, it is looked for again
+/// with backoff within `missing_mailbox_grace`, not given up, and the
+/// subscription gets the mail once the folder is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_folder_gone_under_a_healthy_session_is_retried() {
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        c.greet_and_login("IDLE SPECIAL-USE").await;
+        let arguments = "\"\" \"*\" RETURN (SPECIAL-USE)";
+        match n {
+            0 => {
+                list(&mut c, arguments, "* LIST (\\Junk) \"/\" Junk\r\n").await;
+                examine(&mut c, "Junk", 1).await;
+                c.idle().await;
+                c.send("* BYE restarting\r\n").await;
+            }
+            1 => {
+                list(&mut c, arguments, "* LIST () \"/\" INBOX\r\n").await;
+                c.drain().await;
+            }
+            _ => {
+                list(&mut c, arguments, "* LIST (\\Junk) \"/\" Junk\r\n").await;
+                examine(&mut c, "Junk", 1).await;
+                one_mail(&mut c, "back again").await;
+            }
+        }
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = subscribe_junk(&h, server.port).await.expect("subscribe");
+    let m = next(&mut sub).await;
+    assert_eq!(m.subject(), Some("back again"));
+    assert!(server.accepted() >= 3);
+    h.shutdown().await;
+}
