@@ -9,7 +9,8 @@
 //! scripted servers for the shapes Dovecot does not produce: Gmail's
 //! bracketed names, a modified UTF-7 name sent as a literal, a server that
 //! marks folders without advertising SPECIAL-USE, one that refuses the
-//! `RETURN (SPECIAL-USE)` option, and a folder renamed between connects.
+//! `RETURN (SPECIAL-USE)` option, a folder renamed between connects, and
+//! one gone for a while under a healthy session.
 
 mod support;
 
