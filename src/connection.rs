@@ -448,6 +448,7 @@ fn command_name(kind: CommandKind) -> &'static str {
         CommandKind::Idle => "IDLE",
         CommandKind::Fetch => "FETCH",
         CommandKind::Search => "UID SEARCH",
+        CommandKind::List => "LIST",
         CommandKind::Logout => "LOGOUT",
     }
 }

@@ -7,9 +7,9 @@
 //!
 //! A registry is shared by many callers, so a subscriber joins a live
 //! session only if it would have been let in on its own: the same
-//! [`Identity`] (server, user with its case kept, mailbox, TLS mode, trust
-//! settings, kind of authentication and OAuth2 token provider) and the same
-//! secret, compared through a keyed hash
+//! [`Identity`] (server, user with its case kept, mailbox or special use,
+//! TLS mode, trust settings, kind of authentication and OAuth2 token
+//! provider) and the same secret, compared through a keyed hash
 //! ([`Credential::secret_fingerprint`]) in constant time. Anything else gets
 //! a session, and a login, of its own.
 
@@ -23,6 +23,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::Error;
+pub use crate::proto::SpecialUse;
 
 /// A password or token. Its `Debug` output is `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -173,12 +174,16 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
-/// One IMAP login: server, user, authentication, mailbox.
+/// One IMAP login: server, user, authentication, and the mailbox watched:
+/// by name ([`Credential::mailbox`]) or by special use
+/// ([`Credential::special_use`]).
 ///
 /// ```no_run
-/// use emap::{Auth, Credential};
-/// let cred = Credential::new("imap.example.com", "bot@example.com", Auth::password("app-password"))
+/// use emap::{Auth, Credential, SpecialUse};
+/// let inbox = Credential::new("imap.example.com", "bot@example.com", Auth::password("app-password"))
 ///     .mailbox("INBOX");
+/// // Whatever the provider calls it: `[Gmail]/Spam`, `Junk Email`, `Junk`, ...
+/// let junk = inbox.clone().special_use(SpecialUse::Junk);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Credential {
@@ -194,8 +199,13 @@ pub struct Credential {
     pub user: String,
     /// How to authenticate.
     pub auth: Auth,
-    /// The mailbox watched. Default `INBOX`.
+    /// The mailbox watched, by name. Default `INBOX`. Ignored while
+    /// `special_use` is set.
     pub mailbox: String,
+    /// When set, the mailbox watched is the one the server marks with this
+    /// special-use attribute (RFC 6154), looked up with `LIST` at every
+    /// connect (see [`Credential::special_use`]). Default `None`.
+    pub special_use: Option<SpecialUse>,
 }
 
 impl Credential {
@@ -209,6 +219,7 @@ impl Credential {
             user: user.into(),
             auth,
             mailbox: "INBOX".to_owned(),
+            special_use: None,
         }
     }
 
@@ -224,10 +235,54 @@ impl Credential {
         self
     }
 
-    /// Sets the mailbox to watch.
+    /// Sets the mailbox to watch, by name (and forgets a special use set
+    /// before: the last call wins).
     pub fn mailbox(mut self, mailbox: impl Into<String>) -> Self {
         self.mailbox = mailbox.into();
+        self.special_use = None;
         self
+    }
+
+    /// Watches the mailbox the server marks with `special_use` (RFC 6154),
+    /// whatever it is called: `SpecialUse::Junk` finds Gmail's
+    /// `[Gmail]/Spam`, Outlook's `Junk Email`, Dovecot's `Junk`, or a
+    /// localized name. The last call of this and [`Credential::mailbox`]
+    /// wins.
+    ///
+    /// At every connect the session sends `LIST "" "*" RETURN
+    /// (SPECIAL-USE)` when the server advertises `SPECIAL-USE`, else a
+    /// plain `LIST "" "*"`, whose attributes RFC 6154 servers fill in as
+    /// well, and watches the first selectable mailbox listed with the
+    /// attribute, sending its name back exactly as the server listed it.
+    /// [`Mail::mailbox`](crate::Mail::mailbox) gives that name, decoded
+    /// to UTF-8.
+    ///
+    /// When no mailbox carries the attribute, the session fails with
+    /// [`Error::SpecialUseNotFound`], like a missing mailbox: at once on
+    /// the first connect (`subscribe` returns it), after
+    /// `Config::missing_mailbox_grace` on a session that was watching
+    /// before. There is deliberately no fallback to well-known names
+    /// (`Junk`, `Spam`): a guess could watch the wrong folder without a
+    /// word, while the error names what is missing, and
+    /// [`Credential::mailbox`] names the folder on a server without RFC
+    /// 6154.
+    ///
+    /// A credential for a special use and one for a mailbox name are two
+    /// sessions, with one connection each, even when they end up on the
+    /// same folder.
+    pub fn special_use(mut self, special_use: SpecialUse) -> Self {
+        self.special_use = Some(special_use);
+        self
+    }
+
+    /// The mailbox as the session key and identity name it: the name
+    /// (`INBOX` normalised), or the special-use attribute (`\Junk`), which
+    /// `special_use` tells apart from a mailbox of that name.
+    fn mailbox_key(&self) -> String {
+        match self.special_use {
+            Some(u) => u.attribute().to_owned(),
+            None => normal_mailbox(&self.mailbox),
+        }
     }
 
     /// Trusts the root certificates in `pem` (one or more PEM blocks) in
@@ -305,7 +360,8 @@ impl Credential {
             host: self.host.to_ascii_lowercase(),
             port: self.port,
             user: self.user.clone(),
-            mailbox: normal_mailbox(&self.mailbox),
+            mailbox: self.mailbox_key(),
+            special_use: self.special_use,
             tls: self.tls,
             trust,
             auth,
@@ -319,7 +375,8 @@ impl Credential {
             host: self.host.to_ascii_lowercase(),
             port: self.port,
             user: self.user.clone(),
-            mailbox: normal_mailbox(&self.mailbox),
+            mailbox: self.mailbox_key(),
+            special_use: self.special_use,
             instance,
         }
     }
@@ -359,7 +416,8 @@ pub(crate) fn same_secret(a: u64, b: u64) -> bool {
 /// Everything but the secret that must be equal for two credentials to
 /// share a session: the server (host case-insensitive, as in DNS), the
 /// user (case kept: some servers tell `Bot` from `bot`), the mailbox
-/// (`INBOX` case-insensitive), the TLS mode, the trust settings and the
+/// (`INBOX` case-insensitive) or special use (never equal to a mailbox
+/// name, even `\Junk`), the TLS mode, the trust settings and the
 /// kind of authentication with, for OAuth2, the token provider. It holds no
 /// secret: the registry stores it beside the secret's keyed fingerprint.
 ///
@@ -377,6 +435,7 @@ pub(crate) struct Identity {
     port: u16,
     user: String,
     mailbox: String,
+    special_use: Option<SpecialUse>,
     tls: TlsMode,
     trust: Trust,
     auth: AuthKind,
@@ -398,6 +457,7 @@ impl fmt::Debug for Identity {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("mailbox", &self.mailbox)
+            .field("special_use", &self.special_use)
             .field("tls", &self.tls)
             .field("trust", &trust)
             .field("auth", &auth)
@@ -479,8 +539,13 @@ pub struct SessionKey {
     pub port: u16,
     /// The user name, as given (case kept).
     pub user: String,
-    /// Mailbox (`INBOX` normalised).
+    /// Mailbox (`INBOX` normalised), or for a credential watching a special
+    /// use, its attribute (`\Junk`).
     pub mailbox: String,
+    /// The special use watched, if the credential names one
+    /// ([`Credential::special_use`]): it tells `\Junk` the special use from
+    /// a mailbox named `\Junk`.
+    pub special_use: Option<SpecialUse>,
     /// The registry's number for this session, unique within the registry.
     pub instance: u64,
 }
@@ -639,5 +704,36 @@ mod tests {
     fn bad_pem_is_refused() {
         let c = Credential::new("h", "u", Auth::password("p"));
         assert!(c.clone().add_root_pem(b"not a pem").is_err());
+    }
+
+    #[test]
+    fn a_special_use_is_its_own_session_and_never_a_mailbox_of_that_name() {
+        let keys = std::hash::RandomState::new();
+        let inbox = Credential::new("h", "u", Auth::password("p"));
+        let junk = inbox.clone().special_use(SpecialUse::Junk);
+        // Named `\Junk`: a different mailbox from the special use.
+        let named = inbox.clone().mailbox("\\Junk");
+        assert!(!joins(&junk, &inbox, &keys));
+        assert!(!joins(&junk, &named, &keys));
+        assert!(!joins(
+            &junk,
+            &inbox.clone().special_use(SpecialUse::Trash),
+            &keys
+        ));
+        // The mailbox field is ignored while a special use is set.
+        assert!(joins(
+            &junk,
+            &inbox.clone().mailbox("Other").special_use(SpecialUse::Junk),
+            &keys
+        ));
+        let (kj, kn) = (junk.session_key(1), named.session_key(1));
+        assert_eq!(kj.mailbox, kn.mailbox);
+        assert_ne!(kj, kn);
+        assert_eq!(kj.special_use, Some(SpecialUse::Junk));
+        assert_eq!(kj.to_string(), "u@h:993/\\Junk #1");
+        // The last of `mailbox` and `special_use` wins.
+        let back = junk.clone().mailbox("INBOX");
+        assert_eq!(back.special_use, None);
+        assert!(joins(&back, &inbox, &keys));
     }
 }

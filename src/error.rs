@@ -67,6 +67,13 @@ pub enum Error {
         /// `[LIMIT]`, `[INUSE]`, `[SERVERBUG]`).
         temporary: bool,
     },
+    /// No mailbox on the server carries the special-use attribute the
+    /// credential asked for ([`Credential::special_use`](crate::Credential::special_use)):
+    /// the server does not mark one (no RFC 6154 support, or no such
+    /// folder). Permanent like a missing mailbox: name the folder with
+    /// [`Credential::mailbox`](crate::Credential::mailbox) instead.
+    #[error("no mailbox is marked {0} on this server")]
+    SpecialUseNotFound(crate::proto::SpecialUse),
     /// The server broke the protocol, or a limit was reached.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtoError),
@@ -106,6 +113,7 @@ impl Error {
             | Error::NoAuthMethod(_)
             | Error::InvalidInput(_)
             | Error::InvalidConfig(_)
+            | Error::SpecialUseNotFound(_)
             | Error::Shutdown => false,
         }
     }

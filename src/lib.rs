@@ -135,8 +135,8 @@ mod watcher;
 
 pub use config::Config;
 pub use credential::{
-    Auth, Credential, OAuthMechanism, Secret, SessionKey, TlsConfig, TlsMode, TokenFuture,
-    TokenProvider,
+    Auth, Credential, OAuthMechanism, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
+    TokenFuture, TokenProvider,
 };
 pub use error::Error;
 pub use filter::Filter;

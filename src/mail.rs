@@ -200,7 +200,12 @@ impl Mail {
         self.uid_validity
     }
 
-    /// The mailbox the message was fetched from.
+    /// The mailbox the message was fetched from: the name the credential
+    /// gave ([`Credential::mailbox`](crate::Credential::mailbox)), or for a
+    /// credential watching a special use
+    /// ([`Credential::special_use`](crate::Credential::special_use)) the
+    /// name the server listed for it, decoded from modified UTF-7
+    /// (`[Gmail]/Spam`, `Junk`, `Нежелательная почта`).
     pub fn mailbox(&self) -> &str {
         &self.mailbox
     }

@@ -65,7 +65,8 @@ pub(crate) fn decide(error: &Error, cx: &Context) -> Action {
 }
 
 /// Whether `error`, in `phase`, says the mailbox does not exist (SELECT
-/// refused): the session keeps since when, for the grace period.
+/// refused, or no mailbox listed with the special use asked for): the
+/// session keeps since when, for the grace period.
 pub(crate) fn mailbox_missing(error: &Error, phase: Phase) -> bool {
     phase == Phase::Select
         && matches!(
@@ -73,7 +74,7 @@ pub(crate) fn mailbox_missing(error: &Error, phase: Phase) -> bool {
             Error::CommandFailed {
                 temporary: false,
                 ..
-            }
+            } | Error::SpecialUseNotFound(_)
         )
 }
 
@@ -170,6 +171,8 @@ mod tests {
             (Error::Bye("kicked".into()), Watch, false, Retry),
             (select_no(), Select, false, Fail),
             (select_no(), Select, true, Retry),
+            (no_junk(), Select, false, Fail),
+            (no_junk(), Select, true, Retry),
             (
                 Error::CommandFailed {
                     command: "FETCH",
@@ -190,14 +193,21 @@ mod tests {
         }
     }
 
+    fn no_junk() -> Error {
+        Error::SpecialUseNotFound(crate::proto::SpecialUse::Junk)
+    }
+
     #[test]
     fn a_missing_mailbox_is_retried_for_the_grace_period_only() {
-        let mut c = cx(Phase::Select, true);
-        let t0 = c.now;
-        c.missing_since = Some(t0);
-        c.now = t0 + Duration::from_secs(299);
-        assert_eq!(decide(&select_no(), &c), Action::Retry);
-        c.now = t0 + Duration::from_secs(300);
-        assert_eq!(decide(&select_no(), &c), Action::Fail);
+        for missing in [select_no(), no_junk()] {
+            assert!(mailbox_missing(&missing, Phase::Select));
+            let mut c = cx(Phase::Select, true);
+            let t0 = c.now;
+            c.missing_since = Some(t0);
+            c.now = t0 + Duration::from_secs(299);
+            assert_eq!(decide(&missing, &c), Action::Retry, "{missing:?}");
+            c.now = t0 + Duration::from_secs(300);
+            assert_eq!(decide(&missing, &c), Action::Fail, "{missing:?}");
+        }
     }
 }

@@ -25,8 +25,8 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::credential::Credential;
 use crate::mail::{Mail, parse_internal_date};
-use crate::proto::client::{CommandData, Completion, Event};
-use crate::proto::{Code, Condition, Data, ProtoError, Status};
+use crate::proto::client::{CommandData, Completion, Event, SelectInfo};
+use crate::proto::{Code, Condition, Data, ListEntry, ProtoError, SpecialUse, Status};
 use crate::tracker::{Arrived, Ended, Loss, MailboxTracker, Snapshot, Step, Verdict};
 use crate::transport::Tls;
 
@@ -127,6 +127,70 @@ pub(crate) async fn run(
     }
 }
 
+/// Opens (EXAMINE) the mailbox `cred` watches; returns what EXAMINE
+/// reported and the mailbox's name for [`Mail::mailbox`]. A mailbox named
+/// in the credential is opened by that name; a special use
+/// ([`Credential::special_use`]) is looked up first with [`find_special_use`]
+/// and opened by the name bytes the server listed, sent back unchanged.
+pub(crate) async fn open_mailbox(
+    conn: &mut Connection,
+    cred: &Credential,
+) -> Result<(SelectInfo, String), Error> {
+    let Some(special_use) = cred.special_use else {
+        let info = conn.select(&cred.mailbox, true).await?;
+        return Ok((info, cred.mailbox.clone()));
+    };
+    let entry = find_special_use(conn, special_use).await?;
+    tracing::info!(mailbox = %entry.name, %special_use, "found the special-use mailbox");
+    let done = conn
+        .command(|c, now| c.select_listed(&entry.raw_name, true, now))
+        .await?;
+    match done.data {
+        CommandData::Selected(info) => Ok((info, entry.name)),
+        _ => Err(ProtoError::Violation("SELECT completed without its data").into()),
+    }
+}
+
+/// The first selectable mailbox listed with `special_use`'s attribute.
+///
+/// `LIST "" "*" RETURN (SPECIAL-USE)` (RFC 6154 §5.1) when the server
+/// advertises SPECIAL-USE — and a plain `LIST "" "*"` if it refuses that
+/// — else a plain `LIST "" "*"`, whose attributes carry the special uses
+/// on servers that mark them without advertising the extension. None
+/// listed: [`Error::SpecialUseNotFound`].
+pub(crate) async fn find_special_use(
+    conn: &mut Connection,
+    special_use: SpecialUse,
+) -> Result<ListEntry, Error> {
+    let mut done = None;
+    if conn.has_capability("SPECIAL-USE") {
+        let extended = conn.run(|c, now| c.list("", "*", true, now)).await?;
+        if extended.status == Status::Ok {
+            done = Some(extended);
+        } else {
+            tracing::warn!(text = %extended.text, "LIST RETURN (SPECIAL-USE) refused; plain LIST");
+        }
+    }
+    let done = match done {
+        Some(done) => done,
+        None => conn.command(|c, now| c.list("", "*", false, now)).await?,
+    };
+    let CommandData::List { entries, dropped } = done.data else {
+        return Err(ProtoError::Violation("LIST completed without its data").into());
+    };
+    if dropped > 0 {
+        tracing::warn!(
+            listed = entries.len(),
+            dropped,
+            "the server listed more mailboxes than kept; looking among the first"
+        );
+    }
+    entries
+        .into_iter()
+        .find(|e| e.is_selectable() && e.has_attribute(special_use.attribute()))
+        .ok_or(Error::SpecialUseNotFound(special_use))
+}
+
 /// Whether the server said why the connection ended (or sent something
 /// unusable), or it just ended: see [`Loss`].
 fn loss_of(e: &Error) -> Loss {
@@ -176,7 +240,8 @@ impl Watcher {
         tracing::info!("connected");
         self.conn = Some(conn);
         self.phase = Phase::Select;
-        let info = self.conn().select(&cred.mailbox, true).await?;
+        let (info, mailbox) = open_mailbox(self.conn(), cred).await?;
+        self.mailbox = mailbox;
         self.tracker.selected(info.exists);
         let uid_validity = info.uid_validity.unwrap_or(0);
         let uid_next = match info.uid_next {

@@ -37,7 +37,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::encode::{CommandBuilder, Encoded, InputError, LiteralMode};
-use super::{Code, Condition, Data, Limits, Parser, ProtoError, Response, Status, Tagged};
+use super::{
+    Code, Condition, Data, Limits, ListEntry, Parser, ProtoError, Response, Status, Tagged,
+};
 
 /// Timeouts and limits of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +133,8 @@ pub enum CommandKind {
     Fetch,
     /// UID SEARCH.
     Search,
+    /// LIST.
+    List,
     /// LOGOUT.
     Logout,
 }
@@ -183,6 +187,14 @@ pub enum CommandData {
     Search(Vec<u32>),
     /// STATUS items, names upper-cased.
     Status(Vec<(String, u64)>),
+    /// LIST responses, in server order.
+    List {
+        /// The mailboxes listed, at most [`MAX_LIST_ENTRIES`] holding at
+        /// most `max_line + max_literal` bytes of names and attributes.
+        entries: Vec<ListEntry>,
+        /// How many more the server listed past those bounds (dropped).
+        dropped: u32,
+    },
 }
 
 /// A command's end.
@@ -264,6 +276,11 @@ struct Pending {
     select: Option<SelectInfo>,
     search: Vec<u32>,
     status: Vec<(String, u64)>,
+    list: Vec<ListEntry>,
+    /// Bytes of names and attributes gathered in `list`.
+    list_bytes: usize,
+    /// LIST responses dropped past the bounds.
+    list_dropped: u32,
     idle: Option<Idle>,
     /// When the command must be complete, whatever its progress (`None`
     /// while IDLE idles, or when the budget is unknown or unbounded).
@@ -549,6 +566,9 @@ impl Client {
             select: None,
             search: Vec::new(),
             status: Vec::new(),
+            list: Vec::new(),
+            list_bytes: 0,
+            list_dropped: 0,
             idle: None,
             deadline,
         });
@@ -704,6 +724,63 @@ impl Client {
             });
         }
         Ok(tag)
+    }
+
+    /// [`Client::select`] of a mailbox by the name as the server listed it
+    /// (`ListEntry::raw_name`: modified UTF-7, or UTF-8 on a server that
+    /// sends it), sent back byte for byte as an atom, quoted string or
+    /// literal, never re-encoded. An empty name, or one holding CR, LF or
+    /// NUL, is refused.
+    pub fn select_listed(
+        &mut self,
+        raw_name: &[u8],
+        read_only: bool,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        self.check_ready(&[State::Authenticated, State::Selected])?;
+        if raw_name.is_empty() {
+            return Err(InputError {
+                field: "mailbox",
+                reason: "is empty",
+            }
+            .into());
+        }
+        let tag = self.next_tag();
+        let name = if read_only { "EXAMINE" } else { "SELECT" };
+        let enc = CommandBuilder::new(self.literal_mode(), &tag, name)
+            .string("mailbox", raw_name)?
+            .finish();
+        let tag = self.start(CommandKind::Select, enc, tag, now);
+        if let Some(p) = self.pending.as_mut() {
+            p.select = Some(SelectInfo {
+                read_only,
+                ..SelectInfo::default()
+            });
+        }
+        Ok(tag)
+    }
+
+    /// `LIST reference pattern`, with `RETURN (SPECIAL-USE)` (RFC 6154
+    /// §5.1, for servers that advertise SPECIAL-USE) when
+    /// `return_special_use`. The responses are gathered into
+    /// [`CommandData::List`]. `reference` and `pattern` are sent as quoted
+    /// strings or literals (`"" "*"`).
+    pub fn list(
+        &mut self,
+        reference: &str,
+        pattern: &str,
+        return_special_use: bool,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        self.check_ready(&[State::Authenticated, State::Selected])?;
+        let tag = self.next_tag();
+        let mut b = CommandBuilder::new(self.literal_mode(), &tag, "LIST")
+            .string("list reference", reference.as_bytes())?
+            .string("list pattern", pattern.as_bytes())?;
+        if return_special_use {
+            b = b.raw("RETURN (SPECIAL-USE)");
+        }
+        Ok(self.start(CommandKind::List, b.finish(), tag, now))
     }
 
     /// `STATUS mailbox (items)`, e.g. items `"UIDNEXT UIDVALIDITY"`.
@@ -1008,6 +1085,10 @@ impl Client {
             }
             CommandKind::Search => CommandData::Search(std::mem::take(&mut p.search)),
             CommandKind::Status => CommandData::Status(std::mem::take(&mut p.status)),
+            CommandKind::List => CommandData::List {
+                entries: std::mem::take(&mut p.list),
+                dropped: p.list_dropped,
+            },
             CommandKind::Login | CommandKind::Authenticate(_) => {
                 if ok {
                     self.state = State::Authenticated;
@@ -1114,6 +1195,25 @@ impl Client {
                     p.status.extend(items.iter().take(room).cloned());
                     return;
                 }
+                (CommandKind::List, Data::List(entry)) => {
+                    // Bounded whatever the server lists: by count, and by
+                    // bytes (one response's worth of limits in all).
+                    let size = entry.raw_name.len()
+                        + entry.name.len()
+                        + entry.attributes.iter().map(String::len).sum::<usize>();
+                    let budget = self
+                        .opts
+                        .limits
+                        .max_line
+                        .saturating_add(self.opts.limits.max_literal);
+                    if p.list.len() < MAX_LIST_ENTRIES && p.list_bytes + size <= budget {
+                        p.list_bytes += size;
+                        p.list.push(entry.clone());
+                    } else {
+                        p.list_dropped = p.list_dropped.saturating_add(1);
+                    }
+                    return;
+                }
                 (CommandKind::Capability, Data::Capability(_)) => return,
                 _ => {}
             }
@@ -1151,6 +1251,9 @@ pub const MAX_SEARCH_RESULTS: usize = 1_000_000;
 
 /// The most STATUS items one command gathers; more are dropped.
 pub const MAX_STATUS_ITEMS: usize = 64;
+
+/// The most mailboxes one LIST gathers; more are dropped and counted.
+pub const MAX_LIST_ENTRIES: usize = 100_000;
 
 const ANY_STATE: &[State] = &[
     State::NotAuthenticated,

@@ -7,12 +7,14 @@
 //! `connection`) only moves bytes.
 //!
 //! # Layout
-//! - [`types`]: typed responses.
+//! - [`types`]: typed responses, special uses (RFC 6154) and the decoding
+//!   of mailbox names (modified UTF-7).
 //! - [`parser`]: the incremental response parser with its size limits.
 //! - [`encode`]: command encoding: tags, atoms, quoted strings, literals,
 //!   and refusal of CR, LF and NUL in user-supplied strings.
 //! - [`client`]: the client state machine: greeting, capabilities, STARTTLS,
-//!   authentication, SELECT, IDLE, FETCH, SEARCH, LOGOUT and the timeouts.
+//!   authentication, LIST, SELECT, IDLE, FETCH, SEARCH, LOGOUT and the
+//!   timeouts.
 //! - [`date`]: calendar arithmetic for INTERNALDATE and SEARCH dates.
 //! - [`error`]: protocol errors.
 

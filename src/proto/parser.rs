@@ -59,7 +59,10 @@ use std::time::{Duration, SystemTime};
 
 use super::date::{days_from_civil, days_in_month};
 use super::error::{Excerpt, ProtoError};
-use super::types::{Code, Condition, Data, ESearch, Fetch, FetchItem, Response, Status, Tagged};
+use super::types::{
+    Code, Condition, Data, ESearch, Fetch, FetchItem, ListEntry, Response, Status, Tagged,
+    decode_mailbox_name,
+};
 
 /// The deepest nesting of parenthesised lists accepted in one response.
 pub const MAX_DEPTH: usize = 32;
@@ -449,6 +452,7 @@ fn parse_untagged(c: &mut Cursor<'_>) -> PResult<Data> {
         b"SEARCH" => parse_search(c)?,
         b"ESEARCH" => Data::ESearch(parse_esearch(c)?),
         b"STATUS" => parse_status(c)?,
+        b"LIST" => Data::List(parse_list(c)?),
         _ => return Ok(Data::Other(lossy(&keyword))),
     };
     c.finish()?;
@@ -689,6 +693,41 @@ fn parse_status(c: &mut Cursor<'_>) -> PResult<Data> {
     }
 }
 
+/// `* LIST (attributes) delimiter mailbox [SP extended-data]` (RFC 3501
+/// §7.2.2, RFC 5258 §3). The delimiter is a quoted character or NIL; the
+/// name an atom (leniently with `%`, `*` and `]`), a quoted string or a
+/// literal. RFC 5258's extended data after the name (`("CHILDINFO"
+/// ("SUBSCRIBED"))`, `("OLDNAME" ("x"))`) is skipped, each item bounded by
+/// [`MAX_DEPTH`].
+fn parse_list(c: &mut Cursor<'_>) -> PResult<ListEntry> {
+    c.expect(b' ', "expected SP after LIST")?;
+    let attributes = c.flag_list()?;
+    c.expect(b' ', "expected SP after LIST attributes")?;
+    let delimiter = match c.nstring()? {
+        None => None,
+        Some(d) => match d.as_slice() {
+            [b] if b.is_ascii() && *b != 0 => Some(char::from(*b)),
+            _ => return Err(PErr::Syntax("LIST delimiter is not one character")),
+        },
+    };
+    c.expect(b' ', "expected SP after LIST delimiter")?;
+    let raw_name = c.mailbox()?;
+    loop {
+        c.skip_spaces();
+        if c.at_line_end() {
+            break;
+        }
+        c.skip_value()?;
+    }
+    let name = decode_mailbox_name(&raw_name);
+    Ok(ListEntry {
+        attributes,
+        delimiter,
+        raw_name,
+        name,
+    })
+}
+
 /// A position in one complete frame.
 struct Cursor<'a> {
     b: &'a [u8],
@@ -843,6 +882,23 @@ impl<'a> Cursor<'a> {
         let a = self.take_while(|b| is_atom_char(b) || b == b']');
         if a.is_empty() {
             Err(PErr::Syntax("expected an astring"))
+        } else {
+            Ok(a.to_vec())
+        }
+    }
+
+    /// A mailbox name in a response: an astring whose atom form may also
+    /// hold the list wildcards `%` and `*` (RFC 3501's `list-mailbox`,
+    /// which some servers send back unquoted).
+    fn mailbox(&mut self) -> PResult<Vec<u8>> {
+        if matches!(self.peek(), Some(b'"' | b'{'))
+            || (self.peek() == Some(b'~') && self.peek_at(1) == Some(b'{'))
+        {
+            return self.string();
+        }
+        let a = self.take_while(|b| is_atom_char(b) || matches!(b, b']' | b'%' | b'*'));
+        if a.is_empty() {
+            Err(PErr::Syntax("expected a mailbox name"))
         } else {
             Ok(a.to_vec())
         }

@@ -64,7 +64,11 @@
 //!   `serverAuth`, SAN `IP:127.0.0.1, DNS:localhost` — rustls rejects a
 //!   CA certificate used as a server certificate).
 //! - `namespace inbox { separator = / }`: Maildir's default separator is
-//!   `.`, which refuses `CREATE Archive/2024`.
+//!   `.`, which refuses `CREATE Archive/2024`. In it, `mailbox Junk {
+//!   special_use = \Junk }` and the same for `"Courrier indésirable"`
+//!   ([`LOCALIZED_JUNK_MAILBOX`]); not `auto`: a user has no Junk until a
+//!   test creates one (e.g. [`Dovecot::create_junk`]), so a user without
+//!   one shows a server without the special-use folder.
 //! - `protocol imap { mail_max_userip_connections = 15 }`; `auth_verbose =
 //!   yes` (needed for the failure lines counted below); logs go to
 //!   `<dir>/dovecot.log`.
@@ -126,6 +130,15 @@ pub const CATCHALL_DOMAIN: &str = "catchall.test";
 
 /// Envelope sender used by [`Dovecot::deliver`] (shows in `Return-Path`).
 pub const DEFAULT_FROM: &str = "sender@emap.test";
+
+/// The mailbox the configuration marks `\Junk` (RFC 6154) in every user's
+/// namespace; it exists only once created ([`Dovecot::create_junk`]).
+pub const JUNK_MAILBOX: &str = "Junk";
+
+/// A second mailbox the configuration marks `\Junk`, with a French name
+/// ("Courrier indésirable"), as its modified UTF-7 form on the wire: a user
+/// who creates this one and not [`JUNK_MAILBOX`] has a localized Junk.
+pub const LOCALIZED_JUNK_MAILBOX: &str = "Courrier ind&AOk-sirable";
 
 /// How long Dovecot may take to listen before the start is declared failed.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -530,6 +543,13 @@ impl Dovecot {
         lines.last().cloned().unwrap_or_default()
     }
 
+    /// Creates [`JUNK_MAILBOX`] for `user`, which the configuration marks
+    /// `\Junk` (RFC 6154): its LIST response then carries the attribute.
+    /// Deliver into it with [`Dovecot::append`] (`JUNK_MAILBOX`).
+    pub fn create_junk(&self, user: &TestUser) {
+        self.create_mailbox(user, JUNK_MAILBOX);
+    }
+
     /// Creates `mailbox` for `user` (no error if it exists).
     pub fn create_mailbox(&self, user: &TestUser, mailbox: &str) {
         let mut imap = RawImap::connect(self.imap_port);
@@ -925,6 +945,16 @@ mail_fsync = never
 namespace inbox {{
   inbox = yes
   separator = /
+  # RFC 6154: the mailbox named Junk, once created, is listed with \Junk
+  # (tests/folders.rs; see JUNK_MAILBOX).
+  mailbox Junk {{
+    special_use = \Junk
+  }}
+  # A localized one (UTF-8 here, modified UTF-7 on the wire): see
+  # LOCALIZED_JUNK_MAILBOX.
+  mailbox "Courrier indésirable" {{
+    special_use = \Junk
+  }}
 }}
 
 ssl = yes

@@ -701,3 +701,111 @@ fn set_sizes() {
     assert_eq!(set_size("x"), None);
     assert_eq!(set_size(""), None);
 }
+
+/// Logged in, nothing selected, with these capabilities.
+fn authenticated(caps: &str) -> (Client, Instant) {
+    let (mut c, t0) = greeted(GREETING);
+    c.login("u", "p", t0).unwrap();
+    c.receive(
+        format!("A1 OK [CAPABILITY IMAP4rev1 {caps}] done\r\n").as_bytes(),
+        t0,
+    )
+    .unwrap();
+    completed(&mut c);
+    sent(&mut c);
+    (c, t0)
+}
+
+#[test]
+fn list_with_return_special_use_is_gathered() {
+    let (mut c, t0) = authenticated("SPECIAL-USE");
+    c.list("", "*", true, t0).unwrap();
+    assert_eq!(sent(&mut c), "A2 LIST \"\" \"*\" RETURN (SPECIAL-USE)\r\n");
+    c.receive(
+        b"* LIST (\\HasNoChildren) \"/\" INBOX\r\n\
+          * LIST (\\HasNoChildren \\Junk) \"/\" \"[Gmail]/Spam\"\r\n\
+          * 1 EXISTS\r\n\
+          A2 OK LIST completed\r\n",
+        t0,
+    )
+    .unwrap();
+    // Data that is not the command's own still comes out, in order.
+    assert_eq!(c.poll_event(), Some(Event::Data(Data::Exists(1))));
+    let done = completed(&mut c);
+    assert_eq!(done.kind, CommandKind::List);
+    let CommandData::List { entries, dropped } = done.data else {
+        panic!("{:?}", done.data);
+    };
+    assert_eq!(dropped, 0);
+    let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["INBOX", "[Gmail]/Spam"]);
+    assert!(entries[1].has_attribute("\\junk"));
+    // Without the return option: plain LIST.
+    c.list("", "*", false, t0).unwrap();
+    assert_eq!(sent(&mut c), "A3 LIST \"\" \"*\"\r\n");
+}
+
+#[test]
+fn list_is_bounded_by_bytes_and_counts_what_it_drops() {
+    let opts = Options {
+        limits: crate::proto::Limits {
+            max_line: 100,
+            max_literal: 28,
+        },
+        ..Options::default()
+    };
+    let (mut c, t0) = selected_with(opts);
+    c.list("", "*", false, t0).unwrap();
+    sent(&mut c);
+    let mut input = Vec::new();
+    for i in 0..20 {
+        input.extend_from_slice(format!("* LIST () \"/\" folder-{i:02}\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"A3 OK done\r\n");
+    c.receive(&input, t0).unwrap();
+    let CommandData::List { entries, dropped } = completed(&mut c).data else {
+        panic!("not a LIST completion");
+    };
+    // Each entry costs 18 bytes (name twice); 128 bytes hold 7.
+    assert_eq!(entries.len(), 7);
+    assert_eq!(dropped, 13);
+}
+
+#[test]
+fn select_listed_sends_the_servers_bytes_back() {
+    let (mut c, t0) = authenticated("");
+    // Modified UTF-7 as listed: not re-encoded (`&` would become `&-`).
+    c.select_listed(b"&BCEEPwQwBDw-", true, t0).unwrap();
+    assert_eq!(sent(&mut c), "A2 EXAMINE &BCEEPwQwBDw-\r\n");
+    c.receive(b"A2 OK [READ-ONLY] ok\r\n", t0).unwrap();
+    assert!(matches!(
+        completed(&mut c).data,
+        CommandData::Selected(SelectInfo {
+            read_only: true,
+            ..
+        })
+    ));
+    c.select_listed(b"[Gmail]/Spam", true, t0).unwrap();
+    assert_eq!(sent(&mut c), "A3 EXAMINE \"[Gmail]/Spam\"\r\n");
+    c.receive(b"A3 OK ok\r\n", t0).unwrap();
+    completed(&mut c);
+    c.select_listed(b"Junk Email", true, t0).unwrap();
+    assert_eq!(sent(&mut c), "A4 EXAMINE \"Junk Email\"\r\n");
+    c.receive(b"A4 OK ok\r\n", t0).unwrap();
+    completed(&mut c);
+    // UTF-8 from a UTF8=ACCEPT server: a literal, byte for byte.
+    c.select_listed("Indésirable".as_bytes(), true, t0).unwrap();
+    assert_eq!(sent(&mut c), "A5 EXAMINE {12}\r\n");
+    c.receive(b"+ go\r\n", t0).unwrap();
+    assert_eq!(sent(&mut c), "Indésirable\r\n");
+    c.receive(b"A5 OK ok\r\n", t0).unwrap();
+    completed(&mut c);
+    for bad in [&b""[..], b"a\r\nA9 DELETE INBOX", b"a\0"] {
+        assert!(matches!(
+            c.select_listed(bad, true, t0),
+            Err(ClientError::Input(_))
+        ));
+        assert!(c.poll_transmit().is_none());
+        assert!(!c.is_busy());
+    }
+}

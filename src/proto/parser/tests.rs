@@ -5,7 +5,10 @@
 //! feeding.
 
 use super::*;
-use crate::proto::types::{Code, Condition, Data, ESearch, Fetch, FetchItem, Response, Status};
+use crate::proto::types::{
+    Code, Condition, Data, ESearch, Fetch, FetchItem, ListEntry, Response, SpecialUse, Status,
+    utf7_decode,
+};
 
 type Out = Vec<Result<Response, ProtoError>>;
 
@@ -101,6 +104,15 @@ fn body(section: &str, origin: Option<u32>, data: Option<&[u8]>) -> FetchItem {
         origin,
         data: data.map(<[u8]>::to_vec),
     }
+}
+
+fn list(attributes: &[&str], delimiter: Option<char>, raw_name: &[u8], name: &str) -> Response {
+    Response::Untagged(Data::List(ListEntry {
+        attributes: strs(attributes),
+        delimiter,
+        raw_name: raw_name.to_vec(),
+        name: s(name),
+    }))
 }
 
 fn other(k: &str) -> Response {
@@ -272,8 +284,35 @@ fn table() -> Vec<(&'static [u8], Response)> {
             Response::Untagged(Data::ESearch(ESearch { tag: Some(s("a5")), uid: true, count: Some(0), all: vec![(1, 1)], ..ESearch::default() })),
         ),
         // RFC 9051 examples.
-        (b"* LIST (\\Noselect) \"/\" foo\r\n", other("LIST")),
-        (b"* LIST () \"/\" {3}\r\nfoo\r\n", other("LIST")),
+        (b"* LIST (\\Noselect) \"/\" foo\r\n", list(&["\\Noselect"], Some('/'), b"foo", "foo")),
+        (b"* LIST () \"/\" {3}\r\nfoo\r\n", list(&[], Some('/'), b"foo", "foo")),
+        // RFC 6154 special use; Gmail's folders (quoted, with brackets).
+        (
+            b"* LIST (\\HasNoChildren \\Junk) \"/\" \"[Gmail]/Spam\"\r\n",
+            list(&["\\HasNoChildren", "\\Junk"], Some('/'), b"[Gmail]/Spam", "[Gmail]/Spam"),
+        ),
+        (
+            b"* LIST (\\All \\HasNoChildren) \"/\" [Gmail]/All\r\n",
+            list(&["\\All", "\\HasNoChildren"], Some('/'), b"[Gmail]/All", "[Gmail]/All"),
+        ),
+        // RFC 3501's modified UTF-7 example, as an atom and with a NIL
+        // delimiter; Outlook's "Junk Email" quoted; inbox in lower case.
+        (
+            b"* LIST (\\Junk) NIL ~peter/mail/&U,BTFw-/&ZeVnLIqe-\r\n",
+            list(&["\\Junk"], None, b"~peter/mail/&U,BTFw-/&ZeVnLIqe-", "~peter/mail/\u{53f0}\u{5317}/\u{65e5}\u{672c}\u{8a9e}"),
+        ),
+        (b"* LIST (\\Junk) \".\" \"Junk Email\"\r\n", list(&["\\Junk"], Some('.'), b"Junk Email", "Junk Email")),
+        (b"* list (\\HasChildren) \"\\\\\" inbox\r\n", list(&["\\HasChildren"], Some('\\'), b"inbox", "INBOX")),
+        // A server with UTF8=ACCEPT sends UTF-8 (here in a literal).
+        (b"* LIST (\\Junk) \"/\" {14}\r\nCourrier ind\xc3\xa9\r\n", list(&["\\Junk"], Some('/'), "Courrier ind\u{e9}".as_bytes(), "Courrier ind\u{e9}")),
+        // RFC 5258 extended data is skipped; wildcards leniently in an atom.
+        (
+            b"* LIST (\\Subscribed) \"/\" \"Fruit/Peach\" (\"CHILDINFO\" (\"SUBSCRIBED\")) (\"OLDNAME\" (\"x\"))\r\n",
+            list(&["\\Subscribed"], Some('/'), b"Fruit/Peach", "Fruit/Peach"),
+        ),
+        (b"* LIST () \"/\" a%b*\r\n", list(&[], Some('/'), b"a%b*", "a%b*")),
+        (b"* LIST (\\Noselect \\NonExistent) \"/\" \"&-x\"\r\n", list(&["\\Noselect", "\\NonExistent"], Some('/'), b"&-x", "&x")),
+        (b"* LSUB () \"/\" foo\r\n", other("LSUB")),
         (b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n", other("NAMESPACE")),
         (b"* 3 XYZ\r\n", other("XYZ")),
         (b"* -1 EXISTS\r\n", other("-1")),
@@ -633,10 +672,16 @@ fn deep_nesting() {
         vec![Err(ProtoError::TooDeep { limit: MAX_DEPTH })]
     );
     // Untyped responses are not examined, so never too deep.
+    let mut lsub = b"* LSUB ".to_vec();
+    lsub.extend(std::iter::repeat_n(b'(', 1000));
+    lsub.extend_from_slice(b"\r\n");
+    assert_eq!(one(&lsub), other("LSUB"));
+    // LIST is typed: its attributes are a flat list, so nesting is a
+    // (recoverable) syntax error, not a descent.
     let mut list = b"* LIST ".to_vec();
     list.extend(std::iter::repeat_n(b'(', 1000));
     list.extend_from_slice(b"\r\n");
-    assert_eq!(one(&list), other("LIST"));
+    assert_eq!(syntax(&list), "expected a flag");
 }
 
 #[test]
@@ -911,4 +956,195 @@ fn mutated_inputs_chunked_equals_whole() {
             String::from_utf8_lossy(&input)
         );
     }
+}
+
+#[test]
+fn malformed_list_responses_are_syntax_errors() {
+    for (input, reason) in [
+        (&b"* LIST\r\n"[..], "expected SP after LIST"),
+        (b"* LIST \\Junk \"/\" x\r\n", "expected ( of a flag list"),
+        (
+            b"* LIST (\\Junk) \"//\" x\r\n",
+            "LIST delimiter is not one character",
+        ),
+        (
+            b"* LIST (\\Junk) \"\" x\r\n",
+            "LIST delimiter is not one character",
+        ),
+        (
+            b"* LIST (\\Junk) \"/\"\r\n",
+            "expected SP after LIST delimiter",
+        ),
+        (b"* LIST (\\Junk) \"/\" \r\n", "expected a mailbox name"),
+        (b"* LIST (\\Junk) \"/\" (x\r\n", "expected a mailbox name"),
+        (
+            b"* LIST (\\Junk) \"/\" \"x\r\n",
+            "unterminated quoted string",
+        ),
+        (b"* LIST (\\Junk) \"/\" x (\"a\"\r\n", "expected a value"),
+    ] {
+        assert_eq!(
+            syntax(input),
+            reason,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // Extended data nested past the limit is refused, not recursed into.
+    let mut deep = b"* LIST () \"/\" x ".to_vec();
+    deep.extend(std::iter::repeat_n(b'(', MAX_DEPTH + 1));
+    deep.extend(std::iter::repeat_n(b')', MAX_DEPTH + 1));
+    deep.extend_from_slice(b"\r\n");
+    assert!(matches!(
+        whole(&deep).as_slice(),
+        [Err(ProtoError::TooDeep { .. })]
+    ));
+}
+
+#[test]
+fn special_use_attributes() {
+    let Response::Untagged(Data::List(e)) =
+        one(b"* LIST (\\HasNoChildren \\JUNK \\Sent) \"/\" \"Spam\"\r\n")
+    else {
+        panic!("not a LIST");
+    };
+    assert_eq!(
+        e.special_uses().collect::<Vec<_>>(),
+        [SpecialUse::Junk, SpecialUse::Sent]
+    );
+    assert!(e.is_selectable());
+    for u in SpecialUse::ALL {
+        assert_eq!(SpecialUse::from_attribute(u.attribute()), Some(u));
+        assert_eq!(u.to_string(), u.attribute());
+    }
+    assert_eq!(SpecialUse::from_attribute("\\Spam"), None);
+    assert_eq!(SpecialUse::from_attribute("Junk"), None);
+    let Response::Untagged(Data::List(e)) = one(b"* LIST (\\Junk \\NoSelect) \"/\" x\r\n") else {
+        panic!("not a LIST");
+    };
+    assert!(!e.is_selectable());
+}
+
+#[test]
+fn modified_utf7_round_trips_and_refuses_what_is_not_utf7() {
+    use crate::proto::encode::utf7_encode;
+    for name in [
+        "Junk",
+        "Courrier ind\u{e9}sirable",
+        "\u{421}\u{43f}\u{430}\u{43c}",
+        "\u{8ff7}\u{60d1}\u{90ae}\u{4ef6}",
+        "a&b",
+        "&",
+        "\u{1f4e7} mail",
+        "\u{e9}&\u{e9}",
+    ] {
+        let encoded = utf7_encode(name);
+        assert_eq!(
+            utf7_decode(encoded.as_bytes()).as_deref(),
+            Some(name),
+            "{encoded}"
+        );
+    }
+    for bad in [
+        &b"&"[..],      // no closing -
+        b"&Jjo",        // no closing -
+        b"&Jjo!-",      // outside the alphabet
+        b"&AGE-",       // an odd byte (and it is ASCII)
+        b"&AGEAYg-",    // ASCII encoded: must be sent as itself
+        b"&2D3-",       // a lone high surrogate
+        b"&AOk,-",      // non-zero padding bits
+        b"caf\xc3\xa9", // 8-bit: UTF-8, not UTF-7
+        b"tab\there",
+    ] {
+        assert_eq!(utf7_decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+/// Bounded random LIST responses: whatever the attributes, delimiter and
+/// name bytes (quoted, literal or atom), the parser returns a LIST or a
+/// syntax error, never panics, and a name it accepts decodes back to what
+/// `decode_mailbox_name` gives for the same bytes.
+#[test]
+fn random_list_responses_parse_or_fail_cleanly() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 2000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let attrs = proptest::collection::vec(
+        prop_oneof![
+            Just(b"\\Junk".to_vec()),
+            Just(b"\\HasNoChildren".to_vec()),
+            Just(b"\\Noselect".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        ],
+        0..4,
+    );
+    let name = proptest::collection::vec(
+        prop_oneof![any::<u8>(), Just(b'&'), Just(b'-'), Just(b'A'), Just(b'"')],
+        0..24,
+    );
+    runner
+        .run(
+            &(attrs, any::<Option<u8>>(), name, 0u8..3),
+            |(attrs, delimiter, name, form)| {
+                let mut line = b"* LIST (".to_vec();
+                line.extend(attrs.join(&b' '));
+                line.extend_from_slice(b") ");
+                match delimiter {
+                    None => line.extend_from_slice(b"NIL"),
+                    Some(d) => line.extend_from_slice(&[b'"', d, b'"']),
+                }
+                line.push(b' ');
+                match form {
+                    0 => line.extend_from_slice(&name),
+                    1 => {
+                        line.push(b'"');
+                        line.extend_from_slice(&name);
+                        line.push(b'"');
+                    }
+                    _ => {
+                        line.extend_from_slice(format!("{{{}}}\r\n", name.len()).as_bytes());
+                        line.extend_from_slice(&name);
+                    }
+                }
+                line.extend_from_slice(b"\r\n");
+                let small = Limits {
+                    max_line: 64,
+                    max_literal: 16,
+                };
+                for limits in [Limits::default(), small] {
+                    let w = run(limits, &line, line.len());
+                    prop_assert_eq!(&run(limits, &line, 3), &w);
+                    if let [Ok(Response::Untagged(Data::List(e)))] = w.as_slice() {
+                        prop_assert_eq!(
+                            &e.name,
+                            &crate::proto::types::decode_mailbox_name(&e.raw_name)
+                        );
+                    }
+                }
+                // Well-formed (known attributes, a plain delimiter, the name
+                // in a literal, which carries any bytes but CR LF framing
+                // does not care about): always that LIST, byte for byte.
+                let plain_delimiter =
+                    delimiter.is_none_or(|d| d.is_ascii_graphic() && d != b'"' && d != b'\\');
+                let known = attrs.iter().all(|a| {
+                    [&b"\\Junk"[..], b"\\HasNoChildren", b"\\Noselect"].contains(&a.as_slice())
+                });
+                if form == 2 && plain_delimiter && known {
+                    match run(Limits::default(), &line, line.len()).as_slice() {
+                        [Ok(Response::Untagged(Data::List(e)))] => {
+                            prop_assert_eq!(&e.raw_name, &name);
+                            prop_assert_eq!(e.attributes.len(), attrs.len());
+                            prop_assert_eq!(e.delimiter, delimiter.map(char::from));
+                        }
+                        other => prop_assert!(false, "{:?} gave {:?}", line, other),
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
 }
