@@ -25,6 +25,9 @@
 //! Layout:
 //! - [`dovecot`](mod@dovecot): starting/stopping the server, users, LMTP
 //!   delivery, APPEND, `doveadm who`/`kick`, log inspection;
+//! - [`courier`](mod@courier): a real Courier IMAP 5.0 (unpacked, run in
+//!   a private mount namespace as root), with users, maildir delivery,
+//!   kick and connection counts, for tests/courier.rs;
 //! - [`raw_imap`]: [`RawImap`], a line-oriented IMAP client over a plain
 //!   blocking `TcpStream`;
 //! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
@@ -44,6 +47,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod courier;
 pub mod dovecot;
 pub mod emap;
 pub mod fake;
