@@ -107,6 +107,8 @@ fn the_harness_runs_courier_as_described() {
 
     // The kick ends the connection at the server.
     assert!(c.kick(&u.name));
+    let bye = imap.read_response().expect("a BYE before the close");
+    assert_eq!(bye, "* BYE Courier-IMAP server shut down by signal.");
     assert_eq!(c.wait_connections(&u.name, 0, support::EVENTUALLY), 0);
     assert!(!c.kick(&u.name), "nothing left to kick");
 
@@ -138,6 +140,163 @@ fn the_harness_runs_courier_as_described() {
         c.log_tail(10)
     );
     drop(held);
+}
+
+/// The Courier quirk behind [`mail_named_out_of_order_is_delivered_once`]:
+/// under EXAMINE, Courier gives a new message a UID but does not store it;
+/// when more mail arrives it numbers the unsaved messages again, in the
+/// lexical order of their maildir file names. Two mails delivered in one
+/// second as `M99999` then `M100000` (Courier's own names: microseconds
+/// unpadded) swap UIDs within one session — no EXPUNGE, no UIDVALIDITY
+/// change. Under SELECT the numbers are stored and stay.
+#[test]
+fn courier_renumbers_unsaved_uids_under_examine() {
+    let Some(c) = server() else { return };
+    for (command, stable) in [("EXAMINE", false), ("SELECT", true)] {
+        let u = c.user("renumber");
+        let mut imap = RawImap::connect(c.imap_port);
+        imap.login_ok(&u.name, &u.password);
+        assert!(is_ok(&imap.command(&format!("{command} INBOX"))));
+        let secs = 1_700_000_000;
+        let subject_of_uid_1 = |imap: &mut RawImap| {
+            let lines = imap.command("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+            assert!(is_ok(&lines), "{lines:?}");
+            lines.join("\n")
+        };
+        for (i, usec) in [99_999, 100_000].into_iter().enumerate() {
+            let tag = imap.idle();
+            c.deliver_file(
+                &u.name,
+                &format!("{secs}.M{usec}P1.emap-test"),
+                &mail("sender@emap.test", &u.name, &format!("mail {i}"), "x"),
+            );
+            let exists = format!("* {} EXISTS", i + 1);
+            imap.read_until(support::EVENTUALLY, |l| l == exists)
+                .expect("EXISTS while idling");
+            assert!(is_ok(&imap.done(&tag)));
+            let first = subject_of_uid_1(&mut imap);
+            let expected = if i == 0 || stable { "mail 0" } else { "mail 1" };
+            assert!(
+                first.contains(&format!("Subject: {expected}")),
+                "{command}, after mail {i}: UID 1 is {first}"
+            );
+        }
+        imap.logout();
+    }
+}
+
+/// Two mails whose maildir names sort against their arrival order
+/// (`M99999`, then `M100000` in the same second, as Courier's own delivery
+/// names them) while emap watches with EXAMINE: Courier swaps their UIDs
+/// (see [`courier_renumbers_unsaved_uids_under_examine`]), and emap, which
+/// goes by UID, delivers the first one twice and loses the second.
+/// Ignored until emap handles it (e.g. SELECT instead of EXAMINE on
+/// Courier, where UIDs are stored): a known failure, reported with issue
+/// 11.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "emap repeats and loses mail on Courier under EXAMINE (issue 11; see doc comment)"]
+async fn mail_named_out_of_order_is_delivered_once() {
+    let Some(c) = server() else { return };
+    let h = start(config());
+    let u = c.user("outoforder");
+    let mut sub = h
+        .subscribe(cred(&u, c.imap_port), Filter::new())
+        .await
+        .unwrap();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (usec, subject) in [(99_999, "first"), (100_000, "second")] {
+        let name = u.name.clone();
+        blocking(move || {
+            courier().deliver_file(
+                &name,
+                &format!("{secs}.M{usec}P1.emap-test"),
+                &mail("sender@emap.test", &name, subject, "x"),
+            );
+        })
+        .await;
+        assert_eq!(next_subject(&mut sub).await, subject);
+    }
+    deliver(&u, "third").await;
+    assert_eq!(next_subject(&mut sub).await, "third");
+    h.shutdown().await;
+}
+
+/// Blocks until the wall clock's second changes (Courier derives a new
+/// UIDVALIDITY from it).
+fn next_second() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let start = now();
+    support::wait_for(support::EVENTUALLY, || (now() > start).then_some(()))
+        .expect("the clock stands still");
+}
+
+/// The UIDVALIDITY of INBOX as `command` (EXAMINE or SELECT) reports it,
+/// in a session of its own.
+fn uid_validity(c: &Courier, user: &TestUser, command: &str) -> String {
+    let mut imap = RawImap::connect(c.imap_port);
+    imap.login_ok(&user.name, &user.password);
+    let lines = imap.command(&format!("{command} INBOX"));
+    assert!(is_ok(&lines), "{lines:?}");
+    imap.logout();
+    lines
+        .iter()
+        .find_map(|l| l.split("[UIDVALIDITY ").nth(1))
+        .and_then(|v| v.split(']').next())
+        .unwrap_or_else(|| panic!("no UIDVALIDITY in {lines:?}"))
+        .to_owned()
+}
+
+/// The Courier quirk behind [`a_kick_on_a_never_opened_mailbox_loses_nothing`]:
+/// a mailbox no session has opened read-write has no UIDVALIDITY stored,
+/// and an EXAMINE session stores none: each one invents it from the clock,
+/// so two sessions a second apart see different UIDVALIDITYs. Once a
+/// SELECT has stored one, it stays.
+#[test]
+fn courier_invents_a_uidvalidity_per_examine_of_a_never_opened_mailbox() {
+    let Some(c) = server() else { return };
+    let u = c.user_never_opened("uidvalidity");
+    let first = uid_validity(c, &u, "EXAMINE");
+    next_second();
+    let second = uid_validity(c, &u, "EXAMINE");
+    assert_ne!(first, second, "EXAMINE twice, a second apart");
+    let stored = uid_validity(c, &u, "SELECT");
+    next_second();
+    assert_eq!(uid_validity(c, &u, "EXAMINE"), stored);
+    assert_eq!(uid_validity(c, &u, "SELECT"), stored);
+}
+
+/// A kick on a mailbox no client has opened read-write: the reconnect's
+/// EXAMINE gets a new UIDVALIDITY from Courier (see
+/// [`courier_invents_a_uidvalidity_per_examine_of_a_never_opened_mailbox`]),
+/// emap rightly voids its watermark, and the mail delivered while it was
+/// down is lost. Ignored until emap handles it (e.g. SELECT, which makes
+/// Courier store its UIDVALIDITY): a known failure, reported with issue 11.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "emap loses mail on a Courier mailbox only ever EXAMINEd (issue 11; see doc comment)"]
+async fn a_kick_on_a_never_opened_mailbox_loses_nothing() {
+    let Some(c) = server() else { return };
+    let h = start(config());
+    let u = c.user_never_opened("neveropened");
+    let mut sub = h
+        .subscribe(cred(&u, c.imap_port), Filter::new())
+        .await
+        .unwrap();
+    deliver(&u, "before").await;
+    assert_eq!(next_subject(&mut sub).await, "before");
+    blocking(next_second).await;
+    let name = u.name.clone();
+    assert!(blocking(move || courier().kick(&name)).await);
+    deliver(&u, "during").await;
+    assert_eq!(next_subject(&mut sub).await, "during");
+    h.shutdown().await;
 }
 
 /// Subscribe → deliver → receive, with recipient routing: three
@@ -192,7 +351,8 @@ async fn mail_reaches_the_subscriber_it_is_addressed_to() {
     let name = u.name.clone();
     let logins =
         blocking(move || courier().settled_login_attempts(&name, Duration::from_millis(300))).await;
-    assert_eq!(logins, 1, "one login for three subscriptions");
+    // The harness's own SELECT when it made the user was the first.
+    assert_eq!(logins, 2, "one login for three subscriptions");
     let stats = support::emap::stats_of_user(&h, &u.name).await.unwrap();
     assert_eq!(stats.queued, 4);
     h.shutdown().await;
@@ -232,18 +392,20 @@ async fn a_filled_mailbox_delivers_no_backlog() {
     h.shutdown().await;
 }
 
-/// SELECT without UIDNEXT after an expunge: the last message's UID + 1 is
-/// only a lower bound of the real UIDNEXT (UID 3 was used and expunged),
-/// yet the first mail after the start is delivered and nothing before it.
+/// SELECT without UIDNEXT after expunges at both ends (UIDs 1 and 4 of 4
+/// gone: 2 messages, UIDs 2 and 3): the watermark is the last message's
+/// UID + 1 = 4 — a UID, not the message count + 1 (3), and only a lower
+/// bound of the real UIDNEXT (5) — yet the first mail after the start is
+/// delivered, with UID 5, and nothing before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn select_without_uidnext_after_an_expunge_loses_and_repeats_nothing() {
+async fn select_without_uidnext_after_expunges_loses_and_repeats_nothing() {
     let Some(c) = server() else { return };
     let h = start(config());
     let u = c.user("nouidnext");
     let user = u.clone();
     blocking(move || {
         let c = courier();
-        for i in 1..=3 {
+        for i in 1..=4 {
             c.deliver(
                 &user.name,
                 &mail("sender@emap.test", &user.name, &format!("old {i}"), "x"),
@@ -252,10 +414,9 @@ async fn select_without_uidnext_after_an_expunge_loses_and_repeats_nothing() {
         let mut imap = RawImap::connect(c.imap_port);
         imap.login_ok(&user.name, &user.password);
         let select = imap.select("INBOX");
-        assert_eq!(RawImap::exists(&select), Some(3), "{select:?}");
-        assert!(is_ok(
-            &imap.command("UID STORE 3 +FLAGS.SILENT (\\Deleted)")
-        ));
+        assert_eq!(RawImap::exists(&select), Some(4), "{select:?}");
+        let stored = imap.command("UID STORE 1,4 +FLAGS.SILENT (\\Deleted)");
+        assert!(is_ok(&stored), "{stored:?}");
         assert!(is_ok(&imap.command("EXPUNGE")));
         imap.logout();
     })
@@ -265,13 +426,15 @@ async fn select_without_uidnext_after_an_expunge_loses_and_repeats_nothing() {
         .await
         .unwrap();
     let stats = support::emap::stats_of_user(&h, &u.name).await.unwrap();
-    assert_eq!(stats.watermark, Some(3), "UID 2 + 1, a bound: {stats:?}");
+    assert_eq!(stats.watermark, Some(4), "UID 3 + 1: {stats:?}");
     deliver(&u, "after the start").await;
     let first = next(&mut sub).await;
     assert_eq!(first.subject(), Some("after the start"));
-    assert_eq!(first.uid(), 4);
+    assert_eq!(first.uid(), 5);
     deliver(&u, "later").await;
     assert_eq!(next_subject(&mut sub).await, "later");
+    let stats = support::emap::stats_of_user(&h, &u.name).await.unwrap();
+    assert_eq!(stats.fetched, 2, "nothing old was fetched: {stats:?}");
     h.shutdown().await;
 }
 
@@ -353,7 +516,11 @@ async fn a_wrong_password_fails_after_one_attempt() {
     })
     .await;
     assert_eq!(failures, Some(1));
-    assert_eq!(c.login_successes(&u.name), 0);
+    assert_eq!(
+        c.login_successes(&u.name),
+        1,
+        "only the harness's own, when it made the user"
+    );
     h.shutdown().await;
 }
 

@@ -63,13 +63,17 @@
 //! crypt (`openssl passwd -6`, the password on stdin): authuserdb ignores
 //! `clearpw` for LOGIN. Each user's maildir is `<dir>/mail/<user>`, owned
 //! by the system user `emaptest` (Courier's imapd runs as the uid/gid the
-//! userdb gives).
+//! userdb gives). [`Courier::user`] then opens the INBOX read-write once,
+//! as a mail client would have: until then Courier has no UIDVALIDITY
+//! stored for it (see below); [`Courier::user_never_opened`] skips that.
 //!
 //! [`Courier::deliver`] delivers the way Courier's own local delivery
 //! does: the message, with `Return-Path:` and `Delivered-To: <rcpt>`
 //! prepended (Courier's RPLINE/DTLINE), is written into the maildir's
 //! `tmp/` and renamed into `new/`. There is no LMTP; Courier's imapd
 //! picks the file up (at once with FAM, at the next IDLE tick without).
+//! The harness's file names sort in delivery order ([`Courier::deliver_file`]
+//! says why that matters and lets a test choose the name).
 //!
 //! # What Courier does (observed on 5.0.13, Debian bookworm)
 //! - Capabilities: `IMAP4rev1 UIDPLUS CHILDREN NAMESPACE
@@ -81,6 +85,15 @@
 //!   `INBOX.Name`.
 //! - A failed LOGIN is answered `NO Login failed.` after 5 s (authlib's
 //!   fixed delay); the connection stays open.
+//! - Under EXAMINE (read-only), Courier stores nothing in the maildir's
+//!   `courierimapuiddb`: the UIDs it gives new mail are numbered again, in
+//!   file-name order, when more mail arrives (so two UIDs can swap within
+//!   one session), and a mailbox no session has opened read-write gets a
+//!   UIDVALIDITY invented from the clock by each session. Under SELECT
+//!   both are stored and stay. (tests/courier.rs proves both; emap opens
+//!   with EXAMINE.)
+//! - SIGTERM to an imapd ([`Courier::kick`]) sends `* BYE Courier-IMAP
+//!   server shut down by signal.` and closes the connection.
 //! - Log lines (couriertcpd, imapd and authdaemond write to stderr, here
 //!   `courier.log`): `INFO: LOGIN, user=NAME, ip=[...]`,
 //!   `INFO: LOGIN FAILED, user=NAME, ip=[...]`,
@@ -438,14 +451,42 @@ impl Courier {
     }
 
     /// A fresh user `<prefix>-<pid>-<n>` (lowercased) with a random
-    /// password and an empty INBOX, able to log in immediately.
+    /// password and an empty INBOX, able to log in immediately, whose INBOX
+    /// has been opened read-write once (see [`Courier::user_with_password`]).
     pub fn user(&self, prefix: &str) -> TestUser {
         self.user_with_password(prefix, &random_password())
     }
 
-    /// A fresh user with the given password. Panics if the password holds
-    /// CR, LF or NUL (LOGIN cannot carry them).
+    /// A fresh user with the given password, its INBOX opened read-write
+    /// once (LOGIN, SELECT, LOGOUT), as any mailbox a mail client has
+    /// used: Courier then has stored the INBOX's UIDVALIDITY (in
+    /// `courierimapuiddb`). A mailbox only ever opened with EXAMINE has
+    /// none stored, and each session invents one from the clock (see
+    /// [`Courier::user_never_opened`]). Panics if the password holds CR, LF
+    /// or NUL (LOGIN cannot carry them).
     pub fn user_with_password(&self, prefix: &str, password: &str) -> TestUser {
+        let user = self.user_never_opened_with_password(prefix, password);
+        let mut imap = RawImap::connect(self.imap_port);
+        imap.login_ok(&user.name, &user.password);
+        let lines = imap.select("INBOX");
+        assert!(is_ok(&lines), "SELECT INBOX of {}: {lines:?}", user.name);
+        imap.logout();
+        assert!(
+            self.maildir(&user.name).join("courierimapuiddb").exists(),
+            "Courier stored no UID database for {} after SELECT",
+            user.name
+        );
+        user
+    }
+
+    /// A fresh user whose INBOX no IMAP session has opened yet: Courier has
+    /// no UIDVALIDITY stored for it, and a session that opens it with
+    /// EXAMINE stores none either.
+    pub fn user_never_opened(&self, prefix: &str) -> TestUser {
+        self.user_never_opened_with_password(prefix, &random_password())
+    }
+
+    fn user_never_opened_with_password(&self, prefix: &str, password: &str) -> TestUser {
         assert!(
             !password.contains(['\r', '\n', '\0']),
             "passwords cannot contain CR, LF or NUL: {password:?}"
@@ -465,10 +506,12 @@ impl Courier {
                 .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
         }
         let hash = self.crypt(&user.password);
-        let mut users = self.users.lock().expect("users lock");
-        users.push((user.name.clone(), hash));
-        write_userdb(&self.root, &self.dir, self.mail_uid, self.mail_gid, &users)
-            .unwrap_or_else(|e| panic!("adding {} to the userdb: {e}", user.name));
+        {
+            let mut users = self.users.lock().expect("users lock");
+            users.push((user.name.clone(), hash));
+            write_userdb(&self.root, &self.dir, self.mail_uid, self.mail_gid, &users)
+                .unwrap_or_else(|e| panic!("adding {} to the userdb: {e}", user.name));
+        }
         user
     }
 
@@ -524,29 +567,51 @@ impl Courier {
         self.deliver_raw(user, &mail);
     }
 
-    /// Puts `raw` as it is (no header added) into the INBOX of `user`.
+    /// Puts `raw` as it is (no header added) into the INBOX of `user`,
+    /// under a maildir name that sorts after every earlier delivery's (see
+    /// [`Courier::deliver_file`]).
     pub fn deliver_raw(&self, user: &str, raw: &[u8]) {
-        let maildir = self.maildir(user);
-        assert!(
-            maildir.join("new").is_dir(),
-            "no maildir for {user:?}: not a user of this Courier"
-        );
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        // Zero-padded, so that the names sort in delivery order.
         let name = format!(
-            "{}.M{}P{}Q{}.emap-test,S={}",
+            "{:010}.M{:06}P{}Q{:09}.emap-test,S={}",
             now.as_secs(),
             now.subsec_micros(),
             std::process::id(),
             DELIVERY_COUNTER.fetch_add(1, Ordering::Relaxed),
             raw.len()
         );
-        let tmp = maildir.join("tmp").join(&name);
+        self.deliver_file(user, &name, raw);
+    }
+
+    /// Puts `raw` into the INBOX of `user` as the maildir file `name`
+    /// (written to `tmp/`, renamed into `new/`).
+    ///
+    /// The name matters: Courier gives new messages their UIDs in the
+    /// lexical order of their file names, and under EXAMINE it does not
+    /// store them, so a later rescan numbers the unsaved ones again, in
+    /// name order. Courier's own delivery names (`<secs>.M<usec>P<pid>...`,
+    /// microseconds unpadded) sort against the delivery order when the
+    /// microseconds of one second gain a digit (`M99999` then `M100000`).
+    /// [`Courier::deliver_raw`] avoids that with padded names; this lets
+    /// a test reproduce it.
+    pub fn deliver_file(&self, user: &str, name: &str, raw: &[u8]) {
+        let maildir = self.maildir(user);
+        assert!(
+            maildir.join("new").is_dir(),
+            "no maildir for {user:?}: not a user of this Courier"
+        );
+        assert!(
+            !name.is_empty() && !name.contains('/') && !name.starts_with('.'),
+            "not a maildir file name: {name:?}"
+        );
+        let tmp = maildir.join("tmp").join(name);
         fs::write(&tmp, raw)
             .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)))
             .and_then(|()| std::os::unix::fs::chown(&tmp, Some(self.mail_uid), Some(self.mail_gid)))
-            .and_then(|()| fs::rename(&tmp, maildir.join("new").join(&name)))
+            .and_then(|()| fs::rename(&tmp, maildir.join("new").join(name)))
             .unwrap_or_else(|e| panic!("delivering into {}: {e}", maildir.display()));
     }
 
@@ -635,8 +700,8 @@ impl Courier {
     }
 
     /// Ends every IMAP connection of `user` by killing its imapd processes
-    /// (SIGTERM; Courier has no admin command for it): the client sees the
-    /// connection close. Returns whether there was one. Does not wait for
+    /// (SIGTERM; Courier has no admin command for it): the client gets
+    /// `* BYE Courier-IMAP server shut down by signal.` and EOF. Returns whether there was one. Does not wait for
     /// the processes to be gone (use [`Courier::wait_connections`]).
     pub fn kick(&self, user: &str) -> bool {
         let pids = self.imapd_pids(user);
