@@ -29,6 +29,9 @@
 //!   `scripts/setup-cyrus`), for the end-to-end suite and the benchmark;
 //! - [`servers`]: [`TestServer`](servers::TestServer), what the suite of
 //!   tests/servers.rs needs from a server, for each real server;
+//! - [`courier`](mod@courier): a real Courier IMAP 5.0 (unpacked, run in
+//!   a private mount namespace as root), with users, maildir delivery,
+//!   kick and connection counts, for tests/courier.rs;
 //! - [`raw_imap`]: [`RawImap`], a line-oriented IMAP client over a plain
 //!   blocking `TcpStream`;
 //! - [`lmtp`]: the blocking LMTP client behind [`Dovecot::deliver`];
@@ -49,6 +52,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cyrus;
+pub mod courier;
 pub mod dovecot;
 pub mod emap;
 pub mod fake;
