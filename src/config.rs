@@ -8,6 +8,24 @@ use std::time::Duration;
 use crate::proto::Limits;
 use crate::proto::client::Options;
 
+/// How the watched mailbox is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MailboxAccess {
+    /// EXAMINE (read-only), except on servers known to keep UIDs unstable
+    /// under EXAMINE: Courier IMAP stores UIDs and UIDVALIDITY only for a
+    /// read-write session, so under EXAMINE it renumbers new mail and
+    /// invents a UIDVALIDITY per session (mail lost or repeated); it is
+    /// opened with SELECT (its greeting names it).
+    #[default]
+    Auto,
+    /// Always EXAMINE.
+    ReadOnly,
+    /// Always SELECT. Mail is still fetched with `BODY.PEEK` (no `\Seen`),
+    /// but the server clears `\Recent` for other clients.
+    ReadWrite,
+}
+
 /// emap's settings. Construct with [`Config::default`] and override fields:
 ///
 /// ```
@@ -96,6 +114,10 @@ pub struct Config {
     /// backoff growing meanwhile). Failures the server puts in words are
     /// not affected. Default 60 s.
     pub poison_silent_span: Duration,
+    /// How the watched mailbox is opened: EXAMINE, or SELECT where a
+    /// server needs it (see [`MailboxAccess`]). Default
+    /// [`MailboxAccess::Auto`].
+    pub mailbox_access: MailboxAccess,
     /// How long a connection must stay healthy (mailbox selected, no error)
     /// before the backoff starts over from `backoff_initial`. A server that
     /// fails right after each SELECT therefore still sees growing delays.
@@ -145,6 +167,7 @@ impl Default for Config {
             replay_max_bytes: 8 * 1024 * 1024,
             poison_attempts: 3,
             poison_silent_span: Duration::from_secs(60),
+            mailbox_access: MailboxAccess::Auto,
             healthy_after: Duration::from_secs(60),
             missing_mailbox_grace: Duration::from_secs(5 * 60),
             failure_memory: Duration::from_secs(5 * 60),

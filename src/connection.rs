@@ -61,6 +61,11 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// The text of the server's greeting (see [`Client::greeting_text`]).
+    pub(crate) fn greeting_text(&self) -> &str {
+        self.client.greeting_text()
+    }
+
     /// Dials, secures, reads the greeting and authenticates.
     pub(crate) async fn open(
         cred: &Credential,

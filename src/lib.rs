@@ -133,7 +133,7 @@ mod tracker;
 mod transport;
 mod watcher;
 
-pub use config::Config;
+pub use config::{Config, MailboxAccess};
 pub use credential::{
     Auth, Credential, OAuthMechanism, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
     TokenFuture, TokenProvider,

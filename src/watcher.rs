@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::config::Config;
+use crate::config::{Config, MailboxAccess};
 use crate::connection::Connection;
 use crate::credential::Credential;
 use crate::mail::{Mail, parse_internal_date};
@@ -135,15 +135,22 @@ pub(crate) async fn run(
 pub(crate) async fn open_mailbox(
     conn: &mut Connection,
     cred: &Credential,
+    access: MailboxAccess,
 ) -> Result<(SelectInfo, String), Error> {
+    let read_only = match access {
+        MailboxAccess::ReadOnly => true,
+        MailboxAccess::ReadWrite => false,
+        // Courier keeps UIDs only for read-write sessions (INTEROP.md).
+        _ => !conn.greeting_text().contains("Courier-IMAP"),
+    };
     let Some(special_use) = cred.special_use else {
-        let info = conn.select(&cred.mailbox, true).await?;
+        let info = conn.select(&cred.mailbox, read_only).await?;
         return Ok((info, cred.mailbox.clone()));
     };
     let entry = find_special_use(conn, special_use).await?;
     tracing::info!(mailbox = %entry.name, %special_use, "found the special-use mailbox");
     let done = conn
-        .command(|c, now| c.select_listed(&entry.raw_name, true, now))
+        .command(|c, now| c.select_listed(&entry.raw_name, read_only, now))
         .await?;
     match done.data {
         CommandData::Selected(info) => Ok((info, entry.name)),
@@ -240,7 +247,8 @@ impl Watcher {
         tracing::info!("connected");
         self.conn = Some(conn);
         self.phase = Phase::Select;
-        let (info, mailbox) = open_mailbox(self.conn(), cred).await?;
+        let access = self.config.mailbox_access;
+        let (info, mailbox) = open_mailbox(self.conn(), cred, access).await?;
         self.mailbox = mailbox;
         self.tracker.selected(info.exists);
         let uid_validity = info.uid_validity.unwrap_or(0);

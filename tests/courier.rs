@@ -189,12 +189,10 @@ fn courier_renumbers_unsaved_uids_under_examine() {
 /// (`M99999`, then `M100000` in the same second, as Courier's own delivery
 /// names them) while emap watches with EXAMINE: Courier swaps their UIDs
 /// (see [`courier_renumbers_unsaved_uids_under_examine`]), and emap, which
-/// goes by UID, delivers the first one twice and loses the second.
-/// Ignored until emap handles it (e.g. SELECT instead of EXAMINE on
-/// Courier, where UIDs are stored): a known failure, reported with issue
-/// 11.
+/// goes by UID, would deliver the first one twice and lose the second.
+/// emap therefore opens the mailbox with SELECT on Courier
+/// (`MailboxAccess::Auto`), where UIDs are stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "emap repeats and loses mail on Courier under EXAMINE (issue 11; see doc comment)"]
 async fn mail_named_out_of_order_is_delivered_once() {
     let Some(c) = server() else { return };
     let h = start(config());
@@ -276,11 +274,10 @@ fn courier_invents_a_uidvalidity_per_examine_of_a_never_opened_mailbox() {
 /// A kick on a mailbox no client has opened read-write: the reconnect's
 /// EXAMINE gets a new UIDVALIDITY from Courier (see
 /// [`courier_invents_a_uidvalidity_per_examine_of_a_never_opened_mailbox`]),
-/// emap rightly voids its watermark, and the mail delivered while it was
-/// down is lost. Ignored until emap handles it (e.g. SELECT, which makes
-/// Courier store its UIDVALIDITY): a known failure, reported with issue 11.
+/// emap would rightly void its watermark, and the mail delivered while it
+/// was down would be lost. emap opens the mailbox with SELECT on Courier
+/// (`MailboxAccess::Auto`), which makes Courier store its UIDVALIDITY.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "emap loses mail on a Courier mailbox only ever EXAMINEd (issue 11; see doc comment)"]
 async fn a_kick_on_a_never_opened_mailbox_loses_nothing() {
     let Some(c) = server() else { return };
     let h = start(config());

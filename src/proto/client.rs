@@ -313,6 +313,8 @@ pub struct Client {
     tag_seq: u32,
     state: State,
     caps: Option<Vec<String>>,
+    /// The text of the OK or PREAUTH greeting (names the server software).
+    greeting_text: String,
     pending: Option<Pending>,
     events: VecDeque<Event>,
     greeting_deadline: Option<Instant>,
@@ -341,6 +343,7 @@ impl Client {
             tag_seq: 0,
             state: State::Greeting,
             caps: None,
+            greeting_text: String::new(),
             pending: None,
             events: VecDeque::new(),
             greeting_deadline: Some(now + opts.greeting_timeout),
@@ -362,6 +365,12 @@ impl Client {
     /// The protocol state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The human-readable text of the server's OK or PREAUTH greeting
+    /// (empty before it): it often names the server software.
+    pub fn greeting_text(&self) -> &str {
+        &self.greeting_text
     }
 
     /// The server's capabilities, upper-cased, if known. They are forgotten
@@ -964,10 +973,12 @@ impl Client {
         let greeting = match condition {
             Condition::Ok => {
                 self.state = State::NotAuthenticated;
+                self.greeting_text = text;
                 Greeting::Ok
             }
             Condition::Preauth => {
                 self.state = State::Authenticated;
+                self.greeting_text = text;
                 Greeting::Preauth
             }
             Condition::Bye => {

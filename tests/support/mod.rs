@@ -51,8 +51,8 @@
 
 #![allow(dead_code, unused_imports)]
 
-pub mod cyrus;
 pub mod courier;
+pub mod cyrus;
 pub mod dovecot;
 pub mod emap;
 pub mod fake;
