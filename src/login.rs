@@ -6,13 +6,15 @@
 
 use crate::connection::Connection;
 use crate::transport::Tls;
-use crate::{Config, Credential, Error, TlsMode};
+use crate::{Config, Credential, Error, MailboxAccess, TlsMode};
 
 /// Connects, authenticates and logs out with the default [`Config`].
 ///
 /// Succeeds only when the server accepted the credential and the mailbox
 /// can be opened read-only (EXAMINE), so a typo in the mailbox name is
-/// caught too.
+/// caught too; a special-use credential ([`Credential::special_use`]) is
+/// looked up as a session would, so a server without that folder answers
+/// [`Error::SpecialUseNotFound`].
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), emap::Error> {
@@ -32,6 +34,6 @@ pub async fn test_login_with(cred: &Credential, config: &Config) -> Result<(), E
         _ => Some(Tls::new(&cred.tls_config)?),
     };
     let mut conn = Connection::open(cred, config, tls.as_ref()).await?;
-    conn.select(&cred.mailbox, true).await?;
+    crate::watcher::open_mailbox(&mut conn, cred, MailboxAccess::ReadOnly).await?;
     conn.logout().await
 }

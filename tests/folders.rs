@@ -113,6 +113,24 @@ async fn without_a_junk_folder_subscribe_fails_with_the_typed_error() {
     h.shutdown().await;
 }
 
+/// `test_login` looks a special use up as a session does: it fails with
+/// the typed error while the user has no Junk folder, and succeeds once
+/// there is one. (It used to EXAMINE the credential's mailbox name,
+/// INBOX, whatever the special use.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_login_looks_the_special_use_up() {
+    let user = dovecot().user("loginjunk");
+    let cred = dovecot_cred(&user).special_use(SpecialUse::Junk);
+    let err = emap::test_login(&cred).await.expect_err("no Junk folder yet");
+    assert!(
+        matches!(err, Error::SpecialUseNotFound(SpecialUse::Junk)),
+        "{err:?}"
+    );
+    let u = user.clone();
+    support::blocking(move || dovecot().create_junk(&u)).await;
+    emap::test_login(&cred).await.expect("Junk exists now");
+}
+
 // ──────────────────────────── scripted servers ────────────────────────────
 
 /// Subscribes to every mail of the `\Junk` folder of the scripted server
