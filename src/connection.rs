@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Error;
 use crate::config::Config;
-use crate::credential::{Auth, Credential, OAuthMechanism, TlsMode};
+use crate::credential::{Auth, Credential, OAuthMechanism, Secret, TlsMode};
 use crate::error::is_refusal;
 use crate::proto::client::{
     Client, CommandKind, Completion, Event, Greeting, Mechanism, SelectInfo,
@@ -186,8 +186,12 @@ impl Connection {
             self.command(|c, now| c.capability(now)).await?;
         }
         let host_port = (cred.host.as_str(), cred.port);
+        // What was sent, to scrub from the server's answer: a server that
+        // echoes it must not put it into an error.
+        let sent: Secret;
         let done = match &cred.auth {
             Auth::Password(password) => {
+                sent = password.clone();
                 if self.client.has_capability("AUTH=PLAIN") {
                     let p = password.expose();
                     self.run(|c, now| c.authenticate(Mechanism::Plain, &cred.user, p, None, now))
@@ -219,15 +223,26 @@ impl Connection {
                     .map_err(|_| Error::Timeout("OAuth2 token"))?
                     .map_err(Error::Token)?;
                 let t = token.expose();
-                self.run(|c, now| c.authenticate(mech, &cred.user, t, Some(host_port), now))
-                    .await?
+                let done = self
+                    .run(|c, now| c.authenticate(mech, &cred.user, t, Some(host_port), now))
+                    .await?;
+                sent = token;
+                done
             }
         };
         if done.status == Status::Ok {
             return Ok(());
         }
+        let scrub = |text: String| {
+            let secret = sent.expose();
+            if !secret.is_empty() && text.contains(secret) {
+                text.replace(secret, "<redacted>")
+            } else {
+                text
+            }
+        };
         if is_refusal(done.code.as_ref(), &done.text) {
-            return Err(Error::Refused(done.text));
+            return Err(Error::Refused(scrub(done.text)));
         }
         let mut reason = done.text;
         if let Some(sasl) = done.sasl_error {
@@ -235,7 +250,7 @@ impl Connection {
             reason.push_str(&sasl);
             reason.push(')');
         }
-        Err(Error::AuthenticationFailed(reason))
+        Err(Error::AuthenticationFailed(scrub(reason)))
     }
 
     /// SELECT (or EXAMINE when `read_only`) the mailbox.

@@ -121,7 +121,9 @@ async fn without_a_junk_folder_subscribe_fails_with_the_typed_error() {
 async fn test_login_looks_the_special_use_up() {
     let user = dovecot().user("loginjunk");
     let cred = dovecot_cred(&user).special_use(SpecialUse::Junk);
-    let err = emap::test_login(&cred).await.expect_err("no Junk folder yet");
+    let err = emap::test_login(&cred)
+        .await
+        .expect_err("no Junk folder yet");
     assert!(
         matches!(err, Error::SpecialUseNotFound(SpecialUse::Junk)),
         "{err:?}"
