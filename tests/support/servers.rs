@@ -19,9 +19,15 @@
 //! - [`kick`](TestServer::kick) and [`connections`](TestServer::connections):
 //!   end and count a user's *logged-in* IMAP connections, as the server
 //!   itself sees them (not a client-side count);
-//! - [`connection_cap`](TestServer::connection_cap): the per-user cap the
-//!   server was started with, if it has one, and the words of its refusal
-//!   ([`cap_refusal`](TestServer::cap_refusal)).
+//! - [`connection_cap`](TestServer::connection_cap): the cap the server
+//!   was started with, if it has one, the port where it applies
+//!   ([`cap_port`](TestServer::cap_port), the IMAP port unless the cap
+//!   lives on a listener of its own) and the words of its refusal
+//!   ([`cap_refusal`](TestServer::cap_refusal), `None` for a server that
+//!   refuses by closing the connection without a word);
+//! - [`folder`](TestServer::folder): the server's full name for a
+//!   personal folder (`Name` on Dovecot and Cyrus, `INBOX.Name` on
+//!   Courier, whose personal namespace is `INBOX.`).
 //!
 //! Mailbox management ([`append`](TestServer::append),
 //! [`create_mailbox`](TestServer::create_mailbox),
@@ -30,11 +36,12 @@
 //! a user create and delete its own folders satisfies.
 //!
 //! Plugging a server in: implement the trait for its harness type (a dozen
-//! lines, mostly forwarding, as below for Dovecot and Cyrus), and add one
-//! `scenarios!(name, starter())` line to tests/servers.rs.
+//! lines, mostly forwarding, as below for Dovecot, Cyrus and Courier), and
+//! add one `scenarios!(name, starter())` line to tests/servers.rs.
 
 use std::time::Duration;
 
+use super::courier::{CAPPED_PER_IP, Courier};
 use super::cyrus::Cyrus;
 use super::dovecot::{Dovecot, MAX_USERIP_CONNECTIONS, TestUser};
 use super::raw_imap::{RawImap, is_ok, quoted};
@@ -42,7 +49,7 @@ use super::raw_imap::{RawImap, is_ok, quoted};
 /// A real IMAP server the end-to-end scenarios run against (see the
 /// module docs for what an implementation must provide).
 pub trait TestServer: Send + Sync + 'static {
-    /// Short lowercase name, for messages (`dovecot`, `cyrus`).
+    /// Short lowercase name, for messages (`dovecot`, `cyrus`, `courier`).
     fn name(&self) -> &'static str;
 
     /// Plaintext IMAP on 127.0.0.1.
@@ -65,12 +72,29 @@ pub trait TestServer: Send + Sync + 'static {
     /// Logged-in IMAP connections of `user`, counted by the server.
     fn connections(&self, user: &str) -> usize;
 
-    /// The per-user connection cap, if the server was started with one.
+    /// The connection cap, if the server was started with one (per user
+    /// on Dovecot and Cyrus, per IP on Courier).
     fn connection_cap(&self) -> Option<usize>;
 
+    /// Plaintext IMAP on 127.0.0.1 where [`TestServer::connection_cap`]
+    /// applies: the IMAP port unless the server has a capped listener of
+    /// its own (Courier's cap is per IP, so it lives apart from the port
+    /// parallel tests share).
+    fn cap_port(&self) -> u16 {
+        self.imap_port()
+    }
+
     /// Words of the server's refusal when the cap is reached (found in the
-    /// session's `last_error`).
-    fn cap_refusal(&self) -> &'static str;
+    /// session's `last_error`); `None` if the server refuses by closing
+    /// the connection without a greeting or a `BYE` (the session's
+    /// `last_error` is then emap's `Error::Closed`).
+    fn cap_refusal(&self) -> Option<&'static str>;
+
+    /// The full name of the personal folder `name`, as the server has it
+    /// (a scenario creates, selects and deletes this name).
+    fn folder(&self, name: &str) -> String {
+        name.into()
+    }
 
     /// Polls [`TestServer::connections`] until it is `expected` or
     /// `timeout` passes; returns the last count.
@@ -129,14 +153,16 @@ fn logged_in(port: u16, user: &TestUser) -> RawImap {
 fn create_on(imap: &mut RawImap, mailbox: &str) {
     let name = quoted(mailbox).expect("mailbox name must be 7-bit");
     let lines = imap.command(&format!("CREATE {name}"));
-    // Dovecot says `NO [ALREADYEXISTS] Mailbox already exists`; Cyrus
-    // `NO Mailbox already exists`, without the code.
+    if is_ok(&lines) {
+        return;
+    }
+    // A NO for an existing folder: Dovecot says `NO [ALREADYEXISTS]
+    // Mailbox already exists`, Cyrus the same without the code, Courier
+    // only `NO Cannot create this folder.`, so LIST tells.
+    let list = imap.command(&format!("LIST \"\" {name}"));
     assert!(
-        is_ok(&lines)
-            || lines.last().is_some_and(|l| {
-                l.contains("[ALREADYEXISTS]") || l.contains("Mailbox already exists")
-            }),
-        "CREATE {mailbox} failed: {lines:?}"
+        is_ok(&list) && list.iter().any(|l| l.starts_with("* LIST ")),
+        "CREATE {mailbox} failed: {lines:?}; LIST: {list:?}"
     );
 }
 
@@ -168,8 +194,8 @@ impl TestServer for Dovecot {
     }
     /// `* BYE [UNAVAILABLE] Maximum number of connections from user+IP
     /// exceeded (mail_max_userip_connections=15)` after LOGIN.
-    fn cap_refusal(&self) -> &'static str {
-        "Maximum number of connections"
+    fn cap_refusal(&self) -> Option<&'static str> {
+        Some("Maximum number of connections")
     }
     fn delete_mailbox(&self, user: &TestUser, mailbox: &str) {
         Dovecot::delete_mailbox(self, user, mailbox);
@@ -205,7 +231,54 @@ impl TestServer for Cyrus {
     }
     /// `NO Too many open connections (15 of 15 for <user>)` to LOGIN; the
     /// connection stays open.
-    fn cap_refusal(&self) -> &'static str {
-        "Too many open connections"
+    fn cap_refusal(&self) -> Option<&'static str> {
+        Some("Too many open connections")
+    }
+}
+
+impl TestServer for Courier {
+    fn name(&self) -> &'static str {
+        "courier"
+    }
+    fn imap_port(&self) -> u16 {
+        self.imap_port
+    }
+    /// The user's INBOX is opened read-write once (one LOGIN) before it is
+    /// returned, so Courier has its UIDVALIDITY stored.
+    fn user(&self, prefix: &str) -> TestUser {
+        Courier::user(self, prefix)
+    }
+    /// Written into the maildir (`tmp/`, then `new/`), as Courier's local
+    /// delivery does; there is no LMTP.
+    fn deliver(&self, rcpt: &str, raw: &[u8]) {
+        Courier::deliver(self, rcpt, raw);
+    }
+    /// Courier's local delivery prepends `Delivered-To: <rcpt>`, and so
+    /// does the harness.
+    fn delivery_adds_delivered_to(&self) -> bool {
+        true
+    }
+    /// SIGTERM to the user's imapd processes.
+    fn kick(&self, user: &str) -> bool {
+        Courier::kick(self, user)
+    }
+    fn connections(&self, user: &str) -> usize {
+        Courier::connections(self, user)
+    }
+    /// Per IP, on [`Courier::capped_port`] only.
+    fn connection_cap(&self) -> Option<usize> {
+        Some(CAPPED_PER_IP)
+    }
+    fn cap_port(&self) -> u16 {
+        self.capped_port
+    }
+    /// couriertcpd accepts the connection beyond the cap and closes it at
+    /// once, without a greeting.
+    fn cap_refusal(&self) -> Option<&'static str> {
+        None
+    }
+    /// Personal namespace `INBOX.`, separator `.`.
+    fn folder(&self, name: &str) -> String {
+        format!("INBOX.{name}")
     }
 }
