@@ -74,7 +74,7 @@ mod types;
 // What `emap::proto` re-exports, for `super::...` in client.rs.
 use error::{Excerpt, ProtoError};
 use parser::{Limits, Parser};
-use types::{Code, Condition, Data, Response, Status, Tagged};
+use types::{Code, Condition, Data, ListEntry, Response, Status, Tagged};
 
 use client::{Client, ClientError, CommandKind, Event, Mechanism, Options, State};
 
