@@ -311,11 +311,16 @@ pub async fn stream(
 pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let caller = caller(&req, &state);
     // Only the sessions of the inboxes in the key's scope, asked by
-    // credential: the registry matches server, user, TLS and secret.
-    let mut sessions = Vec::new();
+    // credential: the registry matches server, user, TLS and secret. Two
+    // inboxes with the same credential share one session: listed once.
+    let mut sessions: Vec<emap::SessionStats> = Vec::new();
     for (name, cred) in &state.config.inboxes {
         if caller.scope.inbox(name) {
-            sessions.extend(state.handle.stats_of(cred).await.unwrap_or_default());
+            for s in state.handle.stats_of(cred).await.unwrap_or_default() {
+                if !sessions.iter().any(|seen| seen.key == s.key) {
+                    sessions.push(s);
+                }
+            }
         }
     }
     let sessions: Vec<_> = sessions
