@@ -229,7 +229,9 @@ pub fn sparkline(counts: &[u64]) -> String {
     };
     format!(
         "<svg class=\"spark\" width=\"120\" height=\"24\" viewBox=\"0 0 120 24\" role=\"img\" \
-         aria-label=\"{label}\"><title>{label}</title>{line}</svg>"
+         aria-label=\"{label}\"><title>{label}</title>\
+         <line x1=\"0\" y1=\"23.5\" x2=\"120\" y2=\"23.5\" stroke=\"currentColor\" stroke-opacity=\"0.25\"/>\
+         {line}</svg>"
     )
 }
 
