@@ -39,7 +39,7 @@ pub enum Endpoint {
     Stats,
     /// `GET /metrics`.
     Metrics,
-    /// A status page (reserved: no endpoint serves it yet).
+    /// `GET /`: the HTML status page.
     Status,
 }
 

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! See `config.rs` for the file format (keys, TLS, limits), `gate.rs` for
-//! authentication and the audit trail, and `routes.rs` for the endpoints.
+//! authentication and the audit trail, `routes.rs` for the endpoints, and
+//! `status.rs` for the HTML status page at `/`.
 //! The first line on standard output is `listening on <scheme>://<addr>`;
 //! logs (one audit line per request) go to standard error.
 
@@ -20,6 +21,7 @@ mod gate;
 mod json;
 mod peer;
 mod routes;
+mod status;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -104,6 +106,8 @@ async fn main() -> ExitCode {
     let listen = config.listen.clone();
     let http = config.http.clone();
     let state = web::Data::new(routes::State::new(handle.clone(), config));
+    // The status page's mail-per-minute rings.
+    actix_rt::spawn(status::sample(state.clone().into_inner()));
     let server = HttpServer::new(move || {
         App::new()
             .wrap(middleware::from_fn(gate::gate))
@@ -121,6 +125,7 @@ async fn main() -> ExitCode {
             .service(routes::stats)
             .service(routes::healthz)
             .service(routes::metrics)
+            .service(status::page)
     })
     .on_connect(peer::on_connect)
     .shutdown_timeout(5)

@@ -28,6 +28,7 @@ use crate::auth::{Caller, Keys, Throttle};
 use crate::config::{Config, parse_duration};
 use crate::gate::{caller, error, forbidden};
 use crate::json::mail_json;
+use crate::status::Status;
 
 /// How often an idle event stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -40,6 +41,8 @@ pub struct State {
     pub config: Config,
     /// The API keys and their live counters.
     pub keys: Keys,
+    /// What the status page keeps: start time, mail rates, open waits.
+    pub status: Status,
     waiters: AtomicUsize,
     waits_ok: AtomicU64,
     waits_timed_out: AtomicU64,
@@ -52,6 +55,7 @@ impl State {
         let keys = Keys::new(std::mem::take(&mut config.keys), config.limits);
         State {
             handle,
+            status: Status::new(&config),
             config,
             keys,
             waiters: AtomicUsize::new(0),
@@ -59,6 +63,11 @@ impl State {
             waits_timed_out: AtomicU64::new(0),
             rejected_busy: AtomicU64::new(0),
         }
+    }
+
+    /// Open waits and streams, gateway-wide.
+    pub fn waiters(&self) -> usize {
+        self.waiters.load(Ordering::Relaxed)
     }
 
     /// Takes a waiter slot, or `None` when all are taken.
@@ -213,6 +222,7 @@ pub async fn wait(
             "too many concurrent waiters",
         );
     };
+    let _open = q.inbox.as_deref().and_then(|i| state.status.open(i));
     let waited = tokio::select! {
         w = state.handle.wait_for(cred, filter, timeout) => w,
         _ = crate::peer::hung_up(&req) => {
@@ -268,7 +278,8 @@ pub async fn stream(
     tick.reset();
     let gone: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
         Box::pin(async move { crate::peer::hung_up(&req).await });
-    let slots = (key_slot, slot);
+    let open = q.inbox.as_deref().and_then(|i| state.status.open(i));
+    let slots = (key_slot, slot, open);
     let events = futures_util::stream::unfold(Some((sub, slots, tick, gone)), |st| async move {
         let (mut sub, slots, mut tick, mut gone) = st?;
         tokio::select! {
@@ -300,11 +311,16 @@ pub async fn stream(
 pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let caller = caller(&req, &state);
     // Only the sessions of the inboxes in the key's scope, asked by
-    // credential: the registry matches server, user, TLS and secret.
-    let mut sessions = Vec::new();
+    // credential: the registry matches server, user, TLS and secret. Two
+    // inboxes with the same credential share one session: listed once.
+    let mut sessions: Vec<emap::SessionStats> = Vec::new();
     for (name, cred) in &state.config.inboxes {
         if caller.scope.inbox(name) {
-            sessions.extend(state.handle.stats_of(cred).await.unwrap_or_default());
+            for s in state.handle.stats_of(cred).await.unwrap_or_default() {
+                if !sessions.iter().any(|seen| seen.key == s.key) {
+                    sessions.push(s);
+                }
+            }
         }
     }
     let sessions: Vec<_> = sessions

@@ -1,0 +1,176 @@
+//! The operator's status page (`GET /`) over real HTTP, with the gateway
+//! binary on the test Dovecot: what it shows, to whom, how it is escaped
+//! and locked down, and that it is valid HTML by `tidy`'s rules.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::process::Command;
+
+use common::{Gateway, Setup, new_key};
+use support::{EVENTUALLY, dovecot, wait_for};
+
+/// The text of the cell `data-k="key"` in the row of `inbox` (as written
+/// in the page, i.e. escaped), if there is one.
+fn cell(page: &str, inbox: &str, key: &str) -> Option<String> {
+    let row_start = page.find(&format!("<th scope=\"row\">{inbox}</th>"))?;
+    let row = &page[row_start..];
+    let row = &row[..row.find("</tr>")?];
+    let at = row.find(&format!("data-k=\"{key}\">"))? + key.len() + 10;
+    let text = &row[at..];
+    Some(text[..text.find('<')?].to_owned())
+}
+
+/// Runs `tidy -errors -quiet` on `html`: `Err` with what it reported when
+/// it finds an error. Fails the test with a clear message when tidy is
+/// not installed (scripts/install-deps installs it; CI runs that).
+fn tidy(html: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("status.html");
+    std::fs::write(&file, html).unwrap();
+    let out = match Command::new("tidy")
+        .args(["-errors", "-quiet"])
+        .arg(&file)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "cannot run `tidy` ({e}): install Debian's tidy package (scripts/install-deps does)"
+        ),
+    };
+    // Exit status: 0 clean, 1 warnings only (not shown under -errors), 2 errors.
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0 | 1) if report.trim().is_empty() => Ok(()),
+        _ => Err(format!("{}: {report}", out.status)),
+    }
+}
+
+#[test]
+fn the_page_shows_the_inbox_idling_then_its_reconnect_escaped_locked_down_and_valid() {
+    let ca = dovecot().catchall("gwstatus");
+    // A second inbox (its own user, so its own session) with markup in
+    // its name.
+    let other = dovecot().user("gwstatus-other");
+    let tables = format!(
+        "[[inbox]]\nname = '<i>x&\"y'\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         user = \"{}\"\npassword_env = \"GW_OTHER_PASSWORD\"\n",
+        dovecot().imap_port,
+        other.name,
+    );
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables: &tables,
+            env: vec![("GW_OTHER_PASSWORD", other.password.clone())],
+            ..Setup::default()
+        },
+    );
+
+    // Nobody waits yet: no session, said in plain words.
+    let (status, headers, page) = gw.request(None, "/");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        cell(&page, "main", "state").as_deref(),
+        Some("not connected (nobody waiting)"),
+        "{page}"
+    );
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let csp = header("content-security-policy").expect("a Content-Security-Policy header");
+    assert!(csp.starts_with("default-src 'none'; "), "{csp}");
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(
+        header("content-type").is_some_and(|t| t.starts_with("text/html")),
+        "{headers:?}"
+    );
+    // No script at all, and the name is escaped wherever it appears.
+    assert!(!page.contains("<script"), "{page}");
+    assert!(page.contains("&lt;i&gt;x&amp;&quot;y"), "{page}");
+    assert!(!page.contains("<i>x"), "{page}");
+    tidy(&page).unwrap_or_else(|e| panic!("tidy: {e}\n{page}"));
+
+    // A wait holds the session: the inbox idles, with one open wait.
+    let held = gw.raw(
+        None,
+        &format!(
+            "/v1/wait?inbox=main&to={}&timeout=100s",
+            ca.address("status")
+        ),
+    );
+    gw.await_subscribers(None, 1);
+    let page = gw.get("/").1;
+    assert_eq!(
+        cell(&page, "main", "state").as_deref(),
+        Some("idling"),
+        "{page}"
+    );
+    assert_eq!(
+        cell(&page, "main", "mode").as_deref(),
+        Some("IDLE"),
+        "{page}"
+    );
+    assert_eq!(cell(&page, "main", "open").as_deref(), Some("1"), "{page}");
+    assert_eq!(
+        cell(&page, "main", "subscribers").as_deref(),
+        Some("1"),
+        "{page}"
+    );
+    tidy(&page).unwrap_or_else(|e| panic!("tidy: {e}\n{page}"));
+    let before: u64 = cell(&page, "main", "reconnects")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a reconnect count: {page}"));
+
+    // The server kicks the user: a later page shows the reconnect, and the
+    // inbox idling again.
+    assert!(dovecot().kick(&ca.user.name), "nothing to kick");
+    let after = wait_for(EVENTUALLY, || {
+        let page = gw.get("/").1;
+        let n: u64 = cell(&page, "main", "reconnects")?.parse().ok()?;
+        (n > before && cell(&page, "main", "state").as_deref() == Some("idling")).then_some(page)
+    });
+    let page = after.unwrap_or_else(|| panic!("no reconnect shown: {}", gw.get("/").1));
+    tidy(&page).unwrap_or_else(|e| panic!("tidy: {e}\n{page}"));
+    drop(held);
+}
+
+#[test]
+fn a_key_sees_only_the_inboxes_in_its_scope_and_needs_the_status_scope() {
+    let ca = dovecot().catchall("gwstatus-scope");
+    let (one, ops) = (new_key(), new_key());
+    let tables = format!(
+        "[[inbox]]\nname = \"hidden-inbox\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         user = \"{}\"\npassword_env = \"GW_TEST_PASSWORD\"\n\n\
+         [[key]]\nid = \"one\"\nkey_env = \"GW_ONE\"\ninboxes = [\"main\"]\n\
+         recipients = [\"*\"]\nendpoints = [\"status\"]\n\n\
+         [[key]]\nid = \"ops\"\nkey_env = \"GW_OPS\"\ninboxes = [\"*\"]\n\
+         recipients = [\"*\"]\nendpoints = [\"stats\", \"metrics\"]\n",
+        dovecot().imap_port,
+        ca.user.name,
+    );
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables: &tables,
+            env: vec![("GW_ONE", one.clone()), ("GW_OPS", ops.clone())],
+            ..Setup::default()
+        },
+    );
+    assert_eq!(gw.get("/").0, 401);
+    // Every inbox, but not the status scope.
+    assert_eq!(gw.get_as(Some(&ops), "/").0, 403);
+    let (status, page) = gw.get_as(Some(&one), "/");
+    assert_eq!(status, 200, "{page}");
+    assert!(cell(&page, "main", "state").is_some(), "{page}");
+    assert!(!page.contains("hidden-inbox"), "{page}");
+}
