@@ -433,3 +433,32 @@ async fn icloud_capabilities_are_asked_again_after_login_and_idle_is_used() {
     assert_eq!(through_sentinel(&server, &mut sub, 6).await, [5, 6]);
     h.shutdown().await;
 }
+
+// ─────────────────────────────── any server ───────────────────────────────
+
+/// A server that echoes the password (or token) in its refusal must not
+/// put it into emap's error: the text is kept for humans, the secret is
+/// replaced by `<redacted>`. (Here rather than in tests/secrets.rs, whose
+/// scan installs its own global trace subscriber.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_echoing_the_secret_in_its_refusal_does_not_leak_it() {
+    const ECHOED: &str = "echo-me-s3cr3t-7f2a";
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    server.fault(Fault::Reject {
+        on: On::Prefix("LOGIN"),
+        times: Times::Always,
+        bad: false,
+        text: format!("[AUTHENTICATIONFAILED] Invalid password {ECHOED} for user fake"),
+    });
+    let h = start(config());
+    let cred = support::emap::fake_cred_with(server.port, ECHOED);
+    let err = h
+        .subscribe(cred, Filter::new())
+        .await
+        .expect_err("logged in with a refused password");
+    assert!(matches!(err, Error::AuthenticationFailed(_)), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(ECHOED), "the echoed secret in {shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    h.shutdown().await;
+}
