@@ -113,7 +113,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::dovecot::{TestUser, run};
+use super::dovecot::{MAIL_USER, TestUser, find_binary, id, mail_user_ids, run};
 use super::raw_imap::{RawImap, is_ok, quoted};
 
 /// `-maxperip` of [`Courier::capped_port`].
@@ -135,9 +135,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a helper command (openssl, makedatprog, useradd) may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The system user that owns the mail (the tests run as root).
-const MAIL_USER: &str = "emaptest";
 
 /// The environment variable that marks every process of an instance.
 const MARKER: &str = "EMAP_COURIER";
@@ -885,48 +882,7 @@ fn instance_processes(marker: &str) -> Vec<(u32, String, Vec<String>)> {
 
 /// The uid and gid of the system user [`MAIL_USER`], created when missing.
 fn mail_owner() -> Result<(u32, u32), String> {
-    if id(&["-u", MAIL_USER]).is_err() {
-        let mut cmd = Command::new(find_binary("useradd").unwrap_or_else(|| "useradd".into()));
-        cmd.args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            MAIL_USER,
-        ]);
-        // Another test binary may create it at the same time: only the
-        // check below counts.
-        let _ = run(cmd, COMMAND_TIMEOUT);
-    }
-    let number = |args: &[&str]| -> Result<u32, String> {
-        id(args)?.parse().map_err(|e| format!("id {args:?}: {e}"))
-    };
-    Ok((number(&["-u", MAIL_USER])?, number(&["-g", MAIL_USER])?))
-}
-
-fn id(args: &[&str]) -> Result<String, String> {
-    let mut cmd = Command::new("id");
-    cmd.args(args);
-    let out = run(cmd, COMMAND_TIMEOUT)?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "id {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn find_binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    mail_user_ids()
 }
 
 /// Closes the watchdog's stdin (it then stops Courier and removes the

@@ -47,7 +47,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::dovecot::{
-    MAIL_USER, TestUser, find_binary, free_ports, id, random_password, run, unique_name,
+    MAIL_USER, TestUser, find_binary, free_ports, id, mail_user_ids, random_password, run,
+    unique_name,
 };
 use super::raw_imap::{RawImap, is_ok};
 use super::{lmtp, wait_for};
@@ -390,26 +391,8 @@ fn mail_owner() -> Result<(String, u32, u32), String> {
     if num(&["-u"])? != 0 {
         return Ok((id(&["-un"])?, num(&["-u"])?, num(&["-g"])?));
     }
-    if id(&["-u", MAIL_USER]).is_err() {
-        let mut cmd = Command::new(find_binary("useradd").unwrap_or_else(|| "useradd".into()));
-        cmd.args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            MAIL_USER,
-        ]);
-        // Another test binary may create it at the same time.
-        let _ = run(cmd, COMMAND_TIMEOUT);
-    }
-    Ok((
-        MAIL_USER.to_owned(),
-        num(&["-u", MAIL_USER])?,
-        num(&["-g", MAIL_USER])?,
-    ))
+    let (uid, gid) = mail_user_ids()?;
+    Ok((MAIL_USER.to_owned(), uid, gid))
 }
 
 /// `chown -R uid:gid dir` when running as root (a no-op otherwise).

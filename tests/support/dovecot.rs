@@ -853,41 +853,47 @@ impl Accounts {
                 ));
             }
         }
-        if id(&["-u", MAIL_USER]).is_err() {
-            let mut cmd = Command::new(find_binary("useradd").unwrap_or_else(|| "useradd".into()));
-            cmd.args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                MAIL_USER,
-            ]);
-            // Another test binary may create it at the same time: only the
-            // final check below counts.
-            let created = run(cmd, COMMAND_TIMEOUT);
-            if id(&["-u", MAIL_USER]).is_err() {
-                return Err(format!(
-                    "could not create the system user `{MAIL_USER}` for Dovecot's mail \
-                     processes ({created:?}); create it with `useradd --system --user-group \
-                     {MAIL_USER}`"
-                ));
-            }
-        }
-        let number = |args: &[&str]| -> Result<u32, String> {
-            id(args)?.parse().map_err(|e| format!("id {args:?}: {e}"))
-        };
+        let (mail_uid, mail_gid) = mail_user_ids()?;
         Ok(Accounts {
             root: true,
             internal_user: "dovecot".into(),
             internal_group: "dovecot".into(),
             login_user: "dovenull".into(),
-            mail_uid: number(&["-u", MAIL_USER])?,
-            mail_gid: number(&["-g", MAIL_USER])?,
+            mail_uid,
+            mail_gid,
         })
     }
+}
+
+/// The uid and gid of the system user [`MAIL_USER`] that owns test mail
+/// (for Dovecot, Cyrus and Courier alike), created when missing (as root).
+pub fn mail_user_ids() -> Result<(u32, u32), String> {
+    if id(&["-u", MAIL_USER]).is_err() {
+        let mut cmd = Command::new(find_binary("useradd").unwrap_or_else(|| "useradd".into()));
+        cmd.args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            MAIL_USER,
+        ]);
+        // Another test binary may create it at the same time: only the
+        // final check below counts.
+        let created = run(cmd, COMMAND_TIMEOUT);
+        if id(&["-u", MAIL_USER]).is_err() {
+            return Err(format!(
+                "could not create the system user `{MAIL_USER}` for the test servers' mail \
+                 ({created:?}); create it with `useradd --system --user-group {MAIL_USER}`"
+            ));
+        }
+    }
+    let number = |args: &[&str]| -> Result<u32, String> {
+        id(args)?.parse().map_err(|e| format!("id {args:?}: {e}"))
+    };
+    Ok((number(&["-u", MAIL_USER])?, number(&["-g", MAIL_USER])?))
 }
 
 /// Runs `id <args>` and returns its trimmed output, or an error if it fails.
