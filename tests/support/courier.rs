@@ -113,7 +113,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::dovecot::{MAIL_USER, TestUser, find_binary, id, mail_user_ids, run};
+use super::dovecot::{
+    MAIL_USER, TestUser, find_binary, free_ports, id, mail_user_ids, run, stop_watchdog,
+};
 use super::raw_imap::{RawImap, is_ok, quoted};
 
 /// `-maxperip` of [`Courier::capped_port`].
@@ -678,12 +680,7 @@ impl Courier {
     /// Polls [`Courier::connections`] until it equals `expected` or
     /// `timeout` passes; returns the last count seen.
     pub fn wait_connections(&self, user: &str, expected: usize, timeout: Duration) -> usize {
-        let mut last = 0;
-        super::wait_for(timeout, || {
-            last = self.connections(user);
-            (last == expected).then_some(())
-        });
-        last
+        super::wait_count(timeout, expected, || self.connections(user))
     }
 
     /// [`Courier::wait_connections`] on tokio's blocking pool.
@@ -883,33 +880,6 @@ fn instance_processes(marker: &str) -> Vec<(u32, String, Vec<String>)> {
 /// The uid and gid of the system user [`MAIL_USER`], created when missing.
 fn mail_owner() -> Result<(u32, u32), String> {
     mail_user_ids()
-}
-
-/// Closes the watchdog's stdin (it then stops Courier and removes the
-/// directory) and waits for it, boundedly.
-fn stop_watchdog(child: &mut Child) {
-    drop(child.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// `n` distinct free TCP ports on 127.0.0.1 (held together while picking,
-/// then released).
-fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

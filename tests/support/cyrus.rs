@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use super::dovecot::{
     MAIL_USER, TestUser, find_binary, free_ports, id, mail_user_ids, random_password, run,
-    unique_name,
+    unique_name, watchdog_command,
 };
 use super::raw_imap::{RawImap, is_ok};
 use super::{lmtp, wait_for};
@@ -65,24 +65,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 const INSTALL_HINT: &str = "Cyrus IMAP is unpacked by scripts/setup-cyrus (run as root; \
     scripts/install-deps and scripts/test call it), or set EMAP_CYRUS_ROOT to an unpacked tree";
-
-/// The watchdog (see the module docs): runs "$@" in the background in its
-/// own process group, waits for EOF on stdin, then SIGTERMs the group and
-/// removes `$WD_DIR`. Output goes to `$WD_OUT`.
-const WATCHDOG: &str = r#"
-trap '' INT HUP
-trap ':' TERM
-"$@" >"$WD_OUT" 2>&1 </dev/null &
-d=$!
-read -r _line || :
-kill -TERM 0 2>/dev/null
-wait "$d"
-i=0
-while [ -e "$WD_DIR" ] && [ "$i" -lt 100 ]; do
-  rm -rf "$WD_DIR" 2>/dev/null || sleep 0.1
-  i=$((i + 1))
-done
-"#;
 
 static CYRUS: OnceLock<Result<Cyrus, String>> = OnceLock::new();
 
@@ -187,10 +169,7 @@ impl Cyrus {
         let admin_password = random_password();
         saslpasswd(&root, &dir, ADMIN, &admin_password, (mail_uid, mail_gid))?;
         chown_tree(&dir, mail_uid, mail_gid)?;
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("emap-cyrus-watchdog")
+        let watchdog = watchdog_command("emap-cyrus-watchdog", &dir.join("master.out"), &dir)
             .arg(bin.join("master"))
             .arg("-C")
             .arg(&imapd_conf)
@@ -200,12 +179,6 @@ impl Cyrus {
             .arg(dir.join("run/master.pid"))
             .arg("-D")
             .env("LD_LIBRARY_PATH", lib_path(&root))
-            .env("WD_OUT", dir.join("master.out"))
-            .env("WD_DIR", &dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
             .spawn()
             .map_err(|e| format!("spawning the watchdog: {e}"))?;
         let cyrus = Cyrus {
@@ -330,12 +303,7 @@ impl Cyrus {
     /// Polls [`Cyrus::connections`] until it equals `expected` or
     /// `timeout` passes; returns the last count seen.
     pub fn wait_connections(&self, user: &str, expected: usize, timeout: Duration) -> usize {
-        let mut last = 0;
-        wait_for(timeout, || {
-            last = self.connections(user);
-            (last == expected).then_some(())
-        });
-        last
+        super::wait_count(timeout, expected, || self.connections(user))
     }
 
     /// Ends every IMAP connection of `user` (SIGTERM to its imapd

@@ -154,30 +154,44 @@ const INSTALL_HINT: &str = "the emap integration tests need a real Dovecot \
     `apt-get install -y dovecot-imapd dovecot-lmtpd openssl` (as root), or run \
     `scripts/test`, which installs them when missing";
 
-/// The watchdog, run by `sh` as the leader of a new process group: starts
-/// Dovecot in the background (so Dovecot and all its children share the
-/// group), blocks until EOF on stdin (the test process exiting), then sends
-/// SIGTERM to the whole group — every Dovecot process at once, which stops
-/// Dovecot in milliseconds, while a SIGTERM to the master alone takes it
-/// 1-3 s — reaps the master and removes the temporary directory. The `:`
-/// trap keeps the watchdog itself alive through that SIGTERM (a handler,
-/// unlike an ignored signal, is not inherited across exec).
-/// Arguments: $1 dovecot binary, $2 config, $3 stdout/stderr file,
-/// $4 temp dir.
-const WATCHDOG: &str = r#"
+/// The watchdog every server harness runs its server under (`sh -c`, see
+/// [`watchdog_command`]): runs `"$@"` in the background with its output in
+/// `$WD_OUT`, blocks reading stdin — whose write end only the test process
+/// holds — and, at EOF (the test process exited, however), SIGTERMs its own
+/// process group, reaps the server and removes `$WD_DIR`. The `:` trap
+/// keeps it alive through its own SIGTERM.
+pub const WATCHDOG: &str = r#"
 trap '' INT HUP
 trap ':' TERM
-"$1" -F -c "$2" >"$3" 2>&1 </dev/null &
+"$@" >"$WD_OUT" 2>&1 </dev/null &
 d=$!
 read -r _line || :
 kill -TERM 0 2>/dev/null
 wait "$d"
 i=0
-while [ -e "$4" ] && [ "$i" -lt 50 ]; do
-  rm -rf "$4" 2>/dev/null || sleep 0.1
+while [ -e "$WD_DIR" ] && [ "$i" -lt 100 ]; do
+  rm -rf "$WD_DIR" 2>/dev/null || sleep 0.1
   i=$((i + 1))
 done
 "#;
+
+/// `sh -c WATCHDOG` leading a new process group (Ctrl-C on the terminal,
+/// sent to the foreground group, does not reach it or the server), with
+/// the server's output going to `out` and `dir` removed at the end; the
+/// caller appends the server's program and arguments and spawns it.
+pub fn watchdog_command(name: &str, out: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(WATCHDOG)
+        .arg(name)
+        .env("WD_OUT", out)
+        .env("WD_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    cmd
+}
 
 /// The per-user-and-IP IMAP connection cap of the suite's Dovecot
 /// (`mail_max_userip_connections`).
@@ -349,18 +363,11 @@ impl Dovecot {
         // The watchdog leads a new process group (so does Dovecot, its
         // child): Ctrl-C on the terminal, sent to the foreground group, does
         // not reach them, and the watchdog can stop them all at once.
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("emap-dovecot-watchdog")
+        let watchdog = watchdog_command("emap-dovecot-watchdog", &stderr_path, &dir)
             .arg(&bins.dovecot)
+            .arg("-F")
+            .arg("-c")
             .arg(&conf_path)
-            .arg(&stderr_path)
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
             .spawn();
         let mut watchdog = watchdog.map_err(|e| fatal(format!("spawning the sh watchdog: {e}")))?;
         // The watchdog removes the directory from now on.
@@ -606,12 +613,7 @@ impl Dovecot {
     /// Polls [`Dovecot::connections`] until it equals `expected` or
     /// `timeout` passes; returns the last count seen.
     pub fn wait_connections(&self, user: &str, expected: usize, timeout: Duration) -> usize {
-        let mut last = 0;
-        super::wait_for(timeout, || {
-            last = self.connections(user);
-            (last == expected).then_some(())
-        });
-        last
+        super::wait_count(timeout, expected, || self.connections(user))
     }
 
     /// [`Dovecot::wait_connections`] on tokio's blocking pool.
@@ -1170,9 +1172,9 @@ fn wait_ready(log: &Path, stderr: &Path, ports: [u16; 3]) -> Result<(), StartErr
     }
 }
 
-/// Closes the watchdog's stdin (it then stops Dovecot and removes the
+/// Closes the watchdog's stdin (it then stops the server and removes the
 /// directory) and waits for it, boundedly.
-fn stop_watchdog(child: &mut Child) {
+pub fn stop_watchdog(child: &mut Child) {
     drop(child.stdin.take());
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {

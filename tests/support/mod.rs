@@ -77,6 +77,18 @@ use std::time::{Duration, Instant};
 /// timing assertion.
 pub const EVENTUALLY: Duration = Duration::from_secs(30);
 
+/// Polls `count` until it is `expected` or `timeout` passes; returns the
+/// last value seen (for counts the server updates asynchronously, such as
+/// its connections after a disconnect).
+pub fn wait_count(timeout: Duration, expected: usize, mut count: impl FnMut() -> usize) -> usize {
+    let mut last = 0;
+    wait_for(timeout, || {
+        last = count();
+        (last == expected).then_some(())
+    });
+    last
+}
+
 /// Polls `probe` until it returns `Some`, or until `timeout` has elapsed.
 ///
 /// Returns the first `Some` value, or `None` on timeout. Use it to await a

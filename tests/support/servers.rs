@@ -99,12 +99,7 @@ pub trait TestServer: Send + Sync + 'static {
     /// Polls [`TestServer::connections`] until it is `expected` or
     /// `timeout` passes; returns the last count.
     fn wait_connections(&self, user: &str, expected: usize, timeout: Duration) -> usize {
-        let mut last = 0;
-        super::wait_for(timeout, || {
-            last = self.connections(user);
-            (last == expected).then_some(())
-        });
-        last
+        super::wait_count(timeout, expected, || self.connections(user))
     }
 
     /// APPENDs `raw` to `mailbox` of `user` (created if missing).
