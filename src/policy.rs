@@ -89,8 +89,8 @@ fn hopeless_on_first_contact(error: &Error) -> bool {
         // TLS against a plaintext port (the handshake fails on garbage).
         Error::Tls(_) => true,
         // Plaintext against a TLS port: the server waits for a ClientHello,
-        // we wait for a greeting.
-        Error::Timeout(what) => *what == "greeting",
+        // we wait for a greeting (the client state machine's timeout).
+        Error::Protocol(ProtoError::Timeout(what)) => *what == "greeting",
         // A BYE greeting that is not a "too many connections" refusal.
         Error::Bye(_) => true,
         _ => false,
@@ -100,6 +100,12 @@ fn hopeless_on_first_contact(error: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the client state machine raises when no greeting comes (the
+    /// value the session really sees, not a look-alike).
+    fn greeting_timeout() -> Error {
+        Error::from(ProtoError::Timeout("greeting"))
+    }
 
     fn cx(phase: Phase, healthy_before: bool) -> Context {
         Context {
@@ -144,8 +150,8 @@ mod tests {
             (Error::Closed, Watch, true, Retry),
             (Error::Refused("limit".into()), Connect, false, Retry),
             (Error::Timeout("dial"), Connect, false, Retry),
-            (Error::Timeout("greeting"), Connect, false, Fail),
-            (Error::Timeout("greeting"), Connect, true, Retry),
+            (greeting_timeout(), Connect, false, Fail),
+            (greeting_timeout(), Connect, true, Retry),
             (unknown_host.clone(), Connect, false, Fail),
             (unknown_host, Connect, true, Retry),
             (

@@ -741,6 +741,22 @@ async fn implicit_tls_against_plaintext_fails_subscribe_at_once() {
     );
 }
 
+/// Plaintext against an implicit-TLS port: the server waits in silence for
+/// a ClientHello while emap waits for a greeting. On a first contact the
+/// greeting timeout is the settings' fault: fail, don't retry. (The policy
+/// used to match a timeout value the client never raises, so this retried
+/// for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_against_a_silent_tls_port_fails_subscribe_at_once() {
+    let server = MailboxServer::start(1, 1, Vec::new()).await;
+    server.set_greeting(Greeting::Silent);
+    let err = hopeless_first_connection(cred(server.port), Some(&server)).await;
+    assert!(
+        matches!(err, Error::Protocol(ProtoError::Timeout("greeting"))),
+        "silent port: {err:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bye_at_connect_fails_subscribe_at_once() {
     let server = MailboxServer::start(1, 1, Vec::new()).await;
