@@ -25,7 +25,7 @@ use crate::config::{Config, MailboxAccess};
 use crate::connection::Connection;
 use crate::credential::Credential;
 use crate::mail::{Mail, parse_internal_date};
-use crate::proto::client::{CommandData, Completion, Event, SelectInfo};
+use crate::proto::client::{CommandData, Completion, DEADLINE_EXPIRED, Event, SelectInfo};
 use crate::proto::{Code, Condition, Data, ListEntry, ProtoError, SpecialUse, Status};
 use crate::tracker::{Arrived, Ended, Loss, MailboxTracker, Snapshot, Step, Verdict};
 use crate::transport::Tls;
@@ -202,6 +202,12 @@ pub(crate) async fn find_special_use(
 /// unusable), or it just ended: see [`Loss`].
 fn loss_of(e: &Error) -> Loss {
     match e {
+        // A response that never came (the link stalled) says nothing about
+        // the message; one that trickled in below the transfer-rate floor
+        // broke a limit while the message was being sent: worded.
+        Error::Protocol(ProtoError::Timeout(what)) if *what != DEADLINE_EXPIRED => Loss::Silent {
+            at: std::time::Instant::now(),
+        },
         Error::Bye(_) | Error::Protocol(_) => Loss::Worded,
         _ => Loss::Silent {
             at: std::time::Instant::now(),
@@ -601,5 +607,23 @@ fn ended(done: &Completion) -> Ended {
         (Status::Ok, _) => Ended::Ok,
         (_, Some(Code::Other { name, .. })) if name == "EXPUNGEISSUED" => Ended::ExpungeIssued,
         _ => Ended::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which lost connections count fully against the message being
+    /// fetched: the server's words and broken limits do; a link that went
+    /// quiet (reset, EOF, a response that never came) does not.
+    #[test]
+    fn losses_are_worded_only_when_the_server_or_a_limit_spoke() {
+        let silent = |e: Error| matches!(loss_of(&e), Loss::Silent { .. });
+        assert!(!silent(Error::Bye("Internal error".into())));
+        assert!(!silent(ProtoError::Timeout(DEADLINE_EXPIRED).into()));
+        assert!(silent(ProtoError::Timeout("command response").into()));
+        assert!(silent(Error::Closed));
+        assert!(silent(Error::Timeout("dial")));
     }
 }
