@@ -236,10 +236,12 @@ impl Session {
             }
             Err(e) => e,
         };
+        // Only a successful SELECT (on_report) clears it: an unrelated
+        // error between two missing-mailbox answers must not restart the
+        // grace period, or a flaky link would retry a deleted mailbox for
+        // ever.
         if policy::mailbox_missing(&e, phase) {
             self.missing_since.get_or_insert_with(Instant::now);
-        } else {
-            self.missing_since = None;
         }
         let cx = policy::Context {
             phase,

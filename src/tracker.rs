@@ -398,6 +398,7 @@ impl MailboxTracker {
         self.refetch = false;
         self.careful = false;
         self.attempts = Attempts::default();
+        self.expunge_issued_once = None;
     }
 
     /// A subscriber wants mail received since `since`, from before the
