@@ -80,6 +80,18 @@ pub struct Mail {
     raw: Vec<u8>,
     truncated: bool,
     parsed: Parsed,
+    /// Links and codes, found on first asking: a mail is shared (`Arc`) by
+    /// every subscriber it matches, and each finder renders the HTML body,
+    /// so they run once per mail, not once per call.
+    #[cfg(feature = "extract")]
+    found: Found,
+}
+
+#[cfg(feature = "extract")]
+#[derive(Clone, Default)]
+struct Found {
+    links: std::sync::OnceLock<Vec<String>>,
+    codes: std::sync::OnceLock<Vec<String>>,
 }
 
 /// Everything taken from the bytes. `Default` is what garbage yields.
@@ -186,6 +198,8 @@ impl Mail {
             raw,
             truncated,
             parsed,
+            #[cfg(feature = "extract")]
+            found: Found::default(),
         }
     }
 
@@ -316,7 +330,10 @@ impl Mail {
     /// ```
     #[cfg(feature = "extract")]
     pub fn links(&self) -> Vec<String> {
-        emap_extract::links(self.text_part(), self.html())
+        self.found
+            .links
+            .get_or_init(|| emap_extract::links(self.text_part(), self.html()))
+            .clone()
     }
 
     /// Likely one-time codes (4–8 digits, or 4–10 letters and digits next
@@ -336,7 +353,10 @@ impl Mail {
     /// ```
     #[cfg(feature = "extract")]
     pub fn codes(&self) -> Vec<String> {
-        emap_extract::codes(self.subject(), self.text_part(), self.html())
+        self.found
+            .codes
+            .get_or_init(|| emap_extract::codes(self.subject(), self.text_part(), self.html()))
+            .clone()
     }
 
     /// The text/plain body for the finders: `None` when [`Mail::text`] is
