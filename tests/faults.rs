@@ -34,14 +34,14 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use emap::{
     Auth, Config, Credential, Error, Filter, Handle, Mail, Registry, SessionState, SessionStats,
     Subscription, TlsMode,
 };
 use support::proxy::Proxy;
-use support::{RawImap, TestUser, blocking, dovecot, header_value, mail};
+use support::{RawImap, TestUser, blocking, dovecot, header_value, mail, until_some};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Generous bound for awaiting something that must happen; never a timing
@@ -172,26 +172,11 @@ async fn stats(h: &Handle) -> SessionStats {
     all.remove(0)
 }
 
-/// Polls `probe` until it yields a value; panics after [`EVENTUALLY`].
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {EVENTUALLY:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until the proxy forwards exactly `n` connections and the server
 /// counts `n` for `user`: no connection leaked by a fault.
 async fn assert_connections(proxy: Option<&Proxy>, user: &str, n: usize) {
     if let Some(proxy) = proxy {
-        eventually(&format!("{n} live proxied connection(s)"), async || {
+        until_some(&format!("{n} live proxied connection(s)"), async || {
             (proxy.live() == n).then_some(())
         })
         .await;
@@ -243,11 +228,11 @@ async fn a_hundred_cuts_under_continuous_delivery_lose_and_duplicate_nothing() {
     let cutter = async {
         for cut in 0..CUTS {
             // Spread the cuts over the deliveries.
-            eventually("the writer's progress", async || {
+            until_some("the writer's progress", async || {
                 (sent.load(Ordering::SeqCst) >= cut * MAILS / CUTS).then_some(())
             })
             .await;
-            let before = eventually("the session selected", async || {
+            let before = until_some("the session selected", async || {
                 let s = stats(&h).await;
                 (s.state == SessionState::Watching && proxy.live() > 0).then_some(s.reconnects)
             })
@@ -258,13 +243,13 @@ async fn a_hundred_cuts_under_continuous_delivery_lose_and_duplicate_nothing() {
                 0 => proxy.close_all(),
                 1 => {
                     proxy.close_all();
-                    eventually("the reconnect", async || {
+                    until_some("the reconnect", async || {
                         (proxy.accepted() > accepted).then_some(())
                     })
                     .await;
                     // Until emap notices: the new connection may not be
                     // forwarded yet when the first close comes.
-                    eventually("the start-up cut noticed", async || {
+                    until_some("the start-up cut noticed", async || {
                         proxy.close_all();
                         (stats(&h).await.reconnects >= before + 2).then_some(())
                     })
@@ -277,7 +262,7 @@ async fn a_hundred_cuts_under_continuous_delivery_lose_and_duplicate_nothing() {
                     blocking(move || deliver_now(&rcpt, "filler", &body)).await;
                 }
             }
-            eventually("the cut noticed", async || {
+            until_some("the cut noticed", async || {
                 (stats(&h).await.reconnects >= before + kills).then_some(())
             })
             .await;
@@ -433,7 +418,7 @@ async fn a_server_stopped_and_started_again_is_resumed_with_what_arrived_meanwhi
 
     blocking(|| dovecot().stop()).await;
     // emap keeps trying (connection refused), with backoff.
-    eventually("failed reconnects while the server is down", async || {
+    until_some("failed reconnects while the server is down", async || {
         let s = stats(&h).await;
         (s.reconnects >= before + 3 && s.state != SessionState::Watching).then_some(())
     })
@@ -449,7 +434,7 @@ async fn a_server_stopped_and_started_again_is_resumed_with_what_arrived_meanwhi
     // Back: its SELECT gave the mail in new/ its UIDs, so the sentinel
     // below comes after it (an LMTP delivery first would take the next UID
     // before the maildir is synced).
-    eventually("the session selected again", async || {
+    until_some("the session selected again", async || {
         (stats(&h).await.state == SessionState::Watching).then_some(())
     })
     .await;
@@ -474,7 +459,7 @@ async fn refused_connections_are_retried_with_backoff_then_resumed() {
     proxy.refuse(true);
     proxy.close_all();
     let during = deliver(&u.name, "during").await;
-    eventually("refused reconnects", async || {
+    until_some("refused reconnects", async || {
         (proxy.refused() >= 3).then_some(())
     })
     .await;
@@ -553,7 +538,7 @@ async fn a_saturated_connection_cap_is_waited_out_with_backoff() {
         let (h, c) = (h.clone(), cred(&u, dovecot().imap_port));
         tokio::spawn(async move { h.subscribe(c, Filter::new()).await })
     };
-    let first = eventually("a refused login", async || {
+    let first = until_some("a refused login", async || {
         let n = cap_refusals(&u.name);
         (n >= 1).then_some(n)
     })
@@ -661,7 +646,7 @@ async fn shut_down_cleanly(h: Handle, mut sub: Subscription, proxy: &Proxy, user
         .expect("shutdown returns");
     let end = tokio::time::timeout(EVENTUALLY, sub.recv()).await;
     assert!(end.expect("the subscription ends").is_none());
-    eventually("no actor left", async || {
+    until_some("no actor left", async || {
         let c = h.actors();
         (c.sessions == 0 && c.subscribers == 0).then_some(())
     })
@@ -678,7 +663,7 @@ async fn shutdown_during_an_outage_leaves_nothing_behind() {
     let sub = subscribe(&h, cred(&u, proxy.port()), Filter::new()).await;
     proxy.refuse(true);
     proxy.close_all();
-    eventually("refused reconnects", async || {
+    until_some("refused reconnects", async || {
         (proxy.refused() >= 2).then_some(())
     })
     .await;
@@ -724,7 +709,7 @@ async fn shutdown_during_a_slow_fetch_ends_every_subscription() {
         deliver_now(&name, "big", &line.repeat(200 * 1024 / line.len()))
     })
     .await;
-    eventually("the FETCH under way", async || {
+    until_some("the FETCH under way", async || {
         (proxy.bytes_to_client() > before + 20_000).then_some(())
     })
     .await;

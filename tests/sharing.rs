@@ -285,3 +285,30 @@ async fn oauth2_credentials_share_only_with_the_same_token_provider() {
     assert_eq!(h.stats().await.unwrap().len(), 2);
     h.shutdown().await;
 }
+
+/// `Handle::stats_of` shows a caller the session its own credential would
+/// join, and nothing about a session it could not join: not to a wrong
+/// password, a user name in another case, or another TLS mode — even
+/// while that session is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_of_shows_only_the_session_the_credential_would_join() {
+    let u = dovecot().user("statsof");
+    let h = start(dovecot_config());
+    let _sub = subscribe(&h, dovecot_cred(&u)).await;
+    let mine = h.stats_of(&dovecot_cred(&u)).await.unwrap();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].key.user, u.name);
+    let upper = Credential::new(
+        "127.0.0.1",
+        u.name.to_uppercase(),
+        Auth::password(&*u.password),
+    )
+    .port(dovecot().imap_port)
+    .tls(TlsMode::None);
+    let starttls = dovecot_cred(&u).tls(TlsMode::StartTls);
+    for other in [wrong_cred(&u), upper, starttls] {
+        let seen = h.stats_of(&other).await.unwrap();
+        assert!(seen.is_empty(), "{other:?} saw {seen:?}");
+    }
+    h.shutdown().await;
+}

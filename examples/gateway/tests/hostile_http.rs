@@ -12,7 +12,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use common::{Gateway, Setup, deliver, new_key, raw_exchange, status_of};
 use support::{EVENTUALLY, dovecot, mail, wait_for};
@@ -565,10 +564,12 @@ fn sse_client_that_never_reads() {
             sent += 1;
         }
         // Let the session fetch what arrived before counting again.
-        wait_for(Duration::from_secs(5), || {
+        let fetched = wait_for(EVENTUALLY, || {
             let s = gw.stats(Some(&other));
-            (s["sessions"][0]["fetched"].as_u64() >= Some(sent)).then_some(())
+            let fetched = s["sessions"][0]["fetched"].as_u64()?;
+            (fetched >= sent).then_some(fetched)
         });
+        assert!(fetched.is_some(), "the session did not fetch {sent} mails");
     }
 
     // Another key is served while the stream is stuck.
