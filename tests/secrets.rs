@@ -41,6 +41,27 @@ impl Write for Capture {
     }
 }
 
+/// The process-wide TRACE capture, installed on first use. Every test of
+/// this binary calls it before anything else: the harness (`dovecot()`,
+/// the fake servers) installs its own file subscriber when asked to, and
+/// whichever came first would own the global default (the later `init`
+/// panicked: a race between the two tests).
+fn capture() -> Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            capture
+        })
+        .clone()
+}
+
 /// Every form in which `secret` could leak: raw, in the SASL payloads
 /// (PLAIN, XOAUTH2, OAUTHBEARER) raw and base64-encoded, and each of these
 /// as the decimal byte list a derived `Debug` of `Vec<u8>` or `&[u8]`
@@ -82,13 +103,7 @@ fn assert_clean(what: &str, text: &str, user: &str, secret: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_trace_logs_errors_or_debug_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let capture = capture();
 
     let d = dovecot();
     let mut secrets: Vec<(String, String)> = Vec::new();
@@ -222,6 +237,7 @@ async fn no_secret_in_trace_logs_errors_or_debug_output() {
 /// sent or waiting for its continuation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_debug_or_display_of_any_public_type() {
+    let _capture = capture();
     let user = "dbg-user";
     let pw = "Pw-Debug-4b1d9e77";
     let token = "ya29.Tok-Debug-8c8c8c";
