@@ -135,12 +135,12 @@ mod watcher;
 
 pub use config::{Config, MailboxAccess};
 pub use credential::{
-    Auth, Credential, OAuthMechanism, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
+    Auth, Credential, OAuthMechanism, Resume, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
     TokenFuture, TokenProvider,
 };
 pub use error::Error;
 pub use filter::Filter;
-pub use handle::{Handle, Mailbox};
+pub use handle::{Follower, Handle, Mailbox};
 pub use login::{test_login, test_login_with};
 pub use mail::{Address, Mail};
 pub use proto::encode::InputError;
@@ -148,6 +148,7 @@ pub use proto::{Excerpt, ProtoError};
 pub use registry::Registry;
 pub use stats::{ActorCounts, SessionState, SessionStats};
 pub use subscription::Subscription;
+pub use tracker::{Followed, Position};
 
 /// Not public API: the protocol layer, for this package's own binary,
 /// tests and benchmark. Outside semver; may change in any release.
