@@ -292,37 +292,56 @@ async fn a_paused_holder_publishes_nothing_after_it_wakes_up() {
     assert_eq!(h.count("stored"), stored_before, "{:?}", h.lines());
 }
 
-/// Proof 4: nats-server is stopped and started again while a writer
-/// delivers: nothing is lost (file storage), what was not acknowledged is
-/// published again, and the stream holds each mail once.
+/// Proof 4: nats-server is stopped and started again in the middle of a
+/// writer: mail arrives before, while the server is down (the holder
+/// cannot publish it: it retries, loses its lease, takes it again after
+/// the restart and resumes from the stored position) and after. Nothing
+/// is lost (file storage), and the stream holds each mail once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_mid_writer_loses_nothing_and_stores_nothing_twice() {
-    let nats = NatsServer::start();
+    let nats = Arc::new(NatsServer::start());
     let catch = dovecot().catchall("natsrestart");
     let addr = catch.address("task");
     let a = bridge("a", &nats, "restart", &catch.user);
     a.until("stored", 1).await;
 
-    const MAILS: usize = 60;
+    const PHASE: usize = 20;
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let (done, phase_done) = tokio::sync::mpsc::unbounded_channel::<()>();
     let rcpt = addr.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        (0..MAILS)
-            .map(|i| {
-                let raw = mail(FROM, &rcpt, &format!("m{i}"), "hello");
+        let mut ids = Vec::new();
+        for phase in 0..3 {
+            go.recv().expect("next phase");
+            for i in 0..PHASE {
+                let raw = mail(FROM, &rcpt, &format!("p{phase}-{i}"), "hello");
                 dovecot().deliver(&rcpt, &raw);
-                id_of(&raw)
-            })
-            .collect::<Vec<_>>()
+                ids.push(id_of(&raw));
+            }
+            done.send(()).expect("phase done");
+        }
+        ids
     });
-    a.until("published", 10).await;
-    let server = Arc::new(nats);
-    let s = server.clone();
-    blocking(move || s.restart()).await;
+    let mut phase_done = phase_done;
+    // Before: published while the server is up.
+    go_tx.send(()).unwrap();
+    phase_done.recv().await.unwrap();
+    a.until("published", PHASE).await;
+    // While the server is down.
+    let s = nats.clone();
+    blocking(move || s.stop()).await;
+    go_tx.send(()).unwrap();
+    phase_done.recv().await.unwrap();
+    let s = nats.clone();
+    blocking(move || s.start_again()).await;
+    // After.
+    go_tx.send(()).unwrap();
+    phase_done.recv().await.unwrap();
     let mut sent = writer.await.unwrap();
     sent.push(deliver(&addr, "sentinel").await);
 
     // A late waiter replays the stream from its start: each mail once.
-    let w = waiter_client(&server).await;
+    let w = waiter_client(&nats).await;
     let mut all = w
         .watch(
             "restart",
@@ -344,7 +363,9 @@ async fn a_nats_restart_mid_writer_loses_nothing_and_stores_nothing_twice() {
     want.sort();
     assert_eq!(sorted, want);
     println!(
-        "publishes dropped as duplicates after the restart: {}",
+        "bridge events: {} lost, {} acquired; publishes dropped as duplicates: {}",
+        a.count("lost"),
+        a.count("acquired"),
         a.lines()
             .iter()
             .filter_map(|l| l.split("duplicates=").nth(1))
