@@ -26,6 +26,11 @@
 //! Everything public is a semver promise, so only what a user needs is:
 //! - [`Handle`], [`Mailbox`], [`Subscription`], [`Registry::start`] and
 //!   [`Registry::start_in_thread`]: the API, free of actix types;
+//! - [`Handle::follow`] with [`Follower`], [`Followed`] and [`Position`],
+//!   and [`Credential::resume_from`] with [`Resume`]: a session that
+//!   reports its position and starts from a stored one, for a process that
+//!   must resume after a restart without loss (the NATS bridge,
+//!   `crates/emap-nats`);
 //! - [`Credential`] and its parts, [`Config`], [`Filter`], [`Mail`],
 //!   [`Address`], the statistics and [`test_login`]: what goes in and comes
 //!   out;

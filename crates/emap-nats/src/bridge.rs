@@ -465,6 +465,8 @@ impl Holder<'_> {
                     // Too far behind: start again from what is stored
                     // (still holding the lease).
                     tracing::warn!(inbox = %self.inbox.name, "follower overflowed; resuming from the stored position");
+                    // Its session logs out before the next one starts.
+                    drop(follower);
                     return Box::pin(self.follow(handle, positions, stop)).await;
                 }
                 None => {
@@ -488,9 +490,7 @@ impl Holder<'_> {
         let subjects = subject::subjects_of(prefix, inbox, mail);
         // A mail over the server's max_payload is cut and flagged
         // truncated, as emap flags a partial FETCH.
-        let room = usize::try_from(b.client.server_info().max_payload)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(8 * 1024);
+        let room = b.client.server_info().max_payload.saturating_sub(8 * 1024);
         let raw = mail.raw();
         let truncated = raw.len() > room;
         let payload = raw[..raw.len().min(room)].to_vec();
