@@ -182,3 +182,64 @@ async fn positions_never_go_back_nor_pass_a_mail_not_yet_reported() {
     assert_eq!(unique, sent);
     h.shutdown().await;
 }
+
+/// A follower that does not keep up is cut off after
+/// `Config::follow_capacity` reports — bounded memory — and told so, and
+/// no position it got passes a mail it did not get: it resumes from its
+/// last stored position and gets the rest, once.
+#[tokio::test]
+async fn a_follower_that_falls_behind_is_cut_off_and_resumes_without_loss() {
+    let user = dovecot().user("overflow");
+    let h = start(Config {
+        follow_capacity: 4,
+        ..dovecot_config()
+    });
+    let mut f = h.follow(dovecot_cred(&user)).await.expect("follow");
+    // The position after the SELECT.
+    let Followed::Advanced(start_at) = next(&mut f).await else {
+        panic!("a mail before the first position");
+    };
+    let name = user.name.clone();
+    blocking(move || {
+        for i in 0..20 {
+            let raw = support::mail("sender@emap.test", &name, &format!("m{i}"), "hello");
+            dovecot().deliver(&name, &raw);
+        }
+    })
+    .await;
+    let stats = until_some("all 20 fetched", async || {
+        stats_of_user(&h, &user.name)
+            .await
+            .filter(|s| s.fetched >= 20)
+    })
+    .await;
+    assert_eq!(stats.fetched, 20);
+    let mut got = Vec::new();
+    let mut stored = start_at.clone();
+    while let Some(event) = f.next().await {
+        match event {
+            Followed::Arrived(m) => got.push(m.subject().unwrap_or_default().to_owned()),
+            Followed::Advanced(p) => stored = p,
+        }
+    }
+    assert!(f.overflowed());
+    assert!(got.len() <= 4, "{got:?}");
+    drop(f);
+    h.shutdown().await;
+
+    let h = start(dovecot_config());
+    let mut f = h
+        .follow(dovecot_cred(&user).resume_from(vec![stored.clone()]))
+        .await
+        .expect("follow again");
+    let (rest, _) = follow_until(&mut f, "m19", Some(stored)).await;
+    let all: Vec<String> = got
+        .iter()
+        .filter(|s| !rest.contains(s))
+        .chain(rest.iter())
+        .cloned()
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(all, want, "got {got:?} then {rest:?}");
+    h.shutdown().await;
+}
