@@ -398,3 +398,65 @@ async fn a_nats_restart_mid_writer_loses_nothing_and_stores_nothing_twice() {
             .sum::<usize>()
     );
 }
+
+/// The latency the bus adds: for each mail, from the moment Dovecot
+/// accepted it (LMTP answered) to the moment a `Waiter` has it, beside an
+/// in-process emap subscription on the same inbox in the same run. Every
+/// mail reaches both once. `EMAP_NATS_LATENCY_N` mails (default 3; the
+/// BENCHMARKS.md figure uses 100), one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_added_by_the_bus() {
+    let n: usize = std::env::var("EMAP_NATS_LATENCY_N")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3);
+    let nats = NatsServer::start();
+    let catch = dovecot().catchall("natslat");
+    let addr = catch.address("task");
+    let a = bridge("a", &nats, "lat", &catch.user);
+    a.until("stored", 1).await;
+    let w = waiter_client(&nats).await;
+    let mut bus = w
+        .watch("lat", Filter::new().to(addr.clone()))
+        .await
+        .unwrap();
+    let local = support::emap::start(support::emap::dovecot_config());
+    let mut sub = local
+        .subscribe(
+            support::emap::dovecot_cred(&catch.user),
+            Filter::new().to(addr.clone()),
+        )
+        .await
+        .unwrap();
+    let (mut via_bus, mut in_process) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let id = deliver(&addr, &format!("l{i}")).await;
+        let accepted = std::time::Instant::now();
+        let (b, l) = tokio::join!(
+            async {
+                let m = next(&mut bus).await;
+                (m.message_id().map(str::to_owned), accepted.elapsed())
+            },
+            async {
+                let m = support::emap::next(&mut sub).await;
+                (m.message_id().map(str::to_owned), accepted.elapsed())
+            }
+        );
+        assert_eq!(b.0.as_deref(), Some(id.as_str()));
+        assert_eq!(l.0.as_deref(), Some(id.as_str()));
+        via_bus.push(b.1);
+        in_process.push(l.1);
+    }
+    let pct = |v: &mut Vec<Duration>, p: usize| {
+        v.sort();
+        v[(v.len() * p / 100).min(v.len() - 1)]
+    };
+    println!(
+        "{n} mails, LMTP accepted -> mail: in-process p50 {:?} p99 {:?}; via NATS p50 {:?} p99 {:?}",
+        pct(&mut in_process, 50),
+        pct(&mut in_process, 99),
+        pct(&mut via_bus, 50),
+        pct(&mut via_bus, 99)
+    );
+    local.shutdown().await;
+}
