@@ -142,6 +142,10 @@ pub struct Config {
     /// this rate, so a server trickling one byte a second cannot hold a
     /// FETCH forever. Default 16 KiB/s.
     pub min_transfer_rate: usize,
+    /// How many reports (mails and positions) a follower
+    /// ([`Handle::follow`](crate::Handle::follow)) may fall behind before
+    /// it is cut off, to start again from its stored position. Default 1024.
+    pub follow_capacity: usize,
 }
 
 impl Default for Config {
@@ -172,6 +176,7 @@ impl Default for Config {
             missing_mailbox_grace: Duration::from_secs(5 * 60),
             failure_memory: Duration::from_secs(5 * 60),
             min_transfer_rate: 16 * 1024,
+            follow_capacity: 1024,
         }
     }
 }
@@ -188,6 +193,9 @@ impl Config {
         }
         if self.max_message_size == 0 || self.max_message_size > self.max_literal {
             return bad("max_message_size must be between 1 and max_literal");
+        }
+        if self.follow_capacity == 0 {
+            return bad("follow_capacity must be at least 1");
         }
         if self.poison_attempts == 0 {
             return bad("poison_attempts must be at least 1");

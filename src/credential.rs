@@ -24,6 +24,7 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::Error;
 pub use crate::proto::SpecialUse;
+use crate::tracker::{Followed, Position};
 
 /// A password or token. Its `Debug` output is `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -206,6 +207,77 @@ pub struct Credential {
     /// special-use attribute (RFC 6154), looked up with `LIST` at every
     /// connect (see [`Credential::special_use`]). Default `None`.
     pub special_use: Option<SpecialUse>,
+    /// Where a new session starts instead of at UIDNEXT (see
+    /// [`Credential::resume_from`]). Default: nowhere stored.
+    pub resume: Resume,
+}
+
+/// Where a new session for a credential starts: stored [`Position`]s
+/// ([`Credential::resume_from`]), and for [`Handle::follow`](crate::Handle::follow)
+/// where it reports. Not part of what decides sharing, except that a
+/// followed session is never shared.
+#[derive(Clone, Default)]
+pub struct Resume {
+    pub(crate) positions: Vec<Position>,
+    pub(crate) tap: Option<Arc<Tap>>,
+}
+
+impl fmt::Debug for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resume")
+            .field("positions", &self.positions)
+            .field("followed", &self.tap.is_some())
+            .finish()
+    }
+}
+
+/// Where a followed session reports ([`Followed`], in order): a bounded
+/// channel the session closes when it ends or when the follower fell
+/// `capacity` reports behind (then `overflowed` is set: reports stop rather
+/// than skip a mail, and the follower starts again from what it stored).
+#[derive(Debug)]
+pub(crate) struct Tap {
+    tx: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Followed>>>,
+    overflowed: std::sync::atomic::AtomicBool,
+}
+
+impl Tap {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<Followed>) -> Self {
+        Tap {
+            tx: std::sync::Mutex::new(Some(tx)),
+            overflowed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Reports `event`; a full channel closes the tap (overflowed).
+    pub(crate) fn send(&self, event: Followed) {
+        use tokio::sync::mpsc::error::TrySendError;
+        let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let full = match tx.as_ref().map(|t| t.try_send(event)) {
+            Some(Err(TrySendError::Full(_))) => true,
+            Some(Err(TrySendError::Closed(_))) => {
+                *tx = None;
+                false
+            }
+            _ => false,
+        };
+        if full {
+            tracing::warn!("follower too slow: reports stop; it resumes from its stored position");
+            self.overflowed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            *tx = None;
+        }
+    }
+
+    /// No more reports: the follower's stream ends after what it holds.
+    pub(crate) fn close(&self) {
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether the follower fell too far behind.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Credential {
@@ -220,7 +292,26 @@ impl Credential {
             auth,
             mailbox: "INBOX".to_owned(),
             special_use: None,
+            resume: Resume::default(),
         }
+    }
+
+    /// A new session for this credential starts from the stored position
+    /// of its folder (the one whose [`Position::folder`] is
+    /// [`Credential::folder`]) instead of UIDNEXT: the mail that arrived
+    /// since is delivered once; a position under another UIDVALIDITY is
+    /// void (warned, counted in `validity_changes`) and the session starts
+    /// at UIDNEXT. A credential that joins a live session takes that
+    /// session's position.
+    pub fn resume_from(mut self, positions: Vec<Position>) -> Self {
+        self.resume.positions = positions;
+        self
+    }
+
+    /// The folder as a session names it in its [`Position`]: the mailbox
+    /// (`INBOX` in capitals) or the special-use attribute (`\Junk`).
+    pub fn folder(&self) -> String {
+        self.mailbox_key()
     }
 
     /// Sets the port.
@@ -365,6 +456,7 @@ impl Credential {
             tls: self.tls,
             trust,
             auth,
+            followed: self.resume.tap.as_ref().map(ByAddress::of),
         }
     }
 
@@ -439,6 +531,8 @@ pub(crate) struct Identity {
     tls: TlsMode,
     trust: Trust,
     auth: AuthKind,
+    /// A followed session's report channel: never shared.
+    followed: Option<ByAddress<Tap>>,
 }
 
 impl fmt::Debug for Identity {

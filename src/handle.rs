@@ -13,11 +13,12 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use tokio_util::sync::CancellationToken;
 
+use crate::credential::Tap;
 use crate::messages::{GetStats, GetStatsOf, Shutdown, Subscribe};
 use crate::registry::Registry;
 use crate::stats::{ActorCensus, ActorCounts, SessionStats};
 use crate::subscription::Subscription;
-use crate::{Config, Credential, Error, Filter, Mail};
+use crate::{Config, Credential, Error, Filter, Followed, Mail};
 
 impl Registry {
     /// Starts the registry in the running actix System (inside
@@ -28,8 +29,9 @@ impl Registry {
     pub fn start(config: Config) -> Result<Handle, Error> {
         config.validate()?;
         let live = Arc::new(ActorCensus::default());
+        let follow_capacity = config.follow_capacity;
         let addr = Actor::start(Registry::new(config, live.clone()));
-        Ok(Handle::new(addr, None, live))
+        Ok(Handle::new(addr, None, live, follow_capacity))
     }
 
     /// Starts the registry in its own actix System on a background thread,
@@ -40,6 +42,7 @@ impl Registry {
         let (tx, rx) = std::sync::mpsc::channel();
         let live = Arc::new(ActorCensus::default());
         let live2 = live.clone();
+        let follow_capacity = config.follow_capacity;
         std::thread::Builder::new()
             .name("emap-registry".into())
             .spawn(move || {
@@ -54,7 +57,7 @@ impl Registry {
         let (addr, system) = rx
             .recv()
             .map_err(|_| Error::InvalidConfig("the registry thread did not start".into()))?;
-        Ok(Handle::new(addr, Some(system), live))
+        Ok(Handle::new(addr, Some(system), live, follow_capacity))
     }
 }
 
@@ -64,6 +67,7 @@ pub struct Handle {
     registry: Addr<Registry>,
     system: Option<actix_rt::System>,
     live: Arc<ActorCensus>,
+    follow_capacity: usize,
 }
 
 impl std::fmt::Debug for Handle {
@@ -79,11 +83,13 @@ impl Handle {
         registry: Addr<Registry>,
         system: Option<actix_rt::System>,
         live: Arc<ActorCensus>,
+        follow_capacity: usize,
     ) -> Self {
         Handle {
             registry,
             system,
             live,
+            follow_capacity,
         }
     }
 
@@ -152,6 +158,39 @@ impl Handle {
             Ok(None) => Err(sub.error().unwrap_or(Error::Shutdown)),
             Err(_) => Err(Error::WaitTimedOut),
         }
+    }
+
+    /// Follows every new mail of `credential` in order, with the position
+    /// after it: a session of its own (never shared, never joined) that
+    /// starts from `credential`'s stored position
+    /// ([`Credential::resume_from`]) and reports each mail
+    /// ([`Followed::Arrived`]) and each move of its position
+    /// ([`Followed::Advanced`]). A process that stores a position only once
+    /// it has dealt with the mail reported before it, and resumes from it,
+    /// misses nothing and repeats at most what it had not stored.
+    ///
+    /// Resolves once the mailbox is selected. A follower that falls
+    /// `Config::follow_capacity` reports behind is cut off
+    /// ([`Follower::overflowed`]) rather than skipped over; it starts again
+    /// from what it stored.
+    pub async fn follow(&self, credential: Credential) -> Result<Follower, Error> {
+        let (tx, rx) = tokio::sync::mpsc::channel(self.follow_capacity.max(1));
+        let tap = Arc::new(Tap::new(tx));
+        let mut credential = credential;
+        credential.resume.tap = Some(tap.clone());
+        // The subscription only keeps the session alive: mail reaches the
+        // follower through the tap, in order with the positions. Its
+        // filter names an address under `.invalid` (RFC 2606), which no
+        // mail carries.
+        let keep = self
+            .subscribe_with_capacity(credential, Filter::new().to("follow@emap.invalid"), Some(1))
+            .await?;
+        Ok(Follower {
+            rx,
+            tap,
+            keep,
+            ended: false,
+        })
     }
 
     /// A view of one mailbox, for repeated watches.
@@ -245,5 +284,47 @@ impl Mailbox {
         self.handle
             .wait_for(self.credential.clone(), filter, timeout)
             .await
+    }
+}
+
+/// A followed session ([`Handle::follow`]): its mail and positions, in
+/// order. Dropping it ends the session (after `Config::linger`).
+#[derive(Debug)]
+pub struct Follower {
+    rx: tokio::sync::mpsc::Receiver<Followed>,
+    tap: Arc<Tap>,
+    keep: crate::Subscription,
+    ended: bool,
+}
+
+impl Follower {
+    /// The next report; `None` once the session ended (see
+    /// [`Follower::error`]) or the follower fell behind (see
+    /// [`Follower::overflowed`]).
+    pub async fn next(&mut self) -> Option<Followed> {
+        if !self.ended {
+            tokio::select! {
+                biased;
+                event = self.rx.recv() => return event,
+                mail = self.keep.recv() => {
+                    // The session ended; what it reported before is queued.
+                    debug_assert!(mail.is_none(), "no mail is addressed to the keep-alive");
+                    self.ended = true;
+                }
+            }
+        }
+        self.rx.try_recv().ok()
+    }
+
+    /// Whether reports stopped because this follower fell
+    /// `Config::follow_capacity` reports behind: start again from the
+    /// position stored last.
+    pub fn overflowed(&self) -> bool {
+        self.tap.overflowed()
+    }
+
+    /// Why the session ended, if it failed.
+    pub fn error(&self) -> Option<Error> {
+        self.keep.error()
     }
 }

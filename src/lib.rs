@@ -26,6 +26,11 @@
 //! Everything public is a semver promise, so only what a user needs is:
 //! - [`Handle`], [`Mailbox`], [`Subscription`], [`Registry::start`] and
 //!   [`Registry::start_in_thread`]: the API, free of actix types;
+//! - [`Handle::follow`] with [`Follower`], [`Followed`] and [`Position`],
+//!   and [`Credential::resume_from`] with [`Resume`]: a session that
+//!   reports its position and starts from a stored one, for a process that
+//!   must resume after a restart without loss (the NATS bridge,
+//!   `crates/emap-nats`);
 //! - [`Credential`] and its parts, [`Config`], [`Filter`], [`Mail`],
 //!   [`Address`], the statistics and [`test_login`]: what goes in and comes
 //!   out;
@@ -135,12 +140,12 @@ mod watcher;
 
 pub use config::{Config, MailboxAccess};
 pub use credential::{
-    Auth, Credential, OAuthMechanism, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
+    Auth, Credential, OAuthMechanism, Resume, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
     TokenFuture, TokenProvider,
 };
 pub use error::Error;
 pub use filter::Filter;
-pub use handle::{Handle, Mailbox};
+pub use handle::{Follower, Handle, Mailbox};
 pub use login::{test_login, test_login_with};
 pub use mail::{Address, Mail};
 pub use proto::encode::InputError;
@@ -148,6 +153,7 @@ pub use proto::{Excerpt, ProtoError};
 pub use registry::Registry;
 pub use stats::{ActorCounts, SessionState, SessionStats};
 pub use subscription::Subscription;
+pub use tracker::{Followed, Position};
 
 /// Not public API: the protocol layer, for this package's own binary,
 /// tests and benchmark. Outside semver; may change in any release.

@@ -28,6 +28,7 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backoff::Backoff;
+use crate::credential::Tap;
 use crate::messages::{
     AddSubscriber, EndSession, EndStream, GetStats, NewMail, RemoveSubscriber, SessionEnded,
 };
@@ -36,7 +37,7 @@ use crate::queue::SubscriberQueue;
 use crate::replay::ReplayWindow;
 use crate::stats::{ActorCensus, Counted, SessionState, SessionStats};
 use crate::subscriber::Subscriber;
-use crate::tracker::{MailboxTracker, Snapshot};
+use crate::tracker::{Followed, MailboxTracker, Position, Snapshot};
 use crate::transport::Tls;
 use crate::watcher::{self, ConnectionEnded, LoopCommand, LoopEvent};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
@@ -96,6 +97,10 @@ pub struct Session {
     connected_at: Option<SystemTime>,
     live: Arc<ActorCensus>,
     _live: Counted,
+    /// A followed session's report channel (`Handle::follow`).
+    tap: Option<Arc<Tap>>,
+    /// The position last reported to `tap`.
+    reported: Option<(u32, u32)>,
 }
 
 impl Session {
@@ -118,12 +123,18 @@ impl Session {
             instance.hash(&mut h);
             h.finish()
         };
+        let mut tracker = MailboxTracker::new(config.poison_attempts, config.look_back_limit)
+            .with_silent_span(config.poison_silent_span);
+        let folder = cred.folder();
+        if let Some(p) = cred.resume.positions.iter().find(|p| p.folder == folder) {
+            tracing::info!(session = %key, uid_validity = p.uid_validity, next_uid = p.next_uid, "resuming from a stored position");
+            tracker.resume(p.uid_validity, p.next_uid);
+        }
         Session {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
-            tracker: Some(
-                MailboxTracker::new(config.poison_attempts, config.look_back_limit)
-                    .with_silent_span(config.poison_silent_span),
-            ),
+            tracker: Some(tracker),
+            tap: cred.resume.tap.clone(),
+            reported: None,
             snapshot: Snapshot::default(),
             recent: ReplayWindow::from_config(&config),
             key,
@@ -296,6 +307,9 @@ impl Session {
     /// waits for the session to close is told once every subscriber has
     /// handled it; then the session stops.
     fn end_all(&mut self, error: Option<Error>, ctx: &mut Context<Self>) {
+        if let Some(tap) = &self.tap {
+            tap.close();
+        }
         for (_, w) in self.waiting.drain() {
             let _ = w.send(Err(error.clone().unwrap_or(Error::Closed)));
         }
@@ -362,8 +376,12 @@ impl Session {
                     self.recent.clear();
                 }
                 self.snapshot = snapshot;
+                self.report_position();
             }
             LoopEvent::Mail(mail) => {
+                if let Some(tap) = &self.tap {
+                    tap.send(Followed::Arrived(mail.clone()));
+                }
                 self.fetched += 1;
                 self.remember(mail.clone());
                 self.fan_out(&mail, false);
@@ -375,6 +393,28 @@ impl Session {
             LoopEvent::Polling => self.idle = false,
             LoopEvent::Alert(text) => self.last_alert = Some(text),
         }
+    }
+
+    /// Tells a follower that the position moved: after the mail below it
+    /// (the watcher reports progress after the mail it covers, through
+    /// this same mailbox), never backwards under one UIDVALIDITY.
+    fn report_position(&mut self) {
+        let (Some(tap), Some(v), Some(w)) = (
+            &self.tap,
+            self.snapshot.uid_validity,
+            self.snapshot.watermark,
+        ) else {
+            return;
+        };
+        if self.reported.is_some_and(|(rv, rw)| rv == v && rw >= w) {
+            return;
+        }
+        self.reported = Some((v, w));
+        tap.send(Followed::Advanced(Position {
+            folder: self.cred.folder(),
+            uid_validity: v,
+            next_uid: w,
+        }));
     }
 
     fn remember(&mut self, mail: Arc<Mail>) {
@@ -523,6 +563,9 @@ impl Drop for Session {
     /// A session dropped with its arbiter (a shutdown that outlived its
     /// wait) still ends every subscription.
     fn drop(&mut self) {
+        if let Some(tap) = &self.tap {
+            tap.close();
+        }
         for e in self.subscribers.values() {
             e.queue.close(self.failed.clone());
         }

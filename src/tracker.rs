@@ -259,6 +259,9 @@ pub(crate) struct MailboxTracker {
     look_back_failures: u64,
     uidnext_regressions: u64,
     validity_changes: u64,
+    /// The position came from storage ([`MailboxTracker::resume`]) and no
+    /// SELECT has confirmed it yet.
+    resumed: bool,
     // Per connection.
     exists: u32,
     announced: u32,
@@ -314,6 +317,7 @@ impl MailboxTracker {
             look_back_failures: 0,
             uidnext_regressions: 0,
             validity_changes: 0,
+            resumed: false,
             exists: 0,
             announced: 0,
             careful_target: None,
@@ -322,9 +326,24 @@ impl MailboxTracker {
         }
     }
 
-    /// Whether a mailbox was ever selected (the position is known).
+    /// Whether a mailbox was ever selected (the position is known). A
+    /// position from storage counts only once a SELECT confirmed it, so a
+    /// resumed session that never connected fails like a new one.
     pub(crate) fn has_position(&self) -> bool {
-        self.uid_validity.is_some()
+        self.uid_validity.is_some() && !self.resumed
+    }
+
+    /// Starts from a stored position (see [`Position`]) instead of UIDNEXT:
+    /// at the first SELECT, the same UIDVALIDITY fetches the gap from
+    /// `next_uid` by UID (the mail that arrived while nobody watched,
+    /// once); another UIDVALIDITY voids it (warned, counted in
+    /// `validity_changes`) and the session starts at UIDNEXT.
+    pub(crate) fn resume(&mut self, uid_validity: u32, next_uid: u32) {
+        let next_uid = next_uid.max(1);
+        self.uid_validity = Some(uid_validity);
+        self.first_watermark = next_uid;
+        self.watermark = next_uid;
+        self.resumed = true;
     }
 
     /// A new connection's SELECT (EXAMINE) completed with `exists`
@@ -346,6 +365,7 @@ impl MailboxTracker {
             UidNext::Exact(n) => (n.max(1), true),
             UidNext::AtLeast(n) => (n.max(1), false),
         };
+        self.resumed = false;
         match self.uid_validity {
             None => {
                 self.start_epoch(uid_validity, uid_next);
@@ -931,6 +951,40 @@ impl MailboxTracker {
             validity_changes: self.validity_changes,
         }
     }
+}
+
+/// Where a session stands in one folder: every message of `folder` below
+/// `next_uid` under `uid_validity` was handed out (or skipped and counted).
+///
+/// A session reports it as it moves ([`Followed::Advanced`], through
+/// [`Handle::follow`](crate::Handle::follow)) and starts from a stored one
+/// ([`Credential::resume_from`](crate::Credential::resume_from)), so a
+/// process that stores the position only after it has dealt with the mail
+/// below it resumes after a restart with exactly the mail that arrived in
+/// between. A list of them describes a session that watches several
+/// folders.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The folder as the session names it: the credential's mailbox
+    /// (`INBOX` in capitals), or its special-use attribute (`\Junk`).
+    pub folder: String,
+    /// The folder's UIDVALIDITY: a position is void under another one.
+    pub uid_validity: u32,
+    /// The next UID to hand out.
+    pub next_uid: u32,
+}
+
+/// What a followed session reports, in order (see
+/// [`Handle::follow`](crate::Handle::follow)): each new mail, and each move
+/// of its position. An `Advanced` position is reported only after every
+/// mail below it was reported, never goes back under one UIDVALIDITY, and
+/// never passes a mail that was not reported.
+#[derive(Debug, Clone)]
+pub enum Followed {
+    /// A new mail.
+    Arrived(std::sync::Arc<crate::Mail>),
+    /// The position moved: everything below it was reported.
+    Advanced(Position),
 }
 
 #[cfg(test)]

@@ -1,0 +1,462 @@
+//! The NATS bridge's proofs (issue 12), with real processes: a private
+//! `nats-server -js`, the suite's Dovecot, `emap-bridge` and `emap-wait`
+//! binaries (`CARGO_BIN_EXE_*`), and the writer in the test.
+//!
+//! Every mail carries a unique Message-ID; "exactly once" is checked by
+//! Message-ID at the waiters, after a final sentinel mail per address
+//! (a bridge publishes in UID order, so a duplicate or a late mail would
+//! come before it). Waits are for lines the processes print (`acquired`,
+//! `standby`, `published`, `stored`, `lost`) or mail, bounded by
+//! `EVENTUALLY`; no assertion depends on timing. The take-over time is
+//! printed, not asserted.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+mod nats;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use emap::{Filter, Mail};
+use emap_nats::subject;
+use emap_nats::{StreamConfig, Waiter};
+use nats::{Child, NatsServer, bridge, holder, waiter};
+use support::{EVENTUALLY, blocking, dovecot, header_value, mail, until_some};
+
+const FROM: &str = "sender@emap.test";
+
+/// Delivers one mail to `rcpt` with `subject`; returns its Message-ID
+/// (without brackets).
+async fn deliver(rcpt: &str, subject: &str) -> String {
+    let (rcpt, subject) = (rcpt.to_owned(), subject.to_owned());
+    blocking(move || {
+        let raw = mail(FROM, &rcpt, &subject, "hello");
+        dovecot().deliver(&rcpt, &raw);
+        id_of(&raw)
+    })
+    .await
+}
+
+fn id_of(raw: &[u8]) -> String {
+    header_value(raw, "Message-ID")
+        .expect("a Message-ID")
+        .trim_matches(['<', '>'])
+        .to_owned()
+}
+
+async fn waiter_client(nats: &NatsServer) -> Waiter {
+    Waiter::connect(&nats.url(), &StreamConfig::default())
+        .await
+        .expect("waiter connects")
+}
+
+async fn next(s: &mut emap_nats::MailStream) -> Arc<Mail> {
+    tokio::time::timeout(EVENTUALLY, s.next())
+        .await
+        .expect("no mail in time")
+        .expect("stream ended")
+        .expect("stream failed")
+}
+
+async fn connections(user: &str) -> usize {
+    let user = user.to_owned();
+    blocking(move || dovecot().connections(&user)).await
+}
+
+/// Proof 1: two bridge processes for one inbox make exactly one IMAP
+/// connection, counted on Dovecot, while the second keeps being refused
+/// the lease; the holder's mail reaches a waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bridges_one_inbox_make_one_imap_connection() {
+    let nats = NatsServer::start();
+    let catch = dovecot().catchall("natsone");
+    let (user, addr) = (&catch.user, catch.address("task"));
+    let a = bridge("a", &nats, "one", user);
+    let b = bridge("b", &nats, "one", user);
+    let (h, standby) = holder(&a, &b).await;
+    // The holder's session selected the mailbox (its first position).
+    h.until("stored", 1).await;
+    // The standby was refused three more times since.
+    let seen = standby.count("standby");
+    standby.until("standby", seen + 3).await;
+    assert_eq!(connections(&user.name).await, 1);
+    assert_eq!(standby.count("acquired"), 0);
+
+    let w = waiter_client(&nats).await;
+    let mut s = w
+        .watch("one", Filter::new().to(addr.clone()))
+        .await
+        .unwrap();
+    let id = deliver(&addr, "hello").await;
+    let got = next(&mut s).await;
+    assert_eq!(got.message_id(), Some(id.as_str()));
+    assert_eq!(connections(&user.name).await, 1);
+}
+
+/// Proof 5: a waiter that arrives after the mail, with `max_age`, gets it
+/// from the stream; one without `max_age` starts at new mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_waiter_with_max_age_gets_earlier_mail_from_the_stream() {
+    let nats = NatsServer::start();
+    let catch = dovecot().catchall("natslate");
+    let addr = catch.address("task");
+    let a = bridge("a", &nats, "late", &catch.user);
+    a.until("stored", 1).await;
+    let early = deliver(&addr, "early").await;
+    a.until("published", 1).await;
+
+    let w = waiter_client(&nats).await;
+    let to = Filter::new().to(addr.clone());
+    let got = w
+        .wait_for(
+            "late",
+            to.clone().max_age(Duration::from_secs(600)),
+            EVENTUALLY,
+        )
+        .await
+        .expect("the earlier mail from the stream");
+    assert_eq!(got.message_id(), Some(early.as_str()));
+    assert_eq!(got.subject(), Some("early"));
+
+    let mut live = w.watch("late", to).await.unwrap();
+    let later = deliver(&addr, "later").await;
+    assert_eq!(next(&mut live).await.message_id(), Some(later.as_str()));
+}
+
+/// Proof 6: messages on an emap subject that no bridge published (no
+/// headers, unreadable headers, no body) are skipped and counted; the
+/// waiter goes on to the next real mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_on_an_emap_subject_are_skipped_and_counted() {
+    let nats = NatsServer::start();
+    let w = waiter_client(&nats).await;
+    let to = "someone@emap.test";
+    let mut s = w.watch("bad", Filter::new().to(to)).await.unwrap();
+    let subj = subject::to("emap", "bad", to);
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+
+    js.publish(subj.clone(), "no headers at all".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(subject::UID, "not-a-number");
+    js.publish_with_headers(subj.clone(), h, "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let raw = mail(FROM, to, "valid", "hello");
+    let good = Mail::parse(5, 9, "INBOX", None, raw.clone(), false);
+    let mut h = subject::headers("bad", &good, &subj, false);
+    h.insert("Nats-Msg-Id", "an empty one");
+    js.publish_with_headers(subj.clone(), h, Vec::new().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let h = subject::headers("bad", &good, &subj, false);
+    js.publish_with_headers(subj.clone(), h, raw.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let got = next(&mut s).await;
+    assert_eq!(got.subject(), Some("valid"));
+    assert_eq!((got.uid(), got.uid_validity()), (5, 9));
+    assert_eq!(w.malformed(), 3);
+}
+
+/// Reads `w`'s `<address> <id>` lines into counts per (address, id).
+fn received(w: &Child) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    for l in w.lines() {
+        if let Some((a, id)) = l.split_once(' ') {
+            *out.entry((a.to_owned(), id.to_owned())).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Awaits until waiter `w` printed every `(address, id)` of `expected`,
+/// then checks that it printed each exactly once and nothing else.
+async fn exactly_once(w: &Child, expected: &[(String, String)]) {
+    until_some(
+        &format!("{} to receive {} mails", w.name, expected.len()),
+        async || {
+            let got = received(w);
+            expected.iter().all(|k| got.contains_key(k)).then_some(())
+        },
+    )
+    .await;
+    let got = received(w);
+    for k in expected {
+        assert_eq!(got.get(k), Some(&1), "{}: {k:?} not exactly once", w.name);
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{}: mail it was not sent",
+        w.name
+    );
+}
+
+/// Proof 2: the holder is killed with SIGKILL while a writer delivers
+/// continuously to 50 addresses watched by waiters in two other
+/// processes; the standby takes over and every mail reaches its waiter
+/// exactly once. Prints the take-over time (from the kill to the
+/// standby's `acquired` line).
+///
+/// `EMAP_NATS_KILLS=20` repeats the kill 20 times (a fresh standby is
+/// started after each) and prints the spread: the figure in
+/// BENCHMARKS.md. Once by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_holder_loses_and_repeats_nothing() {
+    let kills: usize = std::env::var("EMAP_NATS_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(1);
+    let nats = NatsServer::start();
+    let catch = dovecot().catchall("natskill");
+    let addresses: Vec<String> = (0..50).map(|i| catch.address(&format!("w{i}"))).collect();
+    let w1 = waiter("w1", &nats, "kill", &addresses[..25]);
+    let w2 = waiter("w2", &nats, "kill", &addresses[25..]);
+    w1.until("ready", 1).await;
+    w2.until("ready", 1).await;
+    let a = bridge("b0", &nats, "kill", &catch.user);
+    let b = bridge("b1", &nats, "kill", &catch.user);
+    let first = holder(&a, &b).await.0.pid();
+    let (mut h, mut s) = if first == a.pid() { (a, b) } else { (b, a) };
+    h.until("stored", 1).await;
+
+    const PER_ROUND: usize = 100;
+    let mut sent = Vec::new();
+    let mut took = Vec::new();
+    for round in 0..kills {
+        let to = addresses.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            (0..PER_ROUND)
+                .map(|i| {
+                    let rcpt = &to[i % to.len()];
+                    let raw = mail(FROM, rcpt, &format!("r{round}-m{i}"), "hello");
+                    dovecot().deliver(rcpt, &raw);
+                    (rcpt.clone(), id_of(&raw))
+                })
+                .collect::<Vec<_>>()
+        });
+        // Kill in the middle of the writer's round.
+        let published = h.count("published");
+        h.until("published", published + 20).await;
+        h.signal("KILL");
+        let killed = std::time::Instant::now();
+        let took_over = s.until("acquired", 1).await;
+        took.push(took_over.saturating_duration_since(killed));
+        println!("round {round}: take-over after kill -9: {:?}", took[round]);
+        sent.extend(writer.await.unwrap());
+        // The survivor holds; a fresh process stands by for the next kill.
+        let fresh = bridge(&format!("b{}", round + 2), &nats, "kill", &catch.user);
+        fresh.until("standby", 1).await;
+        h = std::mem::replace(&mut s, fresh);
+    }
+    for rcpt in &addresses {
+        let id = deliver(rcpt, "sentinel").await;
+        sent.push((rcpt.clone(), id));
+    }
+    let (first, second): (Vec<_>, Vec<_>) = sent
+        .into_iter()
+        .partition(|(a, _)| addresses[..25].contains(a));
+    exactly_once(&w1, &first).await;
+    exactly_once(&w2, &second).await;
+    took.sort();
+    println!(
+        "take-over over {kills} kill(s), lease TTL {}: min {:?}, median {:?}, max {:?}",
+        nats::LEASE_TTL,
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+}
+
+/// Proof 3: the holder is stopped (SIGSTOP) past its lease TTL, the
+/// standby takes over, then the old holder continues (SIGCONT): it
+/// notices the lost lease and publishes nothing; every mail is still
+/// received exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_publishes_nothing_after_it_wakes_up() {
+    let nats = NatsServer::start();
+    let catch = dovecot().catchall("natsstop");
+    let addr = catch.address("task");
+    let w = waiter("w", &nats, "stop", std::slice::from_ref(&addr));
+    w.until("ready", 1).await;
+    let a = bridge("a", &nats, "stop", &catch.user);
+    let b = bridge("b", &nats, "stop", &catch.user);
+    let (h, standby) = holder(&a, &b).await;
+    h.until("stored", 1).await;
+    let mut sent = vec![(addr.clone(), deliver(&addr, "m1").await)];
+    h.until("published", 1).await;
+
+    h.signal("STOP");
+    let published_before = h.count("published");
+    let stored_before = h.count("stored");
+    standby.until("acquired", 1).await;
+    for s in ["m2", "m3"] {
+        sent.push((addr.clone(), deliver(&addr, s).await));
+    }
+    standby.until("published", 2).await;
+    // The old holder's IMAP session has the new mail announced too: on
+    // waking up it must drop it, not publish it.
+    h.signal("CONT");
+    h.until("lost", 1).await;
+    sent.push((addr.clone(), deliver(&addr, "m4").await));
+    exactly_once(&w, &sent).await;
+    assert_eq!(h.count("published"), published_before, "{:?}", h.lines());
+    assert_eq!(h.count("stored"), stored_before, "{:?}", h.lines());
+}
+
+/// Proof 4: nats-server is stopped and started again in the middle of a
+/// writer: mail arrives before, while the server is down (the holder
+/// cannot publish it: it retries, loses its lease, takes it again after
+/// the restart and resumes from the stored position) and after. Nothing
+/// is lost (file storage), and the stream holds each mail once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_writer_loses_nothing_and_stores_nothing_twice() {
+    let nats = Arc::new(NatsServer::start());
+    let catch = dovecot().catchall("natsrestart");
+    let addr = catch.address("task");
+    let a = bridge("a", &nats, "restart", &catch.user);
+    a.until("stored", 1).await;
+
+    const PHASE: usize = 20;
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let (done, phase_done) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let rcpt = addr.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut ids = Vec::new();
+        for phase in 0..3 {
+            go.recv().expect("next phase");
+            for i in 0..PHASE {
+                let raw = mail(FROM, &rcpt, &format!("p{phase}-{i}"), "hello");
+                dovecot().deliver(&rcpt, &raw);
+                ids.push(id_of(&raw));
+            }
+            done.send(()).expect("phase done");
+        }
+        ids
+    });
+    let mut phase_done = phase_done;
+    // Before: published while the server is up.
+    go_tx.send(()).unwrap();
+    phase_done.recv().await.unwrap();
+    a.until("published", PHASE).await;
+    // While the server is down.
+    let s = nats.clone();
+    blocking(move || s.stop()).await;
+    go_tx.send(()).unwrap();
+    phase_done.recv().await.unwrap();
+    let s = nats.clone();
+    blocking(move || s.start_again()).await;
+    // After.
+    go_tx.send(()).unwrap();
+    phase_done.recv().await.unwrap();
+    let mut sent = writer.await.unwrap();
+    sent.push(deliver(&addr, "sentinel").await);
+
+    // A late waiter replays the stream from its start: each mail once.
+    let w = waiter_client(&nats).await;
+    let mut all = w
+        .watch(
+            "restart",
+            Filter::new()
+                .to(addr.clone())
+                .max_age(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.last() != sent.last() {
+        got.push(next(&mut all).await.message_id().unwrap().to_owned());
+    }
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "a mail twice in the stream");
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(sorted, want);
+    println!(
+        "bridge events: {} lost, {} acquired; publishes dropped as duplicates: {}",
+        a.count("lost"),
+        a.count("acquired"),
+        a.lines()
+            .iter()
+            .filter_map(|l| l.split("duplicates=").nth(1))
+            .filter_map(|n| n.parse::<usize>().ok())
+            .sum::<usize>()
+    );
+}
+
+/// The latency the bus adds: for each mail, from the moment Dovecot
+/// accepted it (LMTP answered) to the moment a `Waiter` has it, beside an
+/// in-process emap subscription on the same inbox in the same run. Every
+/// mail reaches both once. `EMAP_NATS_LATENCY_N` mails (default 3; the
+/// BENCHMARKS.md figure uses 100), one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_added_by_the_bus() {
+    let n: usize = std::env::var("EMAP_NATS_LATENCY_N")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3);
+    let nats = NatsServer::start();
+    let catch = dovecot().catchall("natslat");
+    let addr = catch.address("task");
+    let a = bridge("a", &nats, "lat", &catch.user);
+    a.until("stored", 1).await;
+    let w = waiter_client(&nats).await;
+    let mut bus = w
+        .watch("lat", Filter::new().to(addr.clone()))
+        .await
+        .unwrap();
+    let local = support::emap::start(support::emap::dovecot_config());
+    let mut sub = local
+        .subscribe(
+            support::emap::dovecot_cred(&catch.user),
+            Filter::new().to(addr.clone()),
+        )
+        .await
+        .unwrap();
+    let (mut via_bus, mut in_process) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let id = deliver(&addr, &format!("l{i}")).await;
+        let accepted = std::time::Instant::now();
+        let (b, l) = tokio::join!(
+            async {
+                let m = next(&mut bus).await;
+                (m.message_id().map(str::to_owned), accepted.elapsed())
+            },
+            async {
+                let m = support::emap::next(&mut sub).await;
+                (m.message_id().map(str::to_owned), accepted.elapsed())
+            }
+        );
+        assert_eq!(b.0.as_deref(), Some(id.as_str()));
+        assert_eq!(l.0.as_deref(), Some(id.as_str()));
+        via_bus.push(b.1);
+        in_process.push(l.1);
+    }
+    let pct = |v: &mut Vec<Duration>, p: usize| {
+        v.sort();
+        v[(v.len() * p / 100).min(v.len() - 1)]
+    };
+    println!(
+        "{n} mails, LMTP accepted -> mail: in-process p50 {:?} p99 {:?}; via NATS p50 {:?} p99 {:?}",
+        pct(&mut in_process, 50),
+        pct(&mut in_process, 99),
+        pct(&mut via_bus, 50),
+        pct(&mut via_bus, 99)
+    );
+    local.shutdown().await;
+}

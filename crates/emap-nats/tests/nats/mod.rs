@@ -1,0 +1,254 @@
+//! Test support for emap-nats: a private `nats-server -js` on 127.0.0.1 in
+//! a temporary directory (as `tests/support/dovecot.rs` starts Dovecot),
+//! and the bridge and waiter binaries as child processes whose output
+//! lines the test reads.
+//!
+//! The server runs under the suite's watchdog (it is stopped when the test
+//! process ends, however it ends); its JetStream store lives in a
+//! directory of its own, so [`NatsServer::restart`] keeps the stream, the
+//! buckets and the de-duplication state, as a real restart does. A child
+//! process is killed when its [`Child`] is dropped (a failed assertion
+//! included).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::dovecot::{find_binary, free_ports, stop_watchdog, watchdog_command};
+use crate::support::{EVENTUALLY, TestUser, dovecot, wait_for};
+
+const INSTALL_HINT: &str = "the emap-nats tests need Debian's nats-server: \
+    `apt-get install -y nats-server` (as root), or run scripts/install-deps";
+
+/// A running `nats-server -js`.
+pub struct NatsServer {
+    pub port: u16,
+    store: tempfile::TempDir,
+    run: Mutex<Option<(std::process::Child, tempfile::TempDir)>>,
+    binary: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port; panics with an install hint when
+    /// nats-server is missing.
+    pub fn start() -> NatsServer {
+        let binary = find_binary("nats-server").unwrap_or_else(|| panic!("{INSTALL_HINT}"));
+        let port = free_ports(1).expect("a free port")[0];
+        let s = NatsServer {
+            port,
+            store: tempfile::tempdir().expect("a temp dir"),
+            run: Mutex::new(None),
+            binary,
+        };
+        s.start_again();
+        s
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and store; returns when
+    /// it accepts connections.
+    pub fn start_again(&self) {
+        let run = tempfile::tempdir().expect("a temp dir");
+        let log = run.path().join("nats.log");
+        let mut cmd = watchdog_command("nats-server", &log, run.path());
+        cmd.arg(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.store.path());
+        let child = cmd.spawn().expect("spawn nats-server");
+        *self.run.lock().unwrap() = Some((child, run));
+        let up = wait_for(EVENTUALLY, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .ok()
+                .map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "nats-server did not listen; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server (SIGTERM: a clean shutdown) and waits until its
+    /// port is closed.
+    pub fn stop(&self) {
+        if let Some((mut child, _run)) = self.run.lock().unwrap().take() {
+            stop_watchdog(&mut child);
+        }
+        let down = wait_for(EVENTUALLY, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .is_err()
+                .then_some(())
+        });
+        assert!(down.is_some(), "nats-server did not stop");
+    }
+
+    /// Stops and starts the server: the store survives.
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some((mut child, _run)) = self.run.lock().unwrap().take() {
+            stop_watchdog(&mut child);
+        }
+    }
+}
+
+/// A child process whose standard output lines are collected.
+pub struct Child {
+    pub name: String,
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Child {
+    /// Spawns `cmd` with its stdout collected (stderr inherited).
+    pub fn spawn(name: &str, mut cmd: Command) -> Child {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Child {
+            name: name.to_owned(),
+            child,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// Lines starting with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.lines()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    }
+
+    /// Awaits the `n`-th line starting with `prefix`; returns when it was read.
+    pub async fn until(&self, prefix: &str, n: usize) -> Instant {
+        let lines = self.lines.clone();
+        let prefix = prefix.to_owned();
+        let name = self.name.clone();
+        crate::support::blocking(move || {
+            wait_for(EVENTUALLY * 2, || {
+                lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, l)| l.starts_with(&prefix))
+                    .nth(n - 1)
+                    .map(|(t, _)| *t)
+            })
+            .unwrap_or_else(|| panic!("{name}: no {n}th line starting with {prefix:?}"))
+        })
+        .await
+    }
+
+    /// Sends `signal` (e.g. "KILL", "STOP", "CONT").
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bridge timings for tests: a 3 s lease renewed every 500 ms, standbys
+/// trying every 200 ms, a 1 s safety margin.
+pub const LEASE_TTL: &str = "3s";
+
+/// An `emap-bridge` process for `user`'s INBOX as inbox `inbox`.
+pub fn bridge(name: &str, nats: &NatsServer, inbox: &str, user: &TestUser) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emap-bridge"));
+    cmd.args(["--nats", &nats.url(), "--inbox", inbox])
+        .args(["--host", "127.0.0.1", "--port"])
+        .arg(dovecot().imap_port.to_string())
+        .args(["--tls", "none", "--user", &user.name])
+        .args(["--password-env", "EMAP_TEST_PASSWORD"])
+        .env("EMAP_TEST_PASSWORD", &user.password)
+        .args(["--lease-ttl", LEASE_TTL, "--renew-every", "500ms"])
+        .args(["--acquire-every", "200ms", "--safety-margin", "1s"])
+        .args(["--holder", name]);
+    Child::spawn(name, cmd)
+}
+
+/// An `emap-wait` process for `addresses` of `inbox`, printing every mail
+/// until killed.
+pub fn waiter(name: &str, nats: &NatsServer, inbox: &str, addresses: &[String]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emap-wait"));
+    cmd.args(["--nats", &nats.url(), "--inbox", inbox])
+        .args(["--count", "0", "--timeout", "10m"]);
+    for a in addresses {
+        cmd.args(["--to", a]);
+    }
+    Child::spawn(name, cmd)
+}
+
+/// Which of `a` and `b` printed `acquired` first (the holder), and the
+/// other (the standby).
+pub async fn holder<'a>(a: &'a Child, b: &'a Child) -> (&'a Child, &'a Child) {
+    crate::support::until_some("a lease holder", async || {
+        if a.count("acquired") > 0 {
+            Some((a, b))
+        } else if b.count("acquired") > 0 {
+            Some((b, a))
+        } else {
+            None
+        }
+    })
+    .await
+}
+
+/// Sleep-free guard against a test that never ends.
+pub const DEADLINE: Duration = Duration::from_secs(120);

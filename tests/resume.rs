@@ -1,0 +1,245 @@
+//! Starting a session from a stored position and following its position
+//! (`Handle::follow`, `Credential::resume_from`), on the real Dovecot.
+//!
+//! A process that stores each reported position only after it has dealt
+//! with the mail reported before it (the NATS bridge stores it after the
+//! publish is acknowledged) and restarts from it must get exactly the mail
+//! that arrived while it was away, once; a position under another
+//! UIDVALIDITY is void; and a position report never goes back nor passes a
+//! mail that was not reported.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use emap::{Config, Followed, Follower, Handle, Position};
+use support::emap::{deliver, dovecot_config, dovecot_cred, start, stats_of_user};
+use support::{EVENTUALLY, TestUser, blocking, dovecot, until_some};
+
+/// The next report of `f`; panics if none comes within [`EVENTUALLY`].
+async fn next(f: &mut Follower) -> Followed {
+    tokio::time::timeout(EVENTUALLY, f.next())
+        .await
+        .expect("no report in time")
+        .unwrap_or_else(|| panic!("follower ended: {:?}", f.error()))
+}
+
+/// Reads reports until a mail with `subject` arrived and the position
+/// passed it; returns the subjects of the mails on the way (in order) and
+/// the last position, checking on the way that positions never go back
+/// and never pass a mail reported later.
+async fn follow_until(
+    f: &mut Follower,
+    subject: &str,
+    mut last: Option<Position>,
+) -> (Vec<String>, Position) {
+    let mut subjects = Vec::new();
+    let mut target = None;
+    loop {
+        match next(f).await {
+            Followed::Arrived(mail) => {
+                if let Some(p) = &last {
+                    assert!(
+                        p.uid_validity != mail.uid_validity() || mail.uid() >= p.next_uid,
+                        "mail {} reported after the position {p:?} passed it",
+                        mail.uid()
+                    );
+                }
+                let s = mail.subject().unwrap_or_default().to_owned();
+                if s == subject {
+                    target = Some(mail.uid());
+                }
+                subjects.push(s);
+            }
+            Followed::Advanced(p) => {
+                if let Some(l) = &last
+                    && l.uid_validity == p.uid_validity
+                {
+                    assert!(p.next_uid >= l.next_uid, "went back: {l:?} -> {p:?}");
+                }
+                assert_eq!(p.folder, "INBOX");
+                let passed = target.is_some_and(|t| p.next_uid > t);
+                last = Some(p.clone());
+                if passed {
+                    return (subjects, p);
+                }
+            }
+        }
+    }
+}
+
+async fn validity_changes(h: &Handle, user: &TestUser) -> u64 {
+    stats_of_user(h, &user.name)
+        .await
+        .map_or(0, |s| s.validity_changes)
+}
+
+/// Restarted from the position stored before the restart, a follower gets
+/// the mail that arrived in between, each once, and not the mail before.
+#[tokio::test]
+async fn resume_after_a_restart_delivers_what_arrived_in_between_once() {
+    let user = dovecot().user("resume");
+    let h = start(dovecot_config());
+    let mut f = h.follow(dovecot_cred(&user)).await.expect("follow");
+    deliver(&user.name, "before").await;
+    let (subjects, stored) = follow_until(&mut f, "before", None).await;
+    assert_eq!(subjects, ["before"]);
+    drop(f);
+    h.shutdown().await;
+
+    for s in ["gap-1", "gap-2", "gap-3"] {
+        deliver(&user.name, s).await;
+    }
+
+    let h = start(dovecot_config());
+    let cred = dovecot_cred(&user).resume_from(vec![stored.clone()]);
+    let mut f = h.follow(cred).await.expect("follow again");
+    deliver(&user.name, "after").await;
+    let (subjects, _) = follow_until(&mut f, "after", Some(stored)).await;
+    assert_eq!(subjects, ["gap-1", "gap-2", "gap-3", "after"]);
+    assert_eq!(validity_changes(&h, &user).await, 0);
+    h.shutdown().await;
+}
+
+/// A stored position under another UIDVALIDITY (the mailbox was recreated)
+/// is void: the session starts at UIDNEXT, delivers nothing old, and counts
+/// the change.
+#[tokio::test]
+async fn a_position_under_another_uidvalidity_starts_fresh_and_is_counted() {
+    let user = dovecot().user("revalid");
+    for s in ["old-1", "old-2"] {
+        deliver(&user.name, s).await;
+    }
+    let h = start(dovecot_config());
+    let probe = h.follow(dovecot_cred(&user)).await.expect("follow");
+    let real = until_some("the session's UIDVALIDITY", async || {
+        stats_of_user(&h, &user.name).await?.uid_validity
+    })
+    .await;
+    drop(probe);
+    h.shutdown().await;
+
+    let stale = Position {
+        folder: "INBOX".into(),
+        uid_validity: real.wrapping_add(1),
+        next_uid: 1,
+    };
+    let h = start(dovecot_config());
+    let mut f = h
+        .follow(dovecot_cred(&user).resume_from(vec![stale]))
+        .await
+        .expect("follow");
+    deliver(&user.name, "new").await;
+    let (subjects, p) = follow_until(&mut f, "new", None).await;
+    assert_eq!(
+        subjects,
+        ["new"],
+        "old mail delivered under a void position"
+    );
+    assert_eq!(p.uid_validity, real);
+    assert_eq!(validity_changes(&h, &user).await, 1);
+    h.shutdown().await;
+}
+
+/// Under bursts and a kick (a reconnect with a gap fetch), position
+/// reports never go back and never pass a mail reported after them, and
+/// every mail is reported once.
+#[tokio::test]
+async fn positions_never_go_back_nor_pass_a_mail_not_yet_reported() {
+    let user = dovecot().user("positions");
+    let h = start(Config {
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        ..dovecot_config()
+    });
+    let mut f = h.follow(dovecot_cred(&user)).await.expect("follow");
+    let mut sent = BTreeSet::new();
+    let mut last = None;
+    let mut seen = Vec::new();
+    for round in 0..4 {
+        let name = user.name.clone();
+        let subjects: Vec<String> = (0..10).map(|i| format!("r{round}-{i}")).collect();
+        sent.extend(subjects.iter().cloned());
+        let burst = subjects.clone();
+        let kick = round == 2;
+        blocking(move || {
+            for (i, s) in burst.iter().enumerate() {
+                let raw = support::mail("sender@emap.test", &name, s, "hello");
+                dovecot().deliver(&name, &raw);
+                if kick && i == 4 {
+                    dovecot().kick(&name);
+                }
+            }
+        })
+        .await;
+        let (got, p) = follow_until(&mut f, subjects.last().unwrap(), last).await;
+        seen.extend(got);
+        last = Some(p);
+    }
+    let unique: BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a mail reported twice: {seen:?}");
+    assert_eq!(unique, sent);
+    h.shutdown().await;
+}
+
+/// A follower that does not keep up is cut off after
+/// `Config::follow_capacity` reports — bounded memory — and told so, and
+/// no position it got passes a mail it did not get: it resumes from its
+/// last stored position and gets the rest, once.
+#[tokio::test]
+async fn a_follower_that_falls_behind_is_cut_off_and_resumes_without_loss() {
+    let user = dovecot().user("overflow");
+    let h = start(Config {
+        follow_capacity: 4,
+        ..dovecot_config()
+    });
+    let mut f = h.follow(dovecot_cred(&user)).await.expect("follow");
+    // The position after the SELECT.
+    let Followed::Advanced(start_at) = next(&mut f).await else {
+        panic!("a mail before the first position");
+    };
+    let name = user.name.clone();
+    blocking(move || {
+        for i in 0..20 {
+            let raw = support::mail("sender@emap.test", &name, &format!("m{i}"), "hello");
+            dovecot().deliver(&name, &raw);
+        }
+    })
+    .await;
+    let stats = until_some("all 20 fetched", async || {
+        stats_of_user(&h, &user.name)
+            .await
+            .filter(|s| s.fetched >= 20)
+    })
+    .await;
+    assert_eq!(stats.fetched, 20);
+    let mut got = Vec::new();
+    let mut stored = start_at.clone();
+    while let Some(event) = f.next().await {
+        match event {
+            Followed::Arrived(m) => got.push(m.subject().unwrap_or_default().to_owned()),
+            Followed::Advanced(p) => stored = p,
+        }
+    }
+    assert!(f.overflowed());
+    assert!(got.len() <= 4, "{got:?}");
+    drop(f);
+    h.shutdown().await;
+
+    let h = start(dovecot_config());
+    let mut f = h
+        .follow(dovecot_cred(&user).resume_from(vec![stored.clone()]))
+        .await
+        .expect("follow again");
+    let (rest, _) = follow_until(&mut f, "m19", Some(stored)).await;
+    let all: Vec<String> = got
+        .iter()
+        .filter(|s| !rest.contains(s))
+        .chain(rest.iter())
+        .cloned()
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(all, want, "got {got:?} then {rest:?}");
+    h.shutdown().await;
+}
