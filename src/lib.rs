@@ -135,7 +135,7 @@ mod watcher;
 
 pub use config::{Config, MailboxAccess};
 pub use credential::{
-    Auth, Credential, OAuthMechanism, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
+    Auth, Credential, Folder, OAuthMechanism, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
     TokenFuture, TokenProvider,
 };
 pub use error::Error;
@@ -146,7 +146,7 @@ pub use mail::{Address, Mail};
 pub use proto::encode::InputError;
 pub use proto::{Excerpt, ProtoError};
 pub use registry::Registry;
-pub use stats::{ActorCounts, SessionState, SessionStats};
+pub use stats::{ActorCounts, FolderStats, SessionState, SessionStats};
 pub use subscription::Subscription;
 
 /// Not public API: the protocol layer, for this package's own binary,

@@ -36,7 +36,7 @@ use crate::queue::SubscriberQueue;
 use crate::replay::ReplayWindow;
 use crate::stats::{ActorCensus, Counted, SessionState, SessionStats};
 use crate::subscriber::Subscriber;
-use crate::tracker::{MailboxTracker, Snapshot};
+use crate::tracker::{FolderPosition, Folders, MailboxTracker, Snapshot};
 use crate::transport::Tls;
 use crate::watcher::{self, ConnectionEnded, LoopCommand, LoopEvent};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
@@ -59,10 +59,13 @@ pub struct Session {
     /// (it never keeps the registry alive) and typed by the one message a
     /// session sends up, so that this module does not import the registry.
     registry: WeakRecipient<SessionEnded>,
-    /// The position; `None` while a connection holds it.
-    tracker: Option<MailboxTracker>,
+    /// The position in every folder (one tracker each); `None` while a
+    /// connection holds it.
+    tracker: Option<Folders>,
     /// The tracker's position as last reported, for statistics only.
     snapshot: Snapshot,
+    /// Every folder's position as last reported, for statistics only.
+    positions: Vec<FolderPosition>,
     backoff: Backoff,
     delay: Duration,
     state: SessionState,
@@ -120,11 +123,16 @@ impl Session {
         };
         Session {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
-            tracker: Some(
-                MailboxTracker::new(config.poison_attempts, config.look_back_limit)
-                    .with_silent_span(config.poison_silent_span),
-            ),
+            tracker: Some(Folders::new(
+                cred.main_folder(),
+                cred.further_folders(),
+                || {
+                    MailboxTracker::new(config.poison_attempts, config.look_back_limit)
+                        .with_silent_span(config.poison_silent_span)
+                },
+            )),
             snapshot: Snapshot::default(),
+            positions: Vec::new(),
             recent: ReplayWindow::from_config(&config),
             key,
             instance,
@@ -213,14 +221,15 @@ impl Session {
     fn loop_ended(&mut self, ended: ConnectionEnded, ctx: &mut Context<Self>) {
         self.orders = None;
         let ConnectionEnded {
-            mut tracker,
+            folders: mut tracker,
             phase,
             result,
         } = ended;
-        while let Some(n) = tracker.poll_notice() {
-            watcher::log_notice(&n);
+        while let Some((folder, n)) = tracker.poll_notice() {
+            watcher::log_notice(&folder, &n);
         }
         self.snapshot = tracker.snapshot();
+        self.positions = tracker.positions();
         let healthy_before = tracker.has_position();
         self.tracker = Some(tracker);
         let e = match result {
@@ -363,6 +372,7 @@ impl Session {
                 }
                 self.snapshot = snapshot;
             }
+            LoopEvent::Folders(positions) => self.positions = positions,
             LoopEvent::Mail(mail) => {
                 self.fetched += 1;
                 self.remember(mail.clone());
@@ -480,6 +490,10 @@ impl Session {
             .tracker
             .as_ref()
             .map_or(self.snapshot, |t| t.snapshot());
+        let positions = self
+            .tracker
+            .as_ref()
+            .map_or_else(|| self.positions.clone(), |t| t.positions());
         SessionStats {
             key: self.key.clone(),
             state: self.state,
@@ -499,6 +513,7 @@ impl Session {
             backoff: (self.state == SessionState::Backoff).then_some(self.delay),
             last_alert: self.last_alert.clone(),
             startup_bytes: self.startup_bytes,
+            folders: positions.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -808,6 +808,32 @@ impl Client {
         Ok(self.start(CommandKind::Status, enc, tag, now))
     }
 
+    /// `STATUS mailbox (items)` for a mailbox named by the bytes a LIST
+    /// response carried (see [`Client::select_listed`]): sent back byte
+    /// for byte, never re-encoded. An empty name, or one holding CR, LF or
+    /// NUL, is refused.
+    pub fn status_listed(
+        &mut self,
+        raw_name: &[u8],
+        items: &str,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        self.check_ready(&[State::Authenticated, State::Selected])?;
+        if raw_name.is_empty() {
+            return Err(InputError {
+                field: "mailbox",
+                reason: "is empty",
+            }
+            .into());
+        }
+        let tag = self.next_tag();
+        let enc = CommandBuilder::new(self.literal_mode(), &tag, "STATUS")
+            .string("mailbox", raw_name)?
+            .raw(&format!("({items})"))
+            .finish();
+        Ok(self.start(CommandKind::Status, enc, tag, now))
+    }
+
     /// `NOOP`: polls for changes and checks the link.
     pub fn noop(&mut self, now: Instant) -> Result<String, ClientError> {
         self.simple(

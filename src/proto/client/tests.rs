@@ -432,6 +432,44 @@ fn status_is_gathered() {
     );
 }
 
+/// STATUS of a listed name sends the listed bytes back; a NO is a
+/// completion with no data (the caller decides), and EXISTS of the
+/// selected mailbox arriving during STATUS is surfaced, not folded in.
+#[test]
+fn status_of_a_listed_name_and_a_refused_status() {
+    let (mut c, t0) = selected();
+    c.status_listed(b"[Gmail]/Spam", "UIDNEXT UIDVALIDITY", t0)
+        .unwrap();
+    assert_eq!(
+        sent(&mut c),
+        "A3 STATUS \"[Gmail]/Spam\" (UIDNEXT UIDVALIDITY)\r\n"
+    );
+    c.receive(
+        b"* 4 EXISTS\r\n* STATUS \"[Gmail]/Spam\" (UIDNEXT 9 UIDVALIDITY 3)\r\nA3 OK done\r\n",
+        t0,
+    )
+    .unwrap();
+    assert_eq!(c.poll_event(), Some(Event::Data(Data::Exists(4))));
+    assert_eq!(
+        completed(&mut c).data,
+        CommandData::Status(vec![("UIDNEXT".into(), 9), ("UIDVALIDITY".into(), 3)])
+    );
+    c.status_listed(b"Junk", "UIDNEXT UIDVALIDITY", t0).unwrap();
+    assert_eq!(sent(&mut c), "A4 STATUS Junk (UIDNEXT UIDVALIDITY)\r\n");
+    c.receive(b"A4 NO [NONEXISTENT] Mailbox doesn't exist: Junk\r\n", t0)
+        .unwrap();
+    let done = completed(&mut c);
+    assert_eq!(done.status, Status::No);
+    assert_eq!(done.data, CommandData::Status(vec![]));
+    for bad in [&b""[..], b"a\r\nA9 DELETE INBOX", b"a\0"] {
+        assert!(matches!(
+            c.status_listed(bad, "UIDNEXT", t0),
+            Err(ClientError::Input(_))
+        ));
+        assert!(c.poll_transmit().is_none());
+    }
+}
+
 #[test]
 fn bye_is_surfaced_and_remembered() {
     let (mut c, t0) = selected();
