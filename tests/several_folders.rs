@@ -1,0 +1,470 @@
+//! Several folders on one connection (issue 11 item 4):
+//! `Credential::also_watch` adds folders — by name or by special use — to
+//! the one connection of a credential. The session IDLEs on the main
+//! folder and every `poll_interval` asks the others' `STATUS (UIDNEXT
+//! UIDVALIDITY)` on the same connection, visiting (EXAMINE, fetch, EXAMINE
+//! the main folder again) only a folder whose answer moved. Each folder has
+//! its own UIDVALIDITY and watermark.
+//!
+//! Scripted servers (tests/support/fake.rs) play the sequences a real
+//! server cannot be made to produce on demand: a reconnect in the middle of
+//! a further folder's fetch, a new UIDVALIDITY in the further folder only,
+//! STATUS answered NO, a folder deleted between STATUS and EXAMINE. The
+//! real servers (Dovecot, Cyrus, Courier) prove the whole path, counting
+//! the connections on the server: see the end of this file.
+
+mod support;
+
+use std::time::Duration;
+
+use emap::{Config, Credential, Filter, Folder, SpecialUse};
+use support::emap::{fake_cred, next, next_subject, scripted_config, start, stats_of};
+use support::fake::{FakeConn, FakeServer};
+use support::message;
+
+// ───────────────────────────── scripted servers ─────────────────────────────
+
+/// INBOX and a further folder `Junk`, watched on one connection.
+fn junk_too(port: u16) -> Credential {
+    fake_cred(port).also_watch("Junk")
+}
+
+/// Answers `EXAMINE name` (checked) with `exists`, UIDNEXT and UIDVALIDITY.
+async fn examine(c: &mut FakeConn, name: &str, exists: u32, uid_next: u32, validity: u32) {
+    let (tag, rest) = c.expect("EXAMINE").await;
+    assert_eq!(rest, name, "EXAMINE of the wrong mailbox");
+    c.send(format!(
+        "* {exists} EXISTS\r\n* OK [UIDVALIDITY {validity}] v\r\n* OK [UIDNEXT {uid_next}] n\r\n{tag} OK [READ-ONLY] done\r\n"
+    ))
+    .await;
+}
+
+/// Answers `STATUS name (UIDNEXT UIDVALIDITY)` (checked).
+async fn status(c: &mut FakeConn, name: &str, uid_next: u32, validity: u32) {
+    let (tag, rest) = c.expect("STATUS").await;
+    assert_eq!(rest, format!("{name} (UIDNEXT UIDVALIDITY)"));
+    c.send(format!(
+        "* STATUS {name} (UIDNEXT {uid_next} UIDVALIDITY {validity})\r\n{tag} OK Status completed\r\n"
+    ))
+    .await;
+}
+
+/// Answers `STATUS name ...` with `NO`, as Dovecot does for a folder that
+/// does not exist.
+async fn status_no(c: &mut FakeConn, name: &str) {
+    let (tag, rest) = c.expect("STATUS").await;
+    assert!(rest.starts_with(name), "{rest}");
+    c.send(format!(
+        "{tag} NO [NONEXISTENT] Mailbox doesn't exist: {name}\r\n"
+    ))
+    .await;
+}
+
+/// The client's poll timer ends an IDLE (nothing announced).
+async fn idle_round(c: &mut FakeConn) {
+    let tag = c.idle().await;
+    c.done(&tag).await;
+}
+
+/// Serves a client with nothing more to fetch until it leaves: IDLE and
+/// DONE, NOOP, STATUS answered with `junk` — `(name, UIDNEXT,
+/// UIDVALIDITY)`, or NO when `None` — LIST with `list`, LOGOUT. Any other
+/// command panics: the script ends, the client reconnects, and the
+/// test's connection count fails.
+async fn quiet(c: &mut FakeConn, junk: Option<(&str, u32, u32)>, list: &str) {
+    let mut idle_tag = None;
+    while let Some(line) = c.line().await {
+        if line.eq_ignore_ascii_case("DONE") {
+            if let Some(t) = idle_tag.take() {
+                c.send(format!("{t} OK Idle completed\r\n")).await;
+            }
+            continue;
+        }
+        let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let upper = rest.to_ascii_uppercase();
+        let reply = if upper == "IDLE" {
+            idle_tag = Some(tag.to_owned());
+            "+ idling\r\n".to_owned()
+        } else if upper == "NOOP" {
+            format!("{tag} OK noop\r\n")
+        } else if upper == "LOGOUT" {
+            c.send(format!("* BYE bye\r\n{tag} OK bye\r\n")).await;
+            return;
+        } else if upper.starts_with("STATUS") {
+            match junk {
+                Some((name, next, validity)) => format!(
+                    "* STATUS {name} (UIDNEXT {next} UIDVALIDITY {validity})\r\n{tag} OK s\r\n"
+                ),
+                None => format!("{tag} NO [NONEXISTENT] Mailbox doesn't exist\r\n"),
+            }
+        } else if upper.starts_with("LIST") {
+            format!("{list}{tag} OK l\r\n")
+        } else {
+            panic!("unexpected command {line:?}");
+        };
+        c.send(reply).await;
+    }
+}
+
+/// Announces INBOX message `exists` (UID `uid`) during IDLE, serves it as
+/// the mail `sentinel`, then [`quiet`]: a test that receives the sentinel
+/// right after the mails it expects knows nothing else was delivered.
+async fn sentinel(c: &mut FakeConn, exists: u32, uid: u32, junk: Option<(&str, u32, u32)>) {
+    let (tag, _) = c.announce(exists).await;
+    c.send(FakeConn::fetch_ok(&tag, &[(exists, uid, &message("sentinel"))]))
+        .await;
+    quiet(c, junk, "").await;
+}
+
+/// Login and the start-up of a connection whose INBOX is empty (UIDNEXT
+/// `inbox_next`, UIDVALIDITY 1) with Junk's STATUS answered `junk_next`,
+/// UIDVALIDITY `junk_validity`.
+async fn start_up(c: &mut FakeConn, inbox_next: u32, junk_next: u32, junk_validity: u32) {
+    c.greet_and_login("IDLE").await;
+    examine(c, "INBOX", inbox_next - 1, inbox_next, 1).await;
+    status(c, "Junk", junk_next, junk_validity).await;
+}
+
+/// Mail delivered to Junk while the session idles on INBOX reaches its
+/// subscriber: the poll timer ends IDLE, STATUS shows Junk's UIDNEXT
+/// moved, Junk is examined and its new mail fetched by UID, INBOX is
+/// examined again and IDLE resumes — all on the one connection. A
+/// subscriber filtering on `INBOX` does not get it; `Mail` names the folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_in_junk_reaches_its_subscriber_while_idling_on_inbox() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        start_up(&mut c, 1, 1, 5).await;
+        idle_round(&mut c).await;
+        status(&mut c, "Junk", 2, 5).await;
+        examine(&mut c, "Junk", 1, 2, 5).await;
+        let (tag, rest) = c.expect("UID FETCH").await;
+        assert!(rest.starts_with("1:* "), "{rest}");
+        c.send(FakeConn::fetch_ok(&tag, &[(1, 1, &message("in junk"))]))
+            .await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        // Then INBOX's own mail, by IDLE.
+        let (tag, rest) = c.announce(1).await;
+        assert!(rest.starts_with("1:1 "), "{rest}");
+        c.send(FakeConn::fetch_ok(&tag, &[(1, 1, &message("in inbox"))]))
+            .await;
+        quiet(&mut c, Some(("Junk", 2, 5)), "").await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut all = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut inbox = h
+        .subscribe(junk_too(server.port), Filter::new().folder("INBOX"))
+        .await
+        .unwrap();
+    let mut junk = h
+        .subscribe(junk_too(server.port), Filter::new().folder("Junk"))
+        .await
+        .unwrap();
+    let m = next(&mut junk).await;
+    assert_eq!(m.subject(), Some("in junk"));
+    assert_eq!(m.mailbox(), "Junk");
+    assert_eq!(m.folder(), Some(&Folder::Named("Junk".into())));
+    assert_eq!(next_subject(&mut all).await, "in junk");
+    assert_eq!(next_subject(&mut all).await, "in inbox");
+    // INBOX's first mail is INBOX's: Junk's never reached it.
+    let m = next(&mut inbox).await;
+    assert_eq!(m.subject(), Some("in inbox"));
+    assert_eq!(m.mailbox(), "INBOX");
+    assert_eq!(server.accepted(), 1, "one connection for both folders");
+    let st = stats_of(&h, server.port).await.unwrap();
+    assert_eq!(st.folders.len(), 2);
+    assert_eq!(st.folders[1].folder, Folder::Named("Junk".into()));
+    assert_eq!(st.folders[1].watermark, Some(2));
+    assert_eq!(st.folders[0].watermark, Some(2));
+    h.shutdown().await;
+}
+
+/// Mail in both folders at once, and more INBOX mail while the session is
+/// away in Junk: INBOX's announced mail is fetched first, then Junk's on
+/// the check, then INBOX's gap by UID when it is examined again. Each
+/// exactly once — the sentinel comes right after the three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_in_both_folders_at_once_arrives_once_each() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        start_up(&mut c, 1, 1, 5).await;
+        // Both at once: EXISTS in INBOX during IDLE; Junk's UIDNEXT moved.
+        let (tag, _) = c.announce(1).await;
+        c.send(FakeConn::fetch_ok(&tag, &[(1, 1, &message("inbox one"))]))
+            .await;
+        idle_round(&mut c).await;
+        status(&mut c, "Junk", 2, 5).await;
+        examine(&mut c, "Junk", 1, 2, 5).await;
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("junk one"))])
+            .await;
+        // Meanwhile INBOX got UID 2: its gap, fetched by UID.
+        examine(&mut c, "INBOX", 2, 3, 1).await;
+        let args = c
+            .answer_fetch(
+                "UID FETCH",
+                &[(1, 1, &message("inbox one")), (2, 2, &message("inbox two"))],
+            )
+            .await;
+        assert!(args.starts_with("2:* "), "{args}");
+        sentinel(&mut c, 3, 3, Some(("Junk", 2, 5))).await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(next_subject(&mut sub).await);
+    }
+    assert_eq!(got, ["inbox one", "junk one", "inbox two", "sentinel"]);
+    assert_eq!(server.accepted(), 1);
+    h.shutdown().await;
+}
+
+/// The connection is cut in the middle of Junk's fetch (after the first
+/// of two mails): on the next connection Junk's STATUS still differs from
+/// its last completed visit, so it is visited again, and its tracker
+/// fetches what is left — the second mail — and not the first again.
+/// INBOX's position is untouched. Nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_in_the_middle_of_a_junk_fetch_loses_nothing_and_repeats_nothing() {
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        if n == 0 {
+            start_up(&mut c, 1, 1, 5).await;
+            idle_round(&mut c).await;
+            status(&mut c, "Junk", 3, 5).await;
+            examine(&mut c, "Junk", 2, 3, 5).await;
+            let (_tag, rest) = c.expect("UID FETCH").await;
+            assert!(rest.starts_with("1:* "), "{rest}");
+            // The first mail, then the link dies: no second, no OK.
+            c.send(FakeConn::fetch_response(1, 1, &message("junk one")))
+                .await;
+            return;
+        }
+        start_up(&mut c, 1, 3, 5).await;
+        // Visited again: the rest of the gap, carefully (the cut fetch
+        // counts as a failed attempt): which UIDs are pending, then the
+        // lowest undelivered alone.
+        examine(&mut c, "Junk", 2, 3, 5).await;
+        let criteria = c.search(&[1, 2]).await;
+        assert_eq!(criteria, "UID 1:*");
+        let args = c
+            .answer_fetch("UID FETCH", &[(2, 2, &message("junk two"))])
+            .await;
+        assert!(args.starts_with("2 "), "{args}");
+        let criteria = c.search(&[]).await;
+        assert_eq!(criteria, "UID 3:*");
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        sentinel(&mut c, 1, 1, Some(("Junk", 3, 5))).await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(next_subject(&mut sub).await);
+    }
+    assert_eq!(got, ["junk one", "junk two", "sentinel"]);
+    assert_eq!(server.accepted(), 2);
+    h.shutdown().await;
+}
+
+/// Junk's UIDVALIDITY changes (the folder was recreated) while INBOX's
+/// stays: Junk starts a new epoch at its UIDNEXT — its three messages of
+/// the new epoch are backlog, not delivered — and INBOX's watermark and
+/// UIDVALIDITY are untouched. The next Junk mail arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_uidvalidity_in_junk_alone_starts_junk_over() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        start_up(&mut c, 7, 1, 5).await;
+        idle_round(&mut c).await;
+        status(&mut c, "Junk", 4, 9).await;
+        examine(&mut c, "Junk", 3, 4, 9).await;
+        // No fetch: a new epoch starts at UIDNEXT.
+        examine(&mut c, "INBOX", 6, 7, 1).await;
+        idle_round(&mut c).await;
+        status(&mut c, "Junk", 5, 9).await;
+        examine(&mut c, "Junk", 4, 5, 9).await;
+        let args = c
+            .answer_fetch("UID FETCH", &[(4, 4, &message("new epoch"))])
+            .await;
+        assert!(args.starts_with("4:* "), "{args}");
+        examine(&mut c, "INBOX", 6, 7, 1).await;
+        sentinel(&mut c, 7, 7, Some(("Junk", 5, 9))).await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(m.subject(), Some("new epoch"));
+    assert_eq!((m.mailbox(), m.uid_validity(), m.uid()), ("Junk", 9, 4));
+    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    let st = stats_of(&h, server.port).await.unwrap();
+    assert_eq!(st.validity_changes, 1);
+    assert_eq!(
+        (st.folders[0].uid_validity, st.folders[0].watermark),
+        (Some(1), Some(8))
+    );
+    assert_eq!(
+        (st.folders[1].uid_validity, st.folders[1].watermark),
+        (Some(9), Some(5))
+    );
+    assert_eq!(server.accepted(), 1);
+    h.shutdown().await;
+}
+
+/// Junk does not exist: its STATUS is answered NO. The session neither
+/// fails nor reconnects — INBOX keeps working — and reports Junk missing
+/// with a count. Junk is then created: found at the next check, its
+/// position fixed at its UIDNEXT, and its mail delivered. Then Junk is
+/// deleted between STATUS and EXAMINE: EXAMINE refused, counted again,
+/// INBOX examined again, and INBOX's mail still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_deleted_junk_folder_is_counted_and_inbox_keeps_working() {
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let server = FakeServer::start(move |mut c: FakeConn, _| {
+        let mut step = rx.lock().unwrap().take().expect("one connection");
+        async move {
+            c.greet_and_login("IDLE").await;
+            examine(&mut c, "INBOX", 0, 1, 1).await;
+            status_no(&mut c, "Junk").await;
+            let (tag, _) = c.announce(1).await;
+            c.send(FakeConn::fetch_ok(&tag, &[(1, 1, &message("inbox one"))]))
+                .await;
+            // Missing, checked again at every poll, until the test has
+            // seen it reported.
+            loop {
+                idle_round(&mut c).await;
+                if *step.borrow_and_update() > 0 {
+                    break;
+                }
+                status_no(&mut c, "Junk").await;
+            }
+            // Created (empty), then a mail.
+            status(&mut c, "Junk", 1, 3).await;
+            idle_round(&mut c).await;
+            status(&mut c, "Junk", 2, 3).await;
+            examine(&mut c, "Junk", 1, 2, 3).await;
+            c.answer_fetch("UID FETCH", &[(1, 1, &message("junk one"))])
+                .await;
+            examine(&mut c, "INBOX", 1, 2, 1).await;
+            // Deleted between STATUS and EXAMINE.
+            idle_round(&mut c).await;
+            status(&mut c, "Junk", 3, 3).await;
+            let (tag, rest) = c.expect("EXAMINE").await;
+            assert_eq!(rest, "Junk");
+            c.send(format!("{tag} NO [NONEXISTENT] Mailbox doesn't exist: Junk\r\n"))
+                .await;
+            examine(&mut c, "INBOX", 1, 2, 1).await;
+            sentinel(&mut c, 2, 2, None).await;
+        }
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    assert_eq!(next_subject(&mut sub).await, "inbox one");
+    let st = support::until_some("Junk reported missing", async || {
+        stats_of(&h, server.port)
+            .await
+            .filter(|s| s.folders.get(1).is_some_and(|f| f.missing))
+    })
+    .await;
+    assert!(st.folders[1].failures >= 1);
+    assert!(!st.folders[0].missing);
+    assert_eq!(st.last_error, None);
+    tx.send(1).unwrap();
+    assert_eq!(next_subject(&mut sub).await, "junk one");
+    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    let st = stats_of(&h, server.port).await.unwrap();
+    assert!(st.folders[1].missing, "the refused EXAMINE is reported");
+    assert_eq!(st.reconnects, 0);
+    assert_eq!(server.accepted(), 1, "the main folder kept its connection");
+    h.shutdown().await;
+}
+
+/// A further folder by special use is found with LIST (the attribute, not
+/// the name) and examined by its listed name; STATUS names it the same
+/// way. A special use no folder carries is reported missing without
+/// failing the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_further_folder_by_special_use_is_found_by_list() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("IDLE SPECIAL-USE").await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        let (tag, rest) = c.expect("LIST").await;
+        assert_eq!(rest, "\"\" \"*\" RETURN (SPECIAL-USE)");
+        c.send(format!(
+            "* LIST (\\HasNoChildren) \"/\" INBOX\r\n\
+             * LIST (\\HasNoChildren \\Junk) \"/\" \"[Gmail]/Spam\"\r\n{tag} OK done\r\n"
+        ))
+        .await;
+        // Trash is not listed: missing, no STATUS for it.
+        status(&mut c, "\"[Gmail]/Spam\"", 1, 4).await;
+        idle_round(&mut c).await;
+        // Trash is looked for again.
+        let (tag, _) = c.expect("LIST").await;
+        c.send(format!(
+            "* LIST (\\HasNoChildren \\Junk) \"/\" \"[Gmail]/Spam\"\r\n{tag} OK done\r\n"
+        ))
+        .await;
+        status(&mut c, "\"[Gmail]/Spam\"", 2, 4).await;
+        examine(&mut c, "\"[Gmail]/Spam\"", 1, 2, 4).await;
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("spam one"))])
+            .await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        quiet(
+            &mut c,
+            Some(("\"[Gmail]/Spam\"", 2, 4)),
+            "* LIST (\\Junk) \"/\" \"[Gmail]/Spam\"\r\n",
+        )
+        .await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let cred = fake_cred(server.port)
+        .also_watch(SpecialUse::Junk)
+        .also_watch(SpecialUse::Trash);
+    let mut sub = h
+        .subscribe(cred, Filter::new().folder(SpecialUse::Junk))
+        .await
+        .unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(m.subject(), Some("spam one"));
+    assert_eq!(m.mailbox(), "[Gmail]/Spam");
+    assert_eq!(m.folder(), Some(&Folder::SpecialUse(SpecialUse::Junk)));
+    let st = stats_of(&h, server.port).await.unwrap();
+    let trash = st
+        .folders
+        .iter()
+        .find(|f| f.folder == Folder::SpecialUse(SpecialUse::Trash))
+        .unwrap();
+    assert!(trash.missing && trash.failures >= 1);
+    assert_eq!(server.accepted(), 1);
+    h.shutdown().await;
+}
+
+/// A server without IDLE is polled: every `poll_interval` a NOOP, then
+/// the further folders' STATUS — the same check as beside IDLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idle_the_further_folders_are_checked_after_each_noop() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("").await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        status(&mut c, "Junk", 1, 5).await;
+        let (tag, _) = c.expect("NOOP").await;
+        c.send(format!("{tag} OK noop\r\n")).await;
+        status(&mut c, "Junk", 2, 5).await;
+        examine(&mut c, "Junk", 1, 2, 5).await;
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("polled junk"))])
+            .await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        quiet(&mut c, Some(("Junk", 2, 5)), "").await;
+    })
+    .await;
+    let h = start(Config {
+        poll_interval: Duration::from_millis(50),
+        ..scripted_config()
+    });
+    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    assert_eq!(next_subject(&mut sub).await, "polled junk");
+    h.shutdown().await;
+}
