@@ -36,9 +36,9 @@ use crate::queue::SubscriberQueue;
 use crate::replay::ReplayWindow;
 use crate::stats::{ActorCensus, Counted, SessionState, SessionStats};
 use crate::subscriber::Subscriber;
-use crate::tracker::{FolderPosition, Folders, MailboxTracker, Snapshot};
+use crate::tracker::{FolderPosition, MailboxTracker, Snapshot};
 use crate::transport::Tls;
-use crate::watcher::{self, ConnectionEnded, LoopCommand, LoopEvent};
+use crate::watcher::{self, ConnectionEnded, Folders, LoopCommand, LoopEvent};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
 
 /// One subscriber as its session knows it.
@@ -65,7 +65,7 @@ pub struct Session {
     /// The tracker's position as last reported, for statistics only.
     snapshot: Snapshot,
     /// Every folder's position as last reported, for statistics only.
-    positions: Vec<FolderPosition>,
+    positions: Vec<FolderPosition<crate::Folder>>,
     backoff: Backoff,
     delay: Duration,
     state: SessionState,

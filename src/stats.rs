@@ -101,8 +101,8 @@ pub struct FolderStats {
     pub failures: u64,
 }
 
-impl From<FolderPosition> for FolderStats {
-    fn from(p: FolderPosition) -> Self {
+impl From<FolderPosition<Folder>> for FolderStats {
+    fn from(p: FolderPosition<Folder>) -> Self {
         FolderStats {
             folder: p.folder,
             mailbox: p.name,

@@ -43,7 +43,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::credential::Folder;
 use crate::proto::{Data, Fetch, FetchItem};
 
 /// The most UIDs remembered as delivered out of order above the watermark,
@@ -947,11 +946,11 @@ type Seen = (u32, u32);
 /// One watched folder: what the credential named, the name the server
 /// gave it on the current connection, and its own [`MailboxTracker`].
 #[derive(Debug)]
-pub(crate) struct FolderState {
+pub(crate) struct FolderState<F> {
     /// What the credential named: a name or a special use.
-    pub folder: Folder,
+    pub folder: F,
     /// The folder's name on the current connection, decoded (for
-    /// [`Mail::mailbox`](crate::Mail::mailbox)); `None` until found.
+    /// `Mail::mailbox`); `None` until found.
     pub name: Option<String>,
     /// The name as it goes on the wire: the bytes the server listed for a
     /// special use, else `None` (the name is encoded as usual).
@@ -970,8 +969,8 @@ pub(crate) struct FolderState {
 /// A position for statistics (and for whoever stores positions): the
 /// folder, its name, UIDVALIDITY and watermark.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FolderPosition {
-    pub folder: Folder,
+pub(crate) struct FolderPosition<F> {
+    pub folder: F,
     pub name: Option<String>,
     pub uid_validity: Option<u32>,
     pub watermark: Option<u32>,
@@ -986,16 +985,20 @@ pub(crate) struct FolderPosition {
 /// folders are named once, so nothing here grows with what the server
 /// sends beyond what each tracker bounds.
 #[derive(Debug)]
-pub(crate) struct Folders {
-    list: Vec<FolderState>,
+///
+/// `F` names a folder (the credential's `Folder`); it is a parameter so
+/// that this file needs nothing beyond the protocol types (the fuzz target
+/// compiles it alone).
+pub(crate) struct Folders<F> {
+    list: Vec<FolderState<F>>,
 }
 
-impl Folders {
+impl<F: Clone> Folders<F> {
     /// The folders `main` and `further`, none seen yet, each tracker made
     /// by `make`.
     pub(crate) fn new(
-        main: Folder,
-        further: Vec<Folder>,
+        main: F,
+        further: Vec<F>,
         mut make: impl FnMut() -> MailboxTracker,
     ) -> Self {
         let list = std::iter::once(main)
@@ -1019,12 +1022,12 @@ impl Folders {
     }
 
     /// Folder `i` (0: the main one).
-    pub(crate) fn get(&self, i: usize) -> &FolderState {
+    pub(crate) fn get(&self, i: usize) -> &FolderState<F> {
         &self.list[i]
     }
 
     /// Folder `i`, to change (0: the main one).
-    pub(crate) fn get_mut(&mut self, i: usize) -> &mut FolderState {
+    pub(crate) fn get_mut(&mut self, i: usize) -> &mut FolderState<F> {
         &mut self.list[i]
     }
 
@@ -1057,7 +1060,7 @@ impl Folders {
     }
 
     /// The next notice of any folder, with the folder it is about.
-    pub(crate) fn poll_notice(&mut self) -> Option<(Folder, Notice)> {
+    pub(crate) fn poll_notice(&mut self) -> Option<(F, Notice)> {
         self.list
             .iter_mut()
             .find_map(|f| f.tracker.poll_notice().map(|n| (f.folder.clone(), n)))
@@ -1119,7 +1122,7 @@ impl Folders {
     }
 
     /// Every folder's position, the main one first.
-    pub(crate) fn positions(&self) -> Vec<FolderPosition> {
+    pub(crate) fn positions(&self) -> Vec<FolderPosition<F>> {
         self.list
             .iter()
             .map(|f| {

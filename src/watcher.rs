@@ -39,8 +39,11 @@ use crate::mail::{Mail, parse_internal_date};
 use crate::proto::client::{CommandData, Completion, DEADLINE_EXPIRED, Event, SelectInfo};
 use crate::proto::{Code, Condition, Data, ListEntry, ProtoError, SpecialUse, Status};
 use crate::tracker::{
-    Arrived, Ended, FolderPosition, Folders, Loss, MailboxTracker, Snapshot, Step, Verdict,
+    Arrived, Ended, FolderPosition, Loss, MailboxTracker, Snapshot, Step, Verdict,
 };
+
+/// Every folder of a session with its tracker.
+pub(crate) type Folders = crate::tracker::Folders<Folder>;
 use crate::transport::Tls;
 
 /// What the loop reports to its session.
@@ -58,7 +61,7 @@ pub(crate) enum LoopEvent {
     Progress(Snapshot),
     /// A folder's position, name or state changed: every folder's, the
     /// main one first (for statistics).
-    Folders(Vec<FolderPosition>),
+    Folders(Vec<FolderPosition<Folder>>),
     /// A new message, parsed.
     Mail(Arc<Mail>),
     /// A message from before the session (found by the look-back): only
@@ -289,7 +292,7 @@ struct Watcher {
     /// The last snapshot reported, so that only changes are sent.
     reported: Snapshot,
     /// The folder positions last reported, likewise.
-    reported_folders: Vec<FolderPosition>,
+    reported_folders: Vec<FolderPosition<Folder>>,
     /// The items of every mail FETCH (`BODY.PEEK[]<0.max_message_size>`).
     fetch_items: String,
 }
