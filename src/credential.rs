@@ -692,7 +692,11 @@ pub struct SessionKey {
 
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}:{}/{}", self.user, self.host, self.port, self.mailbox)?;
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.mailbox
+        )?;
         for folder in &self.also {
             write!(f, "+{folder}")?;
         }
@@ -892,7 +896,10 @@ mod tests {
         ));
         // A set: order, repeats, INBOX's case and the main folder itself
         // do not matter.
-        let a = inbox.clone().also_watch("Spam").also_watch(SpecialUse::Junk);
+        let a = inbox
+            .clone()
+            .also_watch("Spam")
+            .also_watch(SpecialUse::Junk);
         let b = inbox
             .clone()
             .also_watch(SpecialUse::Junk)
@@ -903,11 +910,18 @@ mod tests {
         assert_eq!(a.session_key(1), b.session_key(1));
         assert_eq!(
             b.further_folders(),
-            vec![Folder::SpecialUse(SpecialUse::Junk), Folder::Named("Spam".into())]
+            vec![
+                Folder::SpecialUse(SpecialUse::Junk),
+                Folder::Named("Spam".into())
+            ]
         );
         // A special-use main folder named again as a further one.
         let junk = inbox.clone().special_use(SpecialUse::Junk);
-        assert!(joins(&junk, &junk.clone().also_watch(SpecialUse::Junk), &keys));
+        assert!(joins(
+            &junk,
+            &junk.clone().also_watch(SpecialUse::Junk),
+            &keys
+        ));
         let key = a.session_key(3);
         assert_eq!(key.to_string(), "u@h:993/INBOX+Spam+\\Junk #3");
         assert_ne!(key, inbox.session_key(3));

@@ -996,11 +996,7 @@ pub(crate) struct Folders<F> {
 impl<F: Clone> Folders<F> {
     /// The folders `main` and `further`, none seen yet, each tracker made
     /// by `make`.
-    pub(crate) fn new(
-        main: F,
-        further: Vec<F>,
-        mut make: impl FnMut() -> MailboxTracker,
-    ) -> Self {
+    pub(crate) fn new(main: F, further: Vec<F>, mut make: impl FnMut() -> MailboxTracker) -> Self {
         let list = std::iter::once(main)
             .chain(further)
             .map(|folder| FolderState {

@@ -114,8 +114,11 @@ async fn quiet(c: &mut FakeConn, junk: Option<(&str, u32, u32)>, list: &str) {
 /// right after the mails it expects knows nothing else was delivered.
 async fn sentinel(c: &mut FakeConn, exists: u32, uid: u32, junk: Option<(&str, u32, u32)>) {
     let (tag, _) = c.announce(exists).await;
-    c.send(FakeConn::fetch_ok(&tag, &[(exists, uid, &message("sentinel"))]))
-        .await;
+    c.send(FakeConn::fetch_ok(
+        &tag,
+        &[(exists, uid, &message("sentinel"))],
+    ))
+    .await;
     quiet(c, junk, "").await;
 }
 
@@ -154,7 +157,10 @@ async fn mail_in_junk_reaches_its_subscriber_while_idling_on_inbox() {
     })
     .await;
     let h = start(scripted_config());
-    let mut all = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut all = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
     let mut inbox = h
         .subscribe(junk_too(server.port), Filter::new().folder("INBOX"))
         .await
@@ -212,7 +218,10 @@ async fn mail_in_both_folders_at_once_arrives_once_each() {
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..4 {
         got.push(next_subject(&mut sub).await);
@@ -260,7 +269,10 @@ async fn a_reconnect_in_the_middle_of_a_junk_fetch_loses_nothing_and_repeats_not
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
         got.push(next_subject(&mut sub).await);
@@ -295,7 +307,10 @@ async fn a_new_uidvalidity_in_junk_alone_starts_junk_over() {
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
     let m = next(&mut sub).await;
     assert_eq!(m.subject(), Some("new epoch"));
     assert_eq!((m.mailbox(), m.uid_validity(), m.uid()), ("Junk", 9, 4));
@@ -355,15 +370,20 @@ async fn a_missing_or_deleted_junk_folder_is_counted_and_inbox_keeps_working() {
             status(&mut c, "Junk", 3, 3).await;
             let (tag, rest) = c.expect("EXAMINE").await;
             assert_eq!(rest, "Junk");
-            c.send(format!("{tag} NO [NONEXISTENT] Mailbox doesn't exist: Junk\r\n"))
-                .await;
+            c.send(format!(
+                "{tag} NO [NONEXISTENT] Mailbox doesn't exist: Junk\r\n"
+            ))
+            .await;
             examine(&mut c, "INBOX", 1, 2, 1).await;
             sentinel(&mut c, 2, 2, None).await;
         }
     })
     .await;
     let h = start(scripted_config());
-    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
     assert_eq!(next_subject(&mut sub).await, "inbox one");
     let st = support::until_some("Junk reported missing", async || {
         stats_of(&h, server.port)
@@ -467,7 +487,10 @@ async fn without_idle_the_further_folders_are_checked_after_each_noop() {
         poll_interval: Duration::from_millis(50),
         ..scripted_config()
     });
-    let mut sub = h.subscribe(junk_too(server.port), Filter::new()).await.unwrap();
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
     assert_eq!(next_subject(&mut sub).await, "polled junk");
     h.shutdown().await;
 }
@@ -527,7 +550,11 @@ async fn junk_mail_reaches_its_subscriber_on_one_connection(
     let (u, to) = (user.clone(), user.name.clone());
     blocking(move || {
         s.deliver(&to, &mail("sender@emap.test", &to, "to inbox", "hello"));
-        s.append(&u, junk_name, &mail("sender@emap.test", &to, "to junk", "spam?"));
+        s.append(
+            &u,
+            junk_name,
+            &mail("sender@emap.test", &to, "to junk", "spam?"),
+        );
     })
     .await;
     let m = next(&mut in_junk).await;

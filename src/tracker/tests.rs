@@ -1478,3 +1478,87 @@ fn a_refused_careful_search_reconnects_instead_of_looping() {
         "nothing is skipped for a refused search"
     );
 }
+
+// ─────────────────────────── several folders ───────────────────────────
+
+fn folders() -> Folders<&'static str> {
+    Folders::new("INBOX", vec!["Junk"], tracker)
+}
+
+/// A further folder's first STATUS fixes its position at UIDNEXT without
+/// a visit (no backlog); only a STATUS that moved asks for one; a visit
+/// cut short (its tracker left a gap to fetch) is asked for again even if
+/// STATUS did not move, and the rest is fetched once.
+#[test]
+fn a_further_folder_is_visited_only_when_its_status_moved() {
+    let mut f = folders();
+    assert!(
+        !f.on_status(1, Some(VALIDITY), Some(10)),
+        "first STATUS: no visit"
+    );
+    assert_eq!(f.positions()[1].watermark, Some(10));
+    assert_eq!(f.positions()[0].watermark, None, "INBOX has its own");
+    assert!(!f.on_status(1, Some(VALIDITY), Some(10)));
+    // Mail arrived: visit; the tracker fetches the gap by UID.
+    assert!(f.on_status(1, Some(VALIDITY), Some(12)));
+    let t = &mut f.get_mut(1).tracker;
+    assert!(!connect(t, 2, UidNext::Exact(12)));
+    expect_fetch(t.next_step(), true, "10:*");
+    assert_eq!(give(t, mail(1, 10)), Some(10));
+    // Cut before UID 11 arrived.
+    t.connection_lost(Loss::Worded);
+    assert!(f.on_status(1, Some(VALIDITY), Some(12)));
+    let t = &mut f.get_mut(1).tracker;
+    assert!(!connect(t, 2, UidNext::Exact(12)));
+    assert_eq!(settle(std::mem::replace(t, tracker()), &[10, 11]), vec![11]);
+}
+
+/// A completed visit records the STATUS it answered; the same STATUS then
+/// asks for nothing. A new UIDVALIDITY asks for a visit; so does a
+/// look-back wanted there, and an answer without the numbers.
+#[test]
+fn a_visit_is_remembered_and_validity_or_look_back_ask_again() {
+    let mut f = folders();
+    assert!(!f.on_status(1, Some(5), Some(10)));
+    assert!(f.on_status(1, Some(5), Some(11)));
+    f.visited(1, Some(5), Some(11));
+    assert!(!f.on_status(1, Some(5), Some(11)));
+    assert!(f.on_status(1, Some(6), Some(11)), "new UIDVALIDITY");
+    f.visited(1, Some(6), Some(11));
+    assert!(!f.on_status(1, Some(6), Some(11)));
+    assert!(
+        f.on_status(1, None, Some(11)),
+        "no UIDVALIDITY: EXAMINE tells"
+    );
+    f.want_look_back(since());
+    assert!(f.on_status(1, Some(6), Some(11)), "look-back wanted there");
+}
+
+/// Missing is counted and reported per folder, and cleared by the next
+/// STATUS answered; notices say which folder they are about; the
+/// snapshot shows the main folder's position with every folder's counters.
+#[test]
+fn missing_folders_notices_and_counters_are_per_folder() {
+    let mut f = folders();
+    f.missing(1);
+    f.missing(1);
+    let p = f.positions();
+    assert!(p[1].missing && p[1].failures == 2 && !p[0].missing);
+    assert!(!f.on_status(1, Some(5), Some(10)));
+    assert!(!f.positions()[1].missing);
+    assert_eq!(f.positions()[1].failures, 2);
+    connect(&mut f.get_mut(0).tracker, 0, UidNext::Exact(3));
+    // Junk's UIDVALIDITY changes at its visit; INBOX's does not.
+    assert!(f.on_status(1, Some(6), Some(10)));
+    let t = &mut f.get_mut(1).tracker;
+    t.selected(0);
+    assert!(t.position_known(6, UidNext::Exact(10)));
+    assert_eq!(
+        f.poll_notice(),
+        Some(("Junk", Notice::ValidityChanged { old: 5, new: 6 }))
+    );
+    assert_eq!(f.poll_notice(), None);
+    let s = f.snapshot();
+    assert_eq!((s.uid_validity, s.watermark), (Some(VALIDITY), Some(3)));
+    assert_eq!(s.validity_changes, 1);
+}
