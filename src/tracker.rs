@@ -259,6 +259,9 @@ pub(crate) struct MailboxTracker {
     look_back_failures: u64,
     uidnext_regressions: u64,
     validity_changes: u64,
+    /// The folder is another one than at the last connect: the next
+    /// position starts a new epoch whatever its UIDVALIDITY.
+    moved: bool,
     // Per connection.
     exists: u32,
     announced: u32,
@@ -314,6 +317,7 @@ impl MailboxTracker {
             look_back_failures: 0,
             uidnext_regressions: 0,
             validity_changes: 0,
+            moved: false,
             exists: 0,
             announced: 0,
             careful_target: None,
@@ -351,7 +355,7 @@ impl MailboxTracker {
                 self.start_epoch(uid_validity, uid_next);
                 false
             }
-            Some(old) if old != uid_validity => {
+            Some(old) if old != uid_validity || std::mem::take(&mut self.moved) => {
                 self.notices.push_back(Notice::ValidityChanged {
                     old,
                     new: uid_validity,
@@ -410,6 +414,15 @@ impl MailboxTracker {
             return;
         }
         self.look_back_wanted = Some(self.look_back_wanted.map_or(since, |w| w.min(since)));
+    }
+
+    /// The folder found at this connect (by its special use) is another
+    /// one than before: its UIDs have nothing to do with the watermark,
+    /// even under an equal UIDVALIDITY (UIDVALIDITY is per mailbox), so
+    /// the next [`MailboxTracker::position_known`] starts a new epoch at
+    /// UIDNEXT, as for a changed UIDVALIDITY.
+    pub(crate) fn folder_moved(&mut self) {
+        self.moved = self.uid_validity.is_some();
     }
 
     /// Whether a look-back is wanted and not yet done.
@@ -959,6 +972,8 @@ pub(crate) struct FolderState<F> {
     pub tracker: MailboxTracker,
     /// STATUS as of the last completed visit (further folders only).
     seen: Option<Seen>,
+    /// The name of the folder its position was taken in.
+    known_as: Option<String>,
     /// The folder was missing at the last check (not listed, STATUS or
     /// EXAMINE refused).
     pub missing: bool,
@@ -1005,6 +1020,7 @@ impl<F: Clone> Folders<F> {
                 raw_name: None,
                 tracker: make(),
                 seen: None,
+                known_as: None,
                 missing: false,
                 failures: 0,
             })
@@ -1030,6 +1046,23 @@ impl<F: Clone> Folders<F> {
     /// Whether the main folder was ever selected.
     pub(crate) fn has_position(&self) -> bool {
         self.list[0].tracker.has_position()
+    }
+
+    /// Folder `i` is called `name` on this connection (`raw_name`: the
+    /// bytes the server listed, for a special use). Returns whether it is
+    /// another folder than the one its position was taken in — a special
+    /// use that now marks another folder — in which case its tracker
+    /// starts over there at UIDNEXT.
+    pub(crate) fn named(&mut self, i: usize, name: String, raw_name: Option<Vec<u8>>) -> bool {
+        let f = &mut self.list[i];
+        let moved = f.known_as.as_ref().is_some_and(|old| *old != name);
+        if moved {
+            f.tracker.folder_moved();
+        }
+        f.known_as = Some(name.clone());
+        f.name = Some(name);
+        f.raw_name = raw_name;
+        moved
     }
 
     /// A new connection: every name is looked up again.
@@ -1087,7 +1120,8 @@ impl<F: Clone> Folders<F> {
             // Not enough to compare: EXAMINE tells.
             return true;
         };
-        if !f.tracker.has_position() {
+        if !f.tracker.has_position() || f.tracker.moved {
+            // Never seen, or another folder now: start at UIDNEXT.
             f.tracker.position_known(v, UidNext::Exact(n));
             f.seen = Some((v, n));
         }

@@ -316,9 +316,9 @@ impl Watcher {
         let access = self.config.mailbox_access;
         self.read_only = read_only(self.conn(), access);
         let (info, mailbox, raw_name) = open_main(self.conn(), cred, access).await?;
-        let main = self.folders.get_mut(0);
-        main.name = Some(mailbox);
-        main.raw_name = raw_name;
+        if self.folders.named(0, mailbox.clone(), raw_name) {
+            tracing::warn!(%mailbox, "the special use marks another folder now; starting over there at UIDNEXT");
+        }
         self.current = 0;
         let exists = info.exists;
         self.position_current(info).await?;
@@ -483,7 +483,10 @@ impl Watcher {
                 continue;
             }
             match &f.folder {
-                Folder::Named(n) => f.name = Some(n.clone()),
+                Folder::Named(n) => {
+                    let n = n.clone();
+                    self.folders.named(i, n, None);
+                }
                 Folder::SpecialUse(_) => wanted = true,
             }
         }
@@ -499,15 +502,19 @@ impl Watcher {
             Err(e) => return Err(e),
         };
         for i in 1..self.folders.len() {
-            let f = self.folders.get_mut(i);
+            let f = self.folders.get(i);
             if let (None, Folder::SpecialUse(u)) = (&f.name, &f.folder)
                 && let Some(e) = entries
                     .iter()
                     .find(|e| e.is_selectable() && e.has_attribute(u.attribute()))
             {
                 tracing::info!(mailbox = %e.name, special_use = %u, "found a further special-use folder");
-                f.name = Some(e.name.clone());
-                f.raw_name = Some(e.raw_name.clone());
+                if self
+                    .folders
+                    .named(i, e.name.clone(), Some(e.raw_name.clone()))
+                {
+                    tracing::warn!(mailbox = %e.name, "the special use marks another folder now; starting over there at UIDNEXT");
+                }
             }
         }
         Ok(())

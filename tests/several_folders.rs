@@ -644,3 +644,49 @@ async fn courier_junk_mail_reaches_its_subscriber_on_one_connection() {
     )
     .await;
 }
+
+/// Closes the gap ARCHITECTURE.md named: the special use moves to another
+/// folder between two connects — with the same UIDVALIDITY, as two
+/// folders of one server may have — and the old folder's watermark (5)
+/// is not applied to the new one, whose 40 messages (UIDNEXT 50) are
+/// backlog: no `UID FETCH 5:*`, the new folder starts at its UIDNEXT, and
+/// its next mail (UID 50) arrives. Before, the session fetched the new
+/// folder's backlog from UID 5 on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_special_use_moved_to_another_folder_with_the_same_uidvalidity_starts_over() {
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        c.greet_and_login("IDLE SPECIAL-USE").await;
+        let (tag, _) = c.expect("LIST").await;
+        let name = if n == 0 { "Junk" } else { "Spam" };
+        c.send(format!("* LIST (\\Junk) \"/\" {name}\r\n{tag} OK l\r\n"))
+            .await;
+        if n == 0 {
+            examine(&mut c, "Junk", 4, 5, 7).await;
+            c.idle().await;
+            c.send("* BYE going down\r\n").await;
+            return;
+        }
+        examine(&mut c, "Spam", 40, 50, 7).await;
+        let (tag, rest) = c.announce(41).await;
+        assert!(rest.starts_with("41:41 "), "{rest}");
+        c.send(FakeConn::fetch_ok(&tag, &[(41, 50, &message("in spam"))]))
+            .await;
+        c.serve().await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = h
+        .subscribe(
+            fake_cred(server.port).special_use(SpecialUse::Junk),
+            Filter::new(),
+        )
+        .await
+        .unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(
+        (m.subject(), m.mailbox(), m.uid()),
+        (Some("in spam"), "Spam", 50)
+    );
+    assert_eq!(server.accepted(), 2);
+    h.shutdown().await;
+}
