@@ -128,6 +128,7 @@ pub(crate) async fn run(
         current: 0,
         read_only: true,
         check_due: false,
+        notifying: None,
         sink,
         orders,
         orders_open: true,
@@ -280,6 +281,10 @@ struct Watcher {
     read_only: bool,
     /// The further folders are to be checked at the next quiet moment.
     check_due: bool,
+    /// The further folders the server reports by NOTIFY (RFC 5465), as
+    /// they go on the wire; `None` when NOTIFY is not in use on this
+    /// connection (not offered, refused, or nothing to ask for).
+    notifying: Option<Vec<Vec<u8>>>,
     sink: Sink,
     orders: mpsc::UnboundedReceiver<LoopCommand>,
     orders_open: bool,
@@ -467,9 +472,75 @@ impl Watcher {
                 self.visit(i, uid_validity, uid_next).await?;
             }
         }
+        self.notify().await?;
         self.drain_notices();
         self.report_progress();
         Ok(())
+    }
+
+    /// The further folders found, as they go on the wire.
+    fn wire_names(&self) -> Vec<Vec<u8>> {
+        (1..self.folders.len())
+            .filter_map(|i| {
+                let f = self.folders.get(i);
+                match (&f.raw_name, &f.name) {
+                    (Some(raw), _) => Some(raw.clone()),
+                    (None, Some(name)) if name.eq_ignore_ascii_case("INBOX") => {
+                        Some(b"INBOX".to_vec())
+                    }
+                    (None, Some(name)) => {
+                        Some(crate::proto::encode::utf7_encode(name).into_bytes())
+                    }
+                    (None, None) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Where the server offers NOTIFY, asks it to report new mail in the
+    /// further folders found (again whenever that set changes): a `*
+    /// STATUS` for one of them, even during IDLE, makes the next check at
+    /// once, and the poll timer is not needed while none is missing.
+    /// Refused: STATUS polling as without NOTIFY.
+    async fn notify(&mut self) -> Result<(), Error> {
+        if !self.conn().has_capability("NOTIFY") {
+            return Ok(());
+        }
+        let names = self.wire_names();
+        if names.is_empty() || self.notifying.as_ref() == Some(&names) {
+            return Ok(());
+        }
+        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let tag = self.conn().start(|c, now| c.notify_set(&refs, now))?;
+        let done = self.until_completed(&tag).await?;
+        if done.status == Status::Ok {
+            tracing::debug!(folders = names.len(), "NOTIFY set");
+            self.notifying = Some(names);
+        } else {
+            tracing::warn!(text = %done.text, "NOTIFY refused; checking the folders every poll_interval");
+            self.notifying = None;
+        }
+        Ok(())
+    }
+
+    /// Whether the further folders need the poll timer: there are some,
+    /// and NOTIFY does not report every one of them.
+    fn needs_polling(&self) -> bool {
+        self.folders.len() > 1
+            && (self.notifying.is_none()
+                || (1..self.folders.len()).any(|i| self.folders.get(i).missing))
+    }
+
+    /// A `* STATUS` the server sent unasked (NOTIFY): for a further folder
+    /// not selected now, a check is due.
+    fn notified(&mut self, mailbox: &str) {
+        let Some(names) = &self.notifying else {
+            return;
+        };
+        if names.iter().any(|n| String::from_utf8_lossy(n) == mailbox) {
+            tracing::debug!(%mailbox, "NOTIFY: a further folder changed");
+            self.check_due = true;
+        }
     }
 
     /// Names the further folders not yet found on this connection: a name
@@ -657,6 +728,7 @@ impl Watcher {
                         text,
                         ..
                     } => tracing::info!(reason = %text, "server said BYE"),
+                    Data::MailboxStatus { mailbox, .. } => self.notified(&mailbox),
                     _ => {}
                 }
                 self.drain_notices();
@@ -732,8 +804,8 @@ impl Watcher {
         let mut accepted = false;
         let mut done_sent = false;
         // With further folders, the IDLE ends after `poll_interval` for
-        // their STATUS check.
-        let checking = self.folders.len() > 1;
+        // their STATUS check (unless NOTIFY reports them all).
+        let checking = self.needs_polling();
         let check = tokio::time::sleep(self.config.poll_interval);
         tokio::pin!(check);
         loop {
@@ -786,7 +858,7 @@ impl Watcher {
                 }
                 ev => {
                     self.handle(ev).await?;
-                    if !done_sent && self.tracker().has_work() {
+                    if !done_sent && (self.tracker().has_work() || self.check_due) {
                         done_sent = true;
                         self.conn().done();
                     }
@@ -814,7 +886,7 @@ impl Watcher {
                 temporary: true,
             });
         }
-        self.check_due |= self.folders.len() > 1;
+        self.check_due |= self.needs_polling();
         Ok(false)
     }
 

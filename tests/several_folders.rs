@@ -495,6 +495,105 @@ async fn without_idle_the_further_folders_are_checked_after_each_noop() {
     h.shutdown().await;
 }
 
+/// The NOTIFY command emap sends for a further folder `Junk`.
+const NOTIFY_JUNK: &str =
+    "SET (selected (MessageNew MessageExpunge)) (mailboxes Junk (MessageNew MessageExpunge))";
+
+/// A server offering NOTIFY (RFC 5465): after the start-up STATUS, emap
+/// asks it to report Junk; IDLE then runs with no poll timer (the poll
+/// interval is an hour here), and the unsolicited `* STATUS Junk` the
+/// server sends during IDLE ends it at once: STATUS, EXAMINE Junk, fetch,
+/// EXAMINE INBOX, IDLE — NOTIFY is not sent again for the same folders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_reports_junk_during_idle_without_polling() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("IDLE NOTIFY").await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        status(&mut c, "Junk", 1, 5).await;
+        let (tag, rest) = c.expect("NOTIFY").await;
+        assert_eq!(rest, NOTIFY_JUNK);
+        c.send(format!("{tag} OK NOTIFY completed\r\n")).await;
+        let tag = c.idle().await;
+        c.send("* STATUS Junk (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 5)\r\n")
+            .await;
+        c.done(&tag).await;
+        status(&mut c, "Junk", 2, 5).await;
+        examine(&mut c, "Junk", 1, 2, 5).await;
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("notified junk"))])
+            .await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        quiet(&mut c, Some(("Junk", 2, 5)), "").await;
+    })
+    .await;
+    let h = start(Config {
+        poll_interval: Duration::from_secs(3600),
+        ..scripted_config()
+    });
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "notified junk");
+    assert_eq!(
+        server
+            .commands()
+            .iter()
+            .filter(|l| l.contains("NOTIFY"))
+            .count(),
+        1
+    );
+    assert_eq!(server.accepted(), 1);
+    h.shutdown().await;
+}
+
+/// NOTIFY offered but refused: the session checks Junk every
+/// `poll_interval` with STATUS, as on a server without NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_notify_falls_back_to_status_polling() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("IDLE NOTIFY").await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        status(&mut c, "Junk", 1, 5).await;
+        let (tag, _) = c.expect("NOTIFY").await;
+        c.send(format!("{tag} BAD Error in IMAP command NOTIFY\r\n"))
+            .await;
+        idle_round(&mut c).await;
+        status(&mut c, "Junk", 2, 5).await;
+        examine(&mut c, "Junk", 1, 2, 5).await;
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("polled junk"))])
+            .await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        // NOTIFY is asked again only if the folders change; here they do
+        // not, so the client keeps polling.
+        let tag = c.idle().await;
+        c.done(&tag).await;
+        let (tag, rest) = c.expect("STATUS").await;
+        assert!(rest.starts_with("Junk "), "{rest}");
+        c.send(format!(
+            "* STATUS Junk (UIDNEXT 2 UIDVALIDITY 5)\r\n{tag} OK s\r\n"
+        ))
+        .await;
+        quiet(&mut c, Some(("Junk", 2, 5)), "").await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "polled junk");
+    support::until("a second STATUS round", async || {
+        server
+            .commands()
+            .iter()
+            .filter(|l| l.contains("STATUS Junk"))
+            .count()
+            >= 3
+    })
+    .await;
+    h.shutdown().await;
+}
+
 // ─────────────────────────────── real servers ───────────────────────────────
 
 /// Plaintext credential of `user` on `s`.
@@ -688,5 +787,37 @@ async fn a_special_use_moved_to_another_folder_with_the_same_uidvalidity_starts_
         (Some("in spam"), "Spam", 50)
     );
     assert_eq!(server.accepted(), 2);
+    h.shutdown().await;
+}
+
+/// Dovecot's NOTIFY alone brings Junk's mail: the poll interval is an
+/// hour, so without NOTIFY the mail would not arrive within the test; one
+/// connection, counted by Dovecot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_notify_reports_junk_without_polling() {
+    let s = support::dovecot();
+    let user = s.user("notify");
+    let u = user.clone();
+    blocking(move || s.create_junk(&u)).await;
+    let h = start(Config {
+        poll_interval: Duration::from_secs(3600),
+        ..server_config()
+    });
+    let cred = server_cred(s, &user).also_watch(SpecialUse::Junk);
+    let mut sub = h.subscribe(cred, Filter::new()).await.unwrap();
+    let (u, to) = (user.clone(), user.name.clone());
+    blocking(move || {
+        s.append(
+            &u,
+            "Junk",
+            &mail("sender@emap.test", &to, "notified", "spam?"),
+        );
+    })
+    .await;
+    let m = next(&mut sub).await;
+    assert_eq!((m.subject(), m.mailbox()), (Some("notified"), "Junk"));
+    let name = user.name.clone();
+    let connections = blocking(move || s.wait_connections(&name, 1, EVENTUALLY)).await;
+    assert_eq!(connections, 1);
     h.shutdown().await;
 }
