@@ -336,14 +336,16 @@ impl Credential {
     /// once per folder; a folder given twice, or equal to the main folder,
     /// is watched once.
     ///
-    /// The session IDLEs on the main folder and, every
+    /// The session IDLEs on the main folder and, at connect and every
     /// `Config::poll_interval`, asks the server for each other folder's
     /// `STATUS (UIDNEXT UIDVALIDITY)` on the same connection; only a
     /// folder whose UIDNEXT or UIDVALIDITY moved is opened (EXAMINE), its
-    /// new mail fetched, and the main folder opened again. Each folder has
-    /// its own UIDVALIDITY and watermark, so its mail is delivered once,
-    /// also across reconnects. New mail in another folder thus arrives
-    /// within about one `poll_interval`; [`Mail::mailbox`](crate::Mail::mailbox)
+    /// new mail fetched, and the main folder opened again. Where the
+    /// server offers NOTIFY (RFC 5465, e.g. Dovecot), it is asked to report
+    /// the other folders, and a report starts the check at once instead of
+    /// the timer. Each folder has its own UIDVALIDITY and watermark, so its
+    /// mail is delivered once, also across reconnects. Without NOTIFY, new
+    /// mail in another folder arrives within about one `poll_interval`; [`Mail::mailbox`](crate::Mail::mailbox)
     /// says which folder it came from, and [`Filter::folder`](crate::Filter::folder)
     /// picks folders.
     ///
