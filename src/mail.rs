@@ -223,7 +223,9 @@ impl Mail {
     /// credential watching a special use
     /// ([`Credential::special_use`](crate::Credential::special_use)) the
     /// name the server listed for it, decoded from modified UTF-7
-    /// (`[Gmail]/Spam`, `Junk`, `Нежелательная почта`).
+    /// (`[Gmail]/Spam`, `Junk`, `Нежелательная почта`); for a mail from a
+    /// further folder ([`Credential::also_watch`](crate::Credential::also_watch)),
+    /// that folder's name, found the same way.
     pub fn mailbox(&self) -> &str {
         &self.mailbox
     }

@@ -11,7 +11,10 @@
 //! a further folder's fetch, a new UIDVALIDITY in the further folder only,
 //! STATUS answered NO, a folder deleted between STATUS and EXAMINE. The
 //! real servers (Dovecot, Cyrus, Courier) prove the whole path, counting
-//! the connections on the server: see the end of this file.
+//! the connections on the server: see the end of this file. Where the
+//! server offers NOTIFY (RFC 5465: Dovecot), it reports the further
+//! folders instead of the poll timer; elsewhere (Cyrus, Courier) the STATUS
+//! check runs every `poll_interval`.
 
 mod support;
 
@@ -819,5 +822,103 @@ async fn dovecot_notify_reports_junk_without_polling() {
     let name = user.name.clone();
     let connections = blocking(move || s.wait_connections(&name, 1, EVENTUALLY)).await;
     assert_eq!(connections, 1);
+    h.shutdown().await;
+}
+
+/// The look-back and the replay work per folder. Mail put into Junk (and
+/// INBOX) before the session exists is old mail: a subscriber whose
+/// `max_age` reaches back gets both, Junk's from Junk's own look-back
+/// (below Junk's first watermark, fixed by its first STATUS), each once; a
+/// subscriber without `max_age` gets neither. A late subscriber with
+/// `max_age` gets both again from the replay window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_junk_mail_is_found_by_its_own_look_back_and_replayed() {
+    let s = support::dovecot();
+    let user = s.user("lookback");
+    let (u, to) = (user.clone(), user.name.clone());
+    blocking(move || {
+        s.create_junk(&u);
+        s.append(&u, "Junk", &mail("sender@emap.test", &to, "old junk", "x"));
+        s.append(
+            &u,
+            "INBOX",
+            &mail("sender@emap.test", &to, "old inbox", "x"),
+        );
+    })
+    .await;
+    let h = start(server_config());
+    let cred = server_cred(s, &user).also_watch(SpecialUse::Junk);
+    let mut live = h.subscribe(cred.clone(), Filter::new()).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let mut old = h
+        .subscribe(cred.clone(), Filter::new().max_age(hour))
+        .await
+        .unwrap();
+    let mut got = [next(&mut old).await, next(&mut old).await];
+    got.sort_by_key(|m| m.mailbox().to_owned());
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.subject().unwrap(), m.mailbox()))
+            .collect::<Vec<_>>(),
+        [("old inbox", "INBOX"), ("old junk", "Junk")]
+    );
+    // Live mail after: the next mail of either subscriber is the sentinel
+    // (nothing old twice, nothing old to the live subscriber).
+    let to = user.name.clone();
+    blocking(move || s.deliver(&to, &mail("sender@emap.test", &to, "sentinel", "x"))).await;
+    assert_eq!(next_subject(&mut old).await, "sentinel");
+    assert_eq!(next_subject(&mut live).await, "sentinel");
+    // A late subscriber: the replay window holds all three.
+    let mut late = h
+        .subscribe(cred, Filter::new().max_age(hour))
+        .await
+        .unwrap();
+    let mut subjects = Vec::new();
+    for _ in 0..3 {
+        subjects.push(next_subject(&mut late).await);
+    }
+    subjects.sort();
+    assert_eq!(subjects, ["old inbox", "old junk", "sentinel"]);
+    h.shutdown().await;
+}
+
+/// The folder set is part of the identity: a credential that differs from
+/// another only in its further folders gets a session — and a connection
+/// — of its own (counted by Dovecot), while the same set given in another
+/// order shares the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_differing_only_in_folders_are_two_sessions() {
+    let s = support::dovecot();
+    let user = s.user("folderset");
+    let u = user.clone();
+    blocking(move || {
+        s.create_junk(&u);
+        s.create_mailbox(&u, "Alerts");
+    })
+    .await;
+    let h = start(server_config());
+    let plain = server_cred(s, &user);
+    let a = plain
+        .clone()
+        .also_watch(SpecialUse::Junk)
+        .also_watch("Alerts");
+    let b = plain
+        .clone()
+        .also_watch("Alerts")
+        .also_watch(SpecialUse::Junk);
+    let _p = h.subscribe(plain, Filter::new()).await.unwrap();
+    let _a = h.subscribe(a, Filter::new()).await.unwrap();
+    let _b = h.subscribe(b, Filter::new()).await.unwrap();
+    let name = user.name.clone();
+    let connections = blocking(move || s.wait_connections(&name, 2, EVENTUALLY)).await;
+    assert_eq!(connections, 2);
+    let stats = h.stats().await.unwrap();
+    let mut keys: Vec<_> = stats
+        .iter()
+        .filter(|st| st.key.user == user.name)
+        .map(|st| st.key.also.len())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, [0, 2]);
     h.shutdown().await;
 }
