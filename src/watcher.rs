@@ -457,7 +457,7 @@ impl Watcher {
             };
             if done.status != Status::Ok {
                 tracing::warn!(mailbox = %name, text = %done.text, "STATUS refused; the folder is missing");
-                self.folders.missing(i);
+                self.missing(i);
                 continue;
             }
             let item = |want: &str| {
@@ -476,6 +476,17 @@ impl Watcher {
         self.drain_notices();
         self.report_progress();
         Ok(())
+    }
+
+    /// Further folder `i` was refused: counted; a special use is looked up
+    /// again at the next check (it may mark another folder by then).
+    fn missing(&mut self, i: usize) {
+        self.folders.missing(i);
+        let f = self.folders.get_mut(i);
+        if matches!(f.folder, Folder::SpecialUse(_)) {
+            f.name = None;
+            f.raw_name = None;
+        }
     }
 
     /// The further folders found, as they go on the wire.
@@ -617,7 +628,7 @@ impl Watcher {
             // No mailbox is selected after a failed EXAMINE (RFC 3501
             // 6.3.1): back to the main folder.
             tracing::warn!(folder = %self.folders.get(i).folder, text = %done.text, "EXAMINE refused; the folder is missing");
-            self.folders.missing(i);
+            self.missing(i);
             return self.reopen_main().await;
         }
         let CommandData::Selected(info) = done.data else {
