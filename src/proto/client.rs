@@ -816,7 +816,7 @@ impl Client {
         let asked = if mailbox.eq_ignore_ascii_case("INBOX") {
             "INBOX".to_owned()
         } else {
-            crate::proto::encode::utf7_encode(mailbox)
+            super::encode::utf7_encode(mailbox)
         };
         if let Some(p) = self.pending.as_mut() {
             p.status_of = Some(asked);
