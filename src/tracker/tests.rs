@@ -1414,7 +1414,8 @@ mod model {
         let owned = std::mem::replace(t, MailboxTracker::new(1, 0));
         let mut r = Run::adopt(owned, msgs);
         let before: BTreeSet<u32> = r.live.keys().copied().collect();
-        r.settle(50);
+        // Careful mode after a cut takes a search and a fetch per message.
+        r.settle(20 + 4 * msgs.len() as u64);
         let out = r
             .live
             .keys()
