@@ -469,6 +469,7 @@ fn command_name(kind: CommandKind) -> &'static str {
         CommandKind::Fetch => "FETCH",
         CommandKind::Search => "UID SEARCH",
         CommandKind::List => "LIST",
+        CommandKind::Notify => "NOTIFY",
         CommandKind::Logout => "LOGOUT",
     }
 }

@@ -8,6 +8,7 @@
 //! A registry is shared by many callers, so a subscriber joins a live
 //! session only if it would have been let in on its own: the same
 //! [`Identity`] (server, user with its case kept, mailbox or special use,
+//! the further folders watched on the same connection,
 //! TLS mode, trust settings, kind of authentication and OAuth2 token
 //! provider) and the same secret, compared through a keyed hash
 //! ([`Credential::secret_fingerprint`]) in constant time. Anything else gets
@@ -25,6 +26,56 @@ use rustls_pki_types::pem::PemObject;
 use crate::Error;
 pub use crate::proto::SpecialUse;
 use crate::tracker::{Followed, Position};
+
+/// A folder a credential watches: by name, or by the special use the
+/// server marks it with (RFC 6154). Made from a `&str`/`String` (a name)
+/// or a [`SpecialUse`], so [`Credential::also_watch`] takes either.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Folder {
+    /// The folder of this name (`INBOX` is case-insensitive).
+    Named(String),
+    /// The first selectable folder listed with this special-use attribute.
+    SpecialUse(SpecialUse),
+}
+
+impl Folder {
+    /// The folder with `INBOX` normalised, so that equal folders compare
+    /// equal.
+    fn normal(&self) -> Folder {
+        match self {
+            Folder::Named(n) => Folder::Named(normal_mailbox(n)),
+            Folder::SpecialUse(u) => Folder::SpecialUse(*u),
+        }
+    }
+}
+
+impl fmt::Display for Folder {
+    /// The name, or the attribute (`\Junk`) of a special use.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Folder::Named(n) => f.write_str(n),
+            Folder::SpecialUse(u) => f.write_str(u.attribute()),
+        }
+    }
+}
+
+impl From<&str> for Folder {
+    fn from(name: &str) -> Self {
+        Folder::Named(name.to_owned())
+    }
+}
+
+impl From<String> for Folder {
+    fn from(name: String) -> Self {
+        Folder::Named(name)
+    }
+}
+
+impl From<SpecialUse> for Folder {
+    fn from(u: SpecialUse) -> Self {
+        Folder::SpecialUse(u)
+    }
+}
 
 /// A password or token. Its `Debug` output is `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -210,6 +261,9 @@ pub struct Credential {
     /// Where a new session starts instead of at UIDNEXT (see
     /// [`Credential::resume_from`]). Default: nowhere stored.
     pub resume: Resume,
+    /// Further folders watched on the same connection
+    /// ([`Credential::also_watch`]), in the order given. Default none.
+    pub also: Vec<Folder>,
 }
 
 /// Where a new session for a credential starts: stored [`Position`]s
@@ -293,6 +347,7 @@ impl Credential {
             mailbox: "INBOX".to_owned(),
             special_use: None,
             resume: Resume::default(),
+            also: Vec::new(),
         }
     }
 
@@ -364,6 +419,77 @@ impl Credential {
     pub fn special_use(mut self, special_use: SpecialUse) -> Self {
         self.special_use = Some(special_use);
         self
+    }
+
+    /// Also watches `folder` — a name (`"Spam"`) or a [`SpecialUse`]
+    /// (`SpecialUse::Junk`) — on the **same connection** as the main folder
+    /// ([`Credential::mailbox`] or [`Credential::special_use`]). Call it
+    /// once per folder; a folder given twice, or equal to the main folder,
+    /// is watched once.
+    ///
+    /// The session IDLEs on the main folder and, at connect and every
+    /// `Config::poll_interval`, asks the server for each other folder's
+    /// `STATUS (UIDNEXT UIDVALIDITY)` on the same connection; only a
+    /// folder whose UIDNEXT or UIDVALIDITY moved is opened (EXAMINE), its
+    /// new mail fetched, and the main folder opened again. Where the
+    /// server offers NOTIFY (RFC 5465, e.g. Dovecot), it is asked to report
+    /// the other folders, and a report starts the check at once instead of
+    /// the timer. Each folder has its own UIDVALIDITY and watermark, so its
+    /// mail is delivered once, also across reconnects. Without NOTIFY, new
+    /// mail in another folder arrives within about one `poll_interval`; [`Mail::mailbox`](crate::Mail::mailbox)
+    /// says which folder it came from, and [`Filter::folder`](crate::Filter::folder)
+    /// picks folders.
+    ///
+    /// A special use is looked up with `LIST` at every connect, as for
+    /// [`Credential::special_use`]. A further folder that is missing
+    /// (never created, deleted, or no folder marked with the special use)
+    /// does not fail the session: the main folder keeps being watched,
+    /// the folder is looked for again at each check, and
+    /// `SessionStats::folders` reports it missing.
+    ///
+    /// The folder set is part of the session's identity: two credentials
+    /// that differ only in their folders are two sessions, with a
+    /// connection each.
+    ///
+    /// ```no_run
+    /// use emap::{Auth, Credential, SpecialUse};
+    /// let cred = Credential::new("imap.example.com", "bot@example.com", Auth::password("pw"))
+    ///     .also_watch(SpecialUse::Junk)
+    ///     .also_watch("Notifications");
+    /// ```
+    pub fn also_watch(mut self, folder: impl Into<Folder>) -> Self {
+        self.also.push(folder.into());
+        self
+    }
+
+    /// The main folder, as a [`Folder`].
+    pub(crate) fn main_folder(&self) -> Folder {
+        match self.special_use {
+            Some(u) => Folder::SpecialUse(u),
+            None => Folder::Named(normal_mailbox(&self.mailbox)),
+        }
+    }
+
+    /// The further folders, normalised, without repeats or the main
+    /// folder, in the order first given.
+    pub(crate) fn further_folders(&self) -> Vec<Folder> {
+        let main = self.main_folder();
+        let mut out: Vec<Folder> = Vec::new();
+        for f in &self.also {
+            let f = f.normal();
+            if f != main && !out.contains(&f) {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// The further folders as the identity and key hold them: sorted, so
+    /// that the order they were given in does not split a session.
+    fn folder_set(&self) -> Vec<Folder> {
+        let mut set = self.further_folders();
+        set.sort();
+        set
     }
 
     /// The mailbox as the session key and identity name it: the name
@@ -453,6 +579,7 @@ impl Credential {
             user: self.user.clone(),
             mailbox: self.mailbox_key(),
             special_use: self.special_use,
+            also: self.folder_set(),
             tls: self.tls,
             trust,
             auth,
@@ -469,6 +596,7 @@ impl Credential {
             user: self.user.clone(),
             mailbox: self.mailbox_key(),
             special_use: self.special_use,
+            also: self.folder_set(),
             instance,
         }
     }
@@ -481,6 +609,14 @@ impl Credential {
         }
         check_value("user name", self.user.as_bytes())?;
         check_value("mailbox", self.mailbox.as_bytes())?;
+        for f in &self.also {
+            if let Folder::Named(n) = f {
+                check_value("mailbox", n.as_bytes())?;
+                if n.is_empty() {
+                    return Err(Error::InvalidConfig("a folder name is empty".into()));
+                }
+            }
+        }
         if let Auth::Password(p) = &self.auth {
             check_value("password", p.expose().as_bytes())?;
         }
@@ -509,7 +645,7 @@ pub(crate) fn same_secret(a: u64, b: u64) -> bool {
 /// share a session: the server (host case-insensitive, as in DNS), the
 /// user (case kept: some servers tell `Bot` from `bot`), the mailbox
 /// (`INBOX` case-insensitive) or special use (never equal to a mailbox
-/// name, even `\Junk`), the TLS mode, the trust settings and the
+/// name, even `\Junk`), the further folders as a set, the TLS mode, the trust settings and the
 /// kind of authentication with, for OAuth2, the token provider. It holds no
 /// secret: the registry stores it beside the secret's keyed fingerprint.
 ///
@@ -528,6 +664,7 @@ pub(crate) struct Identity {
     user: String,
     mailbox: String,
     special_use: Option<SpecialUse>,
+    also: Vec<Folder>,
     tls: TlsMode,
     trust: Trust,
     auth: AuthKind,
@@ -552,6 +689,7 @@ impl fmt::Debug for Identity {
             .field("user", &self.user)
             .field("mailbox", &self.mailbox)
             .field("special_use", &self.special_use)
+            .field("also", &self.also)
             .field("tls", &self.tls)
             .field("trust", &trust)
             .field("auth", &auth)
@@ -618,7 +756,8 @@ impl<T: ?Sized> Hash for ByAddress<T> {
     }
 }
 
-/// Names one shared session: `user@host:port/mailbox #instance`.
+/// Names one shared session: `user@host:port/mailbox #instance`, or with
+/// further folders `user@host:port/mailbox+folder+folder #instance`.
 ///
 /// Several sessions can serve the same user, server and mailbox at once —
 /// credentials that differ in secret, TLS mode, trust settings or token
@@ -640,6 +779,9 @@ pub struct SessionKey {
     /// ([`Credential::special_use`]): it tells `\Junk` the special use from
     /// a mailbox named `\Junk`.
     pub special_use: Option<SpecialUse>,
+    /// The further folders watched on the same connection
+    /// ([`Credential::also_watch`]): normalised, sorted, without repeats.
+    pub also: Vec<Folder>,
     /// The registry's number for this session, unique within the registry.
     pub instance: u64,
 }
@@ -648,9 +790,13 @@ impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}@{}:{}/{} #{}",
-            self.user, self.host, self.port, self.mailbox, self.instance
-        )
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.mailbox
+        )?;
+        for folder in &self.also {
+            write!(f, "+{folder}")?;
+        }
+        write!(f, " #{}", self.instance)
     }
 }
 
@@ -829,5 +975,59 @@ mod tests {
         let back = junk.clone().mailbox("INBOX");
         assert_eq!(back.special_use, None);
         assert!(joins(&back, &inbox, &keys));
+    }
+
+    #[test]
+    fn the_folder_set_is_part_of_the_identity_and_the_key() {
+        let keys = std::hash::RandomState::new();
+        let inbox = Credential::new("h", "u", Auth::password("p"));
+        let with_junk = inbox.clone().also_watch(SpecialUse::Junk);
+        // Differing only in folders: two sessions.
+        assert!(!joins(&inbox, &with_junk, &keys));
+        assert!(!joins(&with_junk, &inbox.clone().also_watch("Junk"), &keys));
+        assert!(!joins(
+            &with_junk,
+            &with_junk.clone().also_watch("Spam"),
+            &keys
+        ));
+        // A set: order, repeats, INBOX's case and the main folder itself
+        // do not matter.
+        let a = inbox
+            .clone()
+            .also_watch("Spam")
+            .also_watch(SpecialUse::Junk);
+        let b = inbox
+            .clone()
+            .also_watch(SpecialUse::Junk)
+            .also_watch("Spam")
+            .also_watch("Spam")
+            .also_watch("inbox");
+        assert!(joins(&a, &b, &keys));
+        assert_eq!(a.session_key(1), b.session_key(1));
+        assert_eq!(
+            b.further_folders(),
+            vec![
+                Folder::SpecialUse(SpecialUse::Junk),
+                Folder::Named("Spam".into())
+            ]
+        );
+        // A special-use main folder named again as a further one.
+        let junk = inbox.clone().special_use(SpecialUse::Junk);
+        assert!(joins(
+            &junk,
+            &junk.clone().also_watch(SpecialUse::Junk),
+            &keys
+        ));
+        let key = a.session_key(3);
+        assert_eq!(key.to_string(), "u@h:993/INBOX+Spam+\\Junk #3");
+        assert_ne!(key, inbox.session_key(3));
+    }
+
+    #[test]
+    fn further_folder_names_are_validated() {
+        let c = Credential::new("h", "u", Auth::password("p")).also_watch("Junk\r\nA1 LOGOUT");
+        assert!(matches!(c.validate(), Err(Error::InvalidInput(_))));
+        let c = Credential::new("h", "u", Auth::password("p")).also_watch("");
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))));
     }
 }

@@ -16,7 +16,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::proto::encode::check_value;
-use crate::{Config, Mail};
+use crate::{Config, Folder, Mail};
 
 /// What a subscriber wants. [`Filter::new`] matches every mail; each
 /// builder method adds a condition, and a mail must meet all of them.
@@ -43,6 +43,9 @@ pub struct Filter {
     /// received and still match; see [`Filter::with_clock_skew`].
     clock_skew: Duration,
     after: Option<After>,
+    /// The folders a mail may come from; empty: any folder of the
+    /// credential.
+    folders: Vec<Folder>,
 }
 
 /// The mail given to [`Filter::after`]: what is needed to tell whether
@@ -92,6 +95,7 @@ impl Default for Filter {
             max_age: None,
             clock_skew: Config::default().clock_skew,
             after: None,
+            folders: Vec::new(),
         }
     }
 }
@@ -200,6 +204,30 @@ impl Filter {
         self.to.as_deref()
     }
 
+    /// Only mail from `folder`: a name (`"Junk"`, `INBOX`
+    /// case-insensitive), matched against [`Mail::mailbox`], or a
+    /// [`SpecialUse`](crate::SpecialUse), matched against the folder the
+    /// credential named ([`Mail::folder`]), whatever the server calls it.
+    /// Call it again to accept several folders; without it, mail from any
+    /// folder of the credential ([`Credential::also_watch`](crate::Credential::also_watch))
+    /// matches.
+    pub fn folder(mut self, folder: impl Into<Folder>) -> Self {
+        self.folders.push(folder.into());
+        self
+    }
+
+    /// Whether `mail` came from one of the folders named, if any.
+    fn in_folder(&self, mail: &Mail) -> bool {
+        self.folders.is_empty()
+            || self.folders.iter().any(|f| match f {
+                Folder::Named(name) => {
+                    same_mailbox(name, mail.mailbox())
+                        || matches!(mail.folder(), Some(Folder::Named(n)) if same_mailbox(n, name))
+                }
+                Folder::SpecialUse(_) => mail.folder() == Some(f),
+            })
+    }
+
     /// Whether `mail` meets every condition, `now` being the current time
     /// for [`Filter::max_age`].
     ///
@@ -210,6 +238,9 @@ impl Filter {
     /// conditions: it is new mail the session just saw arrive, and dropping
     /// it would lose it.
     pub fn matches(&self, mail: &Mail, now: SystemTime) -> bool {
+        if !self.in_folder(mail) {
+            return false;
+        }
         if let Some(to) = &self.to
             && !mail.recipients().iter().any(|r| r == to)
         {
@@ -278,6 +309,11 @@ impl Filter {
         for (field, value) in strings {
             if let Some(v) = value {
                 check_value(field, v.as_bytes())?;
+            }
+        }
+        for f in &self.folders {
+            if let Folder::Named(n) = f {
+                check_value("filter folder", n.as_bytes())?;
             }
         }
         if self.to.as_deref().is_some_and(str::is_empty) {
@@ -755,5 +791,37 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    /// A folder condition: by name (INBOX case-insensitive) against
+    /// `Mail::mailbox`, by special use against the credential's folder;
+    /// several folders are alternatives; none means any folder.
+    #[test]
+    fn folders_are_alternatives_by_name_or_special_use() {
+        use crate::SpecialUse;
+        let raw = b"Subject: s\r\nTo: a@x\r\n\r\nbody".to_vec();
+        let now = SystemTime::now();
+        let inbox = Mail::parse(1, 1, "INBOX", None, raw.clone(), false)
+            .with_folder(Folder::Named("INBOX".into()));
+        let spam = Mail::parse(1, 1, "[Gmail]/Spam", None, raw.clone(), false)
+            .with_folder(Folder::SpecialUse(SpecialUse::Junk));
+        let plain = Mail::parse(1, 1, "Junk", None, raw, false);
+        assert!(Filter::new().matches(&spam, now));
+        let junk = Filter::new().folder(SpecialUse::Junk);
+        assert!(junk.matches(&spam, now));
+        assert!(!junk.matches(&inbox, now));
+        // A special use is what the credential named, not a name guess.
+        assert!(!junk.matches(&plain, now));
+        let named = Filter::new().folder("inbox");
+        assert!(named.matches(&inbox, now));
+        assert!(!named.matches(&spam, now));
+        assert!(Filter::new().folder("[Gmail]/Spam").matches(&spam, now));
+        let either = Filter::new().folder("INBOX").folder(SpecialUse::Junk);
+        assert!(either.matches(&inbox, now) && either.matches(&spam, now));
+        assert!(!either.matches(&plain, now));
+        assert!(matches!(
+            Filter::new().folder("a\r\nb").validate(),
+            Err(Error::InvalidInput(_))
+        ));
     }
 }

@@ -140,8 +140,8 @@ mod watcher;
 
 pub use config::{Config, MailboxAccess};
 pub use credential::{
-    Auth, Credential, OAuthMechanism, Resume, Secret, SessionKey, SpecialUse, TlsConfig, TlsMode,
-    TokenFuture, TokenProvider,
+    Auth, Credential, Folder, OAuthMechanism, Resume, Secret, SessionKey, SpecialUse, TlsConfig,
+    TlsMode, TokenFuture, TokenProvider,
 };
 pub use error::Error;
 pub use filter::Filter;
@@ -151,7 +151,7 @@ pub use mail::{Address, Mail};
 pub use proto::encode::InputError;
 pub use proto::{Excerpt, ProtoError};
 pub use registry::Registry;
-pub use stats::{ActorCounts, SessionState, SessionStats};
+pub use stats::{ActorCounts, FolderStats, SessionState, SessionStats};
 pub use subscription::Subscription;
 pub use tracker::{Followed, Position};
 

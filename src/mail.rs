@@ -76,6 +76,9 @@ pub struct Mail {
     uid: u32,
     uid_validity: u32,
     mailbox: String,
+    /// The credential's folder the mail came from (a name or a special
+    /// use), set by the session; `None` for a mail parsed by the caller.
+    folder: Option<crate::credential::Folder>,
     internal_date: Option<SystemTime>,
     raw: Vec<u8>,
     truncated: bool,
@@ -194,6 +197,7 @@ impl Mail {
             uid,
             uid_validity,
             mailbox: mailbox.to_owned(),
+            folder: None,
             internal_date,
             raw,
             truncated,
@@ -219,9 +223,25 @@ impl Mail {
     /// credential watching a special use
     /// ([`Credential::special_use`](crate::Credential::special_use)) the
     /// name the server listed for it, decoded from modified UTF-7
-    /// (`[Gmail]/Spam`, `Junk`, `Нежелательная почта`).
+    /// (`[Gmail]/Spam`, `Junk`, `Нежелательная почта`); for a mail from a
+    /// further folder ([`Credential::also_watch`](crate::Credential::also_watch)),
+    /// that folder's name, found the same way.
     pub fn mailbox(&self) -> &str {
         &self.mailbox
+    }
+
+    /// The folder of the credential the mail came from, as the credential
+    /// named it: [`Folder::Named`](crate::Folder::Named) or
+    /// [`Folder::SpecialUse`](crate::Folder::SpecialUse) (`\Junk`, whatever
+    /// the server calls it). `None` for a mail parsed with [`Mail::parse`].
+    pub fn folder(&self) -> Option<&crate::credential::Folder> {
+        self.folder.as_ref()
+    }
+
+    /// Tags the mail with the credential's folder it came from.
+    pub(crate) fn with_folder(mut self, folder: crate::credential::Folder) -> Mail {
+        self.folder = Some(folder);
+        self
     }
 
     /// When the server received the message (IMAP `INTERNALDATE`, the
@@ -386,6 +406,7 @@ impl fmt::Debug for Mail {
             .field("uid", &self.uid)
             .field("uid_validity", &self.uid_validity)
             .field("mailbox", &self.mailbox)
+            .field("folder", &self.folder)
             .field("subject", &self.parsed.subject)
             .field("from", &self.parsed.from)
             .field("recipients", &self.parsed.recipients.len())

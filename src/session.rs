@@ -37,9 +37,9 @@ use crate::queue::SubscriberQueue;
 use crate::replay::ReplayWindow;
 use crate::stats::{ActorCensus, Counted, SessionState, SessionStats};
 use crate::subscriber::Subscriber;
-use crate::tracker::{Followed, MailboxTracker, Position, Snapshot};
+use crate::tracker::{FolderPosition, Followed, MailboxTracker, Position, Snapshot};
 use crate::transport::Tls;
-use crate::watcher::{self, ConnectionEnded, LoopCommand, LoopEvent};
+use crate::watcher::{self, ConnectionEnded, Folders, LoopCommand, LoopEvent};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};
 
 /// One subscriber as its session knows it.
@@ -60,10 +60,13 @@ pub struct Session {
     /// (it never keeps the registry alive) and typed by the one message a
     /// session sends up, so that this module does not import the registry.
     registry: WeakRecipient<SessionEnded>,
-    /// The position; `None` while a connection holds it.
-    tracker: Option<MailboxTracker>,
+    /// The position in every folder (one tracker each); `None` while a
+    /// connection holds it.
+    tracker: Option<Folders>,
     /// The tracker's position as last reported, for statistics only.
     snapshot: Snapshot,
+    /// Every folder's position as last reported, for statistics only.
+    positions: Vec<FolderPosition<crate::Folder>>,
     backoff: Backoff,
     delay: Duration,
     state: SessionState,
@@ -99,8 +102,9 @@ pub struct Session {
     _live: Counted,
     /// A followed session's report channel (`Handle::follow`).
     tap: Option<Arc<Tap>>,
-    /// The position last reported to `tap`.
-    reported: Option<(u32, u32)>,
+    /// The position last reported to `tap`, per folder (as the credential
+    /// names it): (UIDVALIDITY, next UID).
+    reported: HashMap<String, (u32, u32)>,
 }
 
 impl Session {
@@ -123,19 +127,27 @@ impl Session {
             instance.hash(&mut h);
             h.finish()
         };
-        let mut tracker = MailboxTracker::new(config.poison_attempts, config.look_back_limit)
-            .with_silent_span(config.poison_silent_span);
-        let folder = cred.folder();
-        if let Some(p) = cred.resume.positions.iter().find(|p| p.folder == folder) {
-            tracing::info!(session = %key, uid_validity = p.uid_validity, next_uid = p.next_uid, "resuming from a stored position");
-            tracker.resume(p.uid_validity, p.next_uid);
+        let mut folders = Folders::new(cred.main_folder(), cred.further_folders(), || {
+            MailboxTracker::new(config.poison_attempts, config.look_back_limit)
+                .with_silent_span(config.poison_silent_span)
+        });
+        // A stored position applies to the folder it names, as the
+        // credential names it (`INBOX`, a name, or `\Junk`).
+        for i in 0..folders.len() {
+            let state = folders.get_mut(i);
+            let name = state.folder.to_string();
+            if let Some(p) = cred.resume.positions.iter().find(|p| p.folder == name) {
+                tracing::info!(session = %key, folder = %name, uid_validity = p.uid_validity, next_uid = p.next_uid, "resuming from a stored position");
+                state.tracker.resume(p.uid_validity, p.next_uid);
+            }
         }
         Session {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
-            tracker: Some(tracker),
+            tracker: Some(folders),
             tap: cred.resume.tap.clone(),
-            reported: None,
+            reported: HashMap::new(),
             snapshot: Snapshot::default(),
+            positions: Vec::new(),
             recent: ReplayWindow::from_config(&config),
             key,
             instance,
@@ -224,14 +236,15 @@ impl Session {
     fn loop_ended(&mut self, ended: ConnectionEnded, ctx: &mut Context<Self>) {
         self.orders = None;
         let ConnectionEnded {
-            mut tracker,
+            folders: mut tracker,
             phase,
             result,
         } = ended;
-        while let Some(n) = tracker.poll_notice() {
-            watcher::log_notice(&n);
+        while let Some((folder, n)) = tracker.poll_notice() {
+            watcher::log_notice(&folder, &n);
         }
         self.snapshot = tracker.snapshot();
+        self.positions = tracker.positions();
         let healthy_before = tracker.has_position();
         self.tracker = Some(tracker);
         let e = match result {
@@ -376,7 +389,10 @@ impl Session {
                     self.recent.clear();
                 }
                 self.snapshot = snapshot;
-                self.report_position();
+            }
+            LoopEvent::Folders(positions) => {
+                self.positions = positions;
+                self.report_positions();
             }
             LoopEvent::Mail(mail) => {
                 if let Some(tap) = &self.tap {
@@ -395,26 +411,32 @@ impl Session {
         }
     }
 
-    /// Tells a follower that the position moved: after the mail below it
-    /// (the watcher reports progress after the mail it covers, through
-    /// this same mailbox), never backwards under one UIDVALIDITY.
-    fn report_position(&mut self) {
-        let (Some(tap), Some(v), Some(w)) = (
-            &self.tap,
-            self.snapshot.uid_validity,
-            self.snapshot.watermark,
-        ) else {
+    /// Tells a follower that a folder's position moved: after the mail
+    /// below it (the watcher reports positions after the mail they cover,
+    /// through this same mailbox), never backwards under one UIDVALIDITY.
+    fn report_positions(&mut self) {
+        let Some(tap) = &self.tap else {
             return;
         };
-        if self.reported.is_some_and(|(rv, rw)| rv == v && rw >= w) {
-            return;
+        for p in &self.positions {
+            let (Some(v), Some(w)) = (p.uid_validity, p.watermark) else {
+                continue;
+            };
+            let folder = p.folder.to_string();
+            if self
+                .reported
+                .get(&folder)
+                .is_some_and(|&(rv, rw)| rv == v && rw >= w)
+            {
+                continue;
+            }
+            self.reported.insert(folder.clone(), (v, w));
+            tap.send(Followed::Advanced(Position {
+                folder,
+                uid_validity: v,
+                next_uid: w,
+            }));
         }
-        self.reported = Some((v, w));
-        tap.send(Followed::Advanced(Position {
-            folder: self.cred.folder(),
-            uid_validity: v,
-            next_uid: w,
-        }));
     }
 
     fn remember(&mut self, mail: Arc<Mail>) {
@@ -520,6 +542,10 @@ impl Session {
             .tracker
             .as_ref()
             .map_or(self.snapshot, |t| t.snapshot());
+        let positions = self
+            .tracker
+            .as_ref()
+            .map_or_else(|| self.positions.clone(), |t| t.positions());
         SessionStats {
             key: self.key.clone(),
             state: self.state,
@@ -539,6 +565,7 @@ impl Session {
             backoff: (self.state == SessionState::Backoff).then_some(self.delay),
             last_alert: self.last_alert.clone(),
             startup_bytes: self.startup_bytes,
+            folders: positions.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::SessionKey;
+use crate::credential::Folder;
+use crate::tracker::FolderPosition;
 
 /// Where a session's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +76,42 @@ pub struct SessionStats {
     /// watermark fixed, on the latest connection: the start-up cost, which
     /// does not grow with the mailbox.
     pub startup_bytes: Option<u64>,
+    /// Every folder the session watches, the main one first
+    /// (`Credential::also_watch` adds the others), each with its own
+    /// position.
+    pub folders: Vec<FolderStats>,
+}
+
+/// One watched folder's position and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FolderStats {
+    /// The folder as the credential named it.
+    pub folder: Folder,
+    /// Its name on the server, once found on the current connection.
+    pub mailbox: Option<String>,
+    /// Its UIDVALIDITY, once known.
+    pub uid_validity: Option<u32>,
+    /// The lowest UID not yet delivered from it.
+    pub watermark: Option<u32>,
+    /// Missing at the last check (not listed, or STATUS or EXAMINE
+    /// refused); looked for again at the next one.
+    pub missing: bool,
+    /// Times it was found missing.
+    pub failures: u64,
+}
+
+impl From<FolderPosition<Folder>> for FolderStats {
+    fn from(p: FolderPosition<Folder>) -> Self {
+        FolderStats {
+            folder: p.folder,
+            mailbox: p.name,
+            uid_validity: p.uid_validity,
+            watermark: p.watermark,
+            missing: p.missing,
+            failures: p.failures,
+        }
+    }
 }
 
 /// How many actors of each kind are alive.

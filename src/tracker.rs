@@ -262,6 +262,9 @@ pub(crate) struct MailboxTracker {
     /// The position came from storage ([`MailboxTracker::resume`]) and no
     /// SELECT has confirmed it yet.
     resumed: bool,
+    /// The folder is another one than at the last connect: the next
+    /// position starts a new epoch whatever its UIDVALIDITY.
+    moved: bool,
     // Per connection.
     exists: u32,
     announced: u32,
@@ -318,6 +321,7 @@ impl MailboxTracker {
             uidnext_regressions: 0,
             validity_changes: 0,
             resumed: false,
+            moved: false,
             exists: 0,
             announced: 0,
             careful_target: None,
@@ -371,7 +375,7 @@ impl MailboxTracker {
                 self.start_epoch(uid_validity, uid_next);
                 false
             }
-            Some(old) if old != uid_validity => {
+            Some(old) if old != uid_validity || std::mem::take(&mut self.moved) => {
                 self.notices.push_back(Notice::ValidityChanged {
                     old,
                     new: uid_validity,
@@ -430,6 +434,20 @@ impl MailboxTracker {
             return;
         }
         self.look_back_wanted = Some(self.look_back_wanted.map_or(since, |w| w.min(since)));
+    }
+
+    /// The folder found at this connect (by its special use) is another
+    /// one than before: its UIDs have nothing to do with the watermark,
+    /// even under an equal UIDVALIDITY (UIDVALIDITY is per mailbox), so
+    /// the next [`MailboxTracker::position_known`] starts a new epoch at
+    /// UIDNEXT, as for a changed UIDVALIDITY.
+    pub(crate) fn folder_moved(&mut self) {
+        self.moved = self.uid_validity.is_some();
+    }
+
+    /// Whether a look-back is wanted and not yet done.
+    pub(crate) fn wants_look_back(&self) -> bool {
+        self.look_back_wanted.is_some()
     }
 
     /// Whether there is something to fetch now (so IDLE should end).
@@ -985,6 +1003,225 @@ pub enum Followed {
     Arrived(std::sync::Arc<crate::Mail>),
     /// The position moved: everything below it was reported.
     Advanced(Position),
+}
+
+/// What a folder's STATUS said (UIDVALIDITY, UIDNEXT), as remembered at its
+/// last completed visit: a STATUS that says otherwise means new mail (or a
+/// new epoch) there.
+type Seen = (u32, u32);
+
+/// One watched folder: what the credential named, the name the server
+/// gave it on the current connection, and its own [`MailboxTracker`].
+#[derive(Debug)]
+pub(crate) struct FolderState<F> {
+    /// What the credential named: a name or a special use.
+    pub folder: F,
+    /// The folder's name on the current connection, decoded (for
+    /// `Mail::mailbox`); `None` until found.
+    pub name: Option<String>,
+    /// The name as it goes on the wire: the bytes the server listed for a
+    /// special use, else `None` (the name is encoded as usual).
+    pub raw_name: Option<Vec<u8>>,
+    /// The position in this folder: the only copy.
+    pub tracker: MailboxTracker,
+    /// STATUS as of the last completed visit (further folders only).
+    seen: Option<Seen>,
+    /// The name of the folder its position was taken in.
+    known_as: Option<String>,
+    /// The folder was missing at the last check (not listed, STATUS or
+    /// EXAMINE refused).
+    pub missing: bool,
+    /// Times the folder was found missing or refused.
+    pub failures: u64,
+}
+
+/// A position for statistics (and for whoever stores positions): the
+/// folder, its name, UIDVALIDITY and watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FolderPosition<F> {
+    pub folder: F,
+    pub name: Option<String>,
+    pub uid_validity: Option<u32>,
+    pub watermark: Option<u32>,
+    pub missing: bool,
+    pub failures: u64,
+}
+
+/// Every folder a session watches, the main one first, each with its own
+/// [`MailboxTracker`]: the one owner of the session's positions. Like a
+/// tracker, it is moved into each connection's loop and handed back, and
+/// it has no I/O and no clock. Its size is fixed by the credential: the
+/// folders are named once, so nothing here grows with what the server
+/// sends beyond what each tracker bounds.
+#[derive(Debug)]
+///
+/// `F` names a folder (the credential's `Folder`); it is a parameter so
+/// that this file needs nothing beyond the protocol types (the fuzz target
+/// compiles it alone).
+pub(crate) struct Folders<F> {
+    list: Vec<FolderState<F>>,
+}
+
+impl<F: Clone> Folders<F> {
+    /// The folders `main` and `further`, none seen yet, each tracker made
+    /// by `make`.
+    pub(crate) fn new(main: F, further: Vec<F>, mut make: impl FnMut() -> MailboxTracker) -> Self {
+        let list = std::iter::once(main)
+            .chain(further)
+            .map(|folder| FolderState {
+                folder,
+                name: None,
+                raw_name: None,
+                tracker: make(),
+                seen: None,
+                known_as: None,
+                missing: false,
+                failures: 0,
+            })
+            .collect();
+        Folders { list }
+    }
+
+    /// How many folders, the main one included.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Folder `i` (0: the main one).
+    pub(crate) fn get(&self, i: usize) -> &FolderState<F> {
+        &self.list[i]
+    }
+
+    /// Folder `i`, to change (0: the main one).
+    pub(crate) fn get_mut(&mut self, i: usize) -> &mut FolderState<F> {
+        &mut self.list[i]
+    }
+
+    /// Whether the main folder was ever selected.
+    pub(crate) fn has_position(&self) -> bool {
+        self.list[0].tracker.has_position()
+    }
+
+    /// Folder `i` is called `name` on this connection (`raw_name`: the
+    /// bytes the server listed, for a special use). Returns whether it is
+    /// another folder than the one its position was taken in — a special
+    /// use that now marks another folder — in which case its tracker
+    /// starts over there at UIDNEXT.
+    pub(crate) fn named(&mut self, i: usize, name: String, raw_name: Option<Vec<u8>>) -> bool {
+        let f = &mut self.list[i];
+        let moved = f.known_as.as_ref().is_some_and(|old| *old != name);
+        if moved {
+            f.tracker.folder_moved();
+        }
+        f.known_as = Some(name.clone());
+        f.name = Some(name);
+        f.raw_name = raw_name;
+        moved
+    }
+
+    /// A new connection: every name is looked up again.
+    pub(crate) fn connecting(&mut self) {
+        for f in &mut self.list {
+            f.name = None;
+            f.raw_name = None;
+        }
+    }
+
+    /// A subscriber wants mail since `since`: in every folder.
+    pub(crate) fn want_look_back(&mut self, since: SystemTime) {
+        for f in &mut self.list {
+            f.tracker.want_look_back(since);
+        }
+    }
+
+    /// The connection ended: each tracker with a command in flight learns
+    /// it (at most one has one).
+    pub(crate) fn connection_lost(&mut self, loss: Loss) {
+        for f in &mut self.list {
+            f.tracker.connection_lost(loss);
+        }
+    }
+
+    /// The next notice of any folder, with the folder it is about.
+    pub(crate) fn poll_notice(&mut self) -> Option<(F, Notice)> {
+        self.list
+            .iter_mut()
+            .find_map(|f| f.tracker.poll_notice().map(|n| (f.folder.clone(), n)))
+    }
+
+    /// Further folder `i` was not found, or STATUS or EXAMINE was refused:
+    /// counted; its position is kept for when it is back.
+    pub(crate) fn missing(&mut self, i: usize) {
+        let f = &mut self.list[i];
+        f.missing = true;
+        f.failures += 1;
+    }
+
+    /// Further folder `i` answered STATUS with `uid_validity` and
+    /// `uid_next` (either may be absent). Returns whether to visit it:
+    /// EXAMINE it and fetch what its tracker asks for. The first STATUS
+    /// of a folder never seen fixes its position at UIDNEXT (no backlog)
+    /// without a visit, unless a look-back is wanted there.
+    pub(crate) fn on_status(
+        &mut self,
+        i: usize,
+        uid_validity: Option<u32>,
+        uid_next: Option<u32>,
+    ) -> bool {
+        let f = &mut self.list[i];
+        f.missing = false;
+        let (Some(v), Some(n)) = (uid_validity, uid_next) else {
+            // Not enough to compare: EXAMINE tells.
+            return true;
+        };
+        if !f.tracker.has_position() || f.tracker.moved {
+            // Never seen, or another folder now: start at UIDNEXT.
+            f.tracker.position_known(v, UidNext::Exact(n));
+            f.seen = Some((v, n));
+        }
+        f.seen != Some((v, n)) || f.tracker.has_work() || f.tracker.wants_look_back()
+    }
+
+    /// Further folder `i` was visited after a STATUS that said
+    /// `uid_validity` and `uid_next`, and its tracker has nothing more to
+    /// ask. Mail that arrived after that STATUS has a UID at or above its
+    /// UIDNEXT, so the next STATUS shows it, even if the visit fetched it
+    /// already (the tracker then hands nothing out twice).
+    pub(crate) fn visited(&mut self, i: usize, uid_validity: Option<u32>, uid_next: Option<u32>) {
+        self.list[i].seen = uid_validity.zip(uid_next);
+    }
+
+    /// The main folder's position, with the counters of every folder
+    /// summed: what a session's statistics show.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut s = self.list[0].tracker.snapshot();
+        for f in &self.list[1..] {
+            let o = f.tracker.snapshot();
+            s.skipped += o.skipped;
+            s.look_back_failures += o.look_back_failures;
+            s.uidnext_regressions += o.uidnext_regressions;
+            s.validity_changes += o.validity_changes;
+        }
+        s
+    }
+
+    /// Every folder's position, the main one first.
+    pub(crate) fn positions(&self) -> Vec<FolderPosition<F>> {
+        self.list
+            .iter()
+            .map(|f| {
+                let s = f.tracker.snapshot();
+                FolderPosition {
+                    folder: f.folder.clone(),
+                    name: f.name.clone(),
+                    uid_validity: s.uid_validity,
+                    watermark: s.watermark,
+                    missing: f.missing,
+                    failures: f.failures,
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,17 @@
 //! no UIDNEXT), new mail is fetched by the sequence range EXISTS announced,
 //! and mail is fetched with `BODY.PEEK[]<0.max>` (never marked read) from a
 //! mailbox opened with EXAMINE.
+//!
+//! A credential may watch further folders ([`Credential::also_watch`]) on
+//! the same connection. The loop IDLEs on the main folder and, at connect
+//! and then every `poll_interval`, asks each further folder's `STATUS
+//! (UIDNEXT UIDVALIDITY)`; a folder whose answer moved since its last visit
+//! is visited: EXAMINE it, let its own tracker (in [`Folders`]) fetch what
+//! it asks for, EXAMINE the main folder again (its tracker fetches any gap
+//! by UID, as after a reconnect) and IDLE. Untagged data is routed to the
+//! tracker of the folder selected at the time. A further folder that is
+//! missing is counted and looked for again at the next check; it never
+//! ends the connection.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -23,11 +34,16 @@ use tokio::sync::mpsc;
 use crate::Error;
 use crate::config::{Config, MailboxAccess};
 use crate::connection::Connection;
-use crate::credential::Credential;
+use crate::credential::{Credential, Folder};
 use crate::mail::{Mail, parse_internal_date};
 use crate::proto::client::{CommandData, Completion, DEADLINE_EXPIRED, Event, SelectInfo};
 use crate::proto::{Code, Condition, Data, ListEntry, ProtoError, SpecialUse, Status};
-use crate::tracker::{Arrived, Ended, Loss, MailboxTracker, Snapshot, Step, Verdict};
+use crate::tracker::{
+    Arrived, Ended, FolderPosition, Loss, MailboxTracker, Snapshot, Step, Verdict,
+};
+
+/// Every folder of a session with its tracker.
+pub(crate) type Folders = crate::tracker::Folders<Folder>;
 use crate::transport::Tls;
 
 /// What the loop reports to its session.
@@ -43,6 +59,9 @@ pub(crate) enum LoopEvent {
     },
     /// The position moved (for statistics).
     Progress(Snapshot),
+    /// A folder's position, name or state changed: every folder's, the
+    /// main one first (for statistics).
+    Folders(Vec<FolderPosition<Folder>>),
     /// A new message, parsed.
     Mail(Arc<Mail>),
     /// A message from before the session (found by the look-back): only
@@ -80,8 +99,8 @@ pub(crate) enum Phase {
 
 /// How one connection ended.
 pub(crate) struct ConnectionEnded {
-    /// The tracker, handed back.
-    pub tracker: MailboxTracker,
+    /// The folders and their trackers, handed back.
+    pub folders: Folders,
     /// How far the connection got.
     pub phase: Phase,
     /// `Ok` after an ordered LOGOUT (or nobody listening any more).
@@ -93,7 +112,7 @@ pub(crate) async fn run(
     cred: Credential,
     config: Arc<Config>,
     tls: Option<Tls>,
-    tracker: MailboxTracker,
+    folders: Folders,
     sink: Sink,
     orders: mpsc::UnboundedReceiver<LoopCommand>,
 ) -> ConnectionEnded {
@@ -105,8 +124,11 @@ pub(crate) async fn run(
         fetch_items,
         conn: None,
         config,
-        mailbox: cred.mailbox.clone(),
-        tracker,
+        folders,
+        current: 0,
+        read_only: true,
+        check_due: false,
+        notifying: None,
         sink,
         orders,
         orders_open: true,
@@ -114,14 +136,15 @@ pub(crate) async fn run(
         early_idle_ends: 0,
         phase: Phase::Connect,
         reported: Snapshot::default(),
+        reported_folders: Vec::new(),
     };
     let result = w.run(&cred, tls.as_ref()).await;
     if let Err(e) = &result {
-        w.tracker.connection_lost(loss_of(e));
+        w.folders.connection_lost(loss_of(e));
     }
     w.report_progress();
     ConnectionEnded {
-        tracker: w.tracker,
+        folders: w.folders,
         phase: w.phase,
         result,
     }
@@ -137,15 +160,31 @@ pub(crate) async fn open_mailbox(
     cred: &Credential,
     access: MailboxAccess,
 ) -> Result<(SelectInfo, String), Error> {
-    let read_only = match access {
+    let (info, name, _) = open_main(conn, cred, access).await?;
+    Ok((info, name))
+}
+
+/// Whether mailboxes are opened read-only (EXAMINE) on this connection.
+fn read_only(conn: &Connection, access: MailboxAccess) -> bool {
+    match access {
         MailboxAccess::ReadOnly => true,
         MailboxAccess::ReadWrite => false,
         // Courier keeps UIDs only for read-write sessions (INTEROP.md).
         _ => !conn.greeting_text().contains("Courier-IMAP"),
-    };
+    }
+}
+
+/// [`open_mailbox`], also returning the name bytes the server listed for
+/// a special use (to open it again by them).
+async fn open_main(
+    conn: &mut Connection,
+    cred: &Credential,
+    access: MailboxAccess,
+) -> Result<(SelectInfo, String, Option<Vec<u8>>), Error> {
+    let read_only = read_only(conn, access);
     let Some(special_use) = cred.special_use else {
         let info = conn.select(&cred.mailbox, read_only).await?;
-        return Ok((info, cred.mailbox.clone()));
+        return Ok((info, cred.mailbox.clone(), None));
     };
     let entry = find_special_use(conn, special_use).await?;
     tracing::info!(mailbox = %entry.name, %special_use, "found the special-use mailbox");
@@ -153,7 +192,7 @@ pub(crate) async fn open_mailbox(
         .command(|c, now| c.select_listed(&entry.raw_name, read_only, now))
         .await?;
     match done.data {
-        CommandData::Selected(info) => Ok((info, entry.name)),
+        CommandData::Selected(info) => Ok((info, entry.name, Some(entry.raw_name))),
         _ => Err(ProtoError::Violation("SELECT completed without its data").into()),
     }
 }
@@ -169,6 +208,16 @@ pub(crate) async fn find_special_use(
     conn: &mut Connection,
     special_use: SpecialUse,
 ) -> Result<ListEntry, Error> {
+    list_special_uses(conn)
+        .await?
+        .into_iter()
+        .find(|e| e.is_selectable() && e.has_attribute(special_use.attribute()))
+        .ok_or(Error::SpecialUseNotFound(special_use))
+}
+
+/// Every mailbox listed, with the special-use attributes: see
+/// [`find_special_use`].
+async fn list_special_uses(conn: &mut Connection) -> Result<Vec<ListEntry>, Error> {
     let mut done = None;
     if conn.has_capability("SPECIAL-USE") {
         let extended = conn.run(|c, now| c.list("", "*", true, now)).await?;
@@ -192,10 +241,7 @@ pub(crate) async fn find_special_use(
             "the server listed more mailboxes than kept; looking among the first"
         );
     }
-    entries
-        .into_iter()
-        .find(|e| e.is_selectable() && e.has_attribute(special_use.attribute()))
-        .ok_or(Error::SpecialUseNotFound(special_use))
+    Ok(entries)
 }
 
 /// Whether the server said why the connection ended (or sent something
@@ -226,8 +272,19 @@ const INLINE_PARSE_MAX: usize = 64 * 1024;
 struct Watcher {
     conn: Option<Connection>,
     config: Arc<Config>,
-    mailbox: String,
-    tracker: MailboxTracker,
+    /// Every folder watched, each with its tracker; the only copy while
+    /// the connection lives.
+    folders: Folders,
+    /// The folder selected now: untagged data and fetched mail are its.
+    current: usize,
+    /// Whether mailboxes are opened with EXAMINE (else SELECT).
+    read_only: bool,
+    /// The further folders are to be checked at the next quiet moment.
+    check_due: bool,
+    /// The further folders the server reports by NOTIFY (RFC 5465), as
+    /// they go on the wire; `None` when NOTIFY is not in use on this
+    /// connection (not offered, refused, or nothing to ask for).
+    notifying: Option<Vec<Vec<u8>>>,
     sink: Sink,
     orders: mpsc::UnboundedReceiver<LoopCommand>,
     orders_open: bool,
@@ -239,6 +296,8 @@ struct Watcher {
     phase: Phase,
     /// The last snapshot reported, so that only changes are sent.
     reported: Snapshot,
+    /// The folder positions last reported, likewise.
+    reported_folders: Vec<FolderPosition<Folder>>,
     /// The items of every mail FETCH (`BODY.PEEK[]<0.max_message_size>`).
     fetch_items: String,
 }
@@ -248,31 +307,42 @@ impl Watcher {
         self.conn.as_mut().expect("connected")
     }
 
+    /// The tracker of the folder selected now.
+    fn tracker(&mut self) -> &mut MailboxTracker {
+        &mut self.folders.get_mut(self.current).tracker
+    }
+
     async fn run(&mut self, cred: &Credential, tls: Option<&Tls>) -> Result<(), Error> {
         let conn = Connection::open(cred, &self.config, tls).await?;
         tracing::info!("connected");
         self.conn = Some(conn);
+        self.folders.connecting();
         self.phase = Phase::Select;
         let access = self.config.mailbox_access;
-        let (info, mailbox) = open_mailbox(self.conn(), cred, access).await?;
-        self.mailbox = mailbox;
-        self.tracker.selected(info.exists);
-        let uid_validity = info.uid_validity.unwrap_or(0);
-        let uid_next = match info.uid_next {
-            Some(n) => crate::tracker::UidNext::Exact(n),
-            None => self.uid_next_fallback(info.exists).await?,
-        };
-        self.tracker.position_known(uid_validity, uid_next);
+        self.read_only = read_only(self.conn(), access);
+        let (info, mailbox, raw_name) = open_main(self.conn(), cred, access).await?;
+        if self.folders.named(0, mailbox.clone(), raw_name) {
+            tracing::warn!(%mailbox, "the special use marks another folder now; starting over there at UIDNEXT");
+        }
+        self.current = 0;
+        let exists = info.exists;
+        self.position_current(info).await?;
         self.idle = self.conn().has_capability("IDLE");
-        self.phase = Phase::Watch;
-        let snapshot = self.tracker.snapshot();
+        let snapshot = self.folders.get(0).tracker.snapshot();
         tracing::info!(
-            uid_validity,
+            uid_validity = snapshot.uid_validity,
             watermark = snapshot.watermark,
-            exists = info.exists,
+            exists,
             idle = self.idle,
             "selected"
         );
+        if self.folders.len() > 1 {
+            // Before the session counts as started: each further folder's
+            // position is fixed (or its gap fetched) first, so mail there
+            // from before is old mail, as in the main folder.
+            self.check_folders().await?;
+        }
+        self.phase = Phase::Watch;
         self.drain_notices();
         self.report_progress();
         let bytes_read = self.conn().bytes_read();
@@ -287,27 +357,10 @@ impl Watcher {
             if !self.orders_open {
                 return self.logout().await;
             }
-            let (command, done) = match self.tracker.next_step() {
-                Step::Fetch(req) => {
-                    tracing::debug!(set = %req.set, uid = req.uid, "fetch");
-                    let tag = self.conn.as_mut().expect("connected").start_fetch(
-                        req.uid,
-                        &req.set,
-                        &self.fetch_items,
-                        req.messages,
-                    )?;
-                    ("FETCH", self.until_completed(&tag).await?)
-                }
-                Step::Search(req) => {
-                    tracing::debug!(criteria = %req.criteria, "search");
-                    let tag = self
-                        .conn()
-                        .start(|c, now| c.uid_search(&req.criteria, now))?;
-                    let done = self.until_completed(&tag).await?;
-                    if let CommandData::Search(uids) = &done.data {
-                        self.tracker.on_search(uids);
-                    }
-                    ("UID SEARCH", done)
+            match self.tracker().next_step() {
+                Step::Wait if self.check_due => {
+                    self.check_due = false;
+                    self.check_folders().await?;
                 }
                 Step::Wait => {
                     let stop = if self.idle {
@@ -318,20 +371,301 @@ impl Watcher {
                     if stop {
                         return self.logout().await;
                     }
-                    continue;
                 }
-            };
-            let verdict = self.tracker.completed(ended(&done));
-            self.drain_notices();
-            self.report_progress();
-            if verdict == Verdict::Reconnect {
-                return Err(Error::CommandFailed {
-                    command,
-                    text: done.text,
-                    temporary: true,
-                });
+                step => self.run_step(step).await?,
             }
         }
+    }
+
+    /// The selected folder's EXAMINE completed with `info`: its tracker
+    /// learns the position (asking for the UID of the last message when
+    /// the server sent no UIDNEXT).
+    async fn position_current(&mut self, info: SelectInfo) -> Result<(), Error> {
+        self.tracker().selected(info.exists);
+        let uid_validity = info.uid_validity.unwrap_or(0);
+        let uid_next = match info.uid_next {
+            Some(n) => crate::tracker::UidNext::Exact(n),
+            None => self.uid_next_fallback(info.exists).await?,
+        };
+        self.tracker().position_known(uid_validity, uid_next);
+        Ok(())
+    }
+
+    /// Sends the FETCH or UID SEARCH the selected folder's tracker asked
+    /// for and waits for its end; a verdict to reconnect is an error.
+    async fn run_step(&mut self, step: Step) -> Result<(), Error> {
+        let (command, done) = match step {
+            Step::Fetch(req) => {
+                tracing::debug!(set = %req.set, uid = req.uid, "fetch");
+                let tag = self.conn.as_mut().expect("connected").start_fetch(
+                    req.uid,
+                    &req.set,
+                    &self.fetch_items,
+                    req.messages,
+                )?;
+                ("FETCH", self.until_completed(&tag).await?)
+            }
+            Step::Search(req) => {
+                tracing::debug!(criteria = %req.criteria, "search");
+                let tag = self
+                    .conn()
+                    .start(|c, now| c.uid_search(&req.criteria, now))?;
+                let done = self.until_completed(&tag).await?;
+                if let CommandData::Search(uids) = &done.data {
+                    self.tracker().on_search(uids);
+                }
+                ("UID SEARCH", done)
+            }
+            Step::Wait => return Ok(()),
+        };
+        let verdict = self.tracker().completed(ended(&done));
+        self.drain_notices();
+        self.report_progress();
+        if verdict == Verdict::Reconnect {
+            return Err(Error::CommandFailed {
+                command,
+                text: done.text,
+                temporary: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks every further folder with `STATUS (UIDNEXT UIDVALIDITY)` on
+    /// this connection, the main folder selected, and visits those whose
+    /// answer moved. A folder not found, or whose STATUS or EXAMINE is
+    /// refused, is counted missing; the others and the main folder carry
+    /// on.
+    async fn check_folders(&mut self) -> Result<(), Error> {
+        self.find_folders().await?;
+        for i in 1..self.folders.len() {
+            let f = self.folders.get(i);
+            if f.name.is_none() {
+                tracing::warn!(folder = %f.folder, "further folder not found; looking again at the next check");
+                self.folders.missing(i);
+                continue;
+            }
+            let raw = f.raw_name.clone();
+            let name = f.name.clone().unwrap_or_default();
+            let tag = self.conn().start(|c, now| match &raw {
+                Some(raw) => c.status_listed(raw, "UIDNEXT UIDVALIDITY", now),
+                None => c.status(&name, "UIDNEXT UIDVALIDITY", now),
+            })?;
+            let done = self.until_completed(&tag).await?;
+            let CommandData::Status(items) = done.data else {
+                return Err(ProtoError::Violation("STATUS completed without its data").into());
+            };
+            if done.status != Status::Ok {
+                tracing::warn!(mailbox = %name, text = %done.text, "STATUS refused; the folder is missing");
+                self.missing(i);
+                continue;
+            }
+            let item = |want: &str| {
+                items
+                    .iter()
+                    .find(|(n, _)| n == want)
+                    .and_then(|(_, v)| u32::try_from(*v).ok())
+            };
+            let (uid_validity, uid_next) = (item("UIDVALIDITY"), item("UIDNEXT"));
+            tracing::trace!(mailbox = %name, uid_validity, uid_next, "status");
+            if self.folders.on_status(i, uid_validity, uid_next) {
+                self.visit(i, uid_validity, uid_next).await?;
+            }
+        }
+        self.notify().await?;
+        self.drain_notices();
+        self.report_progress();
+        Ok(())
+    }
+
+    /// Further folder `i` was refused: counted; a special use is looked up
+    /// again at the next check (it may mark another folder by then).
+    fn missing(&mut self, i: usize) {
+        self.folders.missing(i);
+        let f = self.folders.get_mut(i);
+        if matches!(f.folder, Folder::SpecialUse(_)) {
+            f.name = None;
+            f.raw_name = None;
+        }
+    }
+
+    /// The further folders found, as they go on the wire.
+    fn wire_names(&self) -> Vec<Vec<u8>> {
+        (1..self.folders.len())
+            .filter_map(|i| {
+                let f = self.folders.get(i);
+                match (&f.raw_name, &f.name) {
+                    (Some(raw), _) => Some(raw.clone()),
+                    (None, Some(name)) if name.eq_ignore_ascii_case("INBOX") => {
+                        Some(b"INBOX".to_vec())
+                    }
+                    (None, Some(name)) => {
+                        Some(crate::proto::encode::utf7_encode(name).into_bytes())
+                    }
+                    (None, None) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Where the server offers NOTIFY, asks it to report new mail in the
+    /// further folders found (again whenever that set changes): a `*
+    /// STATUS` for one of them, even during IDLE, makes the next check at
+    /// once, and the poll timer is not needed while none is missing.
+    /// Refused: STATUS polling as without NOTIFY.
+    async fn notify(&mut self) -> Result<(), Error> {
+        if !self.conn().has_capability("NOTIFY") {
+            return Ok(());
+        }
+        let names = self.wire_names();
+        if names.is_empty() || self.notifying.as_ref() == Some(&names) {
+            return Ok(());
+        }
+        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let tag = self.conn().start(|c, now| c.notify_set(&refs, now))?;
+        let done = self.until_completed(&tag).await?;
+        if done.status == Status::Ok {
+            tracing::debug!(folders = names.len(), "NOTIFY set");
+            self.notifying = Some(names);
+        } else {
+            tracing::warn!(text = %done.text, "NOTIFY refused; checking the folders every poll_interval");
+            self.notifying = None;
+        }
+        Ok(())
+    }
+
+    /// Whether the further folders need the poll timer: there are some,
+    /// and NOTIFY does not report every one of them.
+    fn needs_polling(&self) -> bool {
+        self.folders.len() > 1
+            && (self.notifying.is_none()
+                || (1..self.folders.len()).any(|i| self.folders.get(i).missing))
+    }
+
+    /// A `* STATUS` the server sent unasked (NOTIFY): for a further folder
+    /// not selected now, a check is due.
+    fn notified(&mut self, mailbox: &str) {
+        let Some(names) = &self.notifying else {
+            return;
+        };
+        if names.iter().any(|n| String::from_utf8_lossy(n) == mailbox) {
+            tracing::debug!(%mailbox, "NOTIFY: a further folder changed");
+            self.check_due = true;
+        }
+    }
+
+    /// Names the further folders not yet found on this connection: a name
+    /// as given; a special use by one `LIST` for all of them (a LIST
+    /// refused leaves them missing, the connection carries on).
+    async fn find_folders(&mut self) -> Result<(), Error> {
+        let mut wanted = false;
+        for i in 1..self.folders.len() {
+            let f = self.folders.get_mut(i);
+            if f.name.is_some() {
+                continue;
+            }
+            match &f.folder {
+                Folder::Named(n) => {
+                    let n = n.clone();
+                    self.folders.named(i, n, None);
+                }
+                Folder::SpecialUse(_) => wanted = true,
+            }
+        }
+        if !wanted {
+            return Ok(());
+        }
+        let entries = match list_special_uses(self.conn()).await {
+            Ok(entries) => entries,
+            Err(Error::CommandFailed { text, .. }) => {
+                tracing::warn!(%text, "LIST refused; special-use folders not found");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for i in 1..self.folders.len() {
+            let f = self.folders.get(i);
+            if let (None, Folder::SpecialUse(u)) = (&f.name, &f.folder)
+                && let Some(e) = entries
+                    .iter()
+                    .find(|e| e.is_selectable() && e.has_attribute(u.attribute()))
+            {
+                tracing::info!(mailbox = %e.name, special_use = %u, "found a further special-use folder");
+                if self
+                    .folders
+                    .named(i, e.name.clone(), Some(e.raw_name.clone()))
+                {
+                    tracing::warn!(mailbox = %e.name, "the special use marks another folder now; starting over there at UIDNEXT");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts EXAMINE (SELECT) of folder `i` and waits for its end.
+    async fn examine(&mut self, i: usize) -> Result<Completion, Error> {
+        let f = self.folders.get(i);
+        let (raw, name) = (f.raw_name.clone(), f.name.clone().unwrap_or_default());
+        let read_only = self.read_only;
+        let tag = self.conn().start(|c, now| match &raw {
+            Some(raw) => c.select_listed(raw, read_only, now),
+            None => c.select(&name, read_only, now),
+        })?;
+        self.until_completed(&tag).await
+    }
+
+    /// Visits further folder `i`: EXAMINE it, fetch what its tracker asks
+    /// for, then EXAMINE the main folder again. `uid_validity` and
+    /// `uid_next` are what its STATUS said.
+    async fn visit(
+        &mut self,
+        i: usize,
+        uid_validity: Option<u32>,
+        uid_next: Option<u32>,
+    ) -> Result<(), Error> {
+        let done = self.examine(i).await?;
+        if done.status != Status::Ok {
+            // No mailbox is selected after a failed EXAMINE (RFC 3501
+            // 6.3.1): back to the main folder.
+            tracing::warn!(folder = %self.folders.get(i).folder, text = %done.text, "EXAMINE refused; the folder is missing");
+            self.missing(i);
+            return self.reopen_main().await;
+        }
+        let CommandData::Selected(info) = done.data else {
+            return Err(ProtoError::Violation("SELECT completed without its data").into());
+        };
+        self.current = i;
+        self.position_current(info).await?;
+        loop {
+            match self.tracker().next_step() {
+                Step::Wait => break,
+                step => self.run_step(step).await?,
+            }
+        }
+        self.folders.visited(i, uid_validity, uid_next);
+        self.reopen_main().await
+    }
+
+    /// EXAMINE the main folder again after a visit; its tracker fetches
+    /// any gap by UID, as after a reconnect. The main folder refused is
+    /// a missing mailbox, as at connect.
+    async fn reopen_main(&mut self) -> Result<(), Error> {
+        self.phase = Phase::Select;
+        let done = self.examine(0).await?;
+        if done.status != Status::Ok {
+            return Err(Error::CommandFailed {
+                command: if self.read_only { "EXAMINE" } else { "SELECT" },
+                temporary: crate::error::is_refusal(done.code.as_ref(), &done.text),
+                text: done.text,
+            });
+        }
+        let CommandData::Selected(info) = done.data else {
+            return Err(ProtoError::Violation("SELECT completed without its data").into());
+        };
+        self.current = 0;
+        self.position_current(info).await?;
+        self.phase = Phase::Watch;
+        Ok(())
     }
 
     async fn logout(&mut self) -> Result<(), Error> {
@@ -385,12 +719,12 @@ impl Watcher {
     async fn handle(&mut self, ev: Event) -> Result<(), Error> {
         match ev {
             Event::Data(Data::Fetch(f)) => {
-                if let Some(arrived) = self.tracker.on_fetch(f) {
+                if let Some(arrived) = self.tracker().on_fetch(f) {
                     self.deliver(arrived).await?;
                 }
             }
             Event::Data(d) => {
-                self.tracker.observe(&d);
+                self.tracker().observe(&d);
                 match d {
                     Data::Status {
                         code: Some(Code::Alert),
@@ -405,13 +739,14 @@ impl Watcher {
                         text,
                         ..
                     } => tracing::info!(reason = %text, "server said BYE"),
+                    Data::MailboxStatus { mailbox, .. } => self.notified(&mailbox),
                     _ => {}
                 }
                 self.drain_notices();
             }
             Event::IdleStarted => tracing::trace!("idling"),
             Event::IdleDoneSent => tracing::debug!("IDLE round ended"),
-            Event::Malformed => self.tracker.response_lost(),
+            Event::Malformed => self.tracker().response_lost(),
             Event::Greeted(_) | Event::Completed(_) => {}
         }
         Ok(())
@@ -422,30 +757,25 @@ impl Watcher {
         let truncated = a.size.is_some_and(|s| s as usize > a.raw.len())
             || a.raw.len() >= self.config.max_message_size;
         let internal_date = a.internal_date.as_deref().and_then(parse_internal_date);
-        let uid_validity = self.tracker.uid_validity().unwrap_or(0);
+        let uid_validity = self.tracker().uid_validity().unwrap_or(0);
+        let f = self.folders.get(self.current);
+        let folder = f.folder.clone();
+        let mailbox = f.name.clone().unwrap_or_default();
         let (uid, old, raw) = (a.uid, a.old, a.raw);
         // mail-parser is CPU work: a large message goes to the blocking
         // pool so it cannot stall the session's arbiter; a small one (tens
         // of microseconds) is parsed here, sparing two thread hops.
         let mail = if raw.len() <= INLINE_PARSE_MAX {
-            Mail::parse(
-                uid,
-                uid_validity,
-                &self.mailbox,
-                internal_date,
-                raw,
-                truncated,
-            )
+            Mail::parse(uid, uid_validity, &mailbox, internal_date, raw, truncated)
         } else {
-            let mailbox = self.mailbox.clone();
             tokio::task::spawn_blocking(move || {
                 Mail::parse(uid, uid_validity, &mailbox, internal_date, raw, truncated)
             })
             .await
             .map_err(|_| Error::Protocol(ProtoError::Violation("mail parser task failed")))?
         };
-        tracing::debug!(uid, old, "fetched");
-        let mail = Arc::new(mail);
+        tracing::debug!(uid, old, mailbox = %mail.mailbox(), "fetched");
+        let mail = Arc::new(mail.with_folder(folder));
         (self.sink)(if old {
             LoopEvent::Old(mail)
         } else {
@@ -469,7 +799,11 @@ impl Watcher {
     /// LOGOUT.
     fn order(&mut self, order: Option<LoopCommand>) {
         match order {
-            Some(LoopCommand::LookBack(since)) => self.tracker.want_look_back(since),
+            Some(LoopCommand::LookBack(since)) => {
+                self.folders.want_look_back(since);
+                // Further folders look back at their next visit: now.
+                self.check_due |= self.folders.len() > 1;
+            }
             Some(LoopCommand::Logout) | None => self.orders_open = false,
         }
     }
@@ -480,10 +814,21 @@ impl Watcher {
         let started = std::time::Instant::now();
         let mut accepted = false;
         let mut done_sent = false;
+        // With further folders, the IDLE ends after `poll_interval` for
+        // their STATUS check (unless NOTIFY reports them all).
+        let checking = self.needs_polling();
+        let check = tokio::time::sleep(self.config.poll_interval);
+        tokio::pin!(check);
         loop {
             let conn = self.conn.as_mut().expect("connected");
             let ev = tokio::select! {
                 ev = conn.next_event() => ev?,
+                () = &mut check, if checking && !done_sent => {
+                    done_sent = true;
+                    self.check_due = true;
+                    self.conn().done();
+                    continue;
+                }
                 order = self.orders.recv(), if self.orders_open => {
                     self.order(order);
                     if !done_sent {
@@ -524,7 +869,7 @@ impl Watcher {
                 }
                 ev => {
                     self.handle(ev).await?;
-                    if !done_sent && self.tracker.has_work() {
+                    if !done_sent && (self.tracker().has_work() || self.check_due) {
                         done_sent = true;
                         self.conn().done();
                     }
@@ -552,27 +897,34 @@ impl Watcher {
                 temporary: true,
             });
         }
+        self.check_due |= self.needs_polling();
         Ok(false)
     }
 
     fn drain_notices(&mut self) {
-        while let Some(n) = self.tracker.poll_notice() {
-            log_notice(&n);
+        while let Some((folder, n)) = self.folders.poll_notice() {
+            log_notice(&folder, &n);
         }
     }
 
     fn report_progress(&mut self) {
-        let now = self.tracker.snapshot();
+        let now = self.folders.snapshot();
         if now != self.reported {
             self.reported = now;
             (self.sink)(LoopEvent::Progress(now));
+        }
+        let positions = self.folders.positions();
+        if positions != self.reported_folders {
+            self.reported_folders = positions.clone();
+            (self.sink)(LoopEvent::Folders(positions));
         }
     }
 }
 
 /// Logs what the tracker noticed (its counters are in its snapshot).
-pub(crate) fn log_notice(n: &crate::tracker::Notice) {
+pub(crate) fn log_notice(folder: &Folder, n: &crate::tracker::Notice) {
     use crate::tracker::Notice;
+    let _folder = tracing::info_span!("folder", %folder).entered();
     match n {
         Notice::Skipped { uid, attempts } => tracing::warn!(
             uid,

@@ -135,6 +135,8 @@ pub enum CommandKind {
     Search,
     /// LIST.
     List,
+    /// NOTIFY (RFC 5465).
+    Notify,
     /// LOGOUT.
     Logout,
 }
@@ -276,6 +278,10 @@ struct Pending {
     select: Option<SelectInfo>,
     search: Vec<u32>,
     status: Vec<(String, u64)>,
+    /// The mailbox a STATUS asked about, as the parser shows a name: only
+    /// its `* STATUS` belongs to the command (with NOTIFY, others arrive
+    /// unsolicited and are surfaced).
+    status_of: Option<String>,
     list: Vec<ListEntry>,
     /// Bytes of names and attributes gathered in `list`.
     list_bytes: usize,
@@ -575,6 +581,7 @@ impl Client {
             select: None,
             search: Vec::new(),
             status: Vec::new(),
+            status_of: None,
             list: Vec::new(),
             list_bytes: 0,
             list_dropped: 0,
@@ -805,7 +812,73 @@ impl Client {
             .mailbox(mailbox)?
             .raw(&format!("({items})"))
             .finish();
-        Ok(self.start(CommandKind::Status, enc, tag, now))
+        let tag = self.start(CommandKind::Status, enc, tag, now);
+        let asked = if mailbox.eq_ignore_ascii_case("INBOX") {
+            "INBOX".to_owned()
+        } else {
+            super::encode::utf7_encode(mailbox)
+        };
+        if let Some(p) = self.pending.as_mut() {
+            p.status_of = Some(asked);
+        }
+        Ok(tag)
+    }
+
+    /// `STATUS mailbox (items)` for a mailbox named by the bytes a LIST
+    /// response carried (see [`Client::select_listed`]): sent back byte
+    /// for byte, never re-encoded. An empty name, or one holding CR, LF or
+    /// NUL, is refused.
+    pub fn status_listed(
+        &mut self,
+        raw_name: &[u8],
+        items: &str,
+        now: Instant,
+    ) -> Result<String, ClientError> {
+        self.check_ready(&[State::Authenticated, State::Selected])?;
+        if raw_name.is_empty() {
+            return Err(InputError {
+                field: "mailbox",
+                reason: "is empty",
+            }
+            .into());
+        }
+        let tag = self.next_tag();
+        let enc = CommandBuilder::new(self.literal_mode(), &tag, "STATUS")
+            .string("mailbox", raw_name)?
+            .raw(&format!("({items})"))
+            .finish();
+        let tag = self.start(CommandKind::Status, enc, tag, now);
+        if let Some(p) = self.pending.as_mut() {
+            p.status_of = Some(String::from_utf8_lossy(raw_name).into_owned());
+        }
+        Ok(tag)
+    }
+
+    /// `NOTIFY SET (selected (MessageNew MessageExpunge)) (mailboxes m
+    /// (MessageNew MessageExpunge)) ...` (RFC 5465): the selected mailbox
+    /// reports as usual (EXISTS, EXPUNGE), and each of `mailboxes` (names
+    /// as they go on the wire: listed bytes, or modified UTF-7) reports new
+    /// and expunged mail with an unsolicited `* STATUS`, also during IDLE.
+    /// Empty names, or names holding CR, LF or NUL, are refused.
+    pub fn notify_set(&mut self, mailboxes: &[&[u8]], now: Instant) -> Result<String, ClientError> {
+        self.check_ready(&[State::Authenticated, State::Selected])?;
+        if mailboxes.iter().any(|m| m.is_empty()) {
+            return Err(InputError {
+                field: "mailbox",
+                reason: "is empty",
+            }
+            .into());
+        }
+        let tag = self.next_tag();
+        let mut b = CommandBuilder::new(self.literal_mode(), &tag, "NOTIFY")
+            .raw("SET (selected (MessageNew MessageExpunge))");
+        for m in mailboxes {
+            b = b
+                .raw("(mailboxes")
+                .string("mailbox", m)?
+                .raw("(MessageNew MessageExpunge))");
+        }
+        Ok(self.start(CommandKind::Notify, b.finish(), tag, now))
     }
 
     /// `NOOP`: polls for changes and checks the link.
@@ -1201,7 +1274,12 @@ impl Client {
                     }
                     return;
                 }
-                (CommandKind::Status, Data::MailboxStatus { items, .. }) => {
+                (CommandKind::Status, Data::MailboxStatus { mailbox, items })
+                    if p.status_of.as_deref().is_none_or(|asked| {
+                        asked == mailbox
+                            || (asked == "INBOX" && mailbox.eq_ignore_ascii_case("INBOX"))
+                    }) =>
+                {
                     let room = MAX_STATUS_ITEMS.saturating_sub(p.status.len());
                     p.status.extend(items.iter().take(room).cloned());
                     return;

@@ -1409,6 +1409,23 @@ mod model {
         r.live.into_keys().filter(|u| !before.contains(u)).collect()
     }
 
+    /// [`settle`], keeping the tracker: for the folder-set property test.
+    pub(super) fn settle_in_place(t: &mut MailboxTracker, msgs: &[u32]) -> Vec<u32> {
+        let owned = std::mem::replace(t, MailboxTracker::new(1, 0));
+        let mut r = Run::adopt(owned, msgs);
+        let before: BTreeSet<u32> = r.live.keys().copied().collect();
+        // Careful mode after a cut takes a search and a fetch per message.
+        r.settle(20 + 4 * msgs.len() as u64);
+        let out = r
+            .live
+            .keys()
+            .filter(|u| !before.contains(u))
+            .copied()
+            .collect();
+        *t = r.t;
+        out
+    }
+
     proptest! {
         // About 3 s in debug; the shrunk failures are recorded as plain
         // tests above, so nothing is written into the source tree.
@@ -1477,4 +1494,187 @@ fn a_refused_careful_search_reconnects_instead_of_looping() {
         0,
         "nothing is skipped for a refused search"
     );
+}
+
+// ─────────────────────────── several folders ───────────────────────────
+
+fn folders() -> Folders<&'static str> {
+    Folders::new("INBOX", vec!["Junk"], tracker)
+}
+
+/// A further folder's first STATUS fixes its position at UIDNEXT without
+/// a visit (no backlog); only a STATUS that moved asks for one; a visit
+/// cut short (its tracker left a gap to fetch) is asked for again even if
+/// STATUS did not move, and the rest is fetched once.
+#[test]
+fn a_further_folder_is_visited_only_when_its_status_moved() {
+    let mut f = folders();
+    assert!(
+        !f.on_status(1, Some(VALIDITY), Some(10)),
+        "first STATUS: no visit"
+    );
+    assert_eq!(f.positions()[1].watermark, Some(10));
+    assert_eq!(f.positions()[0].watermark, None, "INBOX has its own");
+    assert!(!f.on_status(1, Some(VALIDITY), Some(10)));
+    // Mail arrived: visit; the tracker fetches the gap by UID.
+    assert!(f.on_status(1, Some(VALIDITY), Some(12)));
+    let t = &mut f.get_mut(1).tracker;
+    assert!(!connect(t, 2, UidNext::Exact(12)));
+    expect_fetch(t.next_step(), true, "10:*");
+    assert_eq!(give(t, mail(1, 10)), Some(10));
+    // Cut before UID 11 arrived.
+    t.connection_lost(Loss::Worded);
+    assert!(f.on_status(1, Some(VALIDITY), Some(12)));
+    let t = &mut f.get_mut(1).tracker;
+    assert!(!connect(t, 2, UidNext::Exact(12)));
+    assert_eq!(settle(std::mem::replace(t, tracker()), &[10, 11]), vec![11]);
+}
+
+/// A completed visit records the STATUS it answered; the same STATUS then
+/// asks for nothing. A new UIDVALIDITY asks for a visit; so does a
+/// look-back wanted there, and an answer without the numbers.
+#[test]
+fn a_visit_is_remembered_and_validity_or_look_back_ask_again() {
+    let mut f = folders();
+    assert!(!f.on_status(1, Some(5), Some(10)));
+    assert!(f.on_status(1, Some(5), Some(11)));
+    f.visited(1, Some(5), Some(11));
+    assert!(!f.on_status(1, Some(5), Some(11)));
+    assert!(f.on_status(1, Some(6), Some(11)), "new UIDVALIDITY");
+    f.visited(1, Some(6), Some(11));
+    assert!(!f.on_status(1, Some(6), Some(11)));
+    assert!(
+        f.on_status(1, None, Some(11)),
+        "no UIDVALIDITY: EXAMINE tells"
+    );
+    f.want_look_back(since());
+    assert!(f.on_status(1, Some(6), Some(11)), "look-back wanted there");
+}
+
+/// Missing is counted and reported per folder, and cleared by the next
+/// STATUS answered; notices say which folder they are about; the
+/// snapshot shows the main folder's position with every folder's counters.
+#[test]
+fn missing_folders_notices_and_counters_are_per_folder() {
+    let mut f = folders();
+    f.missing(1);
+    f.missing(1);
+    let p = f.positions();
+    assert!(p[1].missing && p[1].failures == 2 && !p[0].missing);
+    assert!(!f.on_status(1, Some(5), Some(10)));
+    assert!(!f.positions()[1].missing);
+    assert_eq!(f.positions()[1].failures, 2);
+    connect(&mut f.get_mut(0).tracker, 0, UidNext::Exact(3));
+    // Junk's UIDVALIDITY changes at its visit; INBOX's does not.
+    assert!(f.on_status(1, Some(6), Some(10)));
+    let t = &mut f.get_mut(1).tracker;
+    t.selected(0);
+    assert!(t.position_known(6, UidNext::Exact(10)));
+    assert_eq!(
+        f.poll_notice(),
+        Some(("Junk", Notice::ValidityChanged { old: 5, new: 6 }))
+    );
+    assert_eq!(f.poll_notice(), None);
+    let s = f.snapshot();
+    assert_eq!((s.uid_validity, s.watermark), (Some(VALIDITY), Some(3)));
+    assert_eq!(s.validity_changes, 1);
+}
+
+/// Property: a further folder, checked by STATUS between appends, its
+/// visits cut anywhere (after any number of its FETCH responses, the
+/// connection lost), hands out every mail exactly once. Each check is a
+/// new connection's STATUS; a visit is EXAMINE (`selected` +
+/// `position_known`), then the tracker's steps, then `visited` — unless
+/// cut. Silent losses within the silent span never skip a message.
+mod further_folder_property {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Gives the tracker's FETCH the first `n` of the messages it asks for
+    /// (by UID set `w:*`, `a,b,...` or `a`), then cuts the connection.
+    fn cut_visit(t: &mut MailboxTracker, msgs: &[u32], n: usize, handed: &mut BTreeMap<u32, u32>) {
+        match t.next_step() {
+            Step::Fetch(req) => {
+                let asked: Vec<u32> = match req.set.strip_suffix(":*") {
+                    Some(w) => {
+                        let w: u32 = w.parse().unwrap();
+                        msgs.iter().copied().filter(|u| *u >= w).collect()
+                    }
+                    None => req.set.split(',').map(|u| u.parse().unwrap()).collect(),
+                };
+                for uid in asked.into_iter().take(n) {
+                    let seq =
+                        u32::try_from(msgs.iter().position(|u| *u == uid).unwrap() + 1).unwrap();
+                    if let Some(a) = t.on_fetch(mail(seq, uid)) {
+                        *handed.entry(a.uid).or_default() += 1;
+                    }
+                }
+            }
+            Step::Search(_) | Step::Wait => {}
+        }
+        t.connection_lost(Loss::Silent { at: Instant::now() });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_mail_of_a_further_folder_arrives_once(
+            ops in proptest::collection::vec((0u8..3, 0u8..4), 0..40),
+        ) {
+            let mut f = Folders::new("INBOX", vec!["Junk"], || {
+                MailboxTracker::new(3, 10).with_silent_span(Duration::from_secs(3600))
+            });
+            let mut msgs: Vec<u32> = Vec::new();
+            let mut handed: BTreeMap<u32, u32> = BTreeMap::new();
+            let check = |f: &mut Folders<&str>, msgs: &[u32], cut: Option<usize>,
+                             handed: &mut BTreeMap<u32, u32>| {
+                let uid_next = msgs.last().map_or(1, |u| u + 1);
+                if !f.on_status(1, Some(VALIDITY), Some(uid_next)) {
+                    return;
+                }
+                let t = &mut f.get_mut(1).tracker;
+                let exists = u32::try_from(msgs.len()).unwrap();
+                t.selected(exists);
+                t.position_known(VALIDITY, UidNext::Exact(uid_next));
+                match cut {
+                    Some(n) => cut_visit(t, msgs, n, handed),
+                    None => {
+                        for u in model::settle_in_place(t, msgs) {
+                            *handed.entry(u).or_default() += 1;
+                        }
+                        f.visited(1, Some(VALIDITY), Some(uid_next));
+                    }
+                }
+            };
+            // The session starts: Junk's first STATUS fixes its position.
+            check(&mut f, &msgs, None, &mut handed);
+            for (kind, n) in ops {
+                match kind {
+                    0 => {
+                        for _ in 0..=n {
+                            let next = msgs.last().map_or(1, |u| u + 1);
+                            msgs.push(next);
+                        }
+                    }
+                    1 => check(&mut f, &msgs, None, &mut handed),
+                    _ => check(&mut f, &msgs, Some(usize::from(n)), &mut handed),
+                }
+                prop_assert!(handed.values().all(|c| *c == 1), "{handed:?}");
+            }
+            check(&mut f, &msgs, None, &mut handed);
+            check(&mut f, &msgs, None, &mut handed);
+            prop_assert_eq!(f.get(1).tracker.snapshot().skipped, 0);
+            for u in &msgs {
+                prop_assert_eq!(handed.get(u).copied(), Some(1), "UID {} of {:?}", u, msgs);
+            }
+        }
+    }
 }

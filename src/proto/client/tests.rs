@@ -432,6 +432,108 @@ fn status_is_gathered() {
     );
 }
 
+/// STATUS of a listed name sends the listed bytes back; a NO is a
+/// completion with no data (the caller decides), and EXISTS of the
+/// selected mailbox arriving during STATUS is surfaced, not folded in.
+#[test]
+fn status_of_a_listed_name_and_a_refused_status() {
+    let (mut c, t0) = selected();
+    c.status_listed(b"[Gmail]/Spam", "UIDNEXT UIDVALIDITY", t0)
+        .unwrap();
+    assert_eq!(
+        sent(&mut c),
+        "A3 STATUS \"[Gmail]/Spam\" (UIDNEXT UIDVALIDITY)\r\n"
+    );
+    c.receive(
+        b"* 4 EXISTS\r\n* STATUS \"[Gmail]/Spam\" (UIDNEXT 9 UIDVALIDITY 3)\r\nA3 OK done\r\n",
+        t0,
+    )
+    .unwrap();
+    assert_eq!(c.poll_event(), Some(Event::Data(Data::Exists(4))));
+    assert_eq!(
+        completed(&mut c).data,
+        CommandData::Status(vec![("UIDNEXT".into(), 9), ("UIDVALIDITY".into(), 3)])
+    );
+    c.status_listed(b"Junk", "UIDNEXT UIDVALIDITY", t0).unwrap();
+    assert_eq!(sent(&mut c), "A4 STATUS Junk (UIDNEXT UIDVALIDITY)\r\n");
+    c.receive(b"A4 NO [NONEXISTENT] Mailbox doesn't exist: Junk\r\n", t0)
+        .unwrap();
+    let done = completed(&mut c);
+    assert_eq!(done.status, Status::No);
+    assert_eq!(done.data, CommandData::Status(vec![]));
+    for bad in [&b""[..], b"a\r\nA9 DELETE INBOX", b"a\0"] {
+        assert!(matches!(
+            c.status_listed(bad, "UIDNEXT", t0),
+            Err(ClientError::Input(_))
+        ));
+        assert!(c.poll_transmit().is_none());
+    }
+}
+
+/// NOTIFY SET names the selected mailbox and one event group per
+/// further mailbox, each name as it goes on the wire; the unsolicited
+/// `* STATUS` it brings is surfaced (also during IDLE), and one that
+/// arrives while a STATUS of another mailbox runs is not folded into it.
+#[test]
+fn notify_set_and_unsolicited_status() {
+    let (mut c, t0) = selected();
+    c.notify_set(&[b"Junk", b"[Gmail]/Spam"], t0).unwrap();
+    assert_eq!(
+        sent(&mut c),
+        "A3 NOTIFY SET (selected (MessageNew MessageExpunge)) \
+         (mailboxes Junk (MessageNew MessageExpunge)) \
+         (mailboxes \"[Gmail]/Spam\" (MessageNew MessageExpunge))\r\n"
+    );
+    c.receive(b"A3 OK NOTIFY completed\r\n", t0).unwrap();
+    assert_eq!(completed(&mut c).status, Status::Ok);
+    c.idle(t0).unwrap();
+    sent(&mut c);
+    c.receive(
+        b"+ idling\r\n* STATUS Junk (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 5)\r\n",
+        t0,
+    )
+    .unwrap();
+    assert_eq!(c.poll_event(), Some(Event::IdleStarted));
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Data(Data::MailboxStatus {
+            mailbox: "Junk".into(),
+            items: vec![
+                ("MESSAGES".into(), 1),
+                ("UIDNEXT".into(), 2),
+                ("UIDVALIDITY".into(), 5)
+            ],
+        }))
+    );
+    c.done(t0);
+    sent(&mut c);
+    c.receive(b"A4 OK Idle completed\r\n", t0).unwrap();
+    completed(&mut c);
+    c.status("Spam & Eggs", "UIDNEXT", t0).unwrap();
+    assert_eq!(sent(&mut c), "A5 STATUS \"Spam &- Eggs\" (UIDNEXT)\r\n");
+    c.receive(
+        b"* STATUS Junk (UIDNEXT 3)\r\n* STATUS \"Spam &- Eggs\" (UIDNEXT 8)\r\nA5 OK s\r\n",
+        t0,
+    )
+    .unwrap();
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::Data(Data::MailboxStatus { mailbox, .. })) if mailbox == "Junk"
+    ));
+    assert_eq!(
+        completed(&mut c).data,
+        CommandData::Status(vec![("UIDNEXT".into(), 8)])
+    );
+    assert!(matches!(
+        c.notify_set(&[b"a\r\nA9 DELETE INBOX"], t0),
+        Err(ClientError::Input(_))
+    ));
+    assert!(matches!(
+        c.notify_set(&[b""], t0),
+        Err(ClientError::Input(_))
+    ));
+}
+
 #[test]
 fn bye_is_surfaced_and_remembered() {
     let (mut c, t0) = selected();
