@@ -52,8 +52,10 @@
 
 mod args;
 mod credential;
+mod gateway;
 mod login;
 mod output;
+mod status;
 mod time;
 mod watch;
 
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => watch::watch(args).await,
             Command::Login(args) => login::login(args).await,
+            Command::Status(args) => status::status(args).await,
         }
     });
     ExitCode::from(code)
