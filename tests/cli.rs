@@ -610,3 +610,46 @@ fn status_watch_prints_frame_after_frame_until_ctrl_c() {
     interrupt(w.pid());
     assert_eq!(w.finish().code, Some(130));
 }
+
+#[test]
+fn status_of_a_server_that_refuses_connections_shows_the_next_attempt() {
+    // A port nothing listens on: the connection is refused, which the
+    // session retries after a backoff.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conn: Vec<String> = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--tls",
+        "none",
+        "--user",
+        "nobody",
+        "--password-env",
+        PASSWORD_VAR,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let f = run(&args("status", &conn, &["--json"]), "irrelevant-Pa55");
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let doc: serde_json::Value = serde_json::from_str(f.stdout.trim()).unwrap();
+    let inbox = &doc["inboxes"][0];
+    assert_eq!(inbox["state"], "backing_off", "{doc}");
+    assert!(
+        inbox["next_attempt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{doc}"
+    );
+    assert!(inbox["next_attempt_in_s"].is_u64(), "{doc}");
+    assert!(inbox["connection_age_s"].is_null(), "{doc}");
+    assert!(inbox["last_error"].is_string(), "{doc}");
+
+    let f = run(&args("status", &conn, &[]), "irrelevant-Pa55");
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert!(f.stdout.contains(" backing off, next attempt in "), "{f:?}");
+    assert!(f.stdout.contains("    last error: "), "{f:?}");
+}
