@@ -38,6 +38,27 @@ fn emap_binary() -> &'static Path {
         let target = profile.parent().expect("<target>");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
         let mut cargo = Command::new(env!("CARGO"));
+        // Without what cargo sets for this test (CARGO_PKG_NAME,
+        // CARGO_MANIFEST_DIR, ...): build scripts (ring's) rerun when they
+        // change, which would rebuild half the tree here and again in the
+        // next top-level cargo run.
+        for (var, _) in std::env::vars_os() {
+            let name = var.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                cargo.env_remove(&var);
+            }
+        }
         cargo
             .args([
                 "test",
