@@ -647,9 +647,57 @@ fn status_of_a_server_that_refuses_connections_shows_the_next_attempt() {
     assert!(inbox["next_attempt_in_s"].is_u64(), "{doc}");
     assert!(inbox["connection_age_s"].is_null(), "{doc}");
     assert!(inbox["last_error"].is_string(), "{doc}");
+    // The command's own probe is not counted, connected or not.
+    assert_eq!(inbox["subscribers"], 0, "{doc}");
 
     let f = run(&args("status", &conn, &[]), "irrelevant-Pa55");
     assert_eq!(f.code, Some(0), "{f:?}");
     assert!(f.stdout.contains(" backing off, next attempt in "), "{f:?}");
     assert!(f.stdout.contains("    last error: "), "{f:?}");
+}
+
+#[test]
+fn status_watch_on_a_terminal_redraws_in_place_and_stops_on_ctrl_c() {
+    // A terminal from util-linux's `script`; Ctrl-C typed into it reaches
+    // emap as SIGINT through the terminal, as from a keyboard. The server
+    // is a refused port: the frames show the backoff, no Dovecot needed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let command = format!(
+        "{EMAP} status --host 127.0.0.1 --port {port} --tls none --user nobody \
+         --password-env {PASSWORD_VAR} --watch --interval 100ms"
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env(PASSWORD_VAR, "irrelevant-Pa55")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux `script` runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let mut w = Running {
+        child,
+        stderr: mpsc::channel().1,
+        stderr_seen: Vec::new(),
+        stdout,
+        stdout_seen: Vec::new(),
+    };
+    // Each frame starts with cursor-home and clear-to-end: drawn over the
+    // last one, never scrolled.
+    let redraw = "\x1b[H\x1b[Jemap status: ";
+    let lines = w.wait_for_stdout(2, |l| l.starts_with(redraw));
+    let titles = lines.iter().filter(|l| l.contains("emap status: ")).count();
+    let redrawn = lines.iter().filter(|l| l.starts_with(redraw)).count();
+    assert_eq!(
+        titles, redrawn,
+        "every frame is redrawn in place: {lines:?}"
+    );
+    w.wait_for_stdout(1, |l| l.contains("backing off, next attempt in "));
+    std::io::Write::write_all(&mut stdin, b"\x03").unwrap();
+    let f = w.finish();
+    assert_eq!(f.code, Some(130), "{f:?}");
 }

@@ -532,7 +532,9 @@ async fn direct(handle: &Handle, cred: Credential, args: &StatusArgs) -> u8 {
         if !show {
             continue;
         }
-        let rows = direct_rows(handle, &cred, &name, probe.is_some(), failed.as_ref()).await;
+        // The probe counts among the session's subscribers from the
+        // subscribe on, until the session fails.
+        let rows = direct_rows(handle, &cred, &name, failed.is_none(), failed.as_ref()).await;
         let frame = Frame {
             source: source.clone(),
             overall: None,
