@@ -146,8 +146,8 @@ pub(crate) struct StatusArgs {
     /// EMAP_GATEWAY_KEY, if set].
     #[arg(long, value_name = "VAR", requires = "gateway", conflicts_with_all = ["host", "user"])]
     pub(crate) key_env: Option<String>,
-    /// Also trust the root certificate(s) in this PEM file for the
-    /// gateway's HTTPS.
+    /// Trust the root certificate in this PEM file (its first) for the
+    /// gateway's HTTPS, instead of the web PKI roots.
     #[arg(long, value_name = "PATH", requires = "gateway", conflicts_with_all = ["host", "user"])]
     pub(crate) gateway_ca_file: Option<PathBuf>,
     /// Without a gateway: the IMAP server's host name, as for `watch`.
