@@ -98,6 +98,10 @@ pub struct Session {
     /// When the mailbox was first selected: mail before it is only found
     /// by the look-back.
     connected_at: Option<SystemTime>,
+    /// When the current connection selected the mailbox (statistics).
+    selected_at: Option<SystemTime>,
+    /// When the next attempt starts, while backing off (statistics).
+    next_attempt: Option<SystemTime>,
     live: Arc<ActorCensus>,
     _live: Counted,
     /// A followed session's report channel (`Handle::follow`).
@@ -176,6 +180,8 @@ impl Session {
             startup_bytes: None,
             missing_since: None,
             connected_at: None,
+            selected_at: None,
+            next_attempt: None,
             _live: live.session(),
             live,
         }
@@ -198,6 +204,7 @@ impl Session {
             return;
         };
         self.state = SessionState::Connecting;
+        self.next_attempt = None;
         self.connection += 1;
         let (tx, rx) = mpsc::unbounded_channel();
         self.orders = Some(tx);
@@ -235,6 +242,7 @@ impl Session {
 
     fn loop_ended(&mut self, ended: ConnectionEnded, ctx: &mut Context<Self>) {
         self.orders = None;
+        self.selected_at = None;
         let ConnectionEnded {
             folders: mut tracker,
             phase,
@@ -278,6 +286,7 @@ impl Session {
             Action::Retry => {
                 self.reconnects += 1;
                 self.delay = self.backoff.next_delay();
+                self.next_attempt = Some(SystemTime::now() + self.delay);
                 tracing::warn!(
                     session = %self.key,
                     error = %e,
@@ -363,9 +372,11 @@ impl Session {
                 for (_, w) in self.waiting.drain() {
                     let _ = w.send(Ok(()));
                 }
+                let now = SystemTime::now();
+                self.selected_at = Some(now);
                 let first_select = self.connected_at.is_none();
                 if first_select {
-                    self.connected_at = Some(SystemTime::now());
+                    self.connected_at = Some(now);
                 }
                 // The backoff starts over only after a healthy period: a
                 // server that fails right after each SELECT still sees
@@ -563,6 +574,10 @@ impl Session {
             validity_changes: s.validity_changes,
             last_error: self.last_error.as_ref().map(|e| e.to_string()),
             backoff: (self.state == SessionState::Backoff).then_some(self.delay),
+            next_attempt: self
+                .next_attempt
+                .filter(|_| self.state == SessionState::Backoff),
+            connected_since: self.selected_at,
             last_alert: self.last_alert.clone(),
             startup_bytes: self.startup_bytes,
             folders: positions.into_iter().map(Into::into).collect(),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::SessionKey;
 use crate::credential::Folder;
@@ -70,6 +70,15 @@ pub struct SessionStats {
     pub last_error: Option<String>,
     /// The current backoff delay, if waiting.
     pub backoff: Option<Duration>,
+    /// While backing off ([`SessionState::Backoff`]): when the next
+    /// connection attempt starts, by the wall clock (the backoff delay
+    /// counted from when the last connection failed). `None` otherwise.
+    pub next_attempt: Option<SystemTime>,
+    /// When the current connection selected the mailbox, by the wall
+    /// clock: its age is how long the session has been watching without a
+    /// break. `None` while connecting, backing off or failed; a reconnect
+    /// sets it anew.
+    pub connected_since: Option<SystemTime>,
     /// The last `[ALERT]` text the server sent, if any.
     pub last_alert: Option<String>,
     /// Bytes read from connect until the mailbox was selected and the

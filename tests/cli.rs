@@ -15,7 +15,6 @@ mod support;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use support::{TestUser, dovecot, mail};
@@ -30,14 +29,15 @@ const PASSWORD_VAR: &str = "EMAP_CLI_TEST_PASSWORD";
 /// assertion.
 const EVENTUALLY: Duration = Duration::from_secs(30);
 
-/// A running `emap` whose stderr is read line by line (to wait for the
-/// readiness line) and whose stdout is collected. Killed on drop if still
-/// running.
+/// A running `emap` whose stderr and stdout are read line by line (to
+/// wait for the readiness line, or for frames of `status --watch`). Killed
+/// on drop if still running.
 struct Running {
     child: Child,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
-    stdout: Option<JoinHandle<String>>,
+    stdout: mpsc::Receiver<String>,
+    stdout_seen: Vec<String>,
 }
 
 /// How a run ended.
@@ -59,28 +59,33 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("emap starts");
-        let mut out = child.stdout.take().unwrap();
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
         Running {
             child,
-            stderr: rx,
+            stderr,
             stderr_seen: Vec::new(),
-            stdout: Some(stdout),
+            stdout,
+            stdout_seen: Vec::new(),
         }
+    }
+
+    /// Waits until `n` stdout lines satisfy `pred` (counting those seen
+    /// before) and returns every stdout line so far.
+    fn wait_for_stdout(&mut self, n: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + EVENTUALLY;
+        while self.stdout_seen.iter().filter(|l| pred(l)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.stdout_seen.push(line),
+                Err(_) => panic!(
+                    "fewer than {n} matching stdout lines; stdout so far: {:?}; exited: {:?}",
+                    self.stdout_seen,
+                    self.child.try_wait()
+                ),
+            }
+        }
+        self.stdout_seen.clone()
     }
 
     /// Waits for a stderr line starting with `prefix` and returns it.
@@ -119,14 +124,16 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stdout = self
-            .stdout
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        // The reader thread ends at EOF, which follows the exit.
+        // The reader threads end at EOF, which follows the exit.
+        while let Ok(line) = self.stdout.recv_timeout(EVENTUALLY) {
+            self.stdout_seen.push(line);
+        }
         while let Ok(line) = self.stderr.recv_timeout(EVENTUALLY) {
             self.stderr_seen.push(line);
+        }
+        let mut stdout = self.stdout_seen.join("\n");
+        if !stdout.is_empty() {
+            stdout.push('\n');
         }
         Finished {
             code: status.code(),
@@ -138,6 +145,20 @@ impl Running {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// The lines of `pipe`, read on a thread of their own, as they come.
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Drop for Running {
@@ -426,4 +447,257 @@ fn ctrl_c_ends_a_watch_with_status_130() {
     let f = w.finish();
     assert_eq!(f.code, Some(130), "{f:?}");
     assert!(f.stderr.contains("interrupted"), "{f:?}");
+}
+
+/// Sends SIGINT to `pid`, as Ctrl-C would.
+fn interrupt(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[test]
+fn status_of_one_credential_shows_it_idling_as_a_table_and_as_json() {
+    let u = dovecot().user("clistatus");
+    let conn = plain(&u);
+    let table = run(&args("status", &conn, &[]), &u.password);
+    assert_eq!(table.code, Some(0), "{table:?}");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("emap status: "), "{table:?}");
+    let header = lines
+        .iter()
+        .find(|l| l.starts_with("INBOX "))
+        .unwrap_or_else(|| panic!("a header: {table:?}"));
+    for column in [
+        "STATE",
+        "CONNECTED",
+        "MODE",
+        "UIDVALIDITY",
+        "WATERMARK",
+        "DELIVERED",
+        "RECONNECTS",
+    ] {
+        assert!(header.contains(column), "{column} in {header}");
+    }
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{}@127.0.0.1:", u.name)))
+        .unwrap_or_else(|| panic!("the inbox's row: {table:?}"));
+    // Columns line up under their headers.
+    assert_eq!(header.find("STATE"), row.find("idling"), "{table:?}");
+    assert!(row.contains(" IDLE "), "{row}");
+    assert!(!table.stdout.contains(&u.password) && !table.stderr.contains(&u.password));
+
+    let json = run(&args("status", &conn, &["--json"]), &u.password);
+    assert_eq!(json.code, Some(0), "{json:?}");
+    let docs: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(docs.len(), 1, "one document: {json:?}");
+    let inboxes = docs[0]["inboxes"].as_array().expect("inboxes");
+    assert_eq!(inboxes.len(), 1, "{}", docs[0]);
+    let inbox = &inboxes[0];
+    assert_eq!(
+        inbox["inbox"],
+        format!("{}@127.0.0.1:{}/INBOX", u.name, dovecot().imap_port)
+    );
+    assert_eq!(inbox["state"], "idling", "{inbox}");
+    assert_eq!(inbox["mode"], "idle", "{inbox}");
+    assert!(inbox["connection_age_s"].is_u64(), "{inbox}");
+    assert!(
+        inbox["connected_since"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{inbox}"
+    );
+    assert!(inbox["next_attempt"].is_null(), "{inbox}");
+    assert!(
+        inbox["uid_validity"].is_u64() && inbox["watermark"].is_u64(),
+        "{inbox}"
+    );
+    // The command's own probe is not counted as a subscriber.
+    assert_eq!(inbox["subscribers"], 0, "{inbox}");
+    for counter in ["delivered", "dropped", "skipped", "reconnects"] {
+        assert_eq!(inbox[counter], 0, "{counter}: {inbox}");
+    }
+    assert!(inbox["last_error"].is_null(), "{inbox}");
+}
+
+#[test]
+fn status_with_a_wrong_password_shows_the_rejected_login_without_the_password() {
+    let u = dovecot().user("clistatusbad");
+    let conn = plain(&u);
+    let wrong = "wrong-Pa55word-status";
+    let f = run(&args("status", &conn, &[]), wrong);
+    assert_eq!(f.code, Some(1), "{f:?}");
+    let row = f
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{}@", u.name)))
+        .unwrap_or_else(|| panic!("the inbox's row: {f:?}"));
+    assert!(row.contains(" failed "), "{row}");
+    assert!(
+        f.stdout.contains("    last error: authentication failed"),
+        "{f:?}"
+    );
+    assert_one_error_line(&f);
+    assert!(
+        !f.stdout.contains(wrong) && !f.stderr.contains(wrong),
+        "{f:?}"
+    );
+
+    let json = run(&args("status", &conn, &["--json"]), wrong);
+    assert_eq!(json.code, Some(1), "{json:?}");
+    let doc: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let inbox = &doc["inboxes"][0];
+    assert_eq!(inbox["state"], "failed", "{doc}");
+    assert!(
+        inbox["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("authentication failed")),
+        "{doc}"
+    );
+    assert!(!json.stdout.contains(wrong) && !json.stderr.contains(wrong));
+}
+
+#[test]
+fn status_watch_prints_frame_after_frame_until_ctrl_c() {
+    let u = dovecot().user("clistatuswatch");
+    let conn = plain(&u);
+    // JSON: one document per refresh and line.
+    let mut w = Running::spawn(
+        &args(
+            "status",
+            &conn,
+            &["--watch", "--interval", "100ms", "--json"],
+        ),
+        &u.password,
+    );
+    let lines = w.wait_for_stdout(2, |l| l.starts_with('{'));
+    let docs: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(
+        docs.iter()
+            .all(|d| d["inboxes"].as_array().is_some_and(|i| i.len() == 1)),
+        "{docs:?}"
+    );
+    // It keeps going until the session idles, then until Ctrl-C.
+    w.wait_for_stdout(1, |l| l.contains("\"state\":\"idling\""));
+    interrupt(w.pid());
+    let f = w.finish();
+    assert_eq!(f.code, Some(130), "{f:?}");
+
+    // A table per refresh; not on a terminal, frames follow each other.
+    let mut w = Running::spawn(
+        &args("status", &conn, &["--watch", "--interval", "100ms"]),
+        &u.password,
+    );
+    let lines = w.wait_for_stdout(2, |l| l.starts_with("emap status: "));
+    assert!(
+        lines.iter().filter(|l| l.starts_with("INBOX ")).count() >= 1,
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains('\x1b')),
+        "no escapes into a pipe: {lines:?}"
+    );
+    interrupt(w.pid());
+    assert_eq!(w.finish().code, Some(130));
+}
+
+#[test]
+fn status_of_a_server_that_refuses_connections_shows_the_next_attempt() {
+    // A port nothing listens on: the connection is refused, which the
+    // session retries after a backoff.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conn: Vec<String> = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--tls",
+        "none",
+        "--user",
+        "nobody",
+        "--password-env",
+        PASSWORD_VAR,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let f = run(&args("status", &conn, &["--json"]), "irrelevant-Pa55");
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let doc: serde_json::Value = serde_json::from_str(f.stdout.trim()).unwrap();
+    let inbox = &doc["inboxes"][0];
+    assert_eq!(inbox["state"], "backing_off", "{doc}");
+    assert!(
+        inbox["next_attempt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{doc}"
+    );
+    assert!(inbox["next_attempt_in_s"].is_u64(), "{doc}");
+    assert!(inbox["connection_age_s"].is_null(), "{doc}");
+    assert!(inbox["last_error"].is_string(), "{doc}");
+    // The command's own probe is not counted, connected or not.
+    assert_eq!(inbox["subscribers"], 0, "{doc}");
+
+    let f = run(&args("status", &conn, &[]), "irrelevant-Pa55");
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert!(f.stdout.contains(" backing off, next attempt in "), "{f:?}");
+    assert!(f.stdout.contains("    last error: "), "{f:?}");
+}
+
+#[test]
+fn status_watch_on_a_terminal_redraws_in_place_and_stops_on_ctrl_c() {
+    // A terminal from util-linux's `script`; Ctrl-C typed into it reaches
+    // emap as SIGINT through the terminal, as from a keyboard. The server
+    // is a refused port: the frames show the backoff, no Dovecot needed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let command = format!(
+        "{EMAP} status --host 127.0.0.1 --port {port} --tls none --user nobody \
+         --password-env {PASSWORD_VAR} --watch --interval 100ms"
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env(PASSWORD_VAR, "irrelevant-Pa55")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux `script` runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let mut w = Running {
+        child,
+        stderr: mpsc::channel().1,
+        stderr_seen: Vec::new(),
+        stdout,
+        stdout_seen: Vec::new(),
+    };
+    // Each frame starts with cursor-home and clear-to-end: drawn over the
+    // last one, never scrolled.
+    let redraw = "\x1b[H\x1b[Jemap status: ";
+    let lines = w.wait_for_stdout(2, |l| l.starts_with(redraw));
+    let titles = lines.iter().filter(|l| l.contains("emap status: ")).count();
+    let redrawn = lines.iter().filter(|l| l.starts_with(redraw)).count();
+    assert_eq!(
+        titles, redrawn,
+        "every frame is redrawn in place: {lines:?}"
+    );
+    w.wait_for_stdout(1, |l| l.contains("backing off, next attempt in "));
+    std::io::Write::write_all(&mut stdin, b"\x03").unwrap();
+    let f = w.finish();
+    assert_eq!(f.code, Some(130), "{f:?}");
 }

@@ -39,7 +39,8 @@ pub enum Endpoint {
     Stats,
     /// `GET /metrics`.
     Metrics,
-    /// `GET /`: the HTML status page.
+    /// `GET /`: the HTML status page, and `GET /v1/status`: its rows as
+    /// JSON.
     Status,
 }
 

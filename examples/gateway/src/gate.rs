@@ -43,7 +43,7 @@ fn route(path: &str) -> Route {
         "/v1/stream" => Route::Scoped(Endpoint::Stream),
         "/v1/stats" => Route::Scoped(Endpoint::Stats),
         "/metrics" => Route::Scoped(Endpoint::Metrics),
-        "/" => Route::Scoped(Endpoint::Status),
+        "/" | "/v1/status" => Route::Scoped(Endpoint::Status),
         "/healthz" => Route::Health,
         _ => Route::Other,
     }
@@ -194,6 +194,7 @@ mod tests {
         assert_eq!(route("/metrics"), Route::Scoped(Endpoint::Metrics));
         assert_eq!(route("/healthz"), Route::Health);
         assert_eq!(route("/"), Route::Scoped(Endpoint::Status));
+        assert_eq!(route("/v1/status"), Route::Scoped(Endpoint::Status));
         assert_eq!(route("/v1/wait/"), Route::Other);
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! See `config.rs` for the file format (keys, TLS, limits), `gate.rs` for
 //! authentication and the audit trail, `routes.rs` for the endpoints, and
-//! `status.rs` for the HTML status page at `/`.
+//! `status.rs` for the HTML status page at `/` (and its rows as JSON at
+//! `/v1/status`).
 //! The first line on standard output is `listening on <scheme>://<addr>`;
 //! logs (one audit line per request) go to standard error.
 
@@ -126,6 +127,7 @@ async fn main() -> ExitCode {
             .service(routes::healthz)
             .service(routes::metrics)
             .service(status::page)
+            .service(status::status_json)
     })
     .on_connect(peer::on_connect)
     .shutdown_timeout(5)

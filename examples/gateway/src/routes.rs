@@ -341,6 +341,11 @@ pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
                 "uidnext_regressions": s.uidnext_regressions,
                 "reconnects": s.reconnects,
                 "last_error": s.last_error,
+                // Unix seconds: when the connection selected the mailbox
+                // (null unless connected), and while backing off when the
+                // next attempt starts.
+                "connected_since": s.connected_since.map(unix),
+                "next_attempt": s.next_attempt.map(unix),
             })
         })
         .collect();
@@ -353,6 +358,12 @@ pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         },
         "sessions": sessions,
     }))
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `GET /healthz`: the process and its registry answer.

@@ -14,16 +14,21 @@
 //! Mail per minute over the last hour comes from a per-inbox ring of
 //! per-minute counts that [`sample`] fills once a minute from the session's
 //! `fetched` counter; it is drawn as an inline SVG sparkline.
+//!
+//! `GET /v1/status` (same `status` scope) answers the same rows as JSON,
+//! for `emap status --gateway` and scripts: one model ([`Line`]), two
+//! renderings, so the terminal and the page cannot disagree.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use base64::Engine as _;
 use emap::{SessionState, SessionStats};
+use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::gate::caller;
@@ -182,15 +187,57 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// The state in plain words and its colour class.
-fn state_words(s: &SessionStats) -> (String, &'static str) {
+/// The state as a token (`idling`, `polling`, `connecting`,
+/// `backing_off`, `failed`, `closing`): what `/v1/status` says.
+fn state_token(s: &SessionStats) -> &'static str {
+    match s.state {
+        SessionState::Connecting => "connecting",
+        SessionState::Watching if s.idle => "idling",
+        SessionState::Watching => "polling",
+        SessionState::Backoff => "backing_off",
+        SessionState::Failed => "failed",
+        SessionState::Closing => "closing",
+        _ => "unknown",
+    }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `t` as `HH:MM:SS UTC`: the time of day an operator compares with a
+/// clock (the page is about the next minutes, not dates).
+fn time_of_day(t: SystemTime) -> String {
+    let s = unix(t);
+    format!("{:02}:{:02}:{:02} UTC", s / 3600 % 24, s / 60 % 60, s % 60)
+}
+
+/// A duration as a person reads it: `45s`, `3m 12s`, `2h 05m`, `3d 04h`.
+pub fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d {:02}h", s / 86400, s / 3600 % 24),
+    }
+}
+
+/// The state in plain words (with the time of the next attempt while
+/// backing off) and its colour class.
+fn state_words(s: &SessionStats, now: SystemTime) -> (String, &'static str) {
     match s.state {
         SessionState::Connecting => ("connecting".into(), "warn"),
         SessionState::Watching if s.idle => ("idling".into(), "ok"),
         SessionState::Watching => ("polling".into(), "ok"),
         SessionState::Backoff => (
-            match s.backoff {
-                Some(d) => format!("backing off ({} s delay)", d.as_secs().max(1)),
+            match s.next_attempt {
+                Some(t) => format!(
+                    "backing off, next attempt at {} (in {})",
+                    time_of_day(t),
+                    age(t.duration_since(now).unwrap_or_default())
+                ),
                 None => "backing off".into(),
             },
             "warn",
@@ -199,6 +246,12 @@ fn state_words(s: &SessionStats) -> (String, &'static str) {
         SessionState::Closing => ("closing".into(), "warn"),
         _ => ("unknown".into(), "warn"),
     }
+}
+
+/// How long the current connection has been up, if it is.
+fn connection_age(s: &SessionStats, now: SystemTime) -> Option<Duration> {
+    s.connected_since
+        .map(|t| now.duration_since(t).unwrap_or_default())
 }
 
 /// An inline SVG sparkline of `counts` (oldest first) in a 120×24 box.
@@ -250,55 +303,22 @@ fn uptime(d: Duration) -> String {
     )
 }
 
-/// One inbox's rows.
-fn rows(out: &mut String, name: &str, sessions: &[SessionStats], open: usize, counts: &[u64]) {
-    let name = escape(name);
-    let spark = sparkline(counts);
-    if sessions.is_empty() {
-        let _ = writeln!(
-            out,
-            "<tr><th scope=\"row\">{name}</th><td data-k=\"state\">not connected (nobody waiting)</td>\
-             <td>–</td><td class=\"n\">–</td><td class=\"n\">–</td>\
-             <td class=\"n\" data-k=\"subscribers\">0</td><td class=\"n\" data-k=\"open\">{open}</td>\
-             <td>{spark}</td><td class=\"n\">–</td><td class=\"n\">–</td><td class=\"n\">–</td>\
-             <td class=\"n\">–</td><td class=\"n\" data-k=\"reconnects\">–</td><td class=\"err\">–</td></tr>"
-        );
-        return;
-    }
-    for s in sessions {
-        let (words, class) = state_words(s);
-        let mode = if s.idle { "IDLE" } else { "poll" };
-        let mut last = match &s.last_error {
-            Some(e) => escape(e),
-            None => "–".to_owned(),
-        };
-        if let Some(alert) = &s.last_alert {
-            let _ = write!(last, "<br>server alert: {}", escape(alert));
-        }
-        let _ = writeln!(
-            out,
-            "<tr><th scope=\"row\">{name}</th><td class=\"{class}\" data-k=\"state\">{words}</td>\
-             <td data-k=\"mode\">{mode}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\" data-k=\"subscribers\">{}</td><td class=\"n\" data-k=\"open\">{open}</td>\
-             <td>{spark}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\" data-k=\"reconnects\">{}</td>\
-             <td class=\"err\" data-k=\"error\">{last}</td></tr>",
-            opt(s.uid_validity),
-            opt(s.watermark),
-            s.subscribers,
-            s.fetched,
-            s.queued,
-            s.dropped,
-            s.skipped,
-            s.reconnects,
-        );
-    }
+/// One line of the status: an inbox and one of its sessions (none when
+/// nobody waits on it), with what the gateway itself counts.
+pub struct Line {
+    /// The inbox's configured name (unescaped).
+    pub inbox: String,
+    /// Its session's figures, if it has one.
+    pub session: Option<SessionStats>,
+    /// Open waits and streams on the inbox.
+    pub open: usize,
+    /// Mails per minute over the last hour, oldest first.
+    pub counts: Vec<u64>,
 }
 
-/// `GET /`: the status page of the inboxes in the key's scope.
-#[get("/")]
-pub async fn page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    let caller = caller(&req, &state);
+/// The lines of the inboxes in the caller's scope, by name.
+async fn lines(req: &HttpRequest, state: &State) -> Vec<Line> {
+    let caller = caller(req, state);
     let mut names: Vec<&String> = state
         .config
         .inboxes
@@ -306,23 +326,135 @@ pub async fn page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         .filter(|n| caller.scope.inbox(n))
         .collect();
     names.sort();
-    let mut body = String::new();
+    let mut out = Vec::new();
     for name in names {
         let cred = &state.config.inboxes[name];
         let sessions = state.handle.stats_of(cred).await.unwrap_or_default();
-        rows(
-            &mut body,
-            name,
-            &sessions,
-            state.status.open_of(name),
-            &state.status.counts_of(name),
-        );
+        let open = state.status.open_of(name);
+        let counts = state.status.counts_of(name);
+        if sessions.is_empty() {
+            out.push(Line {
+                inbox: name.clone(),
+                session: None,
+                open,
+                counts,
+            });
+            continue;
+        }
+        for s in sessions {
+            out.push(Line {
+                inbox: name.clone(),
+                session: Some(s),
+                open,
+                counts: counts.clone(),
+            });
+        }
     }
-    let keys_active = state
+    out
+}
+
+/// Keys with an open wait or stream.
+fn keys_active(state: &State) -> usize {
+    state
         .keys
         .all()
         .filter(|k| k.usage.waiters() + k.usage.streams() > 0)
-        .count();
+        .count()
+}
+
+/// One line as the page's table row.
+fn row(out: &mut String, line: &Line, now: SystemTime) {
+    let name = escape(&line.inbox);
+    let open = line.open;
+    let spark = sparkline(&line.counts);
+    let Some(s) = &line.session else {
+        let _ = writeln!(
+            out,
+            "<tr><th scope=\"row\">{name}</th><td data-k=\"state\">not connected (nobody waiting)</td>\
+             <td data-k=\"age\">–</td><td>–</td><td class=\"n\">–</td><td class=\"n\">–</td>\
+             <td class=\"n\" data-k=\"subscribers\">0</td><td class=\"n\" data-k=\"open\">{open}</td>\
+             <td>{spark}</td><td class=\"n\">–</td><td class=\"n\">–</td><td class=\"n\">–</td>\
+             <td class=\"n\">–</td><td class=\"n\" data-k=\"reconnects\">–</td><td class=\"err\">–</td></tr>"
+        );
+        return;
+    };
+    let (words, class) = state_words(s, now);
+    let mode = if s.idle { "IDLE" } else { "poll" };
+    let connected = connection_age(s, now).map_or_else(|| "–".to_owned(), age);
+    let mut last = match &s.last_error {
+        Some(e) => escape(e),
+        None => "–".to_owned(),
+    };
+    if let Some(alert) = &s.last_alert {
+        let _ = write!(last, "<br>server alert: {}", escape(alert));
+    }
+    let _ = writeln!(
+        out,
+        "<tr><th scope=\"row\">{name}</th><td class=\"{class}\" data-k=\"state\">{words}</td>\
+         <td class=\"n\" data-k=\"age\">{connected}</td>\
+         <td data-k=\"mode\">{mode}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+         <td class=\"n\" data-k=\"subscribers\">{}</td><td class=\"n\" data-k=\"open\">{open}</td>\
+         <td>{spark}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+         <td class=\"n\">{}</td><td class=\"n\" data-k=\"reconnects\">{}</td>\
+         <td class=\"err\" data-k=\"error\">{last}</td></tr>",
+        opt(s.uid_validity),
+        opt(s.watermark),
+        s.subscribers,
+        s.fetched,
+        s.queued,
+        s.dropped,
+        s.skipped,
+        s.reconnects,
+    );
+}
+
+/// One line as JSON (`/v1/status`): times as Unix seconds and, measured
+/// on the gateway's clock, as ages, so a reader on another machine needs
+/// no synchronised clock.
+pub fn line_json(line: &Line, now: SystemTime) -> Value {
+    let mut v = json!({
+        "inbox": line.inbox,
+        "open_waits": line.open,
+        "mail_per_minute": line.counts,
+    });
+    let Some(s) = &line.session else {
+        v["state"] = json!("not_connected");
+        v["subscribers"] = json!(0);
+        return v;
+    };
+    let fields = json!({
+        "session": s.key.to_string(),
+        "state": state_token(s),
+        "mode": if s.idle { "idle" } else { "poll" },
+        "connected_since": s.connected_since.map(unix),
+        "connection_age_s": connection_age(s, now).map(|d| d.as_secs()),
+        "next_attempt": s.next_attempt.map(unix),
+        "next_attempt_in_s": s.next_attempt.map(|t| t.duration_since(now).unwrap_or_default().as_secs()),
+        "uid_validity": s.uid_validity,
+        "watermark": s.watermark,
+        "subscribers": s.subscribers,
+        "fetched": s.fetched,
+        "delivered": s.queued,
+        "dropped": s.dropped,
+        "skipped": s.skipped,
+        "reconnects": s.reconnects,
+        "last_error": s.last_error,
+        "last_alert": s.last_alert,
+    });
+    if let (Value::Object(v), Value::Object(f)) = (&mut v, fields) {
+        v.extend(f);
+    }
+    v
+}
+
+/// `GET /`: the status page of the inboxes in the key's scope.
+#[get("/")]
+pub async fn page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let now = SystemTime::now();
+    let mut body = String::new();
+    for line in lines(&req, &state).await {
+        row(&mut body, &line, now);
+    }
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\n\
@@ -330,11 +462,12 @@ pub async fn page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
          <title>emap gateway status</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>emap gateway status</h1>\n<dl>\
          <dt>Waiters</dt><dd data-k=\"waiters\">{}</dd>\
-         <dt>Keys active</dt><dd data-k=\"keys-active\">{keys_active}</dd>\
+         <dt>Keys active</dt><dd data-k=\"keys-active\">{}</dd>\
          <dt>Uptime</dt><dd>{}</dd>\
          <dt>Version</dt><dd>emap-gateway {}</dd></dl>\n\
-         <table>\n<caption>Inboxes (refreshed every {REFRESH_SECONDS} s)</caption>\n<thead><tr>\
-         <th scope=\"col\">Inbox</th><th scope=\"col\">State</th><th scope=\"col\">Mode</th>\
+         <table>\n<caption>Inboxes at {} (refreshed every {REFRESH_SECONDS} s)</caption>\n<thead><tr>\
+         <th scope=\"col\">Inbox</th><th scope=\"col\">State</th><th scope=\"col\">Connected for</th>\
+         <th scope=\"col\">Mode</th>\
          <th scope=\"col\">UIDVALIDITY</th><th scope=\"col\">Watermark</th>\
          <th scope=\"col\">Subscribers</th><th scope=\"col\">Open waits</th>\
          <th scope=\"col\">Mail/min, last hour</th><th scope=\"col\">Fetched</th>\
@@ -342,8 +475,10 @@ pub async fn page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
          <th scope=\"col\">Reconnects</th><th scope=\"col\">Last error</th></tr></thead>\n\
          <tbody>\n{body}</tbody>\n</table>\n</body>\n</html>\n",
         state.waiters(),
+        keys_active(&state),
         uptime(state.status.started.elapsed()),
         env!("CARGO_PKG_VERSION"),
+        time_of_day(now),
     );
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -352,6 +487,28 @@ pub async fn page(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Referrer-Policy", "no-referrer"))
         .body(html)
+}
+
+/// `GET /v1/status`: the page's rows as JSON, behind the same `status`
+/// scope: `version`, `uptime_s`, `waiters`, `keys_active` and `inboxes`,
+/// one object per inbox and session (see [`line_json`]).
+#[get("/v1/status")]
+pub async fn status_json(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let now = SystemTime::now();
+    let inboxes: Vec<Value> = lines(&req, &state)
+        .await
+        .iter()
+        .map(|l| line_json(l, now))
+        .collect();
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": state.status.started.elapsed().as_secs(),
+            "waiters": state.waiters(),
+            "keys_active": keys_active(&state),
+            "inboxes": inboxes,
+        }))
 }
 
 #[cfg(test)]
@@ -373,6 +530,17 @@ mod tests {
         }
         assert_eq!(r.counts().count(), MINUTES);
         assert!(r.counts().all(|c| c == 1));
+    }
+
+    #[test]
+    fn ages_and_times_read_as_a_person_reads_them() {
+        assert_eq!(age(Duration::from_secs(0)), "0s");
+        assert_eq!(age(Duration::from_secs(59)), "59s");
+        assert_eq!(age(Duration::from_secs(192)), "3m 12s");
+        assert_eq!(age(Duration::from_secs(2 * 3600 + 5 * 60 + 9)), "2h 05m");
+        assert_eq!(age(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 04h");
+        let t = UNIX_EPOCH + Duration::from_secs(20_000 * 86400 + 20 * 3600 + 41 * 60 + 7);
+        assert_eq!(time_of_day(t), "20:41:07 UTC");
     }
 
     #[test]

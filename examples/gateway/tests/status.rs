@@ -1,6 +1,9 @@
 //! The operator's status page (`GET /`) over real HTTP, with the gateway
 //! binary on the test Dovecot: what it shows, to whom, how it is escaped
-//! and locked down, and that it is valid HTML by `tidy`'s rules.
+//! and locked down, and that it is valid HTML by `tidy`'s rules; and the
+//! connection age and the next attempt of a backoff, on the page, in
+//! `/v1/stats` and in `/v1/status`, on a private Dovecot that the test
+//! stops and starts again.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -8,9 +11,10 @@ mod support;
 mod common;
 
 use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{Gateway, Setup, new_key};
-use support::{EVENTUALLY, dovecot, wait_for};
+use support::{Dovecot, EVENTUALLY, dovecot, wait_for};
 
 /// The text of the cell `data-k="key"` in the row of `inbox` (as written
 /// in the page, i.e. escaped), if there is one.
@@ -173,4 +177,156 @@ fn a_key_sees_only_the_inboxes_in_its_scope_and_needs_the_status_scope() {
     assert_eq!(status, 200, "{page}");
     assert!(cell(&page, "main", "state").is_some(), "{page}");
     assert!(!page.contains("hidden-inbox"), "{page}");
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Whether `text` reads like an age the page writes (`12s`, `3m 04s`, ...).
+fn is_age(text: &str) -> bool {
+    text.split(' ').all(|part| {
+        part.len() >= 2
+            && part[..part.len() - 1].bytes().all(|b| b.is_ascii_digit())
+            && part.ends_with(['s', 'm', 'h', 'd'])
+    })
+}
+
+/// The one entry of `inbox` in `/v1/status`.
+fn status_entry(gw: &Gateway, inbox: &str) -> serde_json::Value {
+    let (code, body) = gw.get("/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut found: Vec<_> = v["inboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["inbox"] == inbox)
+        .cloned()
+        .collect();
+    assert_eq!(found.len(), 1, "{v}");
+    found.pop().unwrap()
+}
+
+#[test]
+fn connection_age_while_idling_then_the_next_attempt_while_the_server_is_down() {
+    // A Dovecot of this test's own: stopping it disturbs no other test.
+    let private = Dovecot::start_with_cap(10).expect("a private Dovecot");
+    let user = private.user("gwbackoff");
+    let ca = dovecot().catchall("gwbackoff-main");
+    let tables = format!(
+        "[[inbox]]\nname = \"private\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         user = \"{}\"\npassword_env = \"GW_PRIVATE_PASSWORD\"\n",
+        private.imap_port, user.name,
+    );
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables: &tables,
+            env: vec![("GW_PRIVATE_PASSWORD", user.password.clone())],
+            ..Setup::default()
+        },
+    );
+    let held = gw.raw(None, "/v1/wait?inbox=private&timeout=110s");
+
+    // Idling: a connection age on the page, a connection time in the
+    // JSON, no next attempt.
+    let page = wait_for(EVENTUALLY, || {
+        let page = gw.get("/").1;
+        (cell(&page, "private", "state").as_deref() == Some("idling")).then_some(page)
+    })
+    .unwrap_or_else(|| panic!("never idling: {}", gw.get("/").1));
+    let shown = cell(&page, "private", "age").unwrap_or_else(|| panic!("an age cell: {page}"));
+    assert!(is_age(&shown), "connection age {shown:?} in {page}");
+    tidy(&page).unwrap_or_else(|e| panic!("tidy: {e}\n{page}"));
+    let stats = gw.stats(None);
+    let session = stats["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["state"] == "Watching")
+        .unwrap_or_else(|| panic!("a watching session: {stats}"))
+        .clone();
+    let since = session["connected_since"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("connected_since: {session}"));
+    assert!(since <= unix_now() && since + 600 > unix_now(), "{session}");
+    assert!(session["next_attempt"].is_null(), "{session}");
+    let entry = status_entry(&gw, "private");
+    assert_eq!(entry["state"], "idling", "{entry}");
+    assert_eq!(entry["mode"], "idle", "{entry}");
+    assert!(entry["connection_age_s"].is_u64(), "{entry}");
+    assert!(entry["next_attempt"].is_null(), "{entry}");
+    assert_eq!(entry["open_waits"], 1, "{entry}");
+
+    // The server goes away: the page says the session backs off and
+    // when it tries next; the age is gone with the connection.
+    private.stop();
+    let page = wait_for(EVENTUALLY, || {
+        let page = gw.get("/").1;
+        cell(&page, "private", "state")?
+            .starts_with("backing off, next attempt at ")
+            .then_some(page)
+    })
+    .unwrap_or_else(|| panic!("never backing off: {}", gw.get("/").1));
+    let state = cell(&page, "private", "state").unwrap();
+    assert!(state.contains(" UTC (in "), "{state}");
+    assert_eq!(
+        cell(&page, "private", "age").as_deref(),
+        Some("–"),
+        "{page}"
+    );
+    assert!(
+        cell(&page, "private", "error").is_some_and(|e| e != "–"),
+        "{page}"
+    );
+    tidy(&page).unwrap_or_else(|e| panic!("tidy: {e}\n{page}"));
+    let backing_off = wait_for(EVENTUALLY, || {
+        let stats = gw.stats(None);
+        stats["sessions"]
+            .as_array()?
+            .iter()
+            .find(|s| s["state"] == "Backoff")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no Backoff in /v1/stats: {}", gw.stats(None)));
+    let next = backing_off["next_attempt"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("next_attempt: {backing_off}"));
+    // The backoff is at most `backoff_max` (60 s) away.
+    assert!(
+        next + 1 >= since && next <= unix_now() + 61,
+        "{backing_off}"
+    );
+    assert!(backing_off["connected_since"].is_null(), "{backing_off}");
+    let entry = wait_for(EVENTUALLY, || {
+        let e = status_entry(&gw, "private");
+        (e["state"] == "backing_off").then_some(e)
+    })
+    .unwrap_or_else(|| panic!("never backing_off: {}", status_entry(&gw, "private")));
+    assert!(entry["next_attempt"].is_u64(), "{entry}");
+    assert!(entry["next_attempt_in_s"].is_u64(), "{entry}");
+    assert!(entry["connection_age_s"].is_null(), "{entry}");
+    assert!(entry["last_error"].is_string(), "{entry}");
+
+    // Back: idling again on a new connection, the reconnect counted.
+    private.start_again();
+    let page = wait_for(EVENTUALLY, || {
+        let page = gw.get("/").1;
+        (cell(&page, "private", "state").as_deref() == Some("idling")).then_some(page)
+    })
+    .unwrap_or_else(|| panic!("never idling again: {}", gw.get("/").1));
+    assert!(
+        cell(&page, "private", "age").is_some_and(|a| is_age(&a)),
+        "{page}"
+    );
+    let reconnects: u64 = cell(&page, "private", "reconnects")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a reconnect count: {page}"));
+    assert!(reconnects >= 1, "{page}");
+    drop(held);
 }

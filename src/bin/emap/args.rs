@@ -31,6 +31,9 @@ pub(crate) enum Command {
     Watch(WatchArgs),
     /// Check that the credential can log in and open the mailbox.
     Login(ConnArgs),
+    /// Show each inbox's state: from an emap-gateway (--gateway URL), or
+    /// for one credential directly (the connection flags of `watch`).
+    Status(StatusArgs),
 }
 
 /// Where and as whom to connect.
@@ -117,6 +120,103 @@ pub(crate) struct WatchArgs {
     pub(crate) json: bool,
 }
 
+/// `emap status` options.
+///
+/// Either `--gateway URL` (the key from --key-file, --key-env, or the
+/// variable EMAP_GATEWAY_KEY), or the connection flags of `watch`.
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    /// Read the status of every inbox the key may see from this
+    /// emap-gateway (http:// or https:// URL) instead of connecting to IMAP.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with_all = ["host", "port", "ca_file", "user", "password_env", "oauth_token_env"]
+    )]
+    pub(crate) gateway: Option<String>,
+    /// The gateway API key, alone in this file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "gateway",
+        conflicts_with_all = ["key_env", "host", "user"]
+    )]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Read the gateway API key from this environment variable [default:
+    /// EMAP_GATEWAY_KEY, if set].
+    #[arg(long, value_name = "VAR", requires = "gateway", conflicts_with_all = ["host", "user"])]
+    pub(crate) key_env: Option<String>,
+    /// Trust the root certificate in this PEM file (its first) for the
+    /// gateway's HTTPS, instead of the web PKI roots.
+    #[arg(long, value_name = "PATH", requires = "gateway", conflicts_with_all = ["host", "user"])]
+    pub(crate) gateway_ca_file: Option<PathBuf>,
+    /// Without a gateway: the IMAP server's host name, as for `watch`.
+    #[arg(long, value_name = "HOST", required_unless_present = "gateway")]
+    pub(crate) host: Option<String>,
+    /// The port [default: 993 with --tls implicit, 143 otherwise].
+    #[arg(long, value_name = "N")]
+    pub(crate) port: Option<u16>,
+    /// How the connection is protected.
+    #[arg(long, value_enum, default_value_t = TlsFlag::Implicit)]
+    pub(crate) tls: TlsFlag,
+    /// Also trust the root certificate(s) in this PEM file.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// The user name.
+    #[arg(long, value_name = "USER", required_unless_present = "gateway")]
+    pub(crate) user: Option<String>,
+    /// Read the password from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "oauth_token_env")]
+    pub(crate) password_env: Option<String>,
+    /// Read an OAuth2 access token (XOAUTH2) from this environment
+    /// variable, again at each connect.
+    #[arg(long, value_name = "VAR")]
+    pub(crate) oauth_token_env: Option<String>,
+    /// The mailbox.
+    #[arg(long, value_name = "NAME", default_value = "INBOX")]
+    pub(crate) mailbox: String,
+    /// Refresh in place every --interval until Ctrl-C.
+    #[arg(long)]
+    pub(crate) watch: bool,
+    /// Time between refreshes with --watch (e.g. 2s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval)]
+    pub(crate) interval: Duration,
+    /// Without a gateway: how long to wait for the connection before
+    /// showing the state reached (a first failure shows at once).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) wait: Duration,
+    /// One JSON document per refresh and line, instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl StatusArgs {
+    /// The connection flags, as `watch` takes them, without a gateway.
+    pub(crate) fn conn(&self) -> Option<ConnArgs> {
+        Some(ConnArgs {
+            host: self.host.clone()?,
+            port: self.port,
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            user: self.user.clone()?,
+            secret: SecretArgs {
+                password_env: self.password_env.clone(),
+                oauth_token_env: self.oauth_token_env.clone(),
+            },
+            mailbox: self.mailbox.clone(),
+        })
+    }
+}
+
+/// A refresh interval: at least 100 ms, so that --watch cannot spin.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("interval {s:?} is too short: at least 100ms"));
+    }
+    Ok(d)
+}
+
 /// Why the command line is refused, if it carries a secret: `--password`
 /// or a token flag. The value is never repeated.
 pub(crate) fn secret_on_command_line(args: &[OsString]) -> Option<String> {
@@ -129,6 +229,7 @@ pub(crate) fn secret_on_command_line(args: &[OsString]) -> Option<String> {
         let instead = match flag {
             "--password" | "--pass" | "--passwd" => "--password-env VAR",
             "--oauth-token" | "--token" | "--access-token" => "--oauth-token-env VAR",
+            "--key" | "--api-key" | "--gateway-key" => "--key-file PATH or --key-env VAR",
             _ => continue,
         };
         return Some(format!(
@@ -153,6 +254,11 @@ mod tests {
         let msg = secret_on_command_line(&args(&["emap", "watch", "--password=hunter2"])).unwrap();
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(secret_on_command_line(&args(&["emap", "--oauth-token", "t"])).is_some());
+        let msg = secret_on_command_line(&args(&["emap", "status", "--key=k3y-v4lue"])).unwrap();
+        assert!(
+            msg.contains("--key-file") && !msg.contains("k3y-v4lue"),
+            "{msg}"
+        );
         assert!(
             secret_on_command_line(&args(&["emap", "login", "--password-env", "VAR"])).is_none()
         );
@@ -213,6 +319,95 @@ mod tests {
             ],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_takes_a_gateway_or_a_credential_not_both() {
+        let parse = |a: &[&str]| Cli::try_parse_from(a).map(|c| c.command);
+        let Ok(Command::Status(s)) = parse(&[
+            "emap",
+            "status",
+            "--gateway",
+            "http://127.0.0.1:8080",
+            "--key-file",
+            "k",
+            "--watch",
+            "--interval",
+            "500ms",
+        ]) else {
+            panic!("gateway mode parses")
+        };
+        assert!(s.conn().is_none() && s.watch);
+        assert_eq!(s.interval, Duration::from_millis(500));
+        let Ok(Command::Status(s)) = parse(&[
+            "emap",
+            "status",
+            "--host",
+            "h",
+            "--user",
+            "u",
+            "--password-env",
+            "P",
+            "--json",
+        ]) else {
+            panic!("direct mode parses")
+        };
+        assert!(s.gateway.is_none() && s.json);
+        let conn = s.conn().expect("connection flags");
+        assert_eq!((conn.host.as_str(), conn.user.as_str()), ("h", "u"));
+        assert_eq!(conn.secret.password_env.as_deref(), Some("P"));
+        for bad in [
+            // Both modes.
+            &[
+                "emap",
+                "status",
+                "--gateway",
+                "http://x",
+                "--host",
+                "h",
+                "--user",
+                "u",
+            ][..],
+            // A key without a gateway.
+            &[
+                "emap",
+                "status",
+                "--host",
+                "h",
+                "--user",
+                "u",
+                "--password-env",
+                "P",
+                "--key-file",
+                "k",
+            ],
+            // Neither mode.
+            &["emap", "status", "--json"],
+            // Two secrets.
+            &[
+                "emap",
+                "status",
+                "--host",
+                "h",
+                "--user",
+                "u",
+                "--password-env",
+                "A",
+                "--oauth-token-env",
+                "B",
+            ],
+            // A refresh that would spin.
+            &[
+                "emap",
+                "status",
+                "--gateway",
+                "http://x",
+                "--interval",
+                "1ms",
+            ],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
     }
 }

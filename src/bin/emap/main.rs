@@ -11,6 +11,7 @@
 //!     --password-env EMAP_PASSWORD --to task42@catchall.example --timeout 5m --json
 //! EMAP_PASSWORD=... emap login --host imap.example.com --user bot@example.com \
 //!     --password-env EMAP_PASSWORD
+//! emap status --gateway https://gw.example.com:8443 --key-file ops.key --watch
 //! ```
 //!
 //! `watch` prints `watching ...` on stderr once the mailbox is selected (mail
@@ -21,10 +22,17 @@
 //! `Date` header, else the server's INTERNALDATE; or null), `text`, `html`,
 //! `links` and `codes`.
 //!
+//! `status` shows each inbox's state as a table (or `--json`, one document
+//! per refresh and line), from an emap-gateway's `/v1/status` or for one
+//! credential directly; see `status.rs`.
+//!
 //! Exit status:
-//! - 0: `--count` mails arrived (`watch`), or the credential works (`login`);
+//! - 0: `--count` mails arrived (`watch`), or the credential works (`login`),
+//!   or the status was shown (`status`);
 //! - 1: an error, with a one-line `error: ...` on stderr — also bad
-//!   arguments, so that 2 always means a timeout;
+//!   arguments, so that 2 always means a timeout; for `status`, also a
+//!   refused key or scope, an unreachable gateway, or a credential that
+//!   failed for good (its row is shown first);
 //! - 2: `watch --timeout` passed before `--count` mails arrived (if the
 //!   mailbox could not even be opened by then because of a connection
 //!   error, that error is reported instead, with status 1);
@@ -34,7 +42,8 @@
 //! Secrets are read only from the environment variable named by
 //! `--password-env` or `--oauth-token-env` (a command line is visible to
 //! every user through `ps` and stays in shell history); `--password` is
-//! refused. The OAuth2 token is read again from the variable at each
+//! refused, and so is `--key`: a gateway's API key comes from
+//! `--key-file`, `--key-env` or `EMAP_GATEWAY_KEY`. The OAuth2 token is read again from the variable at each
 //! connect.
 //!
 //! # Layout
@@ -43,7 +52,9 @@
 //! - `args`: the command line (clap) and the refusal of secrets on it;
 //! - `credential`: the [`emap::Credential`] the connection flags describe,
 //!   with the secret read from the environment;
-//! - `login`, `watch`: one module per subcommand;
+//! - `login`, `watch`, `status`: one module per subcommand;
+//! - `gateway`: `status`'s HTTP client for an emap-gateway's `/v1/status`,
+//!   with its typed errors;
 //! - `output`: a mail as a JSON line or a human-readable block;
 //! - `time`: durations and times as a user writes and reads them.
 //!
@@ -52,8 +63,10 @@
 
 mod args;
 mod credential;
+mod gateway;
 mod login;
 mod output;
+mod status;
 mod time;
 mod watch;
 
@@ -100,6 +113,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => watch::watch(args).await,
             Command::Login(args) => login::login(args).await,
+            Command::Status(args) => status::status(args).await,
         }
     });
     ExitCode::from(code)

@@ -20,6 +20,25 @@ pub(crate) fn describe(d: Duration) -> String {
     }
 }
 
+/// A duration as a person reads it in a table: `45s`, `3m 12s`, `2h 05m`,
+/// `3d 04h`.
+pub(crate) fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d {:02}h", s / 86400, s / 3600 % 24),
+    }
+}
+
+/// A time of day in UTC, `HH:MM:SS UTC`: when something happens in the
+/// next minutes.
+pub(crate) fn time_of_day(t: SystemTime) -> String {
+    let s = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02} UTC", s / 3600 % 24, s / 60 % 60, s % 60)
+}
+
 /// Parses `30s`, `10m`, `2h`, `1d`, `500ms`, `1h30m`, or plain seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration {s:?}: use e.g. 30s, 10m, 2h, 1d, 500ms");

@@ -1,0 +1,299 @@
+//! `emap status --gateway` against the real gateway on the test Dovecot:
+//! the table and `--json` a person and a script read, the key taken from a
+//! file or a variable and never printed, and the typed refusals (key
+//! refused, status scope missing, no key, gateway down); `--watch` frame
+//! after frame until Ctrl-C.
+//!
+//! The `emap` binary belongs to the root package (feature `cli`), so cargo
+//! gives this package no `CARGO_BIN_EXE_emap`. [`emap_binary`] builds it
+//! once per test process with the cargo that builds these tests, into the
+//! same target directory, with the options of the CI run (`cargo test
+//! --workspace --all-features`): there it is already built and the call
+//! only checks that; run alone, this test builds it first.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+
+use common::{Gateway, Setup, new_key};
+use support::{EVENTUALLY, dovecot};
+
+/// The `emap` binary of this workspace, built once (see the module docs).
+fn emap_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test runs as <target>/<profile>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().expect("the test's own path");
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>");
+        let target = profile.parent().expect("<target>");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+        let mut cargo = Command::new(env!("CARGO"));
+        // Without what cargo sets for this test (CARGO_PKG_NAME,
+        // CARGO_MANIFEST_DIR, ...): build scripts (ring's) rerun when they
+        // change, which would rebuild half the tree here and again in the
+        // next top-level cargo run.
+        for (var, _) in std::env::vars_os() {
+            let name = var.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                cargo.env_remove(&var);
+            }
+        }
+        cargo
+            .args([
+                "test",
+                "--no-run",
+                "--quiet",
+                "--workspace",
+                "--all-features",
+            ])
+            .args(["--test", "cli", "--manifest-path"])
+            .arg(&root)
+            .arg("--target-dir")
+            .arg(target);
+        if profile.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        let out = cargo.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building emap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile.join("emap");
+        assert!(bin.exists(), "{} after the build", bin.display());
+        bin
+    })
+}
+
+/// `emap status --gateway <gw> args...` with `env`, and nothing of the
+/// caller's key variable.
+fn emap(gw: &Gateway, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(emap_binary());
+    cmd.args(["status", "--gateway", &gw.base])
+        .args(args)
+        .env_remove("EMAP_GATEWAY_KEY")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs to the end: status code, stdout, stderr.
+fn run(mut cmd: Command) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("emap runs");
+    (
+        status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// A child killed on drop, so a failing test leaves no `--watch` behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The row of `inbox` in a table.
+fn row<'a>(table: &'a str, inbox: &str) -> Option<&'a str> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(inbox))
+}
+
+#[test]
+fn emap_status_reads_the_gateway_with_its_key_and_says_why_it_cannot() {
+    // Built first: a build that takes minutes must not outlast the wait
+    // below.
+    emap_binary();
+    let ca = dovecot().catchall("gwcli");
+    let (ops, stats_only) = (new_key(), new_key());
+    let tables = "[[key]]\nid = \"ops\"\nkey_env = \"GW_OPS\"\ninboxes = [\"*\"]\n\
+         recipients = [\"*\"]\nendpoints = [\"status\", \"stats\", \"wait\"]\n\n\
+         [[key]]\nid = \"stats-only\"\nkey_env = \"GW_STATS\"\ninboxes = [\"*\"]\n\
+         recipients = [\"*\"]\nendpoints = [\"stats\"]\n";
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables,
+            env: vec![("GW_OPS", ops.clone()), ("GW_STATS", stats_only.clone())],
+            ..Setup::default()
+        },
+    );
+    // Outside the gateway's directory, which goes with it at the end.
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("ops.key");
+    std::fs::write(&key_file, format!("{ops}\n")).unwrap();
+    let key_path = key_file.to_str().unwrap();
+    let held = gw.raw(
+        Some(&ops),
+        &format!("/v1/wait?inbox=main&to={}&timeout=100s", ca.address("cli")),
+    );
+    gw.await_subscribers(Some(&ops), 1);
+
+    // The table: the gateway's own figures, then the inbox idling.
+    let (code, out, err) = run(emap(&gw, &["--key-file", key_path], &[]));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with(&format!("emap status: gateway {} at ", gw.base)),
+        "{out}"
+    );
+    assert!(out.contains("emap-gateway 0.1.0, up "), "{out}");
+    let header = out.lines().find(|l| l.starts_with("INBOX ")).unwrap();
+    let main = row(&out, "main").unwrap_or_else(|| panic!("a row for main: {out}"));
+    assert_eq!(header.find("STATE"), main.find("idling"), "{out}");
+    assert!(main.contains(" IDLE "), "{main}");
+    assert!(
+        !out.contains(&ops) && !err.contains(&ops),
+        "the key is never shown"
+    );
+
+    // JSON, with the key from a variable.
+    let (code, out, err) = run(emap(
+        &gw,
+        &["--key-env", "MY_GW_KEY", "--json"],
+        &[("MY_GW_KEY", &ops)],
+    ));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["gateway"]["version"], "0.1.0", "{doc}");
+    assert_eq!(doc["gateway"]["waiters"], 1, "{doc}");
+    let main = doc["inboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["inbox"] == "main")
+        .unwrap_or_else(|| panic!("main: {doc}"));
+    assert_eq!(main["state"], "idling", "{main}");
+    assert_eq!(main["mode"], "idle", "{main}");
+    assert_eq!(main["subscribers"], 1, "{main}");
+    assert_eq!(main["open_waits"], 1, "{main}");
+    assert!(main["connection_age_s"].is_u64(), "{main}");
+    assert!(main["uid_validity"].is_u64(), "{main}");
+    assert!(main["reconnects"].is_u64(), "{main}");
+    assert!(!out.contains(&ops));
+
+    // The default variable.
+    let (code, out, _) = run(emap(&gw, &["--json"], &[("EMAP_GATEWAY_KEY", &ops)]));
+    assert_eq!(code, Some(0), "{out}");
+
+    // Refusals, each in its own words, on one line, the key never shown.
+    let wrong = new_key();
+    let wrong_file = keys.path().join("wrong.key");
+    std::fs::write(&wrong_file, &wrong).unwrap();
+    let stats_file = keys.path().join("stats.key");
+    std::fs::write(&stats_file, &stats_only).unwrap();
+    let refused = |args: &[&str], words: &str, secret: &str| {
+        let (code, out, err) = run(emap(&gw, args, &[]));
+        assert_eq!(code, Some(1), "{args:?}: {out}{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(words),
+            "{args:?}: {err}"
+        );
+        assert!(!out.contains(secret) && !err.contains(secret), "{err}");
+    };
+    refused(
+        &["--key-file", wrong_file.to_str().unwrap()],
+        "the gateway refused the API key (401)",
+        &wrong,
+    );
+    refused(
+        &["--key-file", stats_file.to_str().unwrap()],
+        "may not read the status (403)",
+        &stats_only,
+    );
+    refused(&[], "the gateway requires an API key (401)", &ops);
+    // A key on the command line is refused before anything is sent.
+    refused(
+        &["--key", &wrong],
+        "--key-file PATH or --key-env VAR",
+        &wrong,
+    );
+
+    // --watch: a JSON document per refresh until Ctrl-C.
+    let mut cmd = emap(
+        &gw,
+        &[
+            "--key-file",
+            key_path,
+            "--json",
+            "--watch",
+            "--interval",
+            "100ms",
+        ],
+        &[],
+    );
+    let mut child = Killed(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for frame in 0..2 {
+        let line = rx
+            .recv_timeout(EVENTUALLY)
+            .unwrap_or_else(|_| panic!("frame {frame} never came"));
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(
+            doc["inboxes"].as_array().is_some_and(|i| !i.is_empty()),
+            "{doc}"
+        );
+    }
+    let sigint = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sigint.success());
+    assert_eq!(child.0.wait().unwrap().code(), Some(130));
+
+    // The gateway gone: said so, in one line.
+    let base = gw.base.clone();
+    drop(held);
+    drop(gw);
+    let (code, out, err) = run({
+        let mut cmd = Command::new(emap_binary());
+        cmd.args(["status", "--gateway", &base, "--key-file", key_path]);
+        cmd
+    });
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot reach the gateway at {base}: ")),
+        "{err}"
+    );
+}
