@@ -243,3 +243,96 @@ async fn a_follower_that_falls_behind_is_cut_off_and_resumes_without_loss() {
     assert_eq!(all, want, "got {got:?} then {rest:?}");
     h.shutdown().await;
 }
+
+/// Several folders on one connection: each folder's position is reported
+/// under its own name, and a restart from the stored list resumes each
+/// folder where it stood: exactly the mail that arrived in INBOX and in
+/// Junk while away, once each.
+#[tokio::test]
+async fn each_folder_resumes_from_its_own_position() {
+    use emap::{Folder, SpecialUse};
+    use std::collections::BTreeMap;
+    let s = dovecot();
+    let user = s.user("resumejunk");
+    let u = user.clone();
+    blocking(move || s.create_junk(&u)).await;
+    let junk = Folder::SpecialUse(SpecialUse::Junk);
+    let to_junk = |subject: &'static str| {
+        let u = user.clone();
+        blocking(move || {
+            let raw = support::message::mail("sender@emap.test", &u.name, subject, "hello");
+            dovecot().append(&u, "Junk", &raw);
+        })
+    };
+
+    // Follows until every subject in `want` arrived and each folder's
+    // position passed its mail; returns the subjects (sorted) and the
+    // positions by folder.
+    async fn follow_all(
+        f: &mut Follower,
+        want: &[&str],
+        mut stored: BTreeMap<String, Position>,
+    ) -> (Vec<String>, BTreeMap<String, Position>) {
+        let mut got: Vec<(String, String, u32)> = Vec::new();
+        loop {
+            let done = want.iter().all(|w| {
+                got.iter().any(|(s, folder, uid)| {
+                    s == w && stored.get(folder).is_some_and(|p| p.next_uid > *uid)
+                })
+            });
+            if done {
+                let mut subjects: Vec<String> = got.into_iter().map(|g| g.0).collect();
+                subjects.sort();
+                return (subjects, stored);
+            }
+            match next(f).await {
+                Followed::Arrived(m) => {
+                    let folder = m.folder().expect("a folder").to_string();
+                    if let Some(p) = stored.get(&folder)
+                        && p.uid_validity == m.uid_validity()
+                    {
+                        assert!(m.uid() >= p.next_uid, "{} after {p:?}", m.uid());
+                    }
+                    got.push((m.subject().unwrap_or_default().to_owned(), folder, m.uid()));
+                }
+                Followed::Advanced(p) => {
+                    if let Some(l) = stored.get(&p.folder)
+                        && l.uid_validity == p.uid_validity
+                    {
+                        assert!(p.next_uid >= l.next_uid, "went back: {l:?} -> {p:?}");
+                    }
+                    stored.insert(p.folder.clone(), p);
+                }
+            }
+        }
+    }
+
+    let h = start(dovecot_config());
+    let cred = || dovecot_cred(&user).also_watch(junk.clone());
+    let mut f = h.follow(cred()).await.expect("follow");
+    deliver(&user.name, "inbox-before").await;
+    to_junk("junk-before").await;
+    let (got, stored) = follow_all(&mut f, &["inbox-before", "junk-before"], BTreeMap::new()).await;
+    assert_eq!(got, ["inbox-before", "junk-before"]);
+    assert_eq!(
+        stored.keys().cloned().collect::<Vec<_>>(),
+        ["INBOX", "\\Junk"],
+        "one position per folder, named as the credential names it"
+    );
+    drop(f);
+    h.shutdown().await;
+
+    deliver(&user.name, "inbox-gap").await;
+    to_junk("junk-gap").await;
+
+    let h = start(dovecot_config());
+    let positions: Vec<Position> = stored.values().cloned().collect();
+    let mut f = h
+        .follow(cred().resume_from(positions))
+        .await
+        .expect("follow again");
+    deliver(&user.name, "inbox-after").await;
+    let (got, _) = follow_all(&mut f, &["inbox-gap", "junk-gap", "inbox-after"], stored).await;
+    assert_eq!(got, ["inbox-after", "inbox-gap", "junk-gap"]);
+    h.shutdown().await;
+}
