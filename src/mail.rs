@@ -140,11 +140,17 @@ const RECIPIENT_HEADERS: [&str; 6] = [
     "Envelope-To",
 ];
 
-/// A parser that decodes only the headers [`Mail`] uses and skips the
-/// rest (`Received`, DKIM signatures, ...) without parsing them.
-static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+/// The parser of the bodies: the MIME headers it needs to walk the parts,
+/// and [`HEAD_PARSER`]'s.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| head_parser().with_mime_headers());
+
+/// The parser of the header block: decodes only the headers [`Mail`] uses
+/// and skips the rest (`Received`, DKIM signatures, `Content-Type`, ...)
+/// without parsing them.
+static HEAD_PARSER: LazyLock<MessageParser> = LazyLock::new(head_parser);
+
+fn head_parser() -> MessageParser {
     MessageParser::new()
-        .with_mime_headers()
         .header_address(HeaderName::From)
         .header_address(HeaderName::To)
         .header_address(HeaderName::Cc)
@@ -156,7 +162,7 @@ static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
         .header_text(HeaderName::Subject)
         .header_id(HeaderName::MessageId)
         .default_header_ignore()
-});
+}
 
 /// Which of [`RECIPIENT_HEADERS`] a header is, if any.
 fn recipient_slot(name: &HeaderName<'_>) -> Option<usize> {
@@ -450,7 +456,7 @@ impl Parsed {
     /// Reads the header block only (mail-parser's `parse_headers`: no
     /// MIME walk, no body decoding).
     fn from_headers(raw: &[u8]) -> Parsed {
-        let Some(msg) = PARSER.parse_headers(raw) else {
+        let Some(msg) = HEAD_PARSER.parse_headers(raw) else {
             return Parsed::default();
         };
         let mut p = Parsed::default();
@@ -1479,7 +1485,10 @@ JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29k
             .from_contains("service");
         assert!(filter.matches(&m, SystemTime::now()));
         let _ = format!("{m:?}");
-        assert!(!m.bodies_decoded(), "routing, filtering or Debug decoded the body");
+        assert!(
+            !m.bodies_decoded(),
+            "routing, filtering or Debug decoded the body"
+        );
 
         let texts: Vec<usize> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)
@@ -1492,7 +1501,10 @@ JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29k
         });
         assert!(m.bodies_decoded());
         assert_ne!(texts[0], 0);
-        assert!(texts.iter().all(|&p| p == texts[0]), "decoded more than once");
+        assert!(
+            texts.iter().all(|&p| p == texts[0]),
+            "decoded more than once"
+        );
         assert_eq!(m.text().map(str::as_ptr), Some(texts[0] as *const u8));
         assert_eq!(
             m.text(),
