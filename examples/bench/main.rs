@@ -11,11 +11,15 @@
 //! ```
 //!
 //! SCENARIOS is `all` (default) or a comma-separated list of `fanout`,
-//! `limit`, `backlog`, `pertask`, `soak`, `burst`; see BENCHMARKS.md for
-//! what each measures and the results. Without `--server`, `limit` runs
+//! `limit`, `backlog`, `pertask`, `soak`, `burst`, `subscribe`; see
+//! BENCHMARKS.md for what each measures and the results. Without
+//! `--server`, `limit` runs
 //! on Cyrus and on Dovecot, the others on Dovecot. Output: a table per
 //! scenario on stdout (progress on stderr), or with `--json` one JSON
 //! object per result line. Exit status 1 if a scenario failed or lost mail.
+//! `--svg DIR` also draws the pictures (see plot.rs); the environment
+//! variable `BENCH_CHILD_WRAP` runs each client child under a command such
+//! as `valgrind --tool=callgrind` (see child.rs).
 //!
 //! Every client under test runs in a child process of this program (see
 //! child.rs), so its CPU time and RSS are its own. All traffic stays on
