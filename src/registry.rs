@@ -20,7 +20,7 @@
 //! failure for `Config::failure_memory`, so that callers retrying in a loop
 //! cannot get the account locked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::RandomState;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,8 +45,9 @@ struct Slot {
     identity: Identity,
     /// ... presenting this secret (keyed fingerprint).
     fingerprint: u64,
-    /// The ids of this instance's live subscriptions.
-    subscribers: HashSet<u64>,
+    /// The ids of this instance's live subscriptions (a B-tree: churn
+    /// leaves no deleted slots behind that would make it double).
+    subscribers: BTreeSet<u64>,
     /// Bumped at each subscribe, so a stale linger timer does nothing.
     generation: u64,
     /// Shared by every subscription of this session: its key and where
@@ -189,7 +190,7 @@ impl Registry {
                 instance,
                 identity,
                 fingerprint,
-                subscribers: HashSet::from([id]),
+                subscribers: BTreeSet::from([id]),
                 generation: 0,
                 link: Arc::downgrade(&link),
             },

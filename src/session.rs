@@ -19,7 +19,7 @@
 //! mail reaches only the subscribers whose `to` is among its recipients,
 //! plus those without `to` — O(matches), not O(subscribers).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -121,11 +121,16 @@ pub struct Session {
     idle: bool,
     /// Bumped at each connection, so a stale health timer does nothing.
     connection: u64,
-    subscribers: HashMap<u64, SubscriberEntry>,
+    /// B-trees rather than hash tables for the maps that subscribers
+    /// churn through: a hash table's deleted slots pile up until it
+    /// doubles (the 30-minute soak's +1.7 MiB step at ~1 000 s, after
+    /// ~100 000 subscribe/close pairs at a constant 10 000 subscribers),
+    /// while a B-tree's memory follows the live entries.
+    subscribers: BTreeMap<u64, SubscriberEntry>,
     /// Subscriber ids by lower-cased recipient; usually one per address,
     /// held inline.
-    by_recipient: HashMap<Arc<str>, Ids>,
-    everyone: HashSet<u64>,
+    by_recipient: BTreeMap<Arc<str>, Ids>,
+    everyone: BTreeSet<u64>,
     /// Subscribes waiting for the first SELECT, by subscription id.
     waiting: HashMap<u64, oneshot::Sender<Result<(), Error>>>,
     orders: Option<mpsc::UnboundedSender<LoopCommand>>,
@@ -188,9 +193,9 @@ impl Session {
             state: SessionState::Connecting,
             idle: false,
             connection: 0,
-            subscribers: HashMap::new(),
-            by_recipient: HashMap::new(),
-            everyone: HashSet::new(),
+            subscribers: BTreeMap::new(),
+            by_recipient: BTreeMap::new(),
+            everyone: BTreeSet::new(),
             waiting: HashMap::new(),
             orders: None,
             closing: Vec::new(),
@@ -352,7 +357,7 @@ impl Session {
             let _ = w.send(Err(error.clone().unwrap_or(Error::Closed)));
         }
         let mut acks = Vec::with_capacity(self.subscribers.len());
-        for (_, e) in self.subscribers.drain() {
+        for (_, e) in std::mem::take(&mut self.subscribers) {
             self.queued_gone += e.queue.queued();
             self.dropped_gone += e.queue.dropped();
             acks.push(e.addr.send(EndStream(error.clone())));
