@@ -228,6 +228,30 @@ impl Filter {
             })
     }
 
+    /// Whether the recipient is the only condition (or there is none): a
+    /// mail its session's recipient index selected for it then matches,
+    /// and its subscriber need not keep the filter (issue 14: memory per
+    /// idle subscriber). Destructures `self`, so that a condition added
+    /// later does not compile here until it is considered.
+    pub(crate) fn only_recipient(&self) -> bool {
+        let Filter {
+            to: _,
+            from_contains,
+            subject_contains,
+            since,
+            max_age,
+            clock_skew: _,
+            after,
+            folders,
+        } = self;
+        from_contains.is_none()
+            && subject_contains.is_none()
+            && since.is_none()
+            && max_age.is_none()
+            && after.is_none()
+            && folders.is_empty()
+    }
+
     /// Whether `mail` meets every condition, `now` being the current time
     /// for [`Filter::max_age`].
     ///

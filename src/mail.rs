@@ -2,14 +2,18 @@
 //!
 //! A session fetches each new message once and hands the same
 //! `Arc<Mail>` to every subscriber it reaches, so all parsing happens here,
-//! up front, in a single pass of `mail-parser`: headers are decoded
-//! (RFC 2047), bodies are MIME-decoded and converted to UTF-8 from their
-//! charset, and the recipient addresses that the session indexes
-//! subscribers by are collected from every header a catch-all mailbox may
-//! carry them in (`To`, `Cc`, `Delivered-To`, `X-Original-To`,
+//! in two steps of `mail-parser`. Up front, only the header block: headers
+//! are decoded (RFC 2047), and the recipient addresses that the session
+//! indexes subscribers by are collected from every header a catch-all
+//! mailbox may carry them in (`To`, `Cc`, `Delivered-To`, `X-Original-To`,
 //! `X-Forwarded-To`, `Envelope-To`), plus the `for` clause of the topmost
 //! `Received` header: a task reached only by Bcc on a catch-all that adds
-//! none of those headers is named nowhere else.
+//! none of those headers is named nowhere else. That is all routing and
+//! [`crate::Filter`] need. The bodies — MIME decoding, charset conversion,
+//! HTML rendering, the costly part — are decoded on the first call that
+//! needs them ([`Mail::text`], [`Mail::html`], the link and code finders),
+//! once per mail however many subscribers share it, and never for a mail
+//! no one reads.
 //!
 //! The message comes from the network, so parsing never fails and never
 //! panics: whatever the bytes, the result is a `Mail` that keeps them, with
@@ -83,6 +87,8 @@ pub struct Mail {
     raw: Vec<u8>,
     truncated: bool,
     parsed: Parsed,
+    /// The bodies, decoded on first asking (see the module doc).
+    bodies: std::sync::OnceLock<Bodies>,
     /// Links and codes, found on first asking: a mail is shared (`Arc`) by
     /// every subscriber it matches, and each finder renders the HTML body,
     /// so they run once per mail, not once per call.
@@ -97,7 +103,8 @@ struct Found {
     codes: std::sync::OnceLock<Vec<String>>,
 }
 
-/// Everything taken from the bytes. `Default` is what garbage yields.
+/// Everything taken from the header block. `Default` is what garbage
+/// yields.
 #[derive(Clone, Default)]
 struct Parsed {
     date: Option<SystemTime>,
@@ -107,17 +114,22 @@ struct Parsed {
     cc: Vec<Address>,
     recipients: Vec<String>,
     subject: Option<String>,
+    /// `subject`, lower-cased (Unicode), for [`crate::Filter`].
+    subject_folded: Option<String>,
+    /// Every From display name and address, lower-cased (Unicode), for
+    /// [`crate::Filter`].
+    senders_folded: Vec<String>,
+}
+
+/// The decoded bodies. `Default` is what garbage yields.
+#[derive(Clone, Default)]
+struct Bodies {
     text: Option<String>,
     html: Option<String>,
     /// Whether `text` is mail-parser's rendering of an HTML part (there is
     /// no text/plain body). The link and code finders then get only `html`:
     /// that rendering glues table cells and blocks together.
     text_from_html: bool,
-    /// `subject`, lower-cased (Unicode), for [`crate::Filter`].
-    subject_folded: Option<String>,
-    /// Every From display name and address, lower-cased (Unicode), for
-    /// [`crate::Filter`].
-    senders_folded: Vec<String>,
 }
 
 /// The headers that name a recipient, in the order their addresses are
@@ -131,11 +143,17 @@ const RECIPIENT_HEADERS: [&str; 6] = [
     "Envelope-To",
 ];
 
-/// A parser that decodes only the headers [`Mail`] uses and skips the
-/// rest (`Received`, DKIM signatures, ...) without parsing them.
-static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+/// The parser of the bodies: the MIME headers it needs to walk the parts,
+/// and [`HEAD_PARSER`]'s.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| head_parser().with_mime_headers());
+
+/// The parser of the header block: decodes only the headers [`Mail`] uses
+/// and skips the rest (`Received`, DKIM signatures, `Content-Type`, ...)
+/// without parsing them.
+static HEAD_PARSER: LazyLock<MessageParser> = LazyLock::new(head_parser);
+
+fn head_parser() -> MessageParser {
     MessageParser::new()
-        .with_mime_headers()
         .header_address(HeaderName::From)
         .header_address(HeaderName::To)
         .header_address(HeaderName::Cc)
@@ -147,7 +165,7 @@ static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
         .header_text(HeaderName::Subject)
         .header_id(HeaderName::MessageId)
         .default_header_ignore()
-});
+}
 
 /// Which of [`RECIPIENT_HEADERS`] a header is, if any.
 fn recipient_slot(name: &HeaderName<'_>) -> Option<usize> {
@@ -165,9 +183,10 @@ fn recipient_slot(name: &HeaderName<'_>) -> Option<usize> {
 }
 
 impl Mail {
-    /// Parses a fetched message. Never fails and never panics: bytes that
-    /// are not a message give a `Mail` with empty fields that still holds
-    /// `raw`.
+    /// Parses a fetched message's header block; the bodies are decoded on
+    /// first use ([`Mail::text`], [`Mail::html`]), once. Never fails and
+    /// never panics: bytes that are not a message give a `Mail` with empty
+    /// fields that still holds `raw`.
     ///
     /// `internal_date` is the server's `INTERNALDATE` (see
     /// `parse_internal_date`); `truncated` says that `raw` is only the
@@ -185,7 +204,7 @@ impl Mail {
         // and has debug assertions and unchecked arithmetic on offsets; a
         // panic here would take a whole session down with it.
         let parsed =
-            catch_unwind(AssertUnwindSafe(|| Parsed::from_bytes(&raw))).unwrap_or_else(|_| {
+            catch_unwind(AssertUnwindSafe(|| Parsed::from_headers(&raw))).unwrap_or_else(|_| {
                 tracing::warn!(
                     uid,
                     uid_validity,
@@ -202,9 +221,32 @@ impl Mail {
             raw,
             truncated,
             parsed,
+            bodies: std::sync::OnceLock::new(),
             #[cfg(feature = "extract")]
             found: Found::default(),
         }
+    }
+
+    /// The bodies, decoded on the first call (by whichever thread asks
+    /// first; the others wait for it and share the result).
+    fn bodies(&self) -> &Bodies {
+        self.bodies.get_or_init(|| {
+            catch_unwind(AssertUnwindSafe(|| Bodies::from_bytes(&self.raw))).unwrap_or_else(|_| {
+                tracing::warn!(
+                    uid = self.uid,
+                    uid_validity = self.uid_validity,
+                    "mail-parser panicked on the bodies; keeping raw bytes only"
+                );
+                Bodies::default()
+            })
+        })
+    }
+
+    /// Whether the bodies have been decoded yet (for tests: routing and
+    /// filtering must not decode them).
+    #[cfg(test)]
+    pub(crate) fn bodies_decoded(&self) -> bool {
+        self.bodies.get().is_some()
     }
 
     /// The message's UID in its mailbox.
@@ -299,15 +341,20 @@ impl Mail {
     /// The plain-text body: the first `text/plain` body part, decoded and
     /// converted to UTF-8. When the message has no plain-text body but an
     /// HTML one, this is mail-parser's text rendering of that HTML.
+    ///
+    /// Decoded on the first call of this, [`Mail::html`], [`Mail::links`]
+    /// or [`Mail::codes`] (once per mail, shared by every holder of it).
     pub fn text(&self) -> Option<&str> {
-        self.parsed.text.as_deref()
+        self.bodies().text.as_deref()
     }
 
     /// The HTML body: the first `text/html` body part, decoded and
     /// converted to UTF-8. `None` when the message has no HTML part (no
     /// HTML is made up from the text).
+    ///
+    /// Decoded on first use, like [`Mail::text`].
     pub fn html(&self) -> Option<&str> {
-        self.parsed.html.as_deref()
+        self.bodies().html.as_deref()
     }
 
     /// The message as fetched.
@@ -384,7 +431,8 @@ impl Mail {
     /// keeping table cells and blocks apart.
     #[cfg(feature = "extract")]
     fn text_part(&self) -> Option<&str> {
-        let rendered = self.parsed.text_from_html && self.parsed.html.is_some();
+        let b = self.bodies();
+        let rendered = b.text_from_html && b.html.is_some();
         if rendered { None } else { self.text() }
     }
 
@@ -410,8 +458,15 @@ impl fmt::Debug for Mail {
             .field("subject", &self.parsed.subject)
             .field("from", &self.parsed.from)
             .field("recipients", &self.parsed.recipients.len())
-            .field("text_len", &self.parsed.text.as_ref().map(String::len))
-            .field("html_len", &self.parsed.html.as_ref().map(String::len))
+            // Only when decoded: printing a mail must not decode it.
+            .field(
+                "text_len",
+                &self.bodies.get().map(|b| b.text.as_ref().map(String::len)),
+            )
+            .field(
+                "html_len",
+                &self.bodies.get().map(|b| b.html.as_ref().map(String::len)),
+            )
             .field("raw_len", &self.raw.len())
             .field("truncated", &self.truncated)
             .finish_non_exhaustive()
@@ -419,8 +474,10 @@ impl fmt::Debug for Mail {
 }
 
 impl Parsed {
-    fn from_bytes(raw: &[u8]) -> Parsed {
-        let Some(msg) = PARSER.parse(raw) else {
+    /// Reads the header block only (mail-parser's `parse_headers`: no
+    /// MIME walk, no body decoding).
+    fn from_headers(raw: &[u8]) -> Parsed {
+        let Some(msg) = HEAD_PARSER.parse_headers(raw) else {
             return Parsed::default();
         };
         let mut p = Parsed::default();
@@ -480,24 +537,6 @@ impl Parsed {
             }
         }
 
-        let plain = msg.text_bodies().find_map(|part| match &part.body {
-            PartType::Text(t) => Some(t.to_string()),
-            _ => None,
-        });
-        p.text_from_html = plain.is_none();
-        p.text = plain.or_else(|| {
-            msg.html_bodies()
-                .chain(msg.text_bodies())
-                .find_map(|part| match &part.body {
-                    PartType::Html(h) => Some(html_to_text(h)),
-                    _ => None,
-                })
-        });
-        p.html = msg.html_bodies().find_map(|part| match &part.body {
-            PartType::Html(h) => Some(h.to_string()),
-            _ => None,
-        });
-
         p.subject_folded = p.subject.as_deref().map(str::to_lowercase);
         p.senders_folded = p
             .from
@@ -507,6 +546,37 @@ impl Parsed {
             .map(|s| s.to_lowercase())
             .collect();
         p
+    }
+}
+
+impl Bodies {
+    /// The full MIME walk: bodies decoded and converted to UTF-8.
+    fn from_bytes(raw: &[u8]) -> Bodies {
+        let Some(msg) = PARSER.parse(raw) else {
+            return Bodies::default();
+        };
+        let plain = msg.text_bodies().find_map(|part| match &part.body {
+            PartType::Text(t) => Some(t.to_string()),
+            _ => None,
+        });
+        let text_from_html = plain.is_none();
+        let text = plain.or_else(|| {
+            msg.html_bodies()
+                .chain(msg.text_bodies())
+                .find_map(|part| match &part.body {
+                    PartType::Html(h) => Some(html_to_text(h)),
+                    _ => None,
+                })
+        });
+        let html = msg.html_bodies().find_map(|part| match &part.body {
+            PartType::Html(h) => Some(h.to_string()),
+            _ => None,
+        });
+        Bodies {
+            text,
+            html,
+            text_from_html,
+        }
     }
 }
 
@@ -1416,6 +1486,98 @@ JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29k
             }
             let m = parse(raw.clone());
             assert_eq!(m.raw(), &raw[..]);
+            // The bodies are decoded lazily: decode them too.
+            let _ = (m.text(), m.html());
+        }
+    }
+
+    /// Parsing reads the header block only; the bodies are decoded on the
+    /// first call that needs them, once, and every later call (from any
+    /// holder of the shared `Arc`, on any thread) gets that same result.
+    #[test]
+    fn bodies_are_decoded_once_on_first_use() {
+        let raw = eml(VERIFICATION);
+        let m = std::sync::Arc::new(parse(raw));
+        assert_eq!(m.recipients(), ["task1@x.test", "catchall@x.test"]);
+        assert_eq!(m.subject(), Some("Verify your email address"));
+        let filter = crate::Filter::new()
+            .to("task1@x.test")
+            .subject_contains("verify")
+            .from_contains("service");
+        assert!(filter.matches(&m, SystemTime::now()));
+        let _ = format!("{m:?}");
+        assert!(
+            !m.bodies_decoded(),
+            "routing, filtering or Debug decoded the body"
+        );
+
+        let texts: Vec<usize> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let m = m.clone();
+                    s.spawn(move || m.text().map_or(0, |t| t.as_ptr() as usize))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+        });
+        assert!(m.bodies_decoded());
+        assert_ne!(texts[0], 0);
+        assert!(
+            texts.iter().all(|&p| p == texts[0]),
+            "decoded more than once"
+        );
+        assert_eq!(m.text().map(str::as_ptr), Some(texts[0] as *const u8));
+        assert_eq!(
+            m.text(),
+            Some("Hello,\r\n\r\nYour verification code is 482913.\r\n")
+        );
+        // A clone made after decoding keeps the result.
+        let c = (*m).clone();
+        assert!(c.bodies_decoded());
+        assert_eq!(c.text(), m.text());
+    }
+
+    /// The lazy decode gives what one full pass of mail-parser gives, for
+    /// every shape the tests above use.
+    #[test]
+    fn lazy_bodies_equal_a_full_parse() {
+        let shapes = [
+            eml(VERIFICATION),
+            eml("Content-Type: text/html\n\n<p>Hi <b>there</b> 123456</p>\n"),
+            eml(
+                "Content-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain\n\nplain 1\n--b\nContent-Type: text/html\n\n<p>html 1</p>\n--b--\n",
+            ),
+            b"\x00\xff garbage".to_vec(),
+            Vec::new(),
+        ];
+        for raw in shapes {
+            let full = PARSER.parse(&raw[..]);
+            let m = parse(raw.clone());
+            let want_text = full.as_ref().and_then(|f| {
+                f.text_bodies()
+                    .find_map(|p| match &p.body {
+                        PartType::Text(t) => Some(t.to_string()),
+                        _ => None,
+                    })
+                    .or_else(|| {
+                        f.html_bodies().find_map(|p| match &p.body {
+                            PartType::Html(h) => Some(html_to_text(h)),
+                            _ => None,
+                        })
+                    })
+            });
+            let want_html = full.as_ref().and_then(|f| {
+                f.html_bodies().find_map(|p| match &p.body {
+                    PartType::Html(h) => Some(h.to_string()),
+                    _ => None,
+                })
+            });
+            assert_eq!(m.text(), want_text.as_deref());
+            assert_eq!(m.html(), want_html.as_deref());
+            // The header block alone names the same recipients and subject
+            // as the full parse.
+            let subject = full.as_ref().and_then(|f| f.subject().map(str::to_owned));
+            assert_eq!(m.subject().map(str::to_owned), subject);
         }
     }
 

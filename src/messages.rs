@@ -38,6 +38,27 @@ pub struct Subscribe {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
+/// Subscribe every filter of `filters` to new mail of `credential`, in
+/// one round trip to the registry and one to the session: the cheap way to
+/// make thousands of subscriptions from outside actix. All or nothing:
+/// resolves to one [`Subscribed`] per filter, in order, once the session
+/// has selected the mailbox; or, if any filter is invalid or the session
+/// fails first, to the error, with none of them left behind. Cancelled
+/// (`cancel`), it removes every half-made subscription at once.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Subscribed>, Error>")]
+pub struct SubscribeMany {
+    /// Where and as whom to log in (shared by every filter).
+    pub credential: Credential,
+    /// One subscription per filter.
+    pub filters: Vec<Filter>,
+    /// Queue capacity of each; `None` takes `Config::queue_capacity`.
+    pub capacity: Option<usize>,
+    /// Cancelled when the caller stops waiting: every half-made
+    /// subscription is removed at once.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
 /// The registry's answer to [`Subscribe`]: a live subscription, not yet
 /// read. `Subscription::from` turns it into the user's
 /// [`Subscription`](crate::Subscription); dropping it unsubscribes, so a
@@ -50,25 +71,38 @@ pub struct Subscribe {
 pub struct Subscribed {
     pub(crate) queue: Arc<SubscriberQueue>,
     pub(crate) id: u64,
-    pub(crate) key: SessionKey,
-    registry: Recipient<Unsubscribe>,
+    session: Arc<SessionLink>,
     closed: bool,
 }
 
+/// What every subscription of one session shares, by `Arc`: the session's
+/// key and the registry's mailbox for the unsubscribe. One per session
+/// rather than a key copy and an actix address (three allocations) per
+/// subscription (issue 14: memory per subscriber).
+pub(crate) struct SessionLink {
+    key: SessionKey,
+    registry: Recipient<Unsubscribe>,
+}
+
+impl SessionLink {
+    pub(crate) fn new(key: SessionKey, registry: Recipient<Unsubscribe>) -> Arc<Self> {
+        Arc::new(SessionLink { key, registry })
+    }
+}
+
 impl Subscribed {
-    pub(crate) fn new(
-        queue: Arc<SubscriberQueue>,
-        id: u64,
-        key: SessionKey,
-        registry: Recipient<Unsubscribe>,
-    ) -> Self {
+    pub(crate) fn new(queue: Arc<SubscriberQueue>, id: u64, session: Arc<SessionLink>) -> Self {
         Subscribed {
             queue,
             id,
-            key,
-            registry,
+            session,
             closed: false,
         }
+    }
+
+    /// The session the subscription belongs to.
+    pub(crate) fn key(&self) -> &SessionKey {
+        &self.session.key
     }
 
     /// Unsubscribes now (once); queued mails are discarded.
@@ -76,8 +110,8 @@ impl Subscribed {
         if !self.closed {
             self.closed = true;
             self.queue.abandon();
-            self.registry.do_send(Unsubscribe {
-                key: self.key.clone(),
+            self.session.registry.do_send(Unsubscribe {
+                key: self.session.key.clone(),
                 id: self.id,
             });
         }
@@ -88,7 +122,7 @@ impl std::fmt::Debug for Subscribed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscribed")
             .field("id", &self.id)
-            .field("session", &self.key)
+            .field("session", &self.session.key)
             .finish_non_exhaustive()
     }
 }
@@ -138,10 +172,9 @@ impl std::fmt::Debug for GetStatsOf {
 #[rtype(result = "()")]
 pub(crate) struct NewMail(pub Arc<Mail>);
 
-/// Registry → session: add a subscriber.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), Error>")]
-pub(crate) struct AddSubscriber {
+/// One subscriber to add (see [`AddSubscribers`]).
+#[derive(Debug)]
+pub(crate) struct NewSubscriber {
     /// The subscription's id.
     pub id: u64,
     /// Its filter.
@@ -149,6 +182,12 @@ pub(crate) struct AddSubscriber {
     /// Its queue (shared with the user's `Subscription`).
     pub(crate) queue: Arc<SubscriberQueue>,
 }
+
+/// Registry → session: add subscribers (one for `Subscribe`, many for
+/// `SubscribeMany`); answers once the mailbox is selected.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub(crate) struct AddSubscribers(pub Vec<NewSubscriber>);
 
 /// Session → subscriber: the session ended; close the stream (after the
 /// mail sent before this), with the error if it failed.

@@ -15,15 +15,17 @@ use std::task::{Context, Poll, Waker};
 
 use crate::{Error, Mail};
 
+/// Kept small: one per subscription, idle most of its life (issue 14:
+/// memory per subscriber). The rare error is boxed, the capacity 32-bit.
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Arc<Mail>>,
-    capacity: usize,
+    capacity: u32,
+    closed: bool,
+    error_taken: bool,
     dropped: u64,
     queued: u64,
-    closed: bool,
-    error: Option<Error>,
-    error_taken: bool,
+    error: Option<Box<Error>>,
     waker: Option<Waker>,
 }
 
@@ -39,7 +41,7 @@ impl SubscriberQueue {
             state: Mutex::new(State {
                 // Allocated on the first mail: most subscribers wait idle.
                 queue: VecDeque::new(),
-                capacity: capacity.max(1),
+                capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
                 dropped: 0,
                 queued: 0,
                 closed: false,
@@ -64,7 +66,7 @@ impl SubscriberQueue {
                 return false;
             }
             let mut dropped = false;
-            if s.queue.len() >= s.capacity {
+            if s.queue.len() >= s.capacity as usize {
                 s.queue.pop_front();
                 s.dropped += 1;
                 dropped = true;
@@ -87,7 +89,7 @@ impl SubscriberQueue {
                 return;
             }
             s.closed = true;
-            s.error = error;
+            s.error = error.map(Box::new);
             s.waker.take()
         };
         if let Some(w) = waker {
@@ -110,7 +112,7 @@ impl SubscriberQueue {
         }
         if s.closed {
             if !s.error_taken
-                && let Some(e) = s.error.clone()
+                && let Some(e) = s.error.as_deref().cloned()
             {
                 s.error_taken = true;
                 return Poll::Ready(Some(Err(e)));
@@ -130,6 +132,44 @@ impl SubscriberQueue {
     }
 
     pub(crate) fn error(&self) -> Option<Error> {
-        self.lock().error.clone()
+        self.lock().error.as_deref().cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One queue per subscription, idle most of its life: its size is paid
+    /// per idle subscriber (issue 14). Was 136 bytes.
+    #[test]
+    fn an_idle_queue_is_small() {
+        let size = std::mem::size_of::<SubscriberQueue>();
+        assert!(size <= 96, "SubscriberQueue grew to {size} bytes");
+        assert!(std::mem::size_of::<crate::messages::Subscribed>() <= 32);
+    }
+
+    /// The boxed error still reaches the subscription once, then the end.
+    #[test]
+    fn the_error_is_yielded_once_after_the_mail() {
+        let q = SubscriberQueue::new(2);
+        let mail = Arc::new(Mail::parse(
+            1,
+            1,
+            "INBOX",
+            None,
+            b"Subject: x\r\n\r\n".to_vec(),
+            false,
+        ));
+        q.push(mail);
+        q.close(Some(Error::Closed));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(q.poll_recv(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(
+            q.poll_recv(&mut cx),
+            Poll::Ready(Some(Err(Error::Closed)))
+        ));
+        assert!(matches!(q.poll_recv(&mut cx), Poll::Ready(None)));
+        assert!(matches!(q.error(), Some(Error::Closed)));
     }
 }

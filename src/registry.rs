@@ -20,7 +20,7 @@
 //! failure for `Config::failure_memory`, so that callers retrying in a loop
 //! cannot get the account locked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::RandomState;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,13 +30,13 @@ use actix::{Arbiter, Supervisor};
 
 use crate::credential::{Identity, same_secret};
 use crate::messages::{
-    AddSubscriber, EndSession, GetStats, GetStatsOf, RemoveSubscriber, SessionEnded, Shutdown,
-    Subscribe, Subscribed, Unsubscribe,
+    AddSubscribers, EndSession, GetStats, GetStatsOf, NewSubscriber, RemoveSubscriber,
+    SessionEnded, SessionLink, Shutdown, Subscribe, SubscribeMany, Subscribed, Unsubscribe,
 };
 use crate::queue::SubscriberQueue;
 use crate::session::Session;
 use crate::stats::{ActorCensus, SessionStats};
-use crate::{Config, Error, SessionKey};
+use crate::{Config, Credential, Error, Filter, SessionKey};
 
 struct Slot {
     addr: Addr<Session>,
@@ -45,10 +45,15 @@ struct Slot {
     identity: Identity,
     /// ... presenting this secret (keyed fingerprint).
     fingerprint: u64,
-    /// The ids of this instance's live subscriptions.
-    subscribers: HashSet<u64>,
+    /// The ids of this instance's live subscriptions (a B-tree: churn
+    /// leaves no deleted slots behind that would make it double).
+    subscribers: BTreeSet<u64>,
     /// Bumped at each subscribe, so a stale linger timer does nothing.
     generation: u64,
+    /// Shared by every subscription of this session: its key and where
+    /// to unsubscribe. Weak: only the subscriptions keep it (and with it
+    /// the registry's mailbox) alive, as each one's own address did.
+    link: std::sync::Weak<SessionLink>,
 }
 
 /// Owns every session.
@@ -135,29 +140,37 @@ impl Registry {
         found
     }
 
-    /// The session `msg`'s subscriber joins: a live one of the same
+    /// The session a subscriber of `credential` joins: a live one of the same
     /// identity and secret, or a new one.
     fn session(
         &mut self,
-        msg: &Subscribe,
+        credential: &Credential,
         identity: Identity,
         fingerprint: u64,
         id: u64,
         ctx: &mut Context<Self>,
-    ) -> (SessionKey, Addr<Session>) {
+    ) -> (SessionKey, Addr<Session>, Arc<SessionLink>) {
         if let Some(key) = self.joinable(&identity, fingerprint)
             && let Some(slot) = self.sessions.get_mut(&key)
         {
             slot.subscribers.insert(id);
             slot.generation += 1;
-            return (key, slot.addr.clone());
+            let link = match slot.link.upgrade() {
+                Some(link) => link,
+                None => {
+                    let link = SessionLink::new(key.clone(), ctx.address().recipient());
+                    slot.link = Arc::downgrade(&link);
+                    link
+                }
+            };
+            return (key, slot.addr.clone(), link);
         }
         self.next_instance += 1;
         let instance = self.next_instance;
-        let key = msg.credential.session_key(instance);
+        let key = credential.session_key(instance);
         let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
         self.next_arbiter += 1;
-        let cred = msg.credential.clone();
+        let cred = credential.clone();
         let config = self.config.clone();
         let me = ctx.address().downgrade().recipient();
         let live = self.live.clone();
@@ -169,6 +182,7 @@ impl Registry {
             .entry(identity.clone())
             .or_default()
             .push(key.clone());
+        let link = SessionLink::new(key.clone(), ctx.address().recipient());
         self.sessions.insert(
             key.clone(),
             Slot {
@@ -176,11 +190,12 @@ impl Registry {
                 instance,
                 identity,
                 fingerprint,
-                subscribers: HashSet::from([id]),
+                subscribers: BTreeSet::from([id]),
                 generation: 0,
+                link: Arc::downgrade(&link),
             },
         );
-        (key, addr)
+        (key, addr, link)
     }
 
     /// Forgets session `key`: no subscriber can join it any more.
@@ -239,11 +254,41 @@ impl Handler<Subscribe> for Registry {
     type Result = ResponseActFuture<Self, Result<Subscribed, Error>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
-        let checks = msg
-            .credential
+        let all = self.subscribe_all(
+            &msg.credential,
+            vec![msg.filter],
+            msg.capacity,
+            msg.cancel,
+            ctx,
+        );
+        Box::pin(all.map(|res, _, _| res.and_then(|mut subs| subs.pop().ok_or(Error::Closed))))
+    }
+}
+
+impl Handler<SubscribeMany> for Registry {
+    type Result = ResponseActFuture<Self, Result<Vec<Subscribed>, Error>>;
+
+    fn handle(&mut self, msg: SubscribeMany, ctx: &mut Context<Self>) -> Self::Result {
+        self.subscribe_all(&msg.credential, msg.filters, msg.capacity, msg.cancel, ctx)
+    }
+}
+
+impl Registry {
+    /// Subscribes every filter on one credential, all or nothing: the one
+    /// path of [`Subscribe`] (a batch of one) and [`SubscribeMany`]. One
+    /// message to the session for the whole batch.
+    fn subscribe_all(
+        &mut self,
+        credential: &Credential,
+        filters: Vec<Filter>,
+        capacity: Option<usize>,
+        cancel: Option<tokio_util::sync::CancellationToken>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Vec<Subscribed>, Error>> {
+        let checks = credential
             .validate()
-            .and_then(|()| msg.filter.validate())
-            .and_then(|()| match msg.capacity {
+            .and_then(|()| filters.iter().try_for_each(Filter::validate))
+            .and_then(|()| match capacity {
                 Some(0) => Err(Error::InvalidConfig("capacity must be at least 1".into())),
                 _ => Ok(()),
             });
@@ -253,25 +298,36 @@ impl Handler<Subscribe> for Registry {
         if let Err(e) = checks {
             return Box::pin(fut::ready(Err(e)));
         }
-        let identity = msg.credential.identity();
-        let fingerprint = msg.credential.secret_fingerprint(&self.secret_keys);
+        if filters.is_empty() {
+            return Box::pin(fut::ready(Ok(Vec::new())));
+        }
+        let identity = credential.identity();
+        let fingerprint = credential.secret_fingerprint(&self.secret_keys);
         if !self.config.failure_memory.is_zero()
             && let Some(e) = self.remembered(&identity, fingerprint)
         {
             tracing::debug!(identity = ?identity, "permanent failure remembered");
             return Box::pin(fut::ready(Err(e)));
         }
-        self.next_id += 1;
-        let id = self.next_id;
-        let (key, addr) = self.session(&msg, identity, fingerprint, id, ctx);
-        let queue = SubscriberQueue::new(msg.capacity.unwrap_or(self.config.queue_capacity));
-        let add = AddSubscriber {
-            id,
-            filter: msg.filter,
-            queue: queue.clone(),
-        };
-        let registry = ctx.address().recipient();
-        let cancel = msg.cancel;
+        let first = self.next_id + 1;
+        self.next_id += filters.len() as u64;
+        let ids: Vec<u64> = (first..=self.next_id).collect();
+        let (key, addr, link) = self.session(credential, identity, fingerprint, first, ctx);
+        if let Some(slot) = self.sessions.get_mut(&key) {
+            slot.subscribers.extend(ids.iter().copied());
+        }
+        let capacity = capacity.unwrap_or(self.config.queue_capacity);
+        let mut queues = Vec::with_capacity(ids.len());
+        let add = AddSubscribers(
+            ids.iter()
+                .zip(filters)
+                .map(|(&id, filter)| {
+                    let queue = SubscriberQueue::new(capacity);
+                    queues.push(queue.clone());
+                    NewSubscriber { id, filter, queue }
+                })
+                .collect(),
+        );
         let fut = async move {
             let added = addr.send(add);
             match cancel {
@@ -282,17 +338,27 @@ impl Handler<Subscribe> for Registry {
                 None => Some(added.await.unwrap_or(Err(Error::Closed))),
             }
         };
-        Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Some(Ok(())) => Ok(Subscribed::new(queue, id, key, registry)),
-            Some(Err(e)) => {
-                act.release(&key, id, ctx);
-                Err(e)
-            }
-            None => {
-                // The caller went away (a timed-out `wait_for`): remove the
-                // subscriber now, not when the session next connects.
-                act.release(&key, id, ctx);
-                Err(Error::Closed)
+        Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Some(Ok(())) => Ok(ids
+                    .into_iter()
+                    .zip(queues)
+                    .map(|(id, queue)| Subscribed::new(queue, id, link.clone()))
+                    .collect()),
+                Some(Err(e)) => {
+                    for id in ids {
+                        act.release(&key, id, ctx);
+                    }
+                    Err(e)
+                }
+                None => {
+                    // The caller went away (a timed-out `wait_for`): remove the
+                    // subscribers now, not when the session next connects.
+                    for id in ids {
+                        act.release(&key, id, ctx);
+                    }
+                    Err(Error::Closed)
+                }
             }
         }))
     }

@@ -34,7 +34,7 @@ impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
             .field("id", &self.inner.id)
-            .field("session", &self.inner.key)
+            .field("session", self.inner.key())
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +72,7 @@ impl Subscription {
 
     /// The session this subscription belongs to.
     pub fn session(&self) -> &SessionKey {
-        &self.inner.key
+        self.inner.key()
     }
 
     /// Unsubscribes now; queued mails are discarded. Dropping the
@@ -100,7 +100,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::messages::Unsubscribe;
+    use crate::messages::{SessionLink, Unsubscribe};
     use crate::queue::SubscriberQueue;
     use crate::{Auth, Credential};
 
@@ -130,18 +130,9 @@ mod tests {
         let key = Credential::new("imap.example.com", "u", Auth::password("p")).session_key(1);
 
         let unread = SubscriberQueue::new(4);
-        drop(Subscribed::new(
-            unread.clone(),
-            1,
-            key.clone(),
-            registry.clone().recipient(),
-        ));
-        let mut sub = Subscription::from(Subscribed::new(
-            SubscriberQueue::new(4),
-            2,
-            key.clone(),
-            registry.clone().recipient(),
-        ));
+        let link = SessionLink::new(key.clone(), registry.clone().recipient());
+        drop(Subscribed::new(unread.clone(), 1, link.clone()));
+        let mut sub = Subscription::from(Subscribed::new(SubscriberQueue::new(4), 2, link));
         sub.close();
         drop(sub);
         // FIFO mailbox: once the sentinel is seen, everything before it was.

@@ -20,7 +20,15 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(1200);
 /// The run itself takes about 40 s; this only bounds a hang.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
-const SCENARIOS: [&str; 6] = ["fanout", "limit", "backlog", "pertask", "soak", "burst"];
+const SCENARIOS: [&str; 7] = [
+    "fanout",
+    "limit",
+    "backlog",
+    "pertask",
+    "soak",
+    "burst",
+    "subscribe",
+];
 
 /// Runs `cmd` to completion within `timeout`; returns (status ok, stdout,
 /// stderr). Kills it (by its own handle) on timeout.
@@ -115,7 +123,10 @@ fn bench_runs_every_scenario_and_loses_no_mail() {
         "40",
         "--minutes",
         "0.2",
+        "--svg",
     ]);
+    let svg = std::env::temp_dir().join(format!("emap-bench-svg-{}", std::process::id()));
+    cmd.arg(&svg);
     let started = Instant::now();
     let (ok, stdout, stderr) = run(cmd, RUN_TIMEOUT);
     eprintln!("bench ran in {:.0} s", started.elapsed().as_secs_f64());
@@ -129,6 +140,20 @@ fn bench_runs_every_scenario_and_loses_no_mail() {
             "no result line for {scenario}:\n{stdout}\n{stderr}"
         );
     }
+    // The pictures were drawn, as SVG.
+    for name in [
+        "rss-dovecot.svg",
+        "latency-dovecot.svg",
+        "latency-pertask-dovecot.svg",
+    ] {
+        let text = std::fs::read_to_string(svg.join(name))
+            .unwrap_or_else(|e| panic!("{name} was not drawn: {e}"));
+        assert!(
+            text.starts_with("<svg") && text.contains("<polyline"),
+            "{name}: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&svg);
     for line in &lines {
         assert!(
             json_field(line, "error").is_none(),

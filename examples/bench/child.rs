@@ -58,7 +58,24 @@ pub struct Outcome {
 impl ChildProc {
     pub fn spawn(mode: &str, args: &[String], passwords: &[&str]) -> Result<ChildProc, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut child = Command::new(exe)
+        // `BENCH_CHILD_WRAP="valgrind --tool=callgrind ..."` runs every
+        // child under that command: instruction counts per mail that the
+        // load of a shared machine does not change (BENCHMARKS.md,
+        // "Instructions per mail").
+        let wrap: Vec<String> = std::env::var("BENCH_CHILD_WRAP")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let mut command = match wrap.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .arg("__child")
             .arg(mode)
             .args(args)

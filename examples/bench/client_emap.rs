@@ -361,6 +361,85 @@ async fn churn(
     }
 }
 
+/// The `subscribe-emap` mode (goal 3 of issue 14): `--n` subscribes on
+/// one inbox from a plain tokio task (the registry on its own thread,
+/// `start_in_thread`), made `--how`: `one` (each awaited before the next),
+/// `concurrent` (64 in flight) or `batch` (`Handle::subscribe_many`, in
+/// batches of `--batch`). Reports the time and the CPU they took.
+pub fn subscribe(args: &Args) {
+    runtime().block_on(async {
+        let host = args.str("host");
+        let port: u16 = args.num("port", 143);
+        let inboxes = child::inboxes(args);
+        if inboxes.is_empty() {
+            return say("error no inbox");
+        }
+        let n: usize = args.num("n", 1000);
+        let how = args.str("how");
+        let batch: usize = args.num("batch", n).max(1);
+        let cred = credential(&host, port, &inboxes[0]);
+        let handle = match Registry::start_in_thread(Config::default()) {
+            Ok(h) => h,
+            Err(e) => return say(&format!("error {e}")),
+        };
+        // Connected and selected first: what is timed is the subscribes.
+        let probe = match handle
+            .subscribe(cred.clone(), Filter::new().to(inboxes[0].address("probe")))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return say(&format!("error first subscribe: {e}")),
+        };
+        let rss0 = rss_kb();
+        let cpu0 = cpu_time();
+        let t = Instant::now();
+        let (subs, failed) = match how.as_str() {
+            "one" => {
+                let mut subs = Vec::with_capacity(n);
+                let mut failed = 0;
+                for i in 0..n {
+                    let filter = Filter::new().to(address(&inboxes, i));
+                    match handle.subscribe(cred.clone(), filter).await {
+                        Ok(s) => subs.push(Some(s)),
+                        Err(_) => failed += 1,
+                    }
+                }
+                (subs, failed)
+            }
+            "batch" => {
+                let mut subs = Vec::with_capacity(n);
+                let mut failed = 0;
+                let mut i = 0;
+                while i < n {
+                    let end = (i + batch).min(n);
+                    let filters = (i..end).map(|j| Filter::new().to(address(&inboxes, j)));
+                    match handle.subscribe_many(cred.clone(), filters).await {
+                        Ok(s) => subs.extend(s.into_iter().map(Some)),
+                        Err(_) => failed += end - i,
+                    }
+                    i = end;
+                }
+                (subs, failed)
+            }
+            _ => subscribe_many(&handle, std::slice::from_ref(&cred), &inboxes, 0..n, None).await,
+        };
+        let took = t.elapsed();
+        let cpu = cpu_time().saturating_sub(cpu0);
+        let rss1 = rss_kb();
+        let actors = handle.actors();
+        say(&format!(
+            "done ms={} cpu_us={} failed={failed} held={} actors={} rss0={rss0} rss1={rss1}",
+            took.as_millis(),
+            cpu.as_micros(),
+            subs.iter().flatten().count(),
+            actors.subscribers,
+        ));
+        drop(subs);
+        drop(probe);
+        let _ = tokio::time::timeout(Duration::from_secs(30), handle.shutdown()).await;
+    });
+}
+
 /// The `backlog-emap` mode: time one subscribe on a (full) mailbox.
 pub fn backlog(args: &Args) {
     runtime().block_on(async {

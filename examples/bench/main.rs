@@ -7,14 +7,19 @@
 //! cargo run --release --example bench -- [SCENARIOS] [--server dovecot|cyrus]
 //!     [--host H --port P --user U --password-env VAR] [--json] [--quick]
 //!     [--minutes M] [--rate R] [--messages M] [--n 100,2000] [--k 1,5] [--seed S]
+//!     [--svg DIR]
 //! ```
 //!
 //! SCENARIOS is `all` (default) or a comma-separated list of `fanout`,
-//! `limit`, `backlog`, `pertask`, `soak`, `burst`; see BENCHMARKS.md for
-//! what each measures and the results. Without `--server`, `limit` runs
+//! `limit`, `backlog`, `pertask`, `soak`, `burst`, `subscribe`; see
+//! BENCHMARKS.md for what each measures and the results. Without
+//! `--server`, `limit` runs
 //! on Cyrus and on Dovecot, the others on Dovecot. Output: a table per
 //! scenario on stdout (progress on stderr), or with `--json` one JSON
 //! object per result line. Exit status 1 if a scenario failed or lost mail.
+//! `--svg DIR` also draws the pictures (see plot.rs); the environment
+//! variable `BENCH_CHILD_WRAP` runs each client child under a command such
+//! as `valgrind --tool=callgrind` (see child.rs).
 //!
 //! Every client under test runs in a child process of this program (see
 //! child.rs), so its CPU time and RSS are its own. All traffic stays on
@@ -25,6 +30,7 @@ mod child;
 mod client_emap;
 mod deliver;
 mod metrics;
+mod plot;
 mod raw_client;
 mod report;
 mod scenarios;
@@ -41,11 +47,19 @@ use report::Row;
 use scenarios::Opts;
 use server::{External, Kind, Server};
 
-const SCENARIOS: [&str; 6] = ["fanout", "limit", "backlog", "pertask", "soak", "burst"];
+const SCENARIOS: [&str; 7] = [
+    "fanout",
+    "limit",
+    "backlog",
+    "pertask",
+    "soak",
+    "burst",
+    "subscribe",
+];
 
-const USAGE: &str = "usage: bench [all|fanout,limit,backlog,pertask,soak,burst] \
+const USAGE: &str = "usage: bench [all|fanout,limit,backlog,pertask,soak,burst,subscribe] \
     [--server dovecot|cyrus] [--host H --port P --user U --password-env VAR] [--json] [--quick] \
-    [--minutes M] [--rate R] [--messages M] [--n 100,2000] [--k 1,5] [--seed S]";
+    [--minutes M] [--rate R] [--messages M] [--n 100,2000] [--k 1,5] [--seed S] [--svg DIR]";
 
 struct Cli {
     scenarios: Vec<String>,
@@ -75,6 +89,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             seed: 0x00e3_a9b0,
             fanout_n: None,
             fanout_k: None,
+            svg: String::new(),
         },
     };
     let (mut host, mut port, mut user, mut password_env) = (None, None, None, None);
@@ -105,6 +120,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             "--seed" => cli.opts.seed = value(a)?.parse().map_err(|_| "--seed")?,
             "--n" => cli.opts.fanout_n = Some(parse_list(&value(a)?)?),
             "--k" => cli.opts.fanout_k = Some(parse_list(&value(a)?)?),
+            "--svg" => cli.opts.svg = value(a)?,
             "-h" | "--help" => return Err(USAGE.into()),
             s if !s.starts_with('-') => {
                 for name in s.split(',') {
@@ -178,6 +194,7 @@ fn main() {
         match mode.as_str() {
             "emap" => client_emap::run(&a),
             "backlog-emap" => client_emap::backlog(&a),
+            "subscribe-emap" => client_emap::subscribe(&a),
             "backlog-typical" => typical::backlog(&a),
             "pertask" => typical::pertask(&a),
             other => child::say(&format!("error unknown mode {other}")),
@@ -217,6 +234,7 @@ fn main() {
                     "pertask" => scenarios::pertask(server, o),
                     "soak" => scenarios::soak(server, o),
                     "burst" => scenarios::burst(server, o),
+                    "subscribe" => scenarios::subscribe(server, o),
                     _ => Err(format!("unknown scenario {name}")),
                 }
             });

@@ -27,6 +27,8 @@ pub struct Opts {
     pub seed: u64,
     pub fanout_n: Option<Vec<usize>>,
     pub fanout_k: Option<Vec<usize>>,
+    /// Where the SVG pictures go (`--svg DIR`; empty: none).
+    pub svg: String,
 }
 
 impl Opts {
@@ -143,6 +145,8 @@ struct Measured {
     lost: usize,
     duplicates: usize,
     latency: Percentiles,
+    /// Every latency (ns), sorted: the pictures' distributions.
+    sorted: Vec<u64>,
     first_accept: u64,
     last_accept: u64,
     last_receipt: u64,
@@ -165,12 +169,15 @@ fn measure(accepted: &[u64], got: &[(u32, u64, u32)]) -> Measured {
     }
     let sent = accepted.iter().filter(|a| **a > 0).count();
     let received = seen.iter().filter(|s| **s).count();
+    let mut sorted = latencies.clone();
+    sorted.sort_unstable();
     Measured {
         sent,
         received,
         lost: sent - received,
         duplicates,
         latency: Percentiles::of(latencies),
+        sorted,
         first_accept: accepted
             .iter()
             .copied()
@@ -262,7 +269,9 @@ pub fn fanout(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     let m = o.messages(2000, 100);
     let rate = o.rate(100.0, 200.0);
     let mut rows = Vec::new();
+    let mut rss: Vec<crate::plot::Series> = Vec::new();
     for &k in &ks {
+        let mut points = Vec::new();
         for &n in &ns {
             server.release_inboxes();
             if k > 1 && server.kind == Kind::External {
@@ -298,7 +307,27 @@ pub fn fanout(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
             );
             let out = c.expect(m, Duration::from_secs(30), Duration::from_secs(120))?;
             rows.push(fanout_row(server, n, k, conns, &ready, &sent, &out));
+            let mib = |key: &str| (fk(&ready, key) - fk(&ready, "rss0")) as f64 / 1024.0;
+            points.push((n as f64, mib("rss1"), mib("rss2")));
         }
+        rss.push(crate::plot::Series {
+            name: format!("emap, K={k}"),
+            points: points.iter().map(|&(n, a, _)| (n, a)).collect(),
+        });
+        rss.push(crate::plot::Series {
+            name: format!("+ a task each, K={k}"),
+            points: points.iter().map(|&(n, _, b)| (n, b)).collect(),
+        });
+    }
+    if !o.svg.is_empty() {
+        crate::plot::Chart {
+            title: &format!("RSS against idle subscribers ({})", server.kind.name()),
+            x_label: "subscribers (N)",
+            y_label: "RSS above the connected client (MiB)",
+            series: rss,
+            log_x: false,
+        }
+        .write(&o.svg, &format!("rss-{}.svg", server.kind.name()));
     }
     Ok(rows)
 }
@@ -374,7 +403,8 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         let (user, password) = (inbox.user.clone(), inbox.password.clone());
         let stop = stop.clone();
         std::thread::spawn(move || {
-            crate::raw_client::raw_idle_client(
+            let cpu0 = metrics::thread_cpu_time();
+            let got = crate::raw_client::raw_idle_client(
                 &host,
                 port,
                 &user,
@@ -382,7 +412,8 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
                 ready_tx,
                 stop,
                 Instant::now() + Duration::from_secs(900),
-            )
+            );
+            got.map(|g| (g, metrics::thread_cpu_time().saturating_sub(cpu0)))
         })
     };
     if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
@@ -410,13 +441,36 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     let out = c.expect(m, Duration::from_secs(30), Duration::from_secs(120))?;
     // The raw client had the same drain time; stop it.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let raw_got = raw
+    let (raw_got, raw_cpu) = raw
         .join()
         .map_err(|_| "raw client panicked".to_owned())?
         .map_err(|e| format!("raw client: {e}"))?;
     let raw_got: Vec<(u32, u64, u32)> = raw_got.iter().map(|&(s, t)| (s, t, 1)).collect();
     let raw_m = measure(&sent.accepted, &raw_got);
     let emap_m = measure(&sent.accepted, &out.got);
+    if !o.svg.is_empty() {
+        crate::plot::Chart {
+            title: &format!(
+                "Server accepted → task has it, {} ({} mails)",
+                server.kind.name(),
+                sent.accepted.len()
+            ),
+            x_label: "latency (ms)",
+            y_label: "fraction of mails",
+            series: vec![
+                crate::plot::Series {
+                    name: "floor: push + fetch".into(),
+                    points: crate::plot::cdf(&raw_m.sorted),
+                },
+                crate::plot::Series {
+                    name: format!("emap, {n} subscribers"),
+                    points: crate::plot::cdf(&emap_m.sorted),
+                },
+            ],
+            log_x: false,
+        }
+        .write(&o.svg, &format!("latency-{}.svg", server.kind.name()));
+    }
     let mut rows = Vec::new();
     for (client, meas) in [("raw", &raw_m), ("emap", &emap_m)] {
         let mut row = Row::new("limit")
@@ -436,11 +490,24 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
             }
         };
         let (e, r) = (&emap_m.latency, &raw_m.latency);
+        if client == "raw" {
+            // The raw client's thread, its login included: the floor's
+            // CPU cost per mail.
+            row.set(
+                "cpu_us_per_msg",
+                (raw_cpu.as_micros() as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+            );
+        }
         if client == "emap" {
             row.set("p50_ratio", ratio(e.p50, r.p50));
             row.set("p95_ratio", ratio(e.p95, r.p95));
             row.set("p99_ratio", ratio(e.p99, r.p99));
             row.set("max_ratio", ratio(e.max, r.max));
+            row.set(
+                "cpu_us_per_msg",
+                (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round()
+                    / 10.0,
+            );
             row.set("dropped", fk(&out.done, "dropped"));
             row.set(
                 "rss_b_per_sub",
@@ -687,7 +754,7 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         .unwrap_or_default();
     let mut rows = Vec::new();
     let mut rng = Rng::new(o.seed ^ 0x9e27);
-    let (meas, out) = if ids.is_empty() {
+    let (pertask_m, out) = if ids.is_empty() {
         (
             measure(&[], &[]),
             c.expect(0, Duration::ZERO, Duration::from_secs(60))?,
@@ -712,10 +779,10 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         .with("connected", fk(&ready, "connected"))
         .with("refused", fk(&ready, "refused"))
         .with("conns", conns)
-        .with("sent", meas.sent)
-        .with("delivered", meas.received)
-        .with("lost", meas.lost);
-    latency_fields(&mut row, &meas.latency);
+        .with("sent", pertask_m.sent)
+        .with("delivered", pertask_m.received)
+        .with("lost", pertask_m.lost);
+    latency_fields(&mut row, &pertask_m.latency);
     row.set(
         "rss_mib",
         (fk(&ready, "rss1") - fk(&ready, "rss0")) as f64 / 1024.0,
@@ -761,7 +828,36 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         (fk(&ready, "rss2") - fk(&ready, "rss0")) as f64 / 1024.0,
     );
     row.set("cpu_ms", fk(&out.done, "cpu_us") as f64 / 1000.0);
+    row.set(
+        "cpu_us_per_msg",
+        (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+    );
     rows.push(row);
+    if !o.svg.is_empty() {
+        crate::plot::Chart {
+            title: &format!(
+                "{n} tasks, one connection each vs emap ({})",
+                server.kind.name()
+            ),
+            x_label: "latency (ms)",
+            y_label: "fraction of mails",
+            series: vec![
+                crate::plot::Series {
+                    name: "per-task client".into(),
+                    points: crate::plot::cdf(&pertask_m.sorted),
+                },
+                crate::plot::Series {
+                    name: "emap".into(),
+                    points: crate::plot::cdf(&meas.sorted),
+                },
+            ],
+            log_x: false,
+        }
+        .write(
+            &o.svg,
+            &format!("latency-pertask-{}.svg", server.kind.name()),
+        );
+    }
     Ok(rows)
 }
 
@@ -836,6 +932,10 @@ pub fn soak(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         .with("delivered", meas.received)
         .with("lost", meas.lost);
     latency_fields(&mut row, &meas.latency);
+    row.set(
+        "cpu_us_per_msg",
+        (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+    );
     row.set("rss_start_mib", fk(&ready, "rss2") as f64 / 1024.0);
     row.set("rss_base_mib", base.map(|(_, kb)| *kb as f64 / 1024.0));
     row.set("rss_end_mib", last.map(|(_, kb)| *kb as f64 / 1024.0));
@@ -902,6 +1002,10 @@ pub fn burst(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         .with("after_last_s", secs(meas.last_accept, meas.last_receipt));
     latency_fields(&mut row, &meas.latency);
     row.set("cpu_ms", fk(&out.done, "cpu_us") as f64 / 1000.0);
+    row.set(
+        "cpu_us_per_msg",
+        (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+    );
     row.set("send_errors", sent.errors);
     if let Some(e) = &sent.first_error {
         row.set("error", e.clone());
@@ -910,6 +1014,61 @@ pub fn burst(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
 }
 
 /// Peak RSS of this (parent) process, for the record.
+/// 7. subscribe: N subscribes on one inbox from a plain tokio task, one
+///    after another, 64 at a time, and in batches (`subscribe_many`), each
+///    in a fresh child process (issue 14, goal 3).
+pub fn subscribe(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
+    let ns = o
+        .fanout_n
+        .clone()
+        .unwrap_or_else(|| vec![if o.quick { 2000 } else { 100_000 }]);
+    let mut rows = Vec::new();
+    for &n in &ns {
+        for (how, batch) in [("one", 0), ("concurrent", 0), ("batch", 1000), ("batch", n)] {
+            server.release_inboxes();
+            let inbox = server.inbox("sub")?;
+            eprintln!("bench: subscribe N={n} {how} {batch}");
+            let mut args = vec![
+                "--host".to_owned(),
+                server.host(),
+                "--port".into(),
+                server.imap_port().to_string(),
+                "--inboxes".into(),
+                child::inboxes_arg(&[&inbox]),
+                "--n".into(),
+                n.to_string(),
+                "--how".into(),
+                how.into(),
+            ];
+            if batch > 0 {
+                args.extend(["--batch".to_owned(), batch.to_string()]);
+            }
+            let mut c = ChildProc::spawn("subscribe-emap", &args, &[inbox.password.as_str()])?;
+            let d = c.collect(Duration::from_secs(600))?.done;
+            let ms = fk(&d, "ms").max(1) as f64;
+            let mut row = Row::new("subscribe")
+                .with("server", server.kind.name())
+                .with("N", n)
+                .with("how", how)
+                .with("batch", if batch > 0 { Some(batch) } else { None })
+                .with("seconds", ms / 1000.0)
+                .with("subscribe_per_s", (n as f64 / (ms / 1000.0)).round())
+                .with(
+                    "cpu_us_per_sub",
+                    (fk(&d, "cpu_us") as f64 / n.max(1) as f64 * 100.0).round() / 100.0,
+                )
+                .with("held", fk(&d, "held"))
+                .with("failed", fk(&d, "failed"))
+                .with("rss_b_per_sub", kib_per(fk(&d, "rss1") - fk(&d, "rss0"), n));
+            if fk(&d, "held") != n as i64 {
+                row.set("error", "not every subscribe succeeded");
+            }
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
 pub fn parent_rss() -> u64 {
     metrics::hwm_kb()
 }
