@@ -24,58 +24,10 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::Error;
+pub use crate::folder::Folder;
+use crate::folder::normal_mailbox;
+use crate::position::{Followed, Position};
 pub use crate::proto::SpecialUse;
-use crate::tracker::{Followed, Position};
-
-/// A folder a credential watches: by name, or by the special use the
-/// server marks it with (RFC 6154). Made from a `&str`/`String` (a name)
-/// or a [`SpecialUse`], so [`Credential::also_watch`] takes either.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Folder {
-    /// The folder of this name (`INBOX` is case-insensitive).
-    Named(String),
-    /// The first selectable folder listed with this special-use attribute.
-    SpecialUse(SpecialUse),
-}
-
-impl Folder {
-    /// The folder with `INBOX` normalised, so that equal folders compare
-    /// equal.
-    fn normal(&self) -> Folder {
-        match self {
-            Folder::Named(n) => Folder::Named(normal_mailbox(n)),
-            Folder::SpecialUse(u) => Folder::SpecialUse(*u),
-        }
-    }
-}
-
-impl fmt::Display for Folder {
-    /// The name, or the attribute (`\Junk`) of a special use.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Folder::Named(n) => f.write_str(n),
-            Folder::SpecialUse(u) => f.write_str(u.attribute()),
-        }
-    }
-}
-
-impl From<&str> for Folder {
-    fn from(name: &str) -> Self {
-        Folder::Named(name.to_owned())
-    }
-}
-
-impl From<String> for Folder {
-    fn from(name: String) -> Self {
-        Folder::Named(name)
-    }
-}
-
-impl From<SpecialUse> for Folder {
-    fn from(u: SpecialUse) -> Self {
-        Folder::SpecialUse(u)
-    }
-}
 
 /// A password or token. Its `Debug` output is `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -621,15 +573,6 @@ impl Credential {
             check_value("password", p.expose().as_bytes())?;
         }
         Ok(())
-    }
-}
-
-/// `INBOX` is case-insensitive (RFC 3501 §5.1); every other name is kept.
-fn normal_mailbox(mailbox: &str) -> String {
-    if mailbox.eq_ignore_ascii_case("INBOX") {
-        "INBOX".to_owned()
-    } else {
-        mailbox.to_owned()
     }
 }
 

@@ -74,8 +74,9 @@
 //!    `tracker` (the mailbox position and its one owner), and the values:
 //!    [`Credential`], [`Config`], [`Error`], [`Mail`] (its links and codes
 //!    come from `crates/emap-extract`, re-exported as `extract` behind the
-//!    default feature `extract`), [`Filter`], the replay window, backoff,
-//!    statistics.
+//!    default feature `extract`), [`Folder`] (a name or a special use),
+//!    [`Position`] and [`Followed`] (where a session stands, as a follower
+//!    sees it), [`Filter`], the replay window, backoff, statistics.
 //! 2. I/O: `transport` (the only code that touches sockets and TLS:
 //!    rustls with ring, webpki roots plus extra roots), `connection` (the
 //!    async driver that feeds socket bytes to the state machine and runs
@@ -121,11 +122,13 @@ mod error;
 #[cfg(feature = "extract")]
 pub use emap_extract as extract;
 mod filter;
+mod folder;
 mod handle;
 mod login;
 mod mail;
 pub mod messages;
 mod policy;
+mod position;
 mod proto;
 mod queue;
 mod registry;
@@ -148,12 +151,12 @@ pub use filter::Filter;
 pub use handle::{Follower, Handle, Mailbox};
 pub use login::{test_login, test_login_with};
 pub use mail::{Address, Mail};
+pub use position::{Followed, Position};
 pub use proto::encode::InputError;
 pub use proto::{Excerpt, ProtoError};
 pub use registry::Registry;
 pub use stats::{ActorCounts, FolderStats, SessionState, SessionStats};
 pub use subscription::Subscription;
-pub use tracker::{Followed, Position};
 
 /// Not public API: the protocol layer, for this package's own binary,
 /// tests and benchmark. Outside semver; may change in any release.

@@ -82,7 +82,7 @@ pub struct Mail {
     mailbox: String,
     /// The credential's folder the mail came from (a name or a special
     /// use), set by the session; `None` for a mail parsed by the caller.
-    folder: Option<crate::credential::Folder>,
+    folder: Option<crate::folder::Folder>,
     internal_date: Option<SystemTime>,
     raw: Vec<u8>,
     truncated: bool,
@@ -276,12 +276,12 @@ impl Mail {
     /// named it: [`Folder::Named`](crate::Folder::Named) or
     /// [`Folder::SpecialUse`](crate::Folder::SpecialUse) (`\Junk`, whatever
     /// the server calls it). `None` for a mail parsed with [`Mail::parse`].
-    pub fn folder(&self) -> Option<&crate::credential::Folder> {
+    pub fn folder(&self) -> Option<&crate::folder::Folder> {
         self.folder.as_ref()
     }
 
     /// Tags the mail with the credential's folder it came from.
-    pub(crate) fn with_folder(mut self, folder: crate::credential::Folder) -> Mail {
+    pub(crate) fn with_folder(mut self, folder: crate::folder::Folder) -> Mail {
         self.folder = Some(folder);
         self
     }

@@ -34,11 +34,12 @@ use crate::messages::{
     SessionEnded,
 };
 use crate::policy::{self, Action};
+use crate::position::{Followed, Position};
 use crate::queue::SubscriberQueue;
 use crate::replay::ReplayWindow;
 use crate::stats::{ActorCensus, Counted, SessionState, SessionStats};
 use crate::subscriber::Subscriber;
-use crate::tracker::{FolderPosition, Followed, MailboxTracker, Position, Snapshot};
+use crate::tracker::{FolderPosition, MailboxTracker, Snapshot};
 use crate::transport::Tls;
 use crate::watcher::{self, ConnectionEnded, Folders, LoopCommand, LoopEvent};
 use crate::{Config, Credential, Error, Filter, Mail, SessionKey, TlsMode};

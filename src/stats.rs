@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::SessionKey;
-use crate::credential::Folder;
+use crate::folder::Folder;
 use crate::tracker::FolderPosition;
 
 /// Where a session's connection stands.

@@ -337,7 +337,7 @@ impl MailboxTracker {
         self.uid_validity.is_some() && !self.resumed
     }
 
-    /// Starts from a stored position (see [`Position`]) instead of UIDNEXT:
+    /// Starts from a stored position (see `Position`) instead of UIDNEXT:
     /// at the first SELECT, the same UIDVALIDITY fetches the gap from
     /// `next_uid` by UID (the mail that arrived while nobody watched,
     /// once); another UIDVALIDITY voids it (warned, counted in
@@ -969,40 +969,6 @@ impl MailboxTracker {
             validity_changes: self.validity_changes,
         }
     }
-}
-
-/// Where a session stands in one folder: every message of `folder` below
-/// `next_uid` under `uid_validity` was handed out (or skipped and counted).
-///
-/// A session reports it as it moves ([`Followed::Advanced`], through
-/// [`Handle::follow`](crate::Handle::follow)) and starts from a stored one
-/// ([`Credential::resume_from`](crate::Credential::resume_from)), so a
-/// process that stores the position only after it has dealt with the mail
-/// below it resumes after a restart with exactly the mail that arrived in
-/// between. A list of them describes a session that watches several
-/// folders.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Position {
-    /// The folder as the session names it: the credential's mailbox
-    /// (`INBOX` in capitals), or its special-use attribute (`\Junk`).
-    pub folder: String,
-    /// The folder's UIDVALIDITY: a position is void under another one.
-    pub uid_validity: u32,
-    /// The next UID to hand out.
-    pub next_uid: u32,
-}
-
-/// What a followed session reports, in order (see
-/// [`Handle::follow`](crate::Handle::follow)): each new mail, and each move
-/// of its position. An `Advanced` position is reported only after every
-/// mail below it was reported, never goes back under one UIDVALIDITY, and
-/// never passes a mail that was not reported.
-#[derive(Debug, Clone)]
-pub enum Followed {
-    /// A new mail.
-    Arrived(std::sync::Arc<crate::Mail>),
-    /// The position moved: everything below it was reported.
-    Advanced(Position),
 }
 
 /// What a folder's STATUS said (UIDVALIDITY, UIDNEXT), as remembered at its

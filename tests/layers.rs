@@ -28,6 +28,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "stats",
             "backoff",
             "mail",
+            "folder",
+            "position",
             "filter",
             "replay",
         ],
