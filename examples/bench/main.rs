@@ -16,7 +16,8 @@
 //! `--server`, `limit` runs
 //! on Cyrus and on Dovecot, the others on Dovecot. Output: a table per
 //! scenario on stdout (progress on stderr), or with `--json` one JSON
-//! object per result line. Exit status 1 if a scenario failed or lost mail.
+//! object per result line. Exit status 1 if a scenario failed or emap lost mail
+//! (the per-task client it is compared with may lose some: that is reported).
 //! `--svg DIR` also draws the pictures (see plot.rs); the environment
 //! variable `BENCH_CHILD_WRAP` runs each client child under a command such
 //! as `valgrind --tool=callgrind` (see child.rs).
@@ -252,9 +253,13 @@ fn main() {
                 t.elapsed().as_secs_f64()
             );
         }
+        // Mail lost by emap fails the run; the typical per-task client it
+        // is compared with may lose mail (that is part of what the
+        // benchmark shows), which is reported in its row, not a failure.
+        let compared = |r: &report::Row| matches!(r.get("client"), Some(report::Value::Str(c)) if c.starts_with("per-task"));
         if rows
             .iter()
-            .any(|r| matches!(r.get("lost"), Some(report::Value::Int(l)) if *l > 0))
+            .any(|r| !compared(r) && matches!(r.get("lost"), Some(report::Value::Int(l)) if *l > 0))
         {
             failed = true;
         }
