@@ -159,7 +159,12 @@ fn bench_runs_every_scenario_and_loses_no_mail() {
             json_field(line, "error").is_none(),
             "a scenario reported an error: {line}"
         );
-        if let Some(lost) = json_field(line, "lost") {
+        // emap loses nothing; the per-task client it is compared with may
+        // (its loss is part of the comparison, not a defect of emap).
+        let compared = json_field(line, "client").is_some_and(|c| c.starts_with("per-task"));
+        if let Some(lost) = json_field(line, "lost")
+            && !compared
+        {
             assert_eq!(lost, "0", "mail was lost: {line}");
         }
         if let Some(delivered) = json_field(line, "delivered") {
