@@ -3,6 +3,9 @@
 //! The gateway serves every mail of its inboxes (verification codes,
 //! password-reset links), so on a network each request must carry an API
 //! key (`Authorization: Bearer <key>`) and is kept to that key's scope.
+//! A browser cannot send a bearer key, so the key is also taken as the
+//! password of HTTP Basic authentication (any user name): the status page
+//! asks for it with a Basic challenge.
 //! Keys are held only as SHA-256 digests and compared in constant time;
 //! the key itself is never stored, logged or counted — only its id.
 //!
@@ -469,21 +472,18 @@ impl Keys {
     }
 
     /// The caller of a request, from its `Authorization` header value:
-    /// `Bearer <key>` (scheme case-insensitive). `None`: no valid key.
+    /// `Bearer <key>`, or `Basic base64(user:key)` with any user name, as a
+    /// browser sends it (schemes case-insensitive). `None`: no valid key.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<Arc<Caller>> {
         if !self.required() {
             return Some(self.nobody.clone());
         }
         let value = authorization?;
-        let (scheme, rest) = value.split_at_checked(6)?;
-        if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
-            return None;
-        }
-        let key = rest.trim_ascii();
+        let key = bearer_key(value).or_else(|| basic_password(value))?;
         if key.is_empty() {
             return None;
         }
-        let d = digest(key);
+        let d = digest(&key);
         // Every digest is compared, in constant time, whichever matches.
         let mut found = None;
         for c in &self.callers {
@@ -493,6 +493,30 @@ impl Keys {
         }
         found
     }
+}
+
+/// The key of `Bearer <key>`.
+fn bearer_key(value: &[u8]) -> Option<Vec<u8>> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    Some(rest.trim_ascii().to_vec())
+}
+
+/// The password of `Basic base64(user:password)` (RFC 7617; the user name
+/// is ignored: the key alone says who calls).
+fn basic_password(value: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let (scheme, rest) = value.split_at_checked(5)?;
+    if !scheme.eq_ignore_ascii_case(b"basic") || !rest.starts_with(b" ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
 }
 
 #[cfg(test)]
@@ -570,6 +594,39 @@ mod tests {
         // With no key configured, everyone is the open caller.
         let open = Keys::new(Vec::new(), Limits::default());
         assert_eq!(open.authenticate(None).unwrap().id, NOBODY);
+    }
+
+    /// A browser's Basic authentication carries the key as the password,
+    /// whatever the user name; anything else in it is no key.
+    #[test]
+    fn basic_passwords_are_keys() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let key = "0123456789abcdef0123456789abcdef";
+        let c = Caller::new(
+            "ci".into(),
+            digest(key.as_bytes()),
+            Scope::nothing(),
+            Limits::default(),
+        );
+        let keys = Keys::new(vec![c], Limits::default());
+        let auth = |v: String| keys.authenticate(Some(v.as_bytes())).map(|c| c.id.clone());
+        assert_eq!(
+            auth(format!("Basic {}", b64(&format!("ops:{key}")))).as_deref(),
+            Some("ci")
+        );
+        assert_eq!(
+            auth(format!("basic {}", b64(&format!(":{key}")))).as_deref(),
+            Some("ci")
+        );
+        // The key as the user name, a wrong key, no colon, no password,
+        // not base64, no space after the scheme: no caller.
+        assert_eq!(auth(format!("Basic {}", b64(&format!("{key}:x")))), None);
+        assert_eq!(auth(format!("Basic {}", b64(&format!("ops:{key}0")))), None);
+        assert_eq!(auth(format!("Basic {}", b64(key))), None);
+        assert_eq!(auth(format!("Basic {}", b64("ops:"))), None);
+        assert_eq!(auth("Basic !!!".into()), None);
+        assert_eq!(auth(format!("Basic{}", b64(&format!("ops:{key}")))), None);
     }
 
     #[test]

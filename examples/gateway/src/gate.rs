@@ -93,9 +93,16 @@ pub fn forbidden() -> HttpResponse {
     error(StatusCode::FORBIDDEN, "forbidden")
 }
 
-fn unauthorized() -> HttpResponse {
+/// 401. The status page (`GET /`, for people) challenges with Basic, so
+/// that a browser asks for the key (as the password); the API with Bearer.
+fn unauthorized(page: bool) -> HttpResponse {
+    let challenge = if page {
+        "Basic realm=\"emap-gateway\", charset=\"UTF-8\""
+    } else {
+        "Bearer realm=\"emap-gateway\""
+    };
     HttpResponse::Unauthorized()
-        .insert_header((WWW_AUTHENTICATE, "Bearer realm=\"emap-gateway\""))
+        .insert_header((WWW_AUTHENTICATE, challenge))
         .json(json!({ "error": "missing or invalid API key" }))
 }
 
@@ -134,7 +141,7 @@ pub async fn gate(
         let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
         match state.keys.authenticate(authorization) {
             Some(c) => caller = c,
-            None => break 'gate Some(unauthorized()),
+            None => break 'gate Some(unauthorized(req.path() == "/")),
         }
         if let Route::Scoped(e) = route
             && !caller.scope.endpoint(e)

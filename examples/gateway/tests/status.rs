@@ -177,6 +177,33 @@ fn a_key_sees_only_the_inboxes_in_its_scope_and_needs_the_status_scope() {
     assert_eq!(status, 200, "{page}");
     assert!(cell(&page, "main", "state").is_some(), "{page}");
     assert!(!page.contains("hidden-inbox"), "{page}");
+
+    // A browser: the page challenges with Basic, and the key as the
+    // password (any user name) opens it, kept to the same scope.
+    let (status, headers, _) = gw.request(None, "/");
+    assert_eq!(status, 401);
+    let challenge = headers
+        .iter()
+        .find(|(n, _)| n == "www-authenticate")
+        .map(|(_, v)| v.as_str());
+    assert!(
+        challenge.is_some_and(|c| c.starts_with("Basic ")),
+        "{headers:?}"
+    );
+    let (status, _, page) = gw.request_basic("operator", &one, "/");
+    assert_eq!(status, 200, "{page}");
+    assert!(cell(&page, "main", "state").is_some(), "{page}");
+    assert!(!page.contains("hidden-inbox"), "{page}");
+    assert_eq!(gw.request_basic("operator", &ops, "/").0, 403);
+    assert_eq!(gw.request_basic("operator", "not-a-key", "/").0, 401);
+    // The API still challenges with Bearer.
+    let (_, headers, _) = gw.request(None, "/v1/stats");
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "www-authenticate" && v.starts_with("Bearer ")),
+        "{headers:?}"
+    );
 }
 
 /// Now, in Unix seconds.

@@ -138,6 +138,24 @@ impl Gateway {
         get(&self.agent(), &self.url(path), key)
     }
 
+    /// `GET path` with HTTP Basic authentication, as a browser sends it.
+    pub fn request_basic(&self, user: &str, password: &str, path: &str) -> Answer {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut resp = self
+            .agent()
+            .get(&self.url(path))
+            .header("Authorization", &format!("Basic {token}"))
+            .call()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            Vec::new(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    }
+
     /// `/v1/stats` as `key`.
     pub fn stats(&self, key: Option<&str>) -> serde_json::Value {
         let (status, body) = self.get_as(key, "/v1/stats");
