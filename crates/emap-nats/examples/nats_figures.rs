@@ -131,7 +131,7 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The server's pid (the watchdog's child).
+    /// `VmRSS` of the server (the watchdog's child process), in KiB.
     fn rss_kib(&self) -> Option<u64> {
         let children =
             std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.child.id()))
