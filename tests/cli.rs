@@ -525,6 +525,16 @@ fn status_of_one_credential_shows_it_idling_as_a_table_and_as_json() {
         assert_eq!(inbox[counter], 0, "{counter}: {inbox}");
     }
     assert!(inbox["last_error"].is_null(), "{inbox}");
+    // Its folders: the one it watches, with the row's own position.
+    let folders = inbox["folders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("folders: {inbox}"));
+    assert_eq!(folders.len(), 1, "{inbox}");
+    assert_eq!(folders[0]["folder"], "INBOX", "{inbox}");
+    assert_eq!(folders[0]["mailbox"], "INBOX", "{inbox}");
+    assert_eq!(folders[0]["uid_validity"], inbox["uid_validity"], "{inbox}");
+    assert_eq!(folders[0]["watermark"], inbox["watermark"], "{inbox}");
+    assert_eq!(folders[0]["missing"], false, "{inbox}");
 }
 
 #[test]

@@ -48,6 +48,7 @@
 //! user = "catchall@example.com"
 //! password_env = "SIGNUPS_PASSWORD"   # or oauth_token_env = "..."
 //! mailbox = "INBOX"
+//! also_watch = ['\Junk', "Notifications"]  # optional: further folders, same connection
 //! ca_file = "/etc/ssl/extra-root.pem" # optional
 //! ```
 //!
@@ -56,6 +57,17 @@
 //! A recipient pattern's `*` stands for any run of characters except `@`;
 //! matching ignores ASCII case, like emap's `Filter::to`. A key whose
 //! recipients are not `["*"]` must name `to` in every wait and stream.
+//!
+//! `also_watch` lists further folders of the inbox, watched on the same
+//! IMAP connection as `mailbox` (emap's `Credential::also_watch`): a name
+//! (`"Notifications"`), or a special-use attribute (RFC 6154) starting with
+//! a backslash — `'\Junk'` in a TOML literal string, `"\\Junk"` in a basic
+//! one — which finds the spam folder whatever the provider calls it
+//! (`[Gmail]/Spam`, `Junk Email`, `Junk`). Known attributes: `\All`,
+//! `\Archive`, `\Drafts`, `\Flagged`, `\Junk`, `\Sent`, `\Trash`; any other
+//! backslash name, or an empty name, is refused at start. A waiter on the
+//! inbox gets mail from every folder; the status page, `/v1/status` and
+//! `/metrics` show each folder's position.
 //!
 //! With no `[[key]]` the gateway is open to anyone who can connect, so it
 //! then refuses to start unless `listen` resolves to loopback addresses
@@ -66,7 +78,7 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use emap::{Auth, Credential, Secret, TlsMode};
+use emap::{Auth, Credential, Folder, Secret, SpecialUse, TlsMode};
 use serde::Deserialize;
 
 use crate::auth::{self, Caller, Endpoint, Limits, Pattern, Scope};
@@ -148,6 +160,8 @@ struct InboxFile {
     password_env: Option<String>,
     oauth_token_env: Option<String>,
     mailbox: Option<String>,
+    #[serde(default)]
+    also_watch: Vec<String>,
     ca_file: Option<String>,
 }
 
@@ -216,6 +230,25 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     }
+}
+
+/// A further folder as `also_watch` names it: `\Junk` (any case) is the
+/// special use, another backslash name an error, anything else a folder
+/// name (checked further by `Credential::validate`).
+pub fn parse_folder(text: &str) -> Result<Folder, String> {
+    if text.is_empty() {
+        return Err("also_watch: a folder name is empty".into());
+    }
+    if text.starts_with('\\') {
+        return SpecialUse::from_attribute(text)
+            .map(Folder::SpecialUse)
+            .ok_or_else(|| {
+                format!(
+                    "also_watch: unknown special use {text:?} (\\All, \\Archive, \\Drafts, \\Flagged, \\Junk, \\Sent, \\Trash)"
+                )
+            });
+    }
+    Ok(Folder::Named(text.to_owned()))
 }
 
 /// Shortest API key accepted.
@@ -317,6 +350,10 @@ impl Config {
                 .port(port)
                 .tls(tls)
                 .mailbox(i.mailbox.as_deref().unwrap_or("INBOX"));
+            for f in &i.also_watch {
+                cred =
+                    cred.also_watch(parse_folder(f).map_err(|e| format!("inbox {}: {e}", i.name))?);
+            }
             if let Some(ca) = &i.ca_file {
                 let pem = std::fs::read(ca).map_err(|e| format!("inbox {}: {ca}: {e}", i.name))?;
                 cred = cred
@@ -508,6 +545,28 @@ mod tests {
         // The error names the key id, never the key.
         let e = key_digest("tiny", "k").unwrap_err();
         assert!(!e.contains("tiny"), "{e}");
+    }
+
+    #[test]
+    fn further_folders_by_name_or_special_use() {
+        assert_eq!(
+            parse_folder("\\Junk"),
+            Ok(Folder::SpecialUse(SpecialUse::Junk))
+        );
+        assert_eq!(
+            parse_folder("\\junk"),
+            Ok(Folder::SpecialUse(SpecialUse::Junk))
+        );
+        assert_eq!(
+            parse_folder("Notifications"),
+            Ok(Folder::Named("Notifications".into()))
+        );
+        let e = parse_folder("\\Spam").unwrap_err();
+        assert!(
+            e.contains("unknown special use") && e.contains("\\Junk"),
+            "{e}"
+        );
+        assert!(parse_folder("").is_err());
     }
 
     #[test]

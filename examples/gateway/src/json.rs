@@ -5,13 +5,15 @@ use std::time::UNIX_EPOCH;
 use emap::Mail;
 use serde_json::{Value, json};
 
-/// The JSON object for one mail: uid, from, to, recipients, subject, date
+/// The JSON object for one mail: uid, mailbox (the folder it came from,
+/// as the server names it: `INBOX`, or a further folder such as `Junk`), from, to, recipients, subject, date
 /// (Unix seconds of INTERNALDATE, else the Date header), text, html, links,
 /// codes.
 pub fn mail_json(mail: &Mail) -> Value {
     let addrs = |list: &[emap::Address]| list.iter().map(|a| a.email.clone()).collect::<Vec<_>>();
     json!({
         "uid": mail.uid(),
+        "mailbox": mail.mailbox(),
         "message_id": mail.message_id(),
         "from": addrs(mail.from()),
         "to": addrs(mail.to()),

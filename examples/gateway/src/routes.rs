@@ -346,6 +346,8 @@ pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
                 // next attempt starts.
                 "connected_since": s.connected_since.map(unix),
                 "next_attempt": s.next_attempt.map(unix),
+                // Every watched folder, the main one first.
+                "folders": crate::status::folders_json(s),
             })
         })
         .collect();
@@ -375,9 +377,10 @@ pub async fn healthz(state: web::Data<State>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format: the totals of every session,
+/// then per inbox in the key's scope (see [`per_inbox`]).
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<State>) -> HttpResponse {
+pub async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let sessions = state.handle.stats().await.unwrap_or_default();
     let sum = |f: fn(&emap::SessionStats) -> u64| sessions.iter().map(f).sum::<u64>();
     let mut out = String::new();
@@ -454,9 +457,108 @@ pub async fn metrics(state: web::Data<State>) -> HttpResponse {
         state.rejected_busy.load(Ordering::Relaxed),
     );
     per_key(&mut out, &state.keys);
+    per_inbox(&mut out, &req, &state).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// `v` escaped for a Prometheus label value: backslash, double quote and
+/// line feed.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The per-inbox series, for the inboxes in the key's scope (labels
+/// `inbox`, the configured name, and `session`, 0 for an inbox's first
+/// session): how long the connection has been up, while connected; the
+/// Unix time of the next connection attempt, while backing off; and each
+/// watched folder's watermark and UIDVALIDITY (label `folder`, as the
+/// inbox names it: `INBOX`, `\Junk`) and whether it is missing. A series
+/// is left out while its value is unknown.
+async fn per_inbox(out: &mut String, req: &HttpRequest, state: &State) {
+    let caller = caller(req, state);
+    let mut names: Vec<&String> = state
+        .config
+        .inboxes
+        .keys()
+        .filter(|n| caller.scope.inbox(n))
+        .collect();
+    names.sort();
+    let now = std::time::SystemTime::now();
+    let (mut age, mut next, mut watermark, mut validity, mut missing) = (
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    );
+    for name in names {
+        let sessions = state
+            .handle
+            .stats_of(&state.config.inboxes[name])
+            .await
+            .unwrap_or_default();
+        for (i, s) in sessions.iter().enumerate() {
+            let at = format!("inbox=\"{}\",session=\"{i}\"", label(name));
+            if let Some(t) = s.connected_since {
+                let secs = now.duration_since(t).unwrap_or_default().as_secs();
+                let _ = writeln!(age, "emap_inbox_connection_age_seconds{{{at}}} {secs}");
+            }
+            if let Some(t) = s.next_attempt {
+                let _ = writeln!(
+                    next,
+                    "emap_inbox_next_attempt_timestamp_seconds{{{at}}} {}",
+                    unix(t)
+                );
+            }
+            for f in &s.folders {
+                let at = format!("{at},folder=\"{}\"", label(&f.folder.to_string()));
+                if let Some(w) = f.watermark {
+                    let _ = writeln!(watermark, "emap_folder_watermark{{{at}}} {w}");
+                }
+                if let Some(v) = f.uid_validity {
+                    let _ = writeln!(validity, "emap_folder_uid_validity{{{at}}} {v}");
+                }
+                let _ = writeln!(
+                    missing,
+                    "emap_folder_missing{{{at}}} {}",
+                    u8::from(f.missing)
+                );
+            }
+        }
+    }
+    for (name, help, series) in [
+        (
+            "emap_inbox_connection_age_seconds",
+            "Seconds the inbox's connection has been watching without a break (while connected).",
+            age,
+        ),
+        (
+            "emap_inbox_next_attempt_timestamp_seconds",
+            "Unix time of the next connection attempt (while backing off).",
+            next,
+        ),
+        (
+            "emap_folder_watermark",
+            "The lowest UID not yet delivered from a watched folder.",
+            watermark,
+        ),
+        (
+            "emap_folder_uid_validity",
+            "A watched folder's UIDVALIDITY.",
+            validity,
+        ),
+        (
+            "emap_folder_missing",
+            "1 when a watched folder was missing at the last check.",
+            missing,
+        ),
+    ] {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{series}");
+    }
 }
 
 /// The per-key series: requests by status, 429s by reason, open waits and

@@ -15,6 +15,11 @@
 //! per-minute counts that [`sample`] fills once a minute from the session's
 //! `fetched` counter; it is drawn as an inline SVG sparkline.
 //!
+//! An inbox that watches further folders (`also_watch` in its `[[inbox]]`)
+//! gets one sub-row per further folder under its row: the folder, the name
+//! it was found under, its UIDVALIDITY and watermark, or that it is
+//! missing.
+//!
 //! `GET /v1/status` (same `status` scope) answers the same rows as JSON,
 //! for `emap status --gateway` and scripts: one model ([`Line`]), two
 //! renderings, so the terminal and the page cannot disagree.
@@ -27,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use base64::Engine as _;
-use emap::{SessionState, SessionStats};
+use emap::{FolderStats, SessionState, SessionStats};
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -47,7 +52,8 @@ dl{display:flex;flex-wrap:wrap;gap:.3em 1.5em;margin:0 0 1em}dt{font-weight:600}
 table{border-collapse:collapse}th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .ok{color:#176d2c}.warn{color:#8a5a00}.bad{color:#a11}\
-.spark{color:#246}.err{max-width:30em;overflow-wrap:anywhere}";
+.spark{color:#246}.err{max-width:30em;overflow-wrap:anywhere}\
+tr.folder th{font-weight:400;padding-left:1.6em}tr.folder td,tr.folder th{border-bottom-style:dotted}";
 
 /// The Content-Security-Policy: nothing but the inline style sheet, whose
 /// SHA-256 is computed once.
@@ -406,6 +412,77 @@ fn row(out: &mut String, line: &Line, now: SystemTime) {
         s.skipped,
         s.reconnects,
     );
+    for f in s.folders.iter().skip(1) {
+        folder_row(out, &line.inbox, f);
+    }
+}
+
+/// How a further folder is labelled: as the credential named it, with the
+/// name it was found under when that differs (`\Junk (Junk)`).
+pub fn folder_label(f: &FolderStats) -> String {
+    let named = f.folder.to_string();
+    match &f.mailbox {
+        Some(m) if *m != named => format!("{named} ({m})"),
+        _ => named,
+    }
+}
+
+/// A further folder's state in plain words, and its colour class.
+fn folder_words(f: &FolderStats) -> (String, &'static str) {
+    if f.missing {
+        let times = if f.failures == 1 { "time" } else { "times" };
+        (
+            format!(
+                "missing ({} {times}), looked for again at the next check",
+                f.failures
+            ),
+            "warn",
+        )
+    } else if f.mailbox.is_some() {
+        ("watched".into(), "ok")
+    } else {
+        ("not found yet".into(), "warn")
+    }
+}
+
+/// One further folder as a sub-row under its inbox: the label, its state
+/// over the State, Connected for and Mode columns, its UIDVALIDITY and
+/// watermark, the rest empty.
+fn folder_row(out: &mut String, inbox: &str, f: &FolderStats) {
+    let (words, class) = folder_words(f);
+    let _ = writeln!(
+        out,
+        "<tr class=\"folder\" data-inbox=\"{}\" data-folder=\"{}\"><th scope=\"row\">↳ {}</th>\
+         <td class=\"{class}\" colspan=\"3\" data-k=\"folder-state\">{}</td>\
+         <td class=\"n\" data-k=\"folder-uidvalidity\">{}</td>\
+         <td class=\"n\" data-k=\"folder-watermark\">{}</td><td colspan=\"9\"></td></tr>",
+        escape(inbox),
+        escape(&f.folder.to_string()),
+        escape(&folder_label(f)),
+        escape(&words),
+        opt(f.uid_validity),
+        opt(f.watermark),
+    );
+}
+
+/// Every folder of a session as JSON, the main one first: `folder` (as
+/// the credential named it: a name, or a special use such as `\Junk`),
+/// `mailbox` (its name on the server, once found), `uid_validity`,
+/// `watermark`, `missing`, `failures`.
+pub fn folders_json(s: &SessionStats) -> Value {
+    s.folders
+        .iter()
+        .map(|f| {
+            json!({
+                "folder": f.folder.to_string(),
+                "mailbox": f.mailbox,
+                "uid_validity": f.uid_validity,
+                "watermark": f.watermark,
+                "missing": f.missing,
+                "failures": f.failures,
+            })
+        })
+        .collect()
 }
 
 /// One line as JSON (`/v1/status`): times as Unix seconds and, measured
@@ -420,6 +497,7 @@ pub fn line_json(line: &Line, now: SystemTime) -> Value {
     let Some(s) = &line.session else {
         v["state"] = json!("not_connected");
         v["subscribers"] = json!(0);
+        v["folders"] = json!([]);
         return v;
     };
     let fields = json!({
@@ -440,6 +518,7 @@ pub fn line_json(line: &Line, now: SystemTime) -> Value {
         "reconnects": s.reconnects,
         "last_error": s.last_error,
         "last_alert": s.last_alert,
+        "folders": folders_json(s),
     });
     if let (Value::Object(v), Value::Object(f)) = (&mut v, fields) {
         v.extend(f);

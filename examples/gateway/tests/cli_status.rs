@@ -297,3 +297,68 @@ fn emap_status_reads_the_gateway_with_its_key_and_says_why_it_cannot() {
         "{err}"
     );
 }
+
+#[test]
+fn emap_status_shows_an_inbox_s_further_folder_under_it_and_in_the_json() {
+    emap_binary();
+    let ca = dovecot().catchall("gwcli-junk-main");
+    let user = dovecot().user("gwclijunk");
+    dovecot().create_junk(&user);
+    let tables = format!(
+        "[[inbox]]\nname = \"junky\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         user = \"{}\"\npassword_env = \"GW_JUNK_PASSWORD\"\nalso_watch = ['\\Junk']\n",
+        dovecot().imap_port,
+        user.name,
+    );
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables: &tables,
+            env: vec![("GW_JUNK_PASSWORD", user.password.clone())],
+            ..Setup::default()
+        },
+    );
+    let held = gw.raw(None, "/v1/wait?inbox=junky&timeout=100s");
+    // Until Junk is found and its watermark fixed on the new connection.
+    let doc = support::wait_for(EVENTUALLY, || {
+        let (code, out, _) = run(emap(&gw, &["--json"], &[]));
+        let doc: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+        let junky = doc["inboxes"]
+            .as_array()?
+            .iter()
+            .find(|i| i["inbox"] == "junky")?
+            .clone();
+        (code == Some(0) && junky["folders"][1]["watermark"].is_u64()).then_some(junky)
+    })
+    .unwrap_or_else(|| panic!("no Junk folder: {}", run(emap(&gw, &["--json"], &[])).1));
+    let folders = doc["folders"].as_array().unwrap();
+    assert_eq!(folders.len(), 2, "{doc}");
+    assert_eq!(folders[0]["folder"], "INBOX", "{doc}");
+    assert_eq!(folders[0]["watermark"], doc["watermark"], "{doc}");
+    assert_eq!(folders[1]["folder"], "\\Junk", "{doc}");
+    assert_eq!(folders[1]["mailbox"], "Junk", "{doc}");
+    assert!(folders[1]["uid_validity"].is_u64(), "{doc}");
+    assert_eq!(folders[1]["missing"], false, "{doc}");
+
+    // The table: Junk's sub-row right under the inbox, its UIDVALIDITY and
+    // watermark in their columns.
+    let (code, out, err) = run(emap(&gw, &[], &[]));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines.iter().find(|l| l.starts_with("INBOX ")).unwrap();
+    let at = lines
+        .iter()
+        .position(|l| l.split_whitespace().next() == Some("junky"))
+        .unwrap_or_else(|| panic!("a row for junky: {out}"));
+    let junk = lines[at + 1];
+    assert!(junk.starts_with("  + \\Junk (Junk)"), "{out}");
+    assert_eq!(header.find("STATE"), junk.find("watched"), "{out}");
+    let validity = folders[1]["uid_validity"].to_string();
+    let column = header.find("UIDVALIDITY").unwrap();
+    assert_eq!(
+        junk[column..].split_whitespace().next(),
+        Some(validity.as_str()),
+        "{out}"
+    );
+    drop(held);
+}

@@ -357,3 +357,151 @@ fn connection_age_while_idling_then_the_next_attempt_while_the_server_is_down() 
     assert!(reconnects >= 1, "{page}");
     drop(held);
 }
+
+/// The cell `data-k="key"` of the sub-row of `folder` (as the inbox names
+/// it, escaped) under `inbox`, if there is one.
+fn folder_cell(page: &str, inbox: &str, folder: &str, key: &str) -> Option<String> {
+    let start = page.find(&format!(
+        "<tr class=\"folder\" data-inbox=\"{inbox}\" data-folder=\"{folder}\">"
+    ))?;
+    let row = &page[start..];
+    let row = &row[..row.find("</tr>")?];
+    let at = row.find(&format!("data-k=\"{key}\">"))? + key.len() + 10;
+    let text = &row[at..];
+    Some(text[..text.find('<')?].to_owned())
+}
+
+/// The value of the series `name{labels}` in Prometheus text, if present.
+fn series(metrics: &str, name_and_labels: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn an_inbox_watching_junk_shows_the_folder_and_its_watermark_moves_when_junk_gets_mail() {
+    // An inbox of its own user, watching the folder Dovecot marks \Junk
+    // besides INBOX, on the same connection.
+    let ca = dovecot().catchall("gwjunk-main");
+    let user = dovecot().user("gwjunk");
+    dovecot().create_junk(&user);
+    let tables = format!(
+        "[[inbox]]\nname = \"junky\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         user = \"{}\"\npassword_env = \"GW_JUNK_PASSWORD\"\nalso_watch = ['\\Junk']\n",
+        dovecot().imap_port,
+        user.name,
+    );
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables: &tables,
+            env: vec![("GW_JUNK_PASSWORD", user.password.clone())],
+            ..Setup::default()
+        },
+    );
+    let held = gw.raw(None, "/v1/wait?inbox=junky&timeout=110s");
+
+    // Idling, with Junk found and its position known: a sub-row on the
+    // page, an entry in /v1/status, series in /metrics.
+    let page = wait_for(EVENTUALLY, || {
+        let page = gw.get("/").1;
+        (cell(&page, "junky", "state").as_deref() == Some("idling")
+            && folder_cell(&page, "junky", "\\Junk", "folder-watermark")?
+                .parse::<u64>()
+                .is_ok())
+        .then_some(page)
+    })
+    .unwrap_or_else(|| panic!("no Junk sub-row with a watermark: {}", gw.get("/").1));
+    assert!(page.contains("↳ \\Junk (Junk)</th>"), "{page}");
+    assert_eq!(
+        folder_cell(&page, "junky", "\\Junk", "folder-state").as_deref(),
+        Some("watched"),
+        "{page}"
+    );
+    let validity: u64 = folder_cell(&page, "junky", "\\Junk", "folder-uidvalidity")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("Junk's UIDVALIDITY: {page}"));
+    let before: u64 = folder_cell(&page, "junky", "\\Junk", "folder-watermark")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The main folder is the inbox's own row, not a sub-row.
+    assert!(!page.contains("data-folder=\"INBOX\""), "{page}");
+    tidy(&page).unwrap_or_else(|e| panic!("tidy: {e}\n{page}"));
+
+    let entry = status_entry(&gw, "junky");
+    let folders = entry["folders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{entry}"));
+    assert_eq!(folders.len(), 2, "{entry}");
+    assert_eq!(folders[0]["folder"], "INBOX", "{entry}");
+    assert_eq!(folders[1]["folder"], "\\Junk", "{entry}");
+    assert_eq!(folders[1]["mailbox"], "Junk", "{entry}");
+    assert_eq!(folders[1]["uid_validity"], validity, "{entry}");
+    assert_eq!(folders[1]["missing"], false, "{entry}");
+
+    let metrics = gw.metrics(None);
+    for (name, kind) in [
+        ("emap_inbox_connection_age_seconds", "gauge"),
+        ("emap_inbox_next_attempt_timestamp_seconds", "gauge"),
+        ("emap_folder_watermark", "gauge"),
+        ("emap_folder_uid_validity", "gauge"),
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name}: {metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name}: {metrics}"
+        );
+    }
+    assert!(
+        series(
+            &metrics,
+            "emap_inbox_connection_age_seconds{inbox=\"junky\",session=\"0\"}"
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    // Not backing off: no next attempt.
+    assert!(
+        !metrics.contains("emap_inbox_next_attempt_timestamp_seconds{"),
+        "{metrics}"
+    );
+    let junk = "{inbox=\"junky\",session=\"0\",folder=\"\\\\Junk\"}";
+    assert_eq!(
+        series(&metrics, &format!("emap_folder_uid_validity{junk}")),
+        Some(validity),
+        "{metrics}"
+    );
+    assert_eq!(
+        series(&metrics, &format!("emap_folder_watermark{junk}")),
+        Some(before),
+        "{metrics}"
+    );
+
+    // A mail lands in Junk: the waiter gets it, and Junk's watermark moves
+    // past it on the page and in /metrics.
+    let raw = support::mail("noreply@service.test", &user.name, "junk-move", "spam?");
+    dovecot().append(&user, "Junk", &raw);
+    let page = wait_for(EVENTUALLY, || {
+        let page = gw.get("/").1;
+        let now: u64 = folder_cell(&page, "junky", "\\Junk", "folder-watermark")?
+            .parse()
+            .ok()?;
+        (now > before).then_some(page)
+    })
+    .unwrap_or_else(|| panic!("Junk's watermark never moved: {}", gw.get("/").1));
+    tidy(&page).unwrap_or_else(|e| panic!("tidy: {e}\n{page}"));
+    let after = series(&gw.metrics(None), &format!("emap_folder_watermark{junk}"));
+    assert!(
+        after.is_some_and(|w| w > before),
+        "{after:?} {}",
+        gw.metrics(None)
+    );
+    drop(held);
+}

@@ -335,6 +335,7 @@ pub(crate) fn parse(body: &str) -> Result<GatewayStatus, GatewayError> {
             reconnects: i["reconnects"].as_u64(),
             last_error: text(&i["last_error"]),
             last_alert: text(&i["last_alert"]),
+            folders: crate::status::FolderRow::list_from_json(&i["folders"]),
         });
     }
     Ok(GatewayStatus {

@@ -3,6 +3,11 @@
 //! connection age, IDLE or poll, UIDVALIDITY and watermark, subscribers,
 //! the counters, the last error and the last server alert.
 //!
+//! A credential that watches further folders (`also_watch`) shows each
+//! under its row: the folder, the name the server lists it under, its
+//! UIDVALIDITY and watermark, or that it is missing; `--json` lists every
+//! folder, the main one first, under `folders`.
+//!
 //! Two sources, one table: an emap-gateway (`--gateway URL`, every inbox
 //! the key may see, read from its `/v1/status`), or one credential directly
 //! (this process connects with the flags of `watch`, shows the state it
@@ -72,6 +77,77 @@ pub(crate) struct Row {
     pub(crate) reconnects: Option<u64>,
     pub(crate) last_error: Option<String>,
     pub(crate) last_alert: Option<String>,
+    /// Every watched folder, the main one first (empty without a session).
+    pub(crate) folders: Vec<FolderRow>,
+}
+
+/// One watched folder of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FolderRow {
+    /// As the credential names it: a name, or a special use (`\Junk`).
+    pub(crate) folder: String,
+    /// Its name on the server, once found.
+    pub(crate) mailbox: Option<String>,
+    pub(crate) uid_validity: Option<u64>,
+    pub(crate) watermark: Option<u64>,
+    /// Missing at the last check.
+    pub(crate) missing: bool,
+    /// Times it was found missing.
+    pub(crate) failures: u64,
+}
+
+impl FolderRow {
+    /// The folders of a `/v1/status` entry (`folders`); entries without a
+    /// `folder` name are left out, a missing list is none.
+    pub(crate) fn list_from_json(v: &Value) -> Vec<FolderRow> {
+        v.as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|f| {
+                        Some(FolderRow {
+                            folder: f["folder"].as_str()?.to_owned(),
+                            mailbox: f["mailbox"].as_str().map(str::to_owned),
+                            uid_validity: f["uid_validity"].as_u64(),
+                            watermark: f["watermark"].as_u64(),
+                            missing: f["missing"].as_bool().unwrap_or(false),
+                            failures: f["failures"].as_u64().unwrap_or(0),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// As the table labels it: `\Junk (Junk)` when found under another
+    /// name.
+    fn label(&self) -> String {
+        match &self.mailbox {
+            Some(m) if *m != self.folder => format!("{} ({})", self.folder, m),
+            _ => self.folder.clone(),
+        }
+    }
+
+    /// Its state in plain words.
+    fn words(&self) -> String {
+        if self.missing {
+            format!("missing ({}x)", self.failures)
+        } else if self.mailbox.is_some() {
+            "watched".to_owned()
+        } else {
+            "not found yet".to_owned()
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "folder": self.folder,
+            "mailbox": self.mailbox,
+            "uid_validity": self.uid_validity,
+            "watermark": self.watermark,
+            "missing": self.missing,
+            "failures": self.failures,
+        })
+    }
 }
 
 impl Row {
@@ -112,6 +188,18 @@ impl Row {
             reconnects: Some(s.reconnects),
             last_error: s.last_error.clone(),
             last_alert: s.last_alert.clone(),
+            folders: s
+                .folders
+                .iter()
+                .map(|f| FolderRow {
+                    folder: f.folder.to_string(),
+                    mailbox: f.mailbox.clone(),
+                    uid_validity: f.uid_validity.map(u64::from),
+                    watermark: f.watermark.map(u64::from),
+                    missing: f.missing,
+                    failures: f.failures,
+                })
+                .collect(),
         }
     }
 
@@ -136,6 +224,7 @@ impl Row {
             reconnects: None,
             last_error,
             last_alert: None,
+            folders: Vec::new(),
         }
     }
 
@@ -176,6 +265,7 @@ impl Row {
             "reconnects": self.reconnects,
             "last_error": self.last_error,
             "last_alert": self.last_alert,
+            "folders": self.folders.iter().map(FolderRow::json).collect::<Vec<_>>(),
         })
     }
 }
@@ -230,11 +320,30 @@ impl Frame {
             "SKIPPED",
             "RECONNECTS",
         ];
-        let cells: Vec<[String; 12]> = self
+        // Each row, then a sub-row per further folder (the main folder's
+        // figures are the row's own).
+        let blank = || "".to_owned();
+        let sub = |f: &FolderRow| -> [String; 12] {
+            [
+                format!("  + {}", one_line(&f.label())),
+                f.words(),
+                blank(),
+                blank(),
+                opt(f.uid_validity),
+                opt(f.watermark),
+                blank(),
+                blank(),
+                blank(),
+                blank(),
+                blank(),
+                blank(),
+            ]
+        };
+        let cells: Vec<([String; 12], Vec<[String; 12]>)> = self
             .rows
             .iter()
             .map(|r| {
-                [
+                let main = [
                     one_line(&r.inbox),
                     r.state_words(),
                     r.connection_age.map_or_else(|| "-".to_owned(), age),
@@ -253,11 +362,15 @@ impl Frame {
                     opt(r.dropped),
                     opt(r.skipped),
                     opt(r.reconnects),
-                ]
+                ];
+                (main, r.folders.iter().skip(1).map(sub).collect())
             })
             .collect();
         let mut widths = header.map(|h| h.chars().count());
-        for row in &cells {
+        for row in cells
+            .iter()
+            .flat_map(|(main, subs)| std::iter::once(main).chain(subs))
+        {
             for (w, c) in widths.iter_mut().zip(row) {
                 *w = (*w).max(c.chars().count());
             }
@@ -267,6 +380,9 @@ impl Frame {
             for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
                 if i + 1 == cols.len() {
                     l.push_str(c);
+                    // Sub-rows leave the last columns empty: no trailing blanks.
+                    let kept = l.trim_end().len();
+                    l.truncate(kept);
                 } else {
                     l.push_str(&format!("{c:<w$}  "));
                 }
@@ -278,8 +394,11 @@ impl Frame {
         if self.rows.is_empty() {
             out.push_str("(no inbox)\n");
         }
-        for (r, c) in self.rows.iter().zip(&cells) {
+        for (r, (c, subs)) in self.rows.iter().zip(&cells) {
             out.push_str(&line(&c.each_ref().map(String::as_str)));
+            for s in subs {
+                out.push_str(&line(&s.each_ref().map(String::as_str)));
+            }
             if let Some(e) = &r.last_error {
                 out.push_str(&format!("    last error: {}\n", one_line(e)));
             }
@@ -619,5 +738,62 @@ mod tests {
         let json: Value = serde_json::from_str(frame.json().trim()).unwrap();
         assert_eq!(json["inboxes"][0]["connection_age_s"], 192);
         assert_eq!(json["inboxes"][1]["state"], "failed");
+    }
+
+    #[test]
+    fn further_folders_show_under_their_row_and_in_the_json() {
+        let folder = |name: &str, mailbox: Option<&str>, w: Option<u64>| FolderRow {
+            folder: name.into(),
+            mailbox: mailbox.map(Into::into),
+            uid_validity: w.map(|_| 77),
+            watermark: w,
+            missing: false,
+            failures: 0,
+        };
+        let mut a = row("idling");
+        a.watermark = Some(5);
+        a.folders = vec![
+            folder("INBOX", Some("INBOX"), Some(5)),
+            folder("\\Junk", Some("Junk\x1b[2J"), Some(9)),
+            FolderRow {
+                missing: true,
+                failures: 3,
+                ..folder("Gone", None, None)
+            },
+        ];
+        let frame = Frame {
+            source: "test".into(),
+            overall: None,
+            rows: vec![a],
+            problem: None,
+            at: SystemTime::UNIX_EPOCH,
+        };
+        let table = frame.table();
+        assert!(!table.contains('\x1b'), "{table:?}");
+        let lines: Vec<&str> = table.lines().collect();
+        let header = lines.iter().find(|l| l.starts_with("INBOX")).unwrap();
+        let junk = lines
+            .iter()
+            .find(|l| l.starts_with("  + \\Junk (Junk [2J)"))
+            .unwrap_or_else(|| panic!("a Junk sub-row: {table}"));
+        assert_eq!(header.find("STATE"), junk.find("watched"), "{table}");
+        assert_eq!(header.find("WATERMARK"), junk.find('9'), "{table}");
+        assert!(junk.ends_with('9'), "no trailing blanks: {junk:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("  + Gone") && l.contains("missing (3x)")),
+            "{table}"
+        );
+        // The main folder is the row itself, not a sub-row.
+        assert!(!table.contains("+ INBOX"), "{table}");
+        let json: Value = serde_json::from_str(frame.json().trim()).unwrap();
+        let folders = &json["inboxes"][0]["folders"];
+        assert_eq!(folders[0]["folder"], "INBOX");
+        assert_eq!(folders[1]["folder"], "\\Junk");
+        assert_eq!(folders[1]["watermark"], 9);
+        assert_eq!(folders[2]["missing"], true);
+        // What the gateway answers reads back the same.
+        assert_eq!(FolderRow::list_from_json(folders), frame.rows[0].folders,);
     }
 }
