@@ -128,7 +128,9 @@ struct Bodies {
     html: Option<String>,
     /// Whether `text` is mail-parser's rendering of an HTML part (there is
     /// no text/plain body). The link and code finders then get only `html`:
-    /// that rendering glues table cells and blocks together.
+    /// that rendering glues table cells and blocks together. (Read only by
+    /// the finders, feature `extract`.)
+    #[cfg_attr(not(feature = "extract"), allow(dead_code))]
     text_from_html: bool,
 }
 

@@ -93,8 +93,9 @@ pub fn forbidden() -> HttpResponse {
     error(StatusCode::FORBIDDEN, "forbidden")
 }
 
-/// 401. The status page (`GET /`, for people) challenges with Basic, so
-/// that a browser asks for the key (as the password); the API with Bearer.
+/// The 401 answer. The status page (`GET /`, for people) challenges with
+/// Basic, so that a browser asks for the key (as the password); the API
+/// with Bearer.
 fn unauthorized(page: bool) -> HttpResponse {
     let challenge = if page {
         "Basic realm=\"emap-gateway\", charset=\"UTF-8\""

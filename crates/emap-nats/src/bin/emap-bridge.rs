@@ -7,6 +7,10 @@
 //! `published`, `stored`, `lost`, with `key=value` fields), for operators
 //! and for the tests; diagnostics go to standard error.
 
+#[path = "shared/mod.rs"]
+mod shared;
+use shared::duration;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,21 +75,6 @@ struct Args {
     /// Log at debug level on standard error.
     #[arg(long)]
     verbose: bool,
-}
-
-/// `500ms`, `10s`, `5m`, `1h`.
-fn duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = n.parse().map_err(|_| format!("not a duration: {s}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("unknown unit in {s} (ms, s, m, h)")),
-    }
 }
 
 fn line(e: &Event) -> String {

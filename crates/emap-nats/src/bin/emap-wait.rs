@@ -5,6 +5,10 @@
 //! every wait is open. Exits 0 when `--count` mails arrived for every
 //! address, 2 on timeout, 1 on error.
 
+#[path = "shared/mod.rs"]
+mod shared;
+use shared::duration;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -36,20 +40,6 @@ struct Args {
     /// The stream's name.
     #[arg(long, default_value = "EMAP")]
     stream: String,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = n.parse().map_err(|_| format!("not a duration: {s}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("unknown unit in {s} (ms, s, m, h)")),
-    }
 }
 
 #[tokio::main]
