@@ -12,7 +12,7 @@ use crate::proto::SpecialUse;
 
 /// A folder a credential watches: by name, or by the special use the
 /// server marks it with (RFC 6154). Made from a `&str`/`String` (a name)
-/// or a [`SpecialUse`], so [`Credential::also_watch`] takes either.
+/// or a [`SpecialUse`], so [`Credential::also_watch`](crate::Credential::also_watch) takes either.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Folder {
     /// The folder of this name (`INBOX` is case-insensitive).
