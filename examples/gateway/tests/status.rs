@@ -196,6 +196,10 @@ fn a_key_sees_only_the_inboxes_in_its_scope_and_needs_the_status_scope() {
     assert!(!page.contains("hidden-inbox"), "{page}");
     assert_eq!(gw.request_basic("operator", &ops, "/").0, 403);
     assert_eq!(gw.request_basic("operator", "not-a-key", "/").0, 401);
+    // Only the page takes Basic: a browser replays it on cross-site
+    // requests, which must not spend the key's waits or request rate.
+    assert_eq!(gw.request_basic("operator", &ops, "/v1/stats").0, 401);
+    assert_eq!(gw.request_basic("operator", &one, "/v1/status").0, 401);
     // The API still challenges with Bearer.
     let (_, headers, _) = gw.request(None, "/v1/stats");
     assert!(
