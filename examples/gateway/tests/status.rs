@@ -311,6 +311,11 @@ fn connection_age_while_idling_then_the_next_attempt_while_the_server_is_down() 
         Some("–"),
         "{page}"
     );
+    assert_eq!(
+        cell(&page, "private", "mode").as_deref(),
+        Some("–"),
+        "{page}"
+    );
     assert!(
         cell(&page, "private", "error").is_some_and(|e| e != "–"),
         "{page}"
@@ -342,6 +347,7 @@ fn connection_age_while_idling_then_the_next_attempt_while_the_server_is_down() 
     assert!(entry["next_attempt"].is_u64(), "{entry}");
     assert!(entry["next_attempt_in_s"].is_u64(), "{entry}");
     assert!(entry["connection_age_s"].is_null(), "{entry}");
+    assert!(entry["mode"].is_null(), "{entry}");
     assert!(entry["last_error"].is_string(), "{entry}");
 
     // Back: idling again on a new connection, the reconnect counted.
