@@ -13,7 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Gateway, Setup, new_key};
+use common::{Gateway, Setup, new_key, read_until, status_of};
 use support::{Dovecot, EVENTUALLY, dovecot, wait_for};
 
 /// The text of the cell `data-k="key"` in the row of `inbox` (as written
@@ -412,7 +412,7 @@ fn an_inbox_watching_junk_shows_the_folder_and_its_watermark_moves_when_junk_get
             ..Setup::default()
         },
     );
-    let held = gw.raw(None, "/v1/wait?inbox=junky&timeout=110s");
+    let mut held = gw.raw(None, "/v1/wait?inbox=junky&timeout=110s");
 
     // Idling, with Junk found and its position known: a sub-row on the
     // page, an entry in /v1/status, series in /metrics.
@@ -513,5 +513,8 @@ fn an_inbox_watching_junk_shows_the_folder_and_its_watermark_moves_when_junk_get
         "{after:?} {}",
         gw.metrics(None)
     );
+    let answer = read_until(&mut held, "junk-move");
+    assert_eq!(status_of(&answer), Some(200), "{answer}");
+    assert!(answer.contains("\"subject\":\"junk-move\""), "{answer}");
     drop(held);
 }

@@ -314,6 +314,22 @@ pub fn raw_exchange(addr: &str, raw: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Reads what the server sends on `stream` (a [`Gateway::raw`] request)
+/// until it contains `needle`, the server closes, or `EVENTUALLY` passes
+/// without a byte: what came back.
+pub fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    stream.set_read_timeout(Some(EVENTUALLY)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// The status code of the first response in `text`, if any.
 pub fn status_of(text: &str) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
