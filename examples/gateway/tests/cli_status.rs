@@ -332,3 +332,50 @@ fn emap_status_shows_an_inbox_s_further_folder_under_it_and_in_the_json() {
     );
     drop(held);
 }
+
+#[test]
+fn emap_status_watch_shows_a_gateway_gone_as_an_error_frame_and_retries_until_ctrl_c() {
+    emap_binary();
+    let ca = dovecot().catchall("gwcli-gone");
+    let gw = Gateway::start(&ca, Setup::default());
+    let base = gw.base.clone();
+    let mut cmd = emap(&gw, &["--json", "--watch", "--interval", "100ms"], &[]);
+    let mut child = Killed(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let frames = lines_of(child.0.stdout.take().unwrap());
+    let next = |what: &str| -> serde_json::Value {
+        let line = frames
+            .recv_timeout(EVENTUALLY)
+            .unwrap_or_else(|_| panic!("no {what} frame"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let doc = next("first");
+    assert!(doc["error"].is_null(), "{doc}");
+    assert!(
+        doc["inboxes"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|i| i["inbox"] == "main")),
+        "{doc}"
+    );
+
+    // The gateway goes away: frames say so, and the watch goes on.
+    drop(gw);
+    let gone = |doc: &serde_json::Value| {
+        doc["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&format!("cannot reach the gateway at {base}: ")))
+    };
+    let mut doc = next("error");
+    while !gone(&doc) {
+        // Frames fetched before the gateway went.
+        assert!(doc["error"].is_null(), "{doc}");
+        doc = next("error");
+    }
+    assert_eq!(doc["inboxes"], serde_json::json!([]), "{doc}");
+    assert!(doc["gateway"].is_null(), "{doc}");
+    let again = next("second error");
+    assert!(gone(&again), "retried: {again}");
+    assert_eq!(child.0.try_wait().unwrap(), None, "still watching");
+
+    interrupt(child.0.id());
+    assert_eq!(child.0.wait().unwrap().code(), Some(130));
+}
