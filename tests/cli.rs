@@ -12,12 +12,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{TestUser, dovecot, mail};
+use support::{TestUser, dovecot, interrupt, lines_of, mail};
 
 /// The binary under test, built by cargo for this test target.
 const EMAP: &str = env!("CARGO_BIN_EXE_emap");
@@ -145,20 +144,6 @@ impl Running {
     fn pid(&self) -> u32 {
         self.child.id()
     }
-}
-
-/// The lines of `pipe`, read on a thread of their own, as they come.
-fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 impl Drop for Running {
@@ -439,23 +424,10 @@ fn ctrl_c_ends_a_watch_with_status_130() {
     let conn = plain(&u);
     let mut w = Running::spawn(&args("watch", &conn, &[]), &u.password);
     w.wait_for_stderr("watching ");
-    let status = Command::new("kill")
-        .args(["-INT", &w.pid().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    interrupt(w.pid());
     let f = w.finish();
     assert_eq!(f.code, Some(130), "{f:?}");
     assert!(f.stderr.contains("interrupted"), "{f:?}");
-}
-
-/// Sends SIGINT to `pid`, as Ctrl-C would.
-fn interrupt(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
 }
 
 #[test]

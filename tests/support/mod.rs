@@ -69,6 +69,9 @@ pub use dovecot::{CATCHALL_DOMAIN, CatchAll, Dovecot, TestUser, dovecot};
 pub use message::{header_value, mail, message, message_id};
 pub use raw_imap::{RawImap, is_bad, is_no, is_ok};
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Generous bound for awaiting something that must happen (Dovecot holds
@@ -174,4 +177,28 @@ pub async fn until_observed(
             context()
         );
     }
+}
+
+/// The lines of `pipe` (a child's stdout or stderr), read on a thread of
+/// their own, as they come; the channel closes at the end of the pipe.
+pub fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Sends SIGINT to `pid`, as Ctrl-C would.
+pub fn interrupt(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
 }

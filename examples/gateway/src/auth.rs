@@ -3,9 +3,11 @@
 //! The gateway serves every mail of its inboxes (verification codes,
 //! password-reset links), so on a network each request must carry an API
 //! key (`Authorization: Bearer <key>`) and is kept to that key's scope.
-//! A browser cannot send a bearer key, so the key is also taken as the
-//! password of HTTP Basic authentication (any user name): the status page
-//! asks for it with a Basic challenge.
+//! A browser cannot send a bearer key, so on the status page (`GET /`)
+//! alone the key is also taken as the password of HTTP Basic
+//! authentication (any user name): the page asks for it with a Basic
+//! challenge. Nowhere else: a browser replays Basic credentials on
+//! cross-site requests, which must not spend the key's waits or rate.
 //! Keys are held only as SHA-256 digests and compared in constant time;
 //! the key itself is never stored, logged or counted — only its id.
 //!
@@ -13,6 +15,7 @@
 //! key may use. Anything outside it gets the same 403 as something that
 //! does not exist, so a key learns nothing about what it may not see.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -472,14 +475,19 @@ impl Keys {
     }
 
     /// The caller of a request, from its `Authorization` header value:
-    /// `Bearer <key>`, or `Basic base64(user:key)` with any user name, as a
-    /// browser sends it (schemes case-insensitive). `None`: no valid key.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<Arc<Caller>> {
+    /// `Bearer <key>`, or, when `basic` (the status page only),
+    /// `Basic base64(user:key)` with any user name, as a browser sends it
+    /// (schemes case-insensitive). `None`: no valid key.
+    pub fn authenticate(&self, authorization: Option<&[u8]>, basic: bool) -> Option<Arc<Caller>> {
         if !self.required() {
             return Some(self.nobody.clone());
         }
         let value = authorization?;
-        let key = bearer_key(value).or_else(|| basic_password(value))?;
+        let key = match bearer_key(value) {
+            Some(key) => Cow::Borrowed(key),
+            None if basic => Cow::Owned(basic_password(value)?),
+            None => return None,
+        };
         if key.is_empty() {
             return None;
         }
@@ -496,12 +504,12 @@ impl Keys {
 }
 
 /// The key of `Bearer <key>`.
-fn bearer_key(value: &[u8]) -> Option<Vec<u8>> {
+fn bearer_key(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
         return None;
     }
-    Some(rest.trim_ascii().to_vec())
+    Some(rest.trim_ascii())
 }
 
 /// The password of `Basic base64(user:password)` (RFC 7617; the user name
@@ -576,7 +584,7 @@ mod tests {
             Limits::default(),
         );
         let keys = Keys::new(vec![c], Limits::default());
-        let auth = |v: &[u8]| keys.authenticate(Some(v)).map(|c| c.id.clone());
+        let auth = |v: &[u8]| keys.authenticate(Some(v), false).map(|c| c.id.clone());
         assert_eq!(
             auth(b"Bearer 0123456789abcdef0123456789abcdef").as_deref(),
             Some("ci")
@@ -590,14 +598,16 @@ mod tests {
         assert_eq!(auth(b"Bearer0123456789abcdef0123456789abcdef"), None);
         assert_eq!(auth(b"Bearer "), None);
         assert_eq!(auth(b""), None);
-        assert!(keys.authenticate(None).is_none());
+        assert!(keys.authenticate(None, false).is_none());
+        assert!(keys.authenticate(None, true).is_none());
         // With no key configured, everyone is the open caller.
         let open = Keys::new(Vec::new(), Limits::default());
-        assert_eq!(open.authenticate(None).unwrap().id, NOBODY);
+        assert_eq!(open.authenticate(None, false).unwrap().id, NOBODY);
     }
 
     /// A browser's Basic authentication carries the key as the password,
-    /// whatever the user name; anything else in it is no key.
+    /// whatever the user name, where it is allowed (the status page);
+    /// anything else in it is no key. A Bearer key is taken there too.
     #[test]
     fn basic_passwords_are_keys() {
         use base64::Engine;
@@ -610,7 +620,10 @@ mod tests {
             Limits::default(),
         );
         let keys = Keys::new(vec![c], Limits::default());
-        let auth = |v: String| keys.authenticate(Some(v.as_bytes())).map(|c| c.id.clone());
+        let auth = |v: String| {
+            keys.authenticate(Some(v.as_bytes()), true)
+                .map(|c| c.id.clone())
+        };
         assert_eq!(
             auth(format!("Basic {}", b64(&format!("ops:{key}")))).as_deref(),
             Some("ci")
@@ -627,6 +640,29 @@ mod tests {
         assert_eq!(auth(format!("Basic {}", b64("ops:"))), None);
         assert_eq!(auth("Basic !!!".into()), None);
         assert_eq!(auth(format!("Basic{}", b64(&format!("ops:{key}")))), None);
+        assert_eq!(auth(format!("Bearer {key}")).as_deref(), Some("ci"));
+    }
+
+    /// Where Basic is not allowed (every route but the status page), the
+    /// right key as a Basic password is no key: a browser replaying it on
+    /// a cross-site request spends nothing of the key's.
+    #[test]
+    fn basic_is_refused_where_not_allowed() {
+        use base64::Engine;
+        let key = "0123456789abcdef0123456789abcdef";
+        let c = Caller::new(
+            "ci".into(),
+            digest(key.as_bytes()),
+            Scope::nothing(),
+            Limits::default(),
+        );
+        let keys = Keys::new(vec![c], Limits::default());
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("ops:{key}"))
+        );
+        assert!(keys.authenticate(Some(basic.as_bytes()), true).is_some());
+        assert!(keys.authenticate(Some(basic.as_bytes()), false).is_none());
     }
 
     #[test]

@@ -139,10 +139,12 @@ pub async fn gate(
         if route == Route::Health {
             break 'gate None;
         }
+        // The status page, for people, alone takes (and asks for) Basic.
+        let page = req.path() == "/";
         let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-        match state.keys.authenticate(authorization) {
+        match state.keys.authenticate(authorization, page) {
             Some(c) => caller = c,
-            None => break 'gate Some(unauthorized(req.path() == "/")),
+            None => break 'gate Some(unauthorized(page)),
         }
         if let Route::Scoped(e) = route
             && !caller.scope.endpoint(e)

@@ -24,11 +24,11 @@ use emap::{Credential, Error, Filter, Handle};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{Caller, Keys, Throttle};
+use crate::auth::{Caller, Keys, Scope, Throttle};
 use crate::config::{Config, parse_duration};
 use crate::gate::{caller, error, forbidden};
 use crate::json::mail_json;
-use crate::status::Status;
+use crate::status::{Status, unix};
 
 /// How often an idle event stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -63,6 +63,18 @@ impl State {
             waits_timed_out: AtomicU64::new(0),
             rejected_busy: AtomicU64::new(0),
         }
+    }
+
+    /// The inboxes `scope` allows, with their credentials, by name.
+    pub fn inboxes_in_scope(&self, scope: &Scope) -> Vec<(&String, &Credential)> {
+        let mut inboxes: Vec<_> = self
+            .config
+            .inboxes
+            .iter()
+            .filter(|(name, _)| scope.inbox(name))
+            .collect();
+        inboxes.sort_by_key(|(name, _)| *name);
+        inboxes
     }
 
     /// Open waits and streams, gateway-wide.
@@ -362,12 +374,6 @@ pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     }))
 }
 
-/// Seconds since the Unix epoch (0 before it).
-fn unix(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `GET /healthz`: the process and its registry answer.
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<State>) -> HttpResponse {
@@ -480,13 +486,6 @@ fn label(v: &str) -> String {
 /// is left out while its value is unknown.
 async fn per_inbox(out: &mut String, req: &HttpRequest, state: &State) {
     let caller = caller(req, state);
-    let mut names: Vec<&String> = state
-        .config
-        .inboxes
-        .keys()
-        .filter(|n| caller.scope.inbox(n))
-        .collect();
-    names.sort();
     let now = std::time::SystemTime::now();
     let (mut age, mut next, mut watermark, mut validity, mut missing) = (
         String::new(),
@@ -495,12 +494,8 @@ async fn per_inbox(out: &mut String, req: &HttpRequest, state: &State) {
         String::new(),
         String::new(),
     );
-    for name in names {
-        let sessions = state
-            .handle
-            .stats_of(&state.config.inboxes[name])
-            .await
-            .unwrap_or_default();
+    for (name, cred) in state.inboxes_in_scope(&caller.scope) {
+        let sessions = state.handle.stats_of(cred).await.unwrap_or_default();
         for (i, s) in sessions.iter().enumerate() {
             let at = format!("inbox=\"{}\",session=\"{i}\"", label(name));
             if let Some(t) = s.connected_since {

@@ -208,7 +208,7 @@ fn state_token(s: &SessionStats) -> &'static str {
 }
 
 /// Seconds since the Unix epoch (0 before it).
-fn unix(t: SystemTime) -> u64 {
+pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -230,28 +230,36 @@ pub fn age(d: Duration) -> String {
     }
 }
 
-/// The state in plain words (with the time of the next attempt while
-/// backing off) and its colour class.
+/// The state in plain words (the [`state_token`], with the time of the
+/// next attempt while backing off) and its colour class.
 fn state_words(s: &SessionStats, now: SystemTime) -> (String, &'static str) {
-    match s.state {
-        SessionState::Connecting => ("connecting".into(), "warn"),
-        SessionState::Watching if s.idle => ("idling".into(), "ok"),
-        SessionState::Watching => ("polling".into(), "ok"),
-        SessionState::Backoff => (
-            match s.next_attempt {
-                Some(t) => format!(
-                    "backing off, next attempt at {} (in {})",
-                    time_of_day(t),
-                    age(t.duration_since(now).unwrap_or_default())
-                ),
-                None => "backing off".into(),
-            },
-            "warn",
+    let token = state_token(s);
+    let class = match token {
+        "idling" | "polling" => "ok",
+        "failed" => "bad",
+        _ => "warn",
+    };
+    let words = match (token, s.next_attempt) {
+        ("backing_off", Some(t)) => format!(
+            "backing off, next attempt at {} (in {})",
+            time_of_day(t),
+            age(t.duration_since(now).unwrap_or_default())
         ),
-        SessionState::Failed => ("failed".into(), "bad"),
-        SessionState::Closing => ("closing".into(), "warn"),
-        _ => ("unknown".into(), "warn"),
-    }
+        _ => token.replace('_', " "),
+    };
+    (words, class)
+}
+
+/// `idle` or `poll`: how the session watches, while it is connected
+/// (watching, or selected with a connection time); `None` otherwise — a
+/// session backing off or connecting watches nothing. The same rule as
+/// `emap status` in direct mode (`Row::from_stats` in src/bin/emap).
+fn mode(s: &SessionStats) -> Option<&'static str> {
+    (s.state == SessionState::Watching || s.connected_since.is_some()).then_some(if s.idle {
+        "idle"
+    } else {
+        "poll"
+    })
 }
 
 /// How long the current connection has been up, if it is.
@@ -325,16 +333,8 @@ pub struct Line {
 /// The lines of the inboxes in the caller's scope, by name.
 async fn lines(req: &HttpRequest, state: &State) -> Vec<Line> {
     let caller = caller(req, state);
-    let mut names: Vec<&String> = state
-        .config
-        .inboxes
-        .keys()
-        .filter(|n| caller.scope.inbox(n))
-        .collect();
-    names.sort();
     let mut out = Vec::new();
-    for name in names {
-        let cred = &state.config.inboxes[name];
+    for (name, cred) in state.inboxes_in_scope(&caller.scope) {
         let sessions = state.handle.stats_of(cred).await.unwrap_or_default();
         let open = state.status.open_of(name);
         let counts = state.status.counts_of(name);
@@ -385,7 +385,11 @@ fn row(out: &mut String, line: &Line, now: SystemTime) {
         return;
     };
     let (words, class) = state_words(s, now);
-    let mode = if s.idle { "IDLE" } else { "poll" };
+    let mode = match mode(s) {
+        Some("idle") => "IDLE",
+        Some(m) => m,
+        None => "–",
+    };
     let connected = connection_age(s, now).map_or_else(|| "–".to_owned(), age);
     let mut last = match &s.last_error {
         Some(e) => escape(e),
@@ -503,7 +507,7 @@ pub fn line_json(line: &Line, now: SystemTime) -> Value {
     let fields = json!({
         "session": s.key.to_string(),
         "state": state_token(s),
-        "mode": if s.idle { "idle" } else { "poll" },
+        "mode": mode(s),
         "connected_since": s.connected_since.map(unix),
         "connection_age_s": connection_age(s, now).map(|d| d.as_secs()),
         "next_attempt": s.next_attempt.map(unix),

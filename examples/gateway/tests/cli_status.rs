@@ -16,14 +16,12 @@ mod support;
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc;
 
-use common::{Gateway, Setup, new_key};
-use support::{EVENTUALLY, dovecot};
+use common::{Gateway, Setup, junk_gateway, new_key};
+use support::{EVENTUALLY, dovecot, interrupt, lines_of};
 
 /// The `emap` binary of this workspace, built once (see the module docs).
 fn emap_binary() -> &'static Path {
@@ -256,15 +254,7 @@ fn emap_status_reads_the_gateway_with_its_key_and_says_why_it_cannot() {
         &[],
     );
     let mut child = Killed(cmd.stdout(Stdio::piped()).spawn().unwrap());
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.0.stdout.take().unwrap());
     for frame in 0..2 {
         let line = rx
             .recv_timeout(EVENTUALLY)
@@ -275,11 +265,7 @@ fn emap_status_reads_the_gateway_with_its_key_and_says_why_it_cannot() {
             "{doc}"
         );
     }
-    let sigint = Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sigint.success());
+    interrupt(child.0.id());
     assert_eq!(child.0.wait().unwrap().code(), Some(130));
 
     // The gateway gone: said so, in one line.
@@ -301,23 +287,7 @@ fn emap_status_reads_the_gateway_with_its_key_and_says_why_it_cannot() {
 #[test]
 fn emap_status_shows_an_inbox_s_further_folder_under_it_and_in_the_json() {
     emap_binary();
-    let ca = dovecot().catchall("gwcli-junk-main");
-    let user = dovecot().user("gwclijunk");
-    dovecot().create_junk(&user);
-    let tables = format!(
-        "[[inbox]]\nname = \"junky\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         user = \"{}\"\npassword_env = \"GW_JUNK_PASSWORD\"\nalso_watch = ['\\Junk']\n",
-        dovecot().imap_port,
-        user.name,
-    );
-    let gw = Gateway::start(
-        &ca,
-        Setup {
-            tables: &tables,
-            env: vec![("GW_JUNK_PASSWORD", user.password.clone())],
-            ..Setup::default()
-        },
-    );
+    let (gw, _user) = junk_gateway("gwclijunk");
     let held = gw.raw(None, "/v1/wait?inbox=junky&timeout=100s");
     // Until Junk is found and its watermark fixed on the new connection.
     let doc = support::wait_for(EVENTUALLY, || {
@@ -361,4 +331,51 @@ fn emap_status_shows_an_inbox_s_further_folder_under_it_and_in_the_json() {
         "{out}"
     );
     drop(held);
+}
+
+#[test]
+fn emap_status_watch_shows_a_gateway_gone_as_an_error_frame_and_retries_until_ctrl_c() {
+    emap_binary();
+    let ca = dovecot().catchall("gwcli-gone");
+    let gw = Gateway::start(&ca, Setup::default());
+    let base = gw.base.clone();
+    let mut cmd = emap(&gw, &["--json", "--watch", "--interval", "100ms"], &[]);
+    let mut child = Killed(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let frames = lines_of(child.0.stdout.take().unwrap());
+    let next = |what: &str| -> serde_json::Value {
+        let line = frames
+            .recv_timeout(EVENTUALLY)
+            .unwrap_or_else(|_| panic!("no {what} frame"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let doc = next("first");
+    assert!(doc["error"].is_null(), "{doc}");
+    assert!(
+        doc["inboxes"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|i| i["inbox"] == "main")),
+        "{doc}"
+    );
+
+    // The gateway goes away: frames say so, and the watch goes on.
+    drop(gw);
+    let gone = |doc: &serde_json::Value| {
+        doc["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&format!("cannot reach the gateway at {base}: ")))
+    };
+    let mut doc = next("error");
+    while !gone(&doc) {
+        // Frames fetched before the gateway went.
+        assert!(doc["error"].is_null(), "{doc}");
+        doc = next("error");
+    }
+    assert_eq!(doc["inboxes"], serde_json::json!([]), "{doc}");
+    assert!(doc["gateway"].is_null(), "{doc}");
+    let again = next("second error");
+    assert!(gone(&again), "retried: {again}");
+    assert_eq!(child.0.try_wait().unwrap(), None, "still watching");
+
+    interrupt(child.0.id());
+    assert_eq!(child.0.wait().unwrap().code(), Some(130));
 }

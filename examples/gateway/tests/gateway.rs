@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
-use common::{Gateway, Setup, deliver, new_key};
+use common::{Gateway, Setup, deliver, inbox_table, new_key};
 use support::{EVENTUALLY, dovecot};
 
 #[test]
@@ -228,17 +228,21 @@ fn api_keys_scopes_and_audit_trail() {
     let keydir = tempfile::tempdir().unwrap();
     let signup_file = keydir.path().join("signup.key");
     std::fs::write(&signup_file, format!("{signup}\n")).unwrap();
+    let inbox = inbox_table(
+        "secret",
+        dovecot().imap_port,
+        &ca.user.name,
+        "GW_TEST_PASSWORD",
+        "",
+    );
     let tables = format!(
-        "[[inbox]]\nname = \"secret\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
-         user = \"{user}\"\npassword_env = \"GW_TEST_PASSWORD\"\n\n\
+        "{inbox}\n\
          [[key]]\nid = \"signup\"\nkey_file = \"{file}\"\ninboxes = [\"main\"]\n\
          recipients = [\"task-*@{domain}\"]\nendpoints = [\"wait\", \"stream\"]\n\n\
          [[key]]\nid = \"ops\"\nkey_env = \"GW_OPS_KEY\"\ninboxes = [\"*\"]\n\
          recipients = [\"*\"]\nendpoints = [\"stats\", \"metrics\"]\n\n\
          [[key]]\nid = \"hashed\"\nkey_sha256 = \"{hashed_sha256}\"\ninboxes = [\"main\"]\n\
          recipients = [\"*@{domain}\"]\nendpoints = [\"wait\"]\n",
-        port = dovecot().imap_port,
-        user = ca.user.name,
         file = signup_file.display(),
         domain = ca.domain.to_uppercase(),
     );

@@ -13,7 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Gateway, Setup, new_key};
+use common::{Gateway, Setup, inbox_table, junk_gateway, new_key, read_until, status_of};
 use support::{Dovecot, EVENTUALLY, dovecot, wait_for};
 
 /// The text of the cell `data-k="key"` in the row of `inbox` (as written
@@ -62,11 +62,12 @@ fn the_page_shows_the_inbox_idling_then_its_reconnect_escaped_locked_down_and_va
     // A second inbox (its own user, so its own session) with markup in
     // its name.
     let other = dovecot().user("gwstatus-other");
-    let tables = format!(
-        "[[inbox]]\nname = '<i>x&\"y'\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         user = \"{}\"\npassword_env = \"GW_OTHER_PASSWORD\"\n",
+    let tables = inbox_table(
+        "<i>x&\"y",
         dovecot().imap_port,
-        other.name,
+        &other.name,
+        "GW_OTHER_PASSWORD",
+        "",
     );
     let gw = Gateway::start(
         &ca,
@@ -152,16 +153,16 @@ fn the_page_shows_the_inbox_idling_then_its_reconnect_escaped_locked_down_and_va
 fn a_key_sees_only_the_inboxes_in_its_scope_and_needs_the_status_scope() {
     let ca = dovecot().catchall("gwstatus-scope");
     let (one, ops) = (new_key(), new_key());
-    let tables = format!(
-        "[[inbox]]\nname = \"hidden-inbox\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         user = \"{}\"\npassword_env = \"GW_TEST_PASSWORD\"\n\n\
-         [[key]]\nid = \"one\"\nkey_env = \"GW_ONE\"\ninboxes = [\"main\"]\n\
+    let tables = inbox_table(
+        "hidden-inbox",
+        dovecot().imap_port,
+        &ca.user.name,
+        "GW_TEST_PASSWORD",
+        "",
+    ) + "\n[[key]]\nid = \"one\"\nkey_env = \"GW_ONE\"\ninboxes = [\"main\"]\n\
          recipients = [\"*\"]\nendpoints = [\"status\"]\n\n\
          [[key]]\nid = \"ops\"\nkey_env = \"GW_OPS\"\ninboxes = [\"*\"]\n\
-         recipients = [\"*\"]\nendpoints = [\"stats\", \"metrics\"]\n",
-        dovecot().imap_port,
-        ca.user.name,
-    );
+         recipients = [\"*\"]\nendpoints = [\"stats\", \"metrics\"]\n";
     let gw = Gateway::start(
         &ca,
         Setup {
@@ -196,6 +197,10 @@ fn a_key_sees_only_the_inboxes_in_its_scope_and_needs_the_status_scope() {
     assert!(!page.contains("hidden-inbox"), "{page}");
     assert_eq!(gw.request_basic("operator", &ops, "/").0, 403);
     assert_eq!(gw.request_basic("operator", "not-a-key", "/").0, 401);
+    // Only the page takes Basic: a browser replays it on cross-site
+    // requests, which must not spend the key's waits or request rate.
+    assert_eq!(gw.request_basic("operator", &ops, "/v1/stats").0, 401);
+    assert_eq!(gw.request_basic("operator", &one, "/v1/status").0, 401);
     // The API still challenges with Bearer.
     let (_, headers, _) = gw.request(None, "/v1/stats");
     assert!(
@@ -245,10 +250,12 @@ fn connection_age_while_idling_then_the_next_attempt_while_the_server_is_down() 
     let private = Dovecot::start_with_cap(10).expect("a private Dovecot");
     let user = private.user("gwbackoff");
     let ca = dovecot().catchall("gwbackoff-main");
-    let tables = format!(
-        "[[inbox]]\nname = \"private\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         user = \"{}\"\npassword_env = \"GW_PRIVATE_PASSWORD\"\n",
-        private.imap_port, user.name,
+    let tables = inbox_table(
+        "private",
+        private.imap_port,
+        &user.name,
+        "GW_PRIVATE_PASSWORD",
+        "",
     );
     let gw = Gateway::start(
         &ca,
@@ -307,6 +314,11 @@ fn connection_age_while_idling_then_the_next_attempt_while_the_server_is_down() 
         Some("–"),
         "{page}"
     );
+    assert_eq!(
+        cell(&page, "private", "mode").as_deref(),
+        Some("–"),
+        "{page}"
+    );
     assert!(
         cell(&page, "private", "error").is_some_and(|e| e != "–"),
         "{page}"
@@ -338,6 +350,7 @@ fn connection_age_while_idling_then_the_next_attempt_while_the_server_is_down() 
     assert!(entry["next_attempt"].is_u64(), "{entry}");
     assert!(entry["next_attempt_in_s"].is_u64(), "{entry}");
     assert!(entry["connection_age_s"].is_null(), "{entry}");
+    assert!(entry["mode"].is_null(), "{entry}");
     assert!(entry["last_error"].is_string(), "{entry}");
 
     // Back: idling again on a new connection, the reconnect counted.
@@ -385,24 +398,8 @@ fn series(metrics: &str, name_and_labels: &str) -> Option<u64> {
 fn an_inbox_watching_junk_shows_the_folder_and_its_watermark_moves_when_junk_gets_mail() {
     // An inbox of its own user, watching the folder Dovecot marks \Junk
     // besides INBOX, on the same connection.
-    let ca = dovecot().catchall("gwjunk-main");
-    let user = dovecot().user("gwjunk");
-    dovecot().create_junk(&user);
-    let tables = format!(
-        "[[inbox]]\nname = \"junky\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         user = \"{}\"\npassword_env = \"GW_JUNK_PASSWORD\"\nalso_watch = ['\\Junk']\n",
-        dovecot().imap_port,
-        user.name,
-    );
-    let gw = Gateway::start(
-        &ca,
-        Setup {
-            tables: &tables,
-            env: vec![("GW_JUNK_PASSWORD", user.password.clone())],
-            ..Setup::default()
-        },
-    );
-    let held = gw.raw(None, "/v1/wait?inbox=junky&timeout=110s");
+    let (gw, user) = junk_gateway("gwjunk");
+    let mut held = gw.raw(None, "/v1/wait?inbox=junky&timeout=110s");
 
     // Idling, with Junk found and its position known: a sub-row on the
     // page, an entry in /v1/status, series in /metrics.
@@ -503,5 +500,8 @@ fn an_inbox_watching_junk_shows_the_folder_and_its_watermark_moves_when_junk_get
         "{after:?} {}",
         gw.metrics(None)
     );
+    let answer = read_until(&mut held, "junk-move");
+    assert_eq!(status_of(&answer), Some(200), "{answer}");
+    assert!(answer.contains("\"subject\":\"junk-move\""), "{answer}");
     drop(held);
 }

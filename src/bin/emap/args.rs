@@ -265,24 +265,16 @@ mod tests {
         assert!(secret_on_command_line(&args(&["emap", "--", "--password"])).is_none());
     }
 
+    /// `line` split at spaces, as a shell would split it (no quoting).
+    fn words(line: &str) -> Vec<&str> {
+        line.split(' ').collect()
+    }
+
     #[test]
     fn the_command_line_parses() {
-        let cli = Cli::try_parse_from([
-            "emap",
-            "watch",
-            "--host",
-            "h",
-            "--user",
-            "u",
-            "--password-env",
-            "P",
-            "--count",
-            "3",
-            "--max-age",
-            "10m",
-            "--tls",
-            "starttls",
-        ])
+        let cli = Cli::try_parse_from(words(
+            "emap watch --host h --user u --password-env P --count 3 --max-age 10m --tls starttls",
+        ))
         .unwrap();
         let Command::Watch(w) = cli.command else {
             panic!("not watch")
@@ -292,65 +284,26 @@ mod tests {
         assert_eq!(w.max_age, Some(Duration::from_secs(600)));
         // Exactly one secret source.
         for bad in [
-            &["emap", "login", "--host", "h", "--user", "u"][..],
-            &[
-                "emap",
-                "login",
-                "--host",
-                "h",
-                "--user",
-                "u",
-                "--password-env",
-                "A",
-                "--oauth-token-env",
-                "B",
-            ],
-            &[
-                "emap",
-                "watch",
-                "--host",
-                "h",
-                "--user",
-                "u",
-                "--password-env",
-                "A",
-                "--count",
-                "0",
-            ],
+            "emap login --host h --user u",
+            "emap login --host h --user u --password-env A --oauth-token-env B",
+            "emap watch --host h --user u --password-env A --count 0",
         ] {
-            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+            assert!(Cli::try_parse_from(words(bad)).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn status_takes_a_gateway_or_a_credential_not_both() {
-        let parse = |a: &[&str]| Cli::try_parse_from(a).map(|c| c.command);
-        let Ok(Command::Status(s)) = parse(&[
-            "emap",
-            "status",
-            "--gateway",
-            "http://127.0.0.1:8080",
-            "--key-file",
-            "k",
-            "--watch",
-            "--interval",
-            "500ms",
-        ]) else {
+        let parse = |line: &str| Cli::try_parse_from(words(line)).map(|c| c.command);
+        let Ok(Command::Status(s)) = parse(
+            "emap status --gateway http://127.0.0.1:8080 --key-file k --watch --interval 500ms",
+        ) else {
             panic!("gateway mode parses")
         };
         assert!(s.conn().is_none() && s.watch);
         assert_eq!(s.interval, Duration::from_millis(500));
-        let Ok(Command::Status(s)) = parse(&[
-            "emap",
-            "status",
-            "--host",
-            "h",
-            "--user",
-            "u",
-            "--password-env",
-            "P",
-            "--json",
-        ]) else {
+        let Ok(Command::Status(s)) = parse("emap status --host h --user u --password-env P --json")
+        else {
             panic!("direct mode parses")
         };
         assert!(s.gateway.is_none() && s.json);
@@ -359,55 +312,17 @@ mod tests {
         assert_eq!(conn.secret.password_env.as_deref(), Some("P"));
         for bad in [
             // Both modes.
-            &[
-                "emap",
-                "status",
-                "--gateway",
-                "http://x",
-                "--host",
-                "h",
-                "--user",
-                "u",
-            ][..],
+            "emap status --gateway http://x --host h --user u",
             // A key without a gateway.
-            &[
-                "emap",
-                "status",
-                "--host",
-                "h",
-                "--user",
-                "u",
-                "--password-env",
-                "P",
-                "--key-file",
-                "k",
-            ],
+            "emap status --host h --user u --password-env P --key-file k",
             // Neither mode.
-            &["emap", "status", "--json"],
+            "emap status --json",
             // Two secrets.
-            &[
-                "emap",
-                "status",
-                "--host",
-                "h",
-                "--user",
-                "u",
-                "--password-env",
-                "A",
-                "--oauth-token-env",
-                "B",
-            ],
+            "emap status --host h --user u --password-env A --oauth-token-env B",
             // A refresh that would spin.
-            &[
-                "emap",
-                "status",
-                "--gateway",
-                "http://x",
-                "--interval",
-                "1ms",
-            ],
+            "emap status --gateway http://x --interval 1ms",
         ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -48,7 +48,7 @@ const PROBE_ADDRESS: &str = "emap-status-probe@status.invalid";
 const REDRAW: &str = "\x1b[H\x1b[J";
 
 /// One inbox (and session) as the table shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Row {
     /// The inbox's name (the gateway's), or `user@host:port/mailbox`.
     pub(crate) inbox: String,
@@ -208,23 +208,8 @@ impl Row {
         Row {
             inbox,
             state: state.to_owned(),
-            mode: None,
-            connected_since: None,
-            connection_age: None,
-            next_attempt: None,
-            next_attempt_in: None,
-            uid_validity: None,
-            watermark: None,
-            subscribers: 0,
-            open_waits: None,
-            fetched: None,
-            delivered: None,
-            dropped: None,
-            skipped: None,
-            reconnects: None,
             last_error,
-            last_alert: None,
-            folders: Vec::new(),
+            ..Row::default()
         }
     }
 
@@ -555,16 +540,16 @@ async fn from_gateway(client: Client, args: &StatusArgs) -> u8 {
     }
 }
 
-/// The direct mode's rows: the session of `cred`, if the registry has one.
-async fn direct_rows(
-    handle: &Handle,
-    cred: &Credential,
+/// The direct mode's rows at `now`: `sessions` (the registry's figures for
+/// the credential, asked once per frame, so that the row shows the state
+/// the frame was decided on), or what is left without one.
+fn direct_rows(
+    sessions: &[SessionStats],
     name: &str,
     probing: bool,
     failed: Option<&Error>,
+    now: SystemTime,
 ) -> Vec<Row> {
-    let now = SystemTime::now();
-    let sessions = handle.stats_of(cred).await.unwrap_or_default();
     if sessions.is_empty() {
         // A session that failed for good is forgotten by the registry:
         // what is left to show is the failure.
@@ -607,6 +592,7 @@ async fn direct(handle: &Handle, cred: Credential, args: &StatusArgs) -> u8 {
     let give_up = Instant::now() + args.wait;
     loop {
         let mut show = false;
+        let mut settled: Option<Vec<SessionStats>> = None;
         tokio::select! {
             r = &mut subscribe, if probe.is_none() && failed.is_none() => match r {
                 Ok(sub) => {
@@ -638,22 +624,33 @@ async fn direct(handle: &Handle, cred: Credential, args: &StatusArgs) -> u8 {
             }
             _ = ticks.tick(), if args.watch => show = true,
             _ = settle.tick(), if !args.watch => {
-                let backing_off = handle
-                    .stats_of(&cred)
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|s| s.state == SessionState::Backoff);
-                show = backing_off || Instant::now() >= give_up;
+                let stats = handle.stats_of(&cred).await.unwrap_or_default();
+                let backing_off = stats.iter().any(|s| s.state == SessionState::Backoff);
+                if backing_off || Instant::now() >= give_up {
+                    settled = Some(stats);
+                    show = true;
+                }
             }
             () = &mut interrupt => return EXIT_INTERRUPTED,
         }
         if !show {
             continue;
         }
+        // The figures the settle tick decided on, or asked now: shown as
+        // they were, not asked again (the state may have moved on).
+        let sessions = match settled.take() {
+            Some(s) => s,
+            None => handle.stats_of(&cred).await.unwrap_or_default(),
+        };
         // The probe counts among the session's subscribers from the
         // subscribe on, until the session fails.
-        let rows = direct_rows(handle, &cred, &name, failed.is_none(), failed.as_ref()).await;
+        let rows = direct_rows(
+            &sessions,
+            &name,
+            failed.is_none(),
+            failed.as_ref(),
+            SystemTime::now(),
+        );
         let frame = Frame {
             source: source.clone(),
             overall: None,

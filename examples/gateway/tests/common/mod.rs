@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{CatchAll, EVENTUALLY, dovecot, mail, wait_for};
+use crate::support::{CatchAll, EVENTUALLY, TestUser, dovecot, mail, wait_for};
 
 /// The gateway process, killed on drop.
 pub struct Gateway {
@@ -142,17 +142,10 @@ impl Gateway {
     pub fn request_basic(&self, user: &str, password: &str, path: &str) -> Answer {
         use base64::Engine;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        let mut resp = self
-            .agent()
-            .get(&self.url(path))
-            .header("Authorization", &format!("Basic {token}"))
-            .call()
-            .unwrap();
-        let status = resp.status().as_u16();
-        (
-            status,
-            Vec::new(),
-            resp.body_mut().read_to_string().unwrap(),
+        get_with(
+            &self.agent(),
+            &self.url(path),
+            Some(&format!("Basic {token}")),
         )
     }
 
@@ -242,6 +235,43 @@ impl Gateway {
     }
 }
 
+/// An `[[inbox]]` table for `user` on the test Dovecot (or a private one
+/// on `port`), its password in the variable `password_env`, then `extra`
+/// lines (e.g. `also_watch = ['\\Junk']`).
+pub fn inbox_table(name: &str, port: u16, user: &str, password_env: &str, extra: &str) -> String {
+    let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "[[inbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         user = \"{user}\"\npassword_env = \"{password_env}\"\n{extra}\n"
+    )
+}
+
+/// A gateway whose inbox `junky` is the user `name`'s INBOX and its
+/// folder marked `\Junk` (created), watched on the same connection
+/// (`also_watch`); besides the usual `main` of a catch-all of its own.
+/// Returns the gateway and the user.
+pub fn junk_gateway(name: &str) -> (Gateway, TestUser) {
+    let ca = dovecot().catchall(&format!("{name}-main"));
+    let user = dovecot().user(name);
+    dovecot().create_junk(&user);
+    let tables = inbox_table(
+        "junky",
+        dovecot().imap_port,
+        &user.name,
+        "GW_JUNK_PASSWORD",
+        "also_watch = ['\\Junk']",
+    );
+    let gw = Gateway::start(
+        &ca,
+        Setup {
+            tables: &tables,
+            env: vec![("GW_JUNK_PASSWORD", user.password.clone())],
+            ..Setup::default()
+        },
+    );
+    (gw, user)
+}
+
 /// An HTTP(S) client trusting `root_pem` (if any), never failing on a status.
 pub fn agent(root_pem: Option<&[u8]>) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder()
@@ -263,9 +293,14 @@ pub type Answer = (u16, Vec<(String, String)>, String);
 
 /// `GET url` with an optional bearer key.
 pub fn get(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Answer {
+    get_with(agent, url, key.map(|k| format!("Bearer {k}")).as_deref())
+}
+
+/// `GET url` with an optional `Authorization` header value.
+pub fn get_with(agent: &ureq::Agent, url: &str, authorization: Option<&str>) -> Answer {
     let mut req = agent.get(url);
-    if let Some(k) = key {
-        req = req.header("Authorization", &format!("Bearer {k}"));
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
     }
     let mut resp = req.call().unwrap();
     let status = resp.status().as_u16();
@@ -307,6 +342,22 @@ pub fn raw_exchange(addr: &str, raw: &[u8]) -> String {
     let mut buf = [0u8; 8192];
     loop {
         match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Reads what the server sends on `stream` (a [`Gateway::raw`] request)
+/// until it contains `needle`, the server closes, or `EVENTUALLY` passes
+/// without a byte: what came back.
+pub fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    stream.set_read_timeout(Some(EVENTUALLY)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
