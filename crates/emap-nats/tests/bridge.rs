@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emap::{Filter, Mail};
+use emap::{Filter, Mail, Position};
+use emap_nats::lease::{Lease, Positions, Renewal, Store};
 use emap_nats::subject;
-use emap_nats::{StreamConfig, Waiter};
+use emap_nats::{Bridge, BridgeConfig, StreamConfig, Waiter};
 use nats::{Child, NatsServer, bridge, holder, waiter};
 use support::{EVENTUALLY, blocking, dovecot, header_value, mail, until_some};
 
@@ -171,6 +172,88 @@ async fn malformed_messages_on_an_emap_subject_are_skipped_and_counted() {
     assert_eq!(w.malformed(), 3);
 }
 
+/// The lease and positions buckets, made by [`Bridge::connect`] as a bridge
+/// makes them, opened as plain key-value stores.
+async fn buckets(
+    nats: &NatsServer,
+) -> (
+    async_nats::jetstream::kv::Store,
+    async_nats::jetstream::kv::Store,
+) {
+    let config = BridgeConfig::default();
+    let (leases, positions) = (
+        config.stream.lease_bucket.clone(),
+        config.stream.position_bucket.clone(),
+    );
+    Bridge::connect(&nats.url(), config, Arc::new(|_: &_| {}))
+        .await
+        .expect("bridge connects");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    (
+        js.get_key_value(leases).await.unwrap(),
+        js.get_key_value(positions).await.unwrap(),
+    )
+}
+
+fn position(next_uid: u32) -> Position {
+    Position {
+        folder: "INBOX".into(),
+        uid_validity: 7,
+        next_uid,
+    }
+}
+
+/// The fencing itself, without a clock check in front of it (no IMAP, no
+/// Dovecot): a holder whose position was claimed by a later lease cannot
+/// store, nor claim again with its old token; a holder whose lease key
+/// was taken by another cannot renew. Every holder write in the bridge is
+/// preceded by a check of its own deadline, so only this test fails when
+/// the expected-revision updates are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_holder_is_fenced_by_the_store_not_by_its_clock() {
+    let nats = NatsServer::start();
+    let (leases, positions) = buckets(&nats).await;
+
+    let mut old = Positions::claim(&positions, "k", 5).await.unwrap();
+    old.store(position(10)).await.unwrap();
+    let mut new = Positions::claim(&positions, "k", 9).await.unwrap();
+    assert_eq!(new.positions(), [position(10)]);
+    assert_eq!(old.store(position(11)).await, Err(Store::Fenced));
+    assert_eq!(
+        Positions::claim(&positions, "k", 5).await.err(),
+        Some(Store::Fenced)
+    );
+    new.store(position(12)).await.unwrap();
+    let next = Positions::claim(&positions, "k", 10).await.unwrap();
+    assert_eq!(
+        next.positions(),
+        [position(12)],
+        "the fenced store moved it"
+    );
+
+    let (ttl, margin) = (Duration::from_secs(10), Duration::from_secs(2));
+    let mut a = Lease::acquire(&leases, "lease.k", "a", ttl, margin)
+        .await
+        .unwrap()
+        .expect("a free lease");
+    a.renew().await.unwrap();
+    assert!(
+        Lease::acquire(&leases, "lease.k", "b", ttl, margin)
+            .await
+            .unwrap()
+            .is_none(),
+        "a held lease taken"
+    );
+    leases.delete("lease.k").await.unwrap();
+    let mut b = Lease::acquire(&leases, "lease.k", "b", ttl, margin)
+        .await
+        .unwrap()
+        .expect("a deleted lease is free");
+    assert!(a.is_valid(), "a's own clock still says valid");
+    assert_eq!(a.renew().await, Err(Renewal::Lost));
+    b.renew().await.unwrap();
+}
+
 /// Reads `w`'s `<address> <id>` lines into counts per (address, id).
 fn received(w: &Child) -> BTreeMap<(String, String), usize> {
     let mut out = BTreeMap::new();
@@ -311,6 +394,17 @@ async fn a_paused_holder_publishes_nothing_after_it_wakes_up() {
     // waking up it must drop it, not publish it.
     h.signal("CONT");
     h.until("lost", 1).await;
+    let lost = h
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("lost"))
+        .unwrap();
+    // Its own deadline passed (or, had a store been in flight, the store
+    // was fenced): never an IMAP failure or a stop.
+    assert!(
+        lost.contains("why=\"lease lost\"") || lost.contains("why=\"fenced"),
+        "{lost}"
+    );
     sent.push((addr.clone(), deliver(&addr, "m4").await));
     exactly_once(&w, &sent).await;
     assert_eq!(h.count("published"), published_before, "{:?}", h.lines());
