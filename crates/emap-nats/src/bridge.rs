@@ -239,14 +239,15 @@ impl Bridge {
                         revision: lease.revision(),
                     });
                     let why = self.hold(&inbox, lease, &mut stop).await;
-                    let imap_failed = matches!(why, Ended::ImapFailed(_));
+                    let failed = matches!(why, Ended::ImapFailed(_) | Ended::ClaimFailed(_));
                     self.emit(Event::Lost {
                         inbox: inbox.name.clone(),
                         why: why.to_string(),
                     });
-                    // A credential that fails for good is not retried in a
-                    // tight loop by every bridge in turn.
-                    failures = if imap_failed { failures + 1 } else { 0 };
+                    // A credential (or a positions bucket) that fails for
+                    // good is not retried in a tight loop by every bridge
+                    // in turn.
+                    failures = if failed { failures + 1 } else { 0 };
                     self.config.acquire_every * 2u32.pow(failures.min(6))
                 }
                 Ok(None) => {
@@ -275,9 +276,17 @@ impl Bridge {
         let key = inbox.name.clone();
         let mut positions = match Positions::claim(&self.positions, &key, lease_revision).await {
             Ok(p) => p,
-            Err(e) => {
+            Err(Store::Fenced) => {
+                // A later holder claimed it: the lease is not ours anymore.
                 renewer.abort();
-                return Ended::Fenced(format!("{e:?}"));
+                return Ended::Fenced("position claimed by a later holder".into());
+            }
+            Err(Store::Failed(e)) => {
+                // NATS failed, not the lease: give it back so that the
+                // next try (ours or a standby's) serves the inbox at once
+                // rather than after the TTL.
+                renewer.release().await;
+                return Ended::ClaimFailed(e);
             }
         };
         let handle = match Registry::start_in_thread(self.config.emap.clone()) {
@@ -310,6 +319,8 @@ enum Ended {
     LeaseLost,
     /// Another holder claimed the stored position.
     Fenced(String),
+    /// The stored position could not be read or claimed (NATS failed).
+    ClaimFailed(String),
     /// The IMAP session failed for good.
     ImapFailed(String),
     /// The process is stopping.
@@ -321,6 +332,7 @@ impl std::fmt::Display for Ended {
         match self {
             Ended::LeaseLost => f.write_str("lease lost"),
             Ended::Fenced(e) => write!(f, "fenced: {e}"),
+            Ended::ClaimFailed(e) => write!(f, "claiming the position failed: {e}"),
             Ended::ImapFailed(e) => write!(f, "imap failed: {e}"),
             Ended::Stopped => f.write_str("stopping"),
         }

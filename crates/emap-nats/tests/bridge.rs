@@ -19,10 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emap::{Filter, Mail, Position};
+use async_nats::jetstream::{self, kv, stream};
+use emap::{Auth, Credential, Filter, Mail, Position, TlsMode};
+use emap_nats::bridge::{Event, Reporter};
 use emap_nats::lease::{Lease, Positions, Renewal, Store};
 use emap_nats::subject;
-use emap_nats::{Bridge, BridgeConfig, StreamConfig, Waiter};
+use emap_nats::{Bridge, BridgeConfig, Inbox, StreamConfig, Waiter};
 use nats::{Child, NatsServer, bridge, holder, waiter};
 use support::{EVENTUALLY, blocking, dovecot, header_value, mail, until_some};
 
@@ -252,6 +254,80 @@ async fn a_former_holder_is_fenced_by_the_store_not_by_its_clock() {
     assert!(a.is_valid(), "a's own clock still says valid");
     assert_eq!(a.renew().await, Err(Renewal::Lost));
     b.renew().await.unwrap();
+}
+
+/// A claim of the position that fails for want of NATS (here: the bucket
+/// refuses every write) is reported as what it is, not as fencing, and
+/// the lease is given back at once rather than left unserved until its
+/// TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_claim_gives_the_lease_back_and_says_why() {
+    let nats = NatsServer::start();
+    let config = BridgeConfig {
+        holder: "a".into(),
+        ..BridgeConfig::default()
+    };
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let bucket = &config.stream.position_bucket;
+    js.create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_message_size: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lease_bucket = config.stream.lease_bucket.clone();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    // Stops the bridge at its first loss, so it does not try again.
+    let report: Reporter = Arc::new(move |e: &Event| {
+        sink.lock().unwrap().push(e.clone());
+        if matches!(e, Event::Lost { .. }) {
+            let _ = stop_tx.send(true);
+        }
+    });
+    let bridge = Bridge::connect(&nats.url(), config, report).await.unwrap();
+    let inbox = Inbox {
+        name: "claim".into(),
+        credential: Credential::new(
+            "127.0.0.1",
+            "nobody",
+            Auth::password(String::from("unused")),
+        )
+        .port(1)
+        .tls(TlsMode::None),
+    };
+    tokio::time::timeout(EVENTUALLY, bridge.run(vec![inbox], stop))
+        .await
+        .expect("the bridge stops at its first loss")
+        .unwrap();
+    let events = events.lock().unwrap().clone();
+    match &events[..] {
+        [Event::Acquired { .. }, Event::Lost { why, .. }] => {
+            assert!(!why.contains("fenced"), "{why}");
+            assert!(why.contains("claim"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let lease = js
+        .get_key_value(lease_bucket)
+        .await
+        .unwrap()
+        .entry("lease.claim")
+        .await
+        .unwrap();
+    assert!(
+        lease
+            .as_ref()
+            .is_none_or(|e| e.operation != kv::Operation::Put),
+        "the lease was kept: {lease:?}"
+    );
 }
 
 /// Reads `w`'s `<address> <id>` lines into counts per (address, id).
