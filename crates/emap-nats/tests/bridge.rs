@@ -256,6 +256,46 @@ async fn a_former_holder_is_fenced_by_the_store_not_by_its_clock() {
     b.renew().await.unwrap();
 }
 
+/// A write the server applied but whose reply was lost is tried again
+/// with the same expected revision, and refused: that is not fencing. A
+/// position store and a lease renewal read the entry back and carry on
+/// when it is exactly their own write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_applied_whose_reply_was_lost_is_not_taken_for_fencing() {
+    let nats = NatsServer::start();
+    let (leases, positions) = buckets(&nats).await;
+
+    // The exact value a holder with token 5 stores for position(10).
+    let mut twin = Positions::claim(&positions, "twin", 5).await.unwrap();
+    twin.store(position(10)).await.unwrap();
+    let value = positions.get("twin").await.unwrap().unwrap();
+    let mut p = Positions::claim(&positions, "k", 5).await.unwrap();
+    let claimed = positions.entry("k").await.unwrap().unwrap().revision;
+    // Its store of position(10) reached the server; the reply did not.
+    positions.update("k", value, claimed).await.unwrap();
+    assert_eq!(p.store(position(10)).await, Ok(()));
+    assert_eq!(p.store(position(11)).await, Ok(()));
+    let next = Positions::claim(&positions, "k", 6).await.unwrap();
+    assert_eq!(next.positions(), [position(11)]);
+
+    let (ttl, margin) = (Duration::from_secs(10), Duration::from_secs(2));
+    let mut a = Lease::acquire(&leases, "lease.k", "a", ttl, margin)
+        .await
+        .unwrap()
+        .expect("a free lease");
+    let r = a.revision();
+    // Its renewal (the value names the holder and the revision it
+    // expected) reached the server; the reply did not.
+    let applied = leases
+        .update("lease.k", format!("a {r}").into(), r)
+        .await
+        .unwrap();
+    assert_eq!(a.renew().await, Ok(()));
+    assert_eq!(a.revision(), applied);
+    assert_eq!(a.renew().await, Ok(()));
+    assert!(a.revision() > applied);
+}
+
 /// A claim of the position that fails for want of NATS (here: the bucket
 /// refuses every write) is reported as what it is, not as fencing, and
 /// the lease is given back at once rather than left unserved until its
