@@ -437,9 +437,16 @@ async fn kill_9_of_the_holder_loses_and_repeats_nothing() {
     let mut took = Vec::new();
     for round in 0..kills {
         let to = addresses.clone();
+        // The second half of the round is delivered after the kill, so
+        // the new holder publishes mail of its own, not only the old
+        // holder's backlog.
+        let (second_half, gate) = std::sync::mpsc::channel::<()>();
         let writer = tokio::task::spawn_blocking(move || {
             (0..PER_ROUND)
                 .map(|i| {
+                    if i == PER_ROUND / 2 {
+                        gate.recv().expect("the second half's go");
+                    }
                     let rcpt = &to[i % to.len()];
                     let raw = mail(FROM, rcpt, &format!("r{round}-m{i}"), "hello");
                     dovecot().deliver(rcpt, &raw);
@@ -450,9 +457,11 @@ async fn kill_9_of_the_holder_loses_and_repeats_nothing() {
         // Kill in the middle of the writer's round.
         let published = h.count("published");
         h.until("published", published + 20).await;
+        let acquired = s.count("acquired");
         h.signal("KILL");
         let killed = std::time::Instant::now();
-        let took_over = s.until("acquired", 1).await;
+        second_half.send(()).unwrap();
+        let took_over = s.until("acquired", acquired + 1).await;
         took.push(took_over.saturating_duration_since(killed));
         println!("round {round}: take-over after kill -9: {:?}", took[round]);
         sent.extend(writer.await.unwrap());
@@ -562,13 +571,17 @@ async fn a_nats_restart_mid_writer_loses_nothing_and_stores_nothing_twice() {
     go_tx.send(()).unwrap();
     phase_done.recv().await.unwrap();
     a.until("published", PHASE).await;
-    // While the server is down.
+    // While the server is down, past the lease: the holder loses it,
+    // then takes it again after the restart.
+    let (lost, acquired) = (a.count("lost"), a.count("acquired"));
     let s = nats.clone();
     blocking(move || s.stop()).await;
     go_tx.send(()).unwrap();
     phase_done.recv().await.unwrap();
+    a.until("lost", lost + 1).await;
     let s = nats.clone();
     blocking(move || s.start_again()).await;
+    a.until("acquired", acquired + 1).await;
     // After.
     go_tx.send(()).unwrap();
     phase_done.recv().await.unwrap();
