@@ -197,9 +197,10 @@ impl Bridge {
         })
     }
 
-    /// Serves `inboxes` until `stop` turns true: for each, standby until the
-    /// lease is free, hold it while it is valid, standby again. On stop a
-    /// held lease is released, so a standby takes over at once.
+    /// Serves `inboxes` until `stop` turns true (or its sender is dropped):
+    /// for each, standby until the lease is free, hold it while it is
+    /// valid, standby again. On stop a held lease is released, so a
+    /// standby takes over at once.
     pub async fn run(&self, inboxes: Vec<Inbox>, stop: watch::Receiver<bool>) -> Result<(), Error> {
         for inbox in &inboxes {
             subject::check_token("inbox name", &inbox.name)?;
@@ -223,7 +224,7 @@ impl Bridge {
     async fn serve(&self, inbox: Inbox, mut stop: watch::Receiver<bool>) {
         let key = format!("lease.{}", inbox.name);
         let mut failures = 0u32;
-        while !*stop.borrow() {
+        while !is_stopped(&stop) {
             let acquired = Lease::acquire(
                 &self.leases,
                 &key,
@@ -263,7 +264,7 @@ impl Bridge {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => {}
+                () = stopped(&mut stop) => {}
             }
         }
     }
@@ -401,6 +402,17 @@ impl Renewer {
     }
 }
 
+/// Whether `stop` says stop: true, or its sender dropped (nobody can say
+/// it any more).
+fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+/// Resolves when `stop` turns true or its sender is dropped.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// A random pause in `[d/2, d]`, so standbys do not try in lockstep.
 fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
@@ -442,53 +454,54 @@ impl Holder<'_> {
         positions: &mut Positions,
         stop: &mut watch::Receiver<bool>,
     ) -> Ended {
-        let cred = self
-            .inbox
-            .credential
-            .clone()
-            .resume_from(positions.positions().to_vec());
-        let mut follower = tokio::select! {
-            f = handle.follow(cred) => match f {
-                Ok(f) => f,
-                Err(e) => return Ended::ImapFailed(e.to_string()),
-            },
-            () = self.expired() => return Ended::LeaseLost,
-            _ = stop.changed() => return Ended::Stopped,
-        };
+        // One turn per follower: a follower that falls too far behind
+        // ends, and the next starts again from what is stored (still
+        // holding the lease).
         loop {
-            let event = tokio::select! {
-                biased;
+            let cred = self
+                .inbox
+                .credential
+                .clone()
+                .resume_from(positions.positions().to_vec());
+            let mut follower = tokio::select! {
+                f = handle.follow(cred) => match f {
+                    Ok(f) => f,
+                    Err(e) => return Ended::ImapFailed(e.to_string()),
+                },
                 () = self.expired() => return Ended::LeaseLost,
-                _ = stop.changed() => return Ended::Stopped,
-                e = follower.next() => e,
+                () = stopped(stop) => return Ended::Stopped,
             };
-            match event {
-                Some(Followed::Arrived(mail)) => {
-                    if let Err(e) = self.publish(&mail).await {
-                        return e;
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    () = self.expired() => return Ended::LeaseLost,
+                    () = stopped(stop) => return Ended::Stopped,
+                    e = follower.next() => e,
+                };
+                match event {
+                    Some(Followed::Arrived(mail)) => {
+                        if let Err(e) = self.publish(&mail).await {
+                            return e;
+                        }
                     }
-                }
-                Some(Followed::Advanced(p)) => {
-                    if let Err(e) = self.store(positions, p).await {
-                        return e;
+                    Some(Followed::Advanced(p)) => {
+                        if let Err(e) = self.store(positions, p).await {
+                            return e;
+                        }
                     }
-                }
-                None if follower.overflowed() => {
-                    // Too far behind: start again from what is stored
-                    // (still holding the lease).
-                    tracing::warn!(inbox = %self.inbox.name, "follower overflowed; resuming from the stored position");
-                    // Its session logs out before the next one starts.
-                    drop(follower);
-                    return Box::pin(self.follow(handle, positions, stop)).await;
-                }
-                None => {
-                    return Ended::ImapFailed(
-                        follower
-                            .error()
-                            .map_or_else(|| "session ended".into(), |e| e.to_string()),
-                    );
+                    None if follower.overflowed() => break,
+                    None => {
+                        return Ended::ImapFailed(
+                            follower
+                                .error()
+                                .map_or_else(|| "session ended".into(), |e| e.to_string()),
+                        );
+                    }
                 }
             }
+            tracing::warn!(inbox = %self.inbox.name, "follower overflowed; resuming from the stored position");
+            // Its session logs out before the next one starts.
+            drop(follower);
         }
     }
 

@@ -256,6 +256,21 @@ async fn a_former_holder_is_fenced_by_the_store_not_by_its_clock() {
     b.renew().await.unwrap();
 }
 
+/// An inbox whose IMAP server nobody listens for (for tests that never
+/// reach IMAP).
+fn unreachable_inbox(name: &str) -> Inbox {
+    Inbox {
+        name: name.into(),
+        credential: Credential::new(
+            "127.0.0.1",
+            "nobody",
+            Auth::password(String::from("unused")),
+        )
+        .port(1)
+        .tls(TlsMode::None),
+    }
+}
+
 /// A write the server applied but whose reply was lost is tried again
 /// with the same expected revision, and refused: that is not fencing. A
 /// position store and a lease renewal read the entry back and carry on
@@ -333,20 +348,13 @@ async fn a_failed_claim_gives_the_lease_back_and_says_why() {
         }
     });
     let bridge = Bridge::connect(&nats.url(), config, report).await.unwrap();
-    let inbox = Inbox {
-        name: "claim".into(),
-        credential: Credential::new(
-            "127.0.0.1",
-            "nobody",
-            Auth::password(String::from("unused")),
-        )
-        .port(1)
-        .tls(TlsMode::None),
-    };
-    tokio::time::timeout(EVENTUALLY, bridge.run(vec![inbox], stop))
-        .await
-        .expect("the bridge stops at its first loss")
-        .unwrap();
+    tokio::time::timeout(
+        EVENTUALLY,
+        bridge.run(vec![unreachable_inbox("claim")], stop),
+    )
+    .await
+    .expect("the bridge stops at its first loss")
+    .unwrap();
     let events = events.lock().unwrap().clone();
     match &events[..] {
         [Event::Acquired { .. }, Event::Lost { why, .. }] => {
@@ -368,6 +376,29 @@ async fn a_failed_claim_gives_the_lease_back_and_says_why() {
             .is_none_or(|e| e.operation != kv::Operation::Put),
         "the lease was kept: {lease:?}"
     );
+}
+
+/// A bridge whose stop sender is dropped (nobody can stop it any more)
+/// stops, instead of acquiring and giving back its lease in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_whose_stop_sender_is_dropped_stops() {
+    let nats = NatsServer::start();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let report: Reporter = Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+    let bridge = Bridge::connect(&nats.url(), BridgeConfig::default(), report)
+        .await
+        .unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    drop(stop_tx);
+    tokio::time::timeout(
+        EVENTUALLY,
+        bridge.run(vec![unreachable_inbox("dropped")], stop),
+    )
+    .await
+    .expect("the bridge stops")
+    .unwrap();
+    assert_eq!(*events.lock().unwrap(), []);
 }
 
 /// Reads `w`'s `<address> <id>` lines into counts per (address, id).
