@@ -15,7 +15,6 @@ mod support;
 
 mod nats;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +24,8 @@ use emap_nats::bridge::{Event, Reporter};
 use emap_nats::lease::{Lease, Positions, Renewal, Store};
 use emap_nats::subject;
 use emap_nats::{Bridge, BridgeConfig, Inbox, StreamConfig, Waiter};
-use nats::{Child, NatsServer, bridge, holder, waiter};
-use support::{EVENTUALLY, blocking, dovecot, header_value, mail, until_some};
+use nats::{Child, NatsServer, bridge, holder, id_of, pct, received, waiter};
+use support::{EVENTUALLY, blocking, dovecot, mail, until_some};
 
 const FROM: &str = "sender@emap.test";
 
@@ -40,13 +39,6 @@ async fn deliver(rcpt: &str, subject: &str) -> String {
         id_of(&raw)
     })
     .await
-}
-
-fn id_of(raw: &[u8]) -> String {
-    header_value(raw, "Message-ID")
-        .expect("a Message-ID")
-        .trim_matches(['<', '>'])
-        .to_owned()
 }
 
 async fn waiter_client(nats: &NatsServer) -> Waiter {
@@ -401,29 +393,18 @@ async fn a_bridge_whose_stop_sender_is_dropped_stops() {
     assert_eq!(*events.lock().unwrap(), []);
 }
 
-/// Reads `w`'s `<address> <id>` lines into counts per (address, id).
-fn received(w: &Child) -> BTreeMap<(String, String), usize> {
-    let mut out = BTreeMap::new();
-    for l in w.lines() {
-        if let Some((a, id)) = l.split_once(' ') {
-            *out.entry((a.to_owned(), id.to_owned())).or_default() += 1;
-        }
-    }
-    out
-}
-
 /// Awaits until waiter `w` printed every `(address, id)` of `expected`,
 /// then checks that it printed each exactly once and nothing else.
 async fn exactly_once(w: &Child, expected: &[(String, String)]) {
     until_some(
         &format!("{} to receive {} mails", w.name, expected.len()),
         async || {
-            let got = received(w);
+            let got = received([w]);
             expected.iter().all(|k| got.contains_key(k)).then_some(())
         },
     )
     .await;
-    let got = received(w);
+    let got = received([w]);
     for k in expected {
         assert_eq!(got.get(k), Some(&1), "{}: {k:?} not exactly once", w.name);
     }
@@ -701,10 +682,6 @@ async fn latency_added_by_the_bus() {
         via_bus.push(b.1);
         in_process.push(l.1);
     }
-    let pct = |v: &mut Vec<Duration>, p: usize| {
-        v.sort();
-        v[(v.len() * p / 100).min(v.len() - 1)]
-    };
     println!(
         "{n} mails, LMTP accepted -> mail: in-process p50 {:?} p99 {:?}; via NATS p50 {:?} p99 {:?}",
         pct(&mut in_process, 50),
