@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
 use emap::{Credential, Followed, Handle, Mail, Registry};
 use tokio::sync::watch;
 
@@ -518,16 +519,16 @@ impl Holder<'_> {
         let room = b.client.server_info().max_payload.saturating_sub(8 * 1024);
         let raw = mail.raw();
         let truncated = raw.len() > room;
-        let payload = raw[..raw.len().min(room)].to_vec();
+        // One copy of the mail and one set of headers, shared by every
+        // subject and every try.
+        let payload = Bytes::from(raw[..raw.len().min(room)].to_vec());
+        let headers = subject::mail_headers(inbox, mail, truncated);
         let mut delay = Duration::from_millis(50);
         loop {
             if !self.valid() {
                 return Err(Ended::LeaseLost);
             }
-            match self
-                .publish_once(mail, &subjects, &payload, truncated)
-                .await
-            {
+            match self.publish_once(mail, &subjects, &payload, &headers).await {
                 Ok(duplicates) => {
                     b.emit(Event::Published {
                         inbox: inbox.clone(),
@@ -552,8 +553,8 @@ impl Holder<'_> {
         &self,
         mail: &Mail,
         subjects: &[String],
-        payload: &[u8],
-        truncated: bool,
+        payload: &Bytes,
+        headers: &async_nats::HeaderMap,
     ) -> Result<usize, Error> {
         let b = self.bridge;
         let mut acks = Vec::with_capacity(subjects.len());
@@ -561,9 +562,13 @@ impl Holder<'_> {
             if !self.valid() {
                 return Err(Error::Nats("lease expired".into()));
             }
-            let headers = subject::headers(&self.inbox.name, mail, s, truncated);
+            let mut headers = headers.clone();
+            headers.insert(
+                subject::MSG_ID,
+                subject::msg_id(&self.inbox.name, mail, s).as_str(),
+            );
             let ack =
-                b.js.publish_with_headers(s.clone(), headers, payload.to_vec().into())
+                b.js.publish_with_headers(s.clone(), headers, payload.clone())
                     .await
                     .map_err(Error::nats)?;
             acks.push(ack);

@@ -190,15 +190,17 @@ impl Child {
                 }
                 assert!(
                     !out.ended,
-                    "{}: its output ended before a {n}th line starting with {prefix:?}",
-                    self.name
+                    "{}: its output ended before a {n}th line starting with {prefix:?}; lines: {:?}",
+                    self.name,
+                    out.lines.iter().map(|(_, l)| l).collect::<Vec<_>>()
                 );
             }
             let changed = tokio::time::timeout_at(deadline, read.changed()).await;
             assert!(
                 changed.is_ok(),
-                "{}: no {n}th line starting with {prefix:?} within {within:?}",
-                self.name
+                "{}: no {n}th line starting with {prefix:?} within {within:?}; lines: {:?}",
+                self.name,
+                self.lines()
             );
         }
     }
