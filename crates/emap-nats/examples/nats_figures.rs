@@ -27,24 +27,30 @@
 //! mails one at a time over IMAP; for each, the time from the tagged OK of
 //! the APPEND to the moment each path has the mail. Prints p50 and p99.
 //!
-//! The bridge binary is looked up next to this example's directory
+//! The servers and processes are the tests' own
+//! (`crates/emap-nats/tests/nats/mod.rs`, included). The bridge binary is
+//! looked up next to this example's directory
 //! (`target/<profile>/emap-bridge`), hence `--bins` above.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+// The figures use the server, the processes and the counting, not the
+// tests' helpers (waiters as processes, the lease holder of two).
+#[allow(dead_code)]
+#[path = "../tests/nats/mod.rs"]
+mod nats;
+
+use std::collections::HashMap;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use emap::{Auth, Credential, Filter, TlsMode};
 use emap_nats::{StreamConfig, Waiter};
-use support::dovecot::{find_binary, free_ports, stop_watchdog, watchdog_command};
+use nats::{Child, NatsServer, bridge_at, id_of, pct, received};
 use support::raw_imap::RawImap;
-use support::{TestUser, dovecot, header_value, mail};
+use support::{dovecot, mail};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -77,139 +83,18 @@ fn flag(args: &[String], name: &str, default: usize) -> Result<usize> {
     }
 }
 
-/// A binary built beside this example (`target/<profile>/<name>`).
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let path = exe
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|profile| profile.join(name))
-        .ok_or("no target directory")?;
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing: cargo build -p emap-nats --bins --examples",
-            path.display()
-        ))
-    }
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
-/// A private `nats-server -js` under the suite's watchdog.
-struct Nats {
-    port: u16,
-    child: std::process::Child,
-    _run: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start() -> Result<Nats> {
-        let binary = find_binary("nats-server").ok_or("nats-server is not installed")?;
-        let port = free_ports(1).map_err(|e| e.to_string())?[0];
-        let run = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let log = run.path().join("nats.log");
-        let store = run.path().join("store");
-        let mut cmd = watchdog_command("nats-server", &log, run.path());
-        cmd.arg(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .arg("-sd")
-            .arg(&store);
-        let child = cmd.spawn().map_err(|e| format!("spawn nats-server: {e}"))?;
-        let up = support::wait_for(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        up.ok_or("nats-server did not listen")?;
-        Ok(Nats {
-            port,
-            child,
-            _run: run,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// `VmRSS` of the server (the watchdog's child process), in KiB.
-    fn rss_kib(&self) -> Option<u64> {
-        let children =
-            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.child.id()))
-                .ok()?;
-        children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-            .filter_map(rss_kib)
-            .max()
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        stop_watchdog(&mut self.child);
-    }
-}
-
-/// A child process whose stdout lines are collected.
-struct Proc {
-    name: String,
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Result<Proc> {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("spawn {name}: {e}"))?;
-        let out = child.stdout.take().ok_or("no stdout")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Ok(Proc {
-            name: name.to_owned(),
-            child,
-            lines,
-        })
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        let lines = self.lines.lock().unwrap();
-        lines.iter().filter(|l| l.starts_with(prefix)).count()
-    }
-
-    /// Waits for a line starting with `prefix`; an error after `timeout`.
-    fn until(&mut self, prefix: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while self.count(prefix) == 0 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("{} exited ({status})", self.name));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{}: no {prefix:?} line in {timeout:?}", self.name));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
-    }
-
-    fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.child.id())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Blocks until `c` printed a line starting with `prefix` (panics after
+/// `within`, or if its output ends first).
+fn until(rt: &tokio::runtime::Runtime, c: &Child, prefix: &str, within: Duration) {
+    rt.block_on(c.until_within(prefix, 1, within));
 }
 
 /// `VmRSS` of `pid`, in KiB.
@@ -219,24 +104,21 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// An `emap-bridge` process for `user` as inbox `inbox`.
-fn bridge(nats: &Nats, inbox: &str, port: u16, user: &TestUser) -> Result<Proc> {
-    let mut cmd = Command::new(sibling("emap-bridge")?);
-    cmd.args(["--nats", &nats.url(), "--inbox", inbox])
-        .args(["--host", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .args(["--tls", "none", "--user", &user.name])
-        .args(["--password-env", "EMAP_FIGURES_PASSWORD"])
-        .env("EMAP_FIGURES_PASSWORD", &user.password)
-        .args(["--holder", inbox]);
-    Proc::spawn(&format!("bridge {inbox}"), cmd)
-}
-
-fn id_of(raw: &[u8]) -> Result<String> {
-    Ok(header_value(raw, "Message-ID")
-        .ok_or("no Message-ID")?
-        .trim_matches(['<', '>'])
-        .to_owned())
+/// `VmRSS` of the `nats-server` listening on `port` (the largest process
+/// whose command line names nats-server and the port: the server, not
+/// its watchdog), in KiB.
+fn server_rss_kib(port: u16) -> Option<u64> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.iter().any(|a| a.ends_with(b"nats-server")) && args.contains(&port.as_bytes())
+        })
+        .filter_map(rss_kib)
+        .max()
 }
 
 /// The address of wait `i` among `domains`.
@@ -249,7 +131,8 @@ fn fanout(args: &[String]) -> Result<()> {
     let procs = flag(args, "--procs", 4)?.max(1);
     let inboxes = flag(args, "--inboxes", 5)?.max(1);
     let started = Instant::now();
-    let nats = Nats::start()?;
+    let rt = runtime()?;
+    let nats = NatsServer::start();
     let d = dovecot();
     let catch: Vec<_> = (0..inboxes)
         .map(|k| d.catchall(&format!("fan{k}")))
@@ -258,10 +141,10 @@ fn fanout(args: &[String]) -> Result<()> {
     let domains: Vec<String> = catch.iter().map(|c| c.domain.clone()).collect();
     let mut bridges = Vec::new();
     for (k, c) in catch.iter().enumerate() {
-        bridges.push(bridge(&nats, &names[k], d.imap_port, &c.user)?);
+        bridges.push(bridge_at(&names[k], &nats, &names[k], d.imap_port, &c.user));
     }
-    for b in &mut bridges {
-        b.until("stored", Duration::from_secs(60))?;
+    for b in &bridges {
+        until(&rt, b, "stored", Duration::from_secs(60));
     }
     let spec = names
         .iter()
@@ -280,19 +163,23 @@ fn fanout(args: &[String]) -> Result<()> {
         cmd
     };
     // The baseline: a waiter process with its connection and no wait.
-    let mut base = Proc::spawn("baseline", child_cmd(0, 0))?;
-    base.until("ready", Duration::from_secs(60))?;
+    let base = Child::spawn("baseline", child_cmd(0, 0));
+    until(&rt, &base, "ready", Duration::from_secs(60));
     let mut children = Vec::new();
     for p in 0..procs {
-        children.push(Proc::spawn(&format!("waiter {p}"), child_cmd(p, waits))?);
+        children.push(Child::spawn(&format!("waiter {p}"), child_cmd(p, waits)));
     }
     let opening = Instant::now();
-    for c in &mut children {
-        c.until("ready", Duration::from_secs(3600))?;
+    for c in &children {
+        until(&rt, c, "ready", Duration::from_secs(3600));
     }
     let opened = opening.elapsed();
-    let rss = |cs: &[Proc]| cs.iter().map(|c| c.rss_kib().unwrap_or(0)).sum::<u64>();
-    let base_kib = base.rss_kib().unwrap_or(0);
+    let rss = |cs: &[Child]| {
+        cs.iter()
+            .map(|c| rss_kib(c.pid()).unwrap_or(0))
+            .sum::<u64>()
+    };
+    let base_kib = rss_kib(base.pid()).unwrap_or(0);
     let ready_kib = rss(&children);
     eprintln!(
         "{waits} waits open in {procs} processes after {opened:.1?}; delivering {waits} mails"
@@ -311,7 +198,7 @@ fn fanout(args: &[String]) -> Result<()> {
                         let to = address(i, domains);
                         let raw = mail(support::cyrus::DEFAULT_FROM, &to, &format!("m{i}"), "hi");
                         support::lmtp::deliver(d.lmtp_port, "sender@emap.test", &[&to], &raw)?;
-                        expected.lock().unwrap().insert(to, id_of(&raw)?);
+                        expected.lock().unwrap().insert(to, id_of(&raw));
                     }
                     Ok(())
                 })
@@ -327,20 +214,8 @@ fn fanout(args: &[String]) -> Result<()> {
     eprintln!("delivered {} mails in {written:.1?}", expected.len());
 
     // Await every mail, or no progress for 60 s; then 5 s more for late
-    // duplicates.
-    let received = |cs: &[Proc]| {
-        let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for c in cs {
-            for l in c.lines.lock().unwrap().iter() {
-                if let Some((a, id)) = l.split_once(' ')
-                    && a != "ready"
-                {
-                    *got.entry((a.to_owned(), id.to_owned())).or_default() += 1;
-                }
-            }
-        }
-        got
-    };
+    // duplicates (a sentinel per wait, as the tests send, would double the
+    // mail this run delivers).
     let (mut last, mut progress) = (0, Instant::now());
     loop {
         let n = received(&children).len();
@@ -390,7 +265,7 @@ fn fanout(args: &[String]) -> Result<()> {
         per(ready_kib),
         per(after_kib)
     );
-    if let Some(kib) = nats.rss_kib() {
+    if let Some(kib) = server_rss_kib(nats.port) {
         println!("  nats-server RSS {kib} KiB");
     }
     println!("  total {:.1?}", started.elapsed());
@@ -413,12 +288,7 @@ fn child(args: &[String]) -> Result<()> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(n, d)| (n.to_owned(), d.to_owned()))
         .unzip();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async move {
+    runtime()?.block_on(async move {
         let waiter = Waiter::connect(url, &StreamConfig::default())
             .await
             .map_err(|e| e.to_string())?;
@@ -449,16 +319,12 @@ fn child(args: &[String]) -> Result<()> {
 
 fn latency(args: &[String]) -> Result<()> {
     let n = flag(args, "--n", 200)?.max(1);
-    let nats = Nats::start()?;
+    let rt = runtime()?;
+    let nats = NatsServer::start();
     let cyrus = support::cyrus::cyrus();
     let user = cyrus.user("natslat");
-    let mut b = bridge(&nats, "lat", cyrus.imap_port, &user)?;
-    b.until("stored", Duration::from_secs(60))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let b = bridge_at("lat", &nats, "lat", cyrus.imap_port, &user);
+    until(&rt, &b, "stored", Duration::from_secs(60));
     let (mut via_bus, mut in_process) = rt.block_on(async {
         let waiter = Waiter::connect(&nats.url(), &StreamConfig::default())
             .await
@@ -492,7 +358,7 @@ fn latency(args: &[String]) -> Result<()> {
         let (mut via_bus, mut in_process) = (Vec::new(), Vec::new());
         for i in 0..=n {
             let raw = mail("sender@emap.test", &user.name, &format!("l{i}"), "hi");
-            let id = id_of(&raw)?;
+            let id = id_of(&raw);
             let (back, acked) = tokio::task::spawn_blocking(move || {
                 let lines = imap.append("INBOX", &raw);
                 let acked = Instant::now();
@@ -531,10 +397,6 @@ fn latency(args: &[String]) -> Result<()> {
         local.shutdown().await;
         Ok::<_, String>((via_bus, in_process))
     })?;
-    let pct = |v: &mut Vec<Duration>, p: usize| {
-        v.sort();
-        v[(v.len() * p / 100).min(v.len() - 1)]
-    };
     println!(
         "latency on Cyrus, {n} APPENDs one at a time, APPEND acknowledged -> mail: \
          in-process p50 {:.1?} p99 {:.1?}; via NATS p50 {:.1?} p99 {:.1?}",

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
 use emap::{Credential, Followed, Handle, Mail, Registry};
 use tokio::sync::watch;
 
@@ -197,9 +198,10 @@ impl Bridge {
         })
     }
 
-    /// Serves `inboxes` until `stop` turns true: for each, standby until the
-    /// lease is free, hold it while it is valid, standby again. On stop a
-    /// held lease is released, so a standby takes over at once.
+    /// Serves `inboxes` until `stop` turns true (or its sender is dropped):
+    /// for each, standby until the lease is free, hold it while it is
+    /// valid, standby again. On stop a held lease is released, so a
+    /// standby takes over at once.
     pub async fn run(&self, inboxes: Vec<Inbox>, stop: watch::Receiver<bool>) -> Result<(), Error> {
         for inbox in &inboxes {
             subject::check_token("inbox name", &inbox.name)?;
@@ -223,7 +225,7 @@ impl Bridge {
     async fn serve(&self, inbox: Inbox, mut stop: watch::Receiver<bool>) {
         let key = format!("lease.{}", inbox.name);
         let mut failures = 0u32;
-        while !*stop.borrow() {
+        while !is_stopped(&stop) {
             let acquired = Lease::acquire(
                 &self.leases,
                 &key,
@@ -239,14 +241,15 @@ impl Bridge {
                         revision: lease.revision(),
                     });
                     let why = self.hold(&inbox, lease, &mut stop).await;
-                    let imap_failed = matches!(why, Ended::ImapFailed(_));
+                    let failed = matches!(why, Ended::ImapFailed(_) | Ended::ClaimFailed(_));
                     self.emit(Event::Lost {
                         inbox: inbox.name.clone(),
                         why: why.to_string(),
                     });
-                    // A credential that fails for good is not retried in a
-                    // tight loop by every bridge in turn.
-                    failures = if imap_failed { failures + 1 } else { 0 };
+                    // A credential (or a positions bucket) that fails for
+                    // good is not retried in a tight loop by every bridge
+                    // in turn.
+                    failures = if failed { failures + 1 } else { 0 };
                     self.config.acquire_every * 2u32.pow(failures.min(6))
                 }
                 Ok(None) => {
@@ -262,7 +265,7 @@ impl Bridge {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => {}
+                () = stopped(&mut stop) => {}
             }
         }
     }
@@ -275,9 +278,17 @@ impl Bridge {
         let key = inbox.name.clone();
         let mut positions = match Positions::claim(&self.positions, &key, lease_revision).await {
             Ok(p) => p,
-            Err(e) => {
+            Err(Store::Fenced) => {
+                // A later holder claimed it: the lease is not ours anymore.
                 renewer.abort();
-                return Ended::Fenced(format!("{e:?}"));
+                return Ended::Fenced("position claimed by a later holder".into());
+            }
+            Err(Store::Failed(e)) => {
+                // NATS failed, not the lease: give it back so that the
+                // next try (ours or a standby's) serves the inbox at once
+                // rather than after the TTL.
+                renewer.release().await;
+                return Ended::ClaimFailed(e);
             }
         };
         let handle = match Registry::start_in_thread(self.config.emap.clone()) {
@@ -310,6 +321,8 @@ enum Ended {
     LeaseLost,
     /// Another holder claimed the stored position.
     Fenced(String),
+    /// The stored position could not be read or claimed (NATS failed).
+    ClaimFailed(String),
     /// The IMAP session failed for good.
     ImapFailed(String),
     /// The process is stopping.
@@ -321,6 +334,7 @@ impl std::fmt::Display for Ended {
         match self {
             Ended::LeaseLost => f.write_str("lease lost"),
             Ended::Fenced(e) => write!(f, "fenced: {e}"),
+            Ended::ClaimFailed(e) => write!(f, "claiming the position failed: {e}"),
             Ended::ImapFailed(e) => write!(f, "imap failed: {e}"),
             Ended::Stopped => f.write_str("stopping"),
         }
@@ -389,6 +403,17 @@ impl Renewer {
     }
 }
 
+/// Whether `stop` says stop: true, or its sender dropped (nobody can say
+/// it any more).
+fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+/// Resolves when `stop` turns true or its sender is dropped.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// A random pause in `[d/2, d]`, so standbys do not try in lockstep.
 fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
@@ -430,53 +455,54 @@ impl Holder<'_> {
         positions: &mut Positions,
         stop: &mut watch::Receiver<bool>,
     ) -> Ended {
-        let cred = self
-            .inbox
-            .credential
-            .clone()
-            .resume_from(positions.positions().to_vec());
-        let mut follower = tokio::select! {
-            f = handle.follow(cred) => match f {
-                Ok(f) => f,
-                Err(e) => return Ended::ImapFailed(e.to_string()),
-            },
-            () = self.expired() => return Ended::LeaseLost,
-            _ = stop.changed() => return Ended::Stopped,
-        };
+        // One turn per follower: a follower that falls too far behind
+        // ends, and the next starts again from what is stored (still
+        // holding the lease).
         loop {
-            let event = tokio::select! {
-                biased;
+            let cred = self
+                .inbox
+                .credential
+                .clone()
+                .resume_from(positions.positions().to_vec());
+            let mut follower = tokio::select! {
+                f = handle.follow(cred) => match f {
+                    Ok(f) => f,
+                    Err(e) => return Ended::ImapFailed(e.to_string()),
+                },
                 () = self.expired() => return Ended::LeaseLost,
-                _ = stop.changed() => return Ended::Stopped,
-                e = follower.next() => e,
+                () = stopped(stop) => return Ended::Stopped,
             };
-            match event {
-                Some(Followed::Arrived(mail)) => {
-                    if let Err(e) = self.publish(&mail).await {
-                        return e;
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    () = self.expired() => return Ended::LeaseLost,
+                    () = stopped(stop) => return Ended::Stopped,
+                    e = follower.next() => e,
+                };
+                match event {
+                    Some(Followed::Arrived(mail)) => {
+                        if let Err(e) = self.publish(&mail).await {
+                            return e;
+                        }
                     }
-                }
-                Some(Followed::Advanced(p)) => {
-                    if let Err(e) = self.store(positions, p).await {
-                        return e;
+                    Some(Followed::Advanced(p)) => {
+                        if let Err(e) = self.store(positions, p).await {
+                            return e;
+                        }
                     }
-                }
-                None if follower.overflowed() => {
-                    // Too far behind: start again from what is stored
-                    // (still holding the lease).
-                    tracing::warn!(inbox = %self.inbox.name, "follower overflowed; resuming from the stored position");
-                    // Its session logs out before the next one starts.
-                    drop(follower);
-                    return Box::pin(self.follow(handle, positions, stop)).await;
-                }
-                None => {
-                    return Ended::ImapFailed(
-                        follower
-                            .error()
-                            .map_or_else(|| "session ended".into(), |e| e.to_string()),
-                    );
+                    None if follower.overflowed() => break,
+                    None => {
+                        return Ended::ImapFailed(
+                            follower
+                                .error()
+                                .map_or_else(|| "session ended".into(), |e| e.to_string()),
+                        );
+                    }
                 }
             }
+            tracing::warn!(inbox = %self.inbox.name, "follower overflowed; resuming from the stored position");
+            // Its session logs out before the next one starts.
+            drop(follower);
         }
     }
 
@@ -493,16 +519,16 @@ impl Holder<'_> {
         let room = b.client.server_info().max_payload.saturating_sub(8 * 1024);
         let raw = mail.raw();
         let truncated = raw.len() > room;
-        let payload = raw[..raw.len().min(room)].to_vec();
+        // One copy of the mail and one set of headers, shared by every
+        // subject and every try.
+        let payload = Bytes::from(raw[..raw.len().min(room)].to_vec());
+        let headers = subject::mail_headers(inbox, mail, truncated);
         let mut delay = Duration::from_millis(50);
         loop {
             if !self.valid() {
                 return Err(Ended::LeaseLost);
             }
-            match self
-                .publish_once(mail, &subjects, &payload, truncated)
-                .await
-            {
+            match self.publish_once(mail, &subjects, &payload, &headers).await {
                 Ok(duplicates) => {
                     b.emit(Event::Published {
                         inbox: inbox.clone(),
@@ -527,8 +553,8 @@ impl Holder<'_> {
         &self,
         mail: &Mail,
         subjects: &[String],
-        payload: &[u8],
-        truncated: bool,
+        payload: &Bytes,
+        headers: &async_nats::HeaderMap,
     ) -> Result<usize, Error> {
         let b = self.bridge;
         let mut acks = Vec::with_capacity(subjects.len());
@@ -536,9 +562,13 @@ impl Holder<'_> {
             if !self.valid() {
                 return Err(Error::Nats("lease expired".into()));
             }
-            let headers = subject::headers(&self.inbox.name, mail, s, truncated);
+            let mut headers = headers.clone();
+            headers.insert(
+                subject::MSG_ID,
+                subject::msg_id(&self.inbox.name, mail, s).as_str(),
+            );
             let ack =
-                b.js.publish_with_headers(s.clone(), headers, payload.to_vec().into())
+                b.js.publish_with_headers(s.clone(), headers, payload.clone())
                     .await
                     .map_err(Error::nats)?;
             acks.push(ack);

@@ -21,8 +21,9 @@ pub struct StreamConfig {
     /// How long the stream remembers a `Nats-Msg-Id` to drop a re-publish.
     /// A new holder re-publishes at most what the old one published after
     /// its last stored position, right after the take-over, so it must
-    /// exceed the lease TTL plus the take-over backoff by a wide margin.
-    /// Default 2 min (JetStream's default).
+    /// exceed the lease TTL plus the take-over backoff by a wide margin
+    /// ([`BridgeConfig::validate`] refuses one not above `lease_ttl +
+    /// acquire_every`). Default 2 min (JetStream's default).
     pub duplicate_window: Duration,
     /// The bucket of the leases (its TTL is the lease TTL). Default
     /// `emap_leases`.
@@ -113,6 +114,11 @@ impl BridgeConfig {
         if self.stream.duplicate_window > self.stream.max_age {
             return bad("duplicate_window must not exceed the stream's max_age");
         }
+        // A take-over re-publishes the old holder's last mail: the stream
+        // must still remember their ids, or they reach waiters twice.
+        if self.stream.duplicate_window <= self.lease_ttl + self.acquire_every {
+            return bad("duplicate_window must exceed lease_ttl + acquire_every");
+        }
         crate::subject::check_token("stream prefix", &self.stream.prefix)?;
         self.emap.validate()?;
         Ok(())
@@ -126,4 +132,30 @@ fn default_holder() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(c: &BridgeConfig) -> String {
+        match c.validate() {
+            Err(crate::Error::InvalidConfig(why)) => why,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_duplicate_window_within_a_take_over_is_refused() {
+        let mut c = BridgeConfig::default();
+        c.validate().unwrap();
+        c.lease_ttl = Duration::from_secs(119);
+        c.renew_every = Duration::from_secs(30);
+        assert!(refused(&c).contains("duplicate_window"));
+        c.lease_ttl = Duration::from_secs(110);
+        c.acquire_every = Duration::from_secs(10);
+        assert!(refused(&c).contains("duplicate_window"));
+        c.stream.duplicate_window = Duration::from_secs(121);
+        c.validate().unwrap();
+    }
 }

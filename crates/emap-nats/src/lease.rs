@@ -12,13 +12,22 @@
 //! process (SIGSTOP, a long GC pause, a VM freeze) wakes up with the
 //! monotonic clock past that instant and stops.
 //!
+//! The lease's value is `<holder> <revision expected>`: only one write
+//! can succeed on a given expected revision, so a renewal whose reply was
+//! lost (the server applied it) is recognised when tried again: the
+//! refusal is read back, and the entry is exactly this renewal. An
+//! acquisition whose reply was lost is not recognised (its value is not
+//! unique to one attempt): the lease then waits out its TTL.
+//!
 //! **Fencing.** The position lives in a second bucket (no TTL). A new
 //! holder first *claims* it: it reads the entry and writes it back, with
 //! its lease revision as the token, by an expected-revision update. Every
 //! later store by the holder is an expected-revision update on the
 //! revision of its own last write. A former holder's store therefore fails
 //! once anyone else claimed the position: it cannot move the position
-//! backwards or forwards, whatever its clock says.
+//! backwards or forwards, whatever its clock says. A store refused as
+//! out of date whose entry reads back as exactly this store (its token is
+//! this lease's, unique) was applied with its reply lost, and is kept.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +47,9 @@ pub struct Lease {
     valid_until: Instant,
     ttl: Duration,
     margin: Duration,
+    /// When the first renewal since the last confirmed one was sent, if
+    /// one failed: one of them may have been applied.
+    unconfirmed: Option<Instant>,
 }
 
 /// Why a renewal did not succeed.
@@ -61,10 +73,7 @@ impl Lease {
         margin: Duration,
     ) -> Result<Option<Lease>, Error> {
         let sent = Instant::now();
-        match store
-            .create(key, holder.to_owned().into_bytes().into())
-            .await
-        {
+        match store.create(key, lease_value(holder, 0).into()).await {
             Ok(revision) => Ok(Some(Lease {
                 store: store.clone(),
                 key: key.to_owned(),
@@ -73,31 +82,50 @@ impl Lease {
                 valid_until: sent + ttl.saturating_sub(margin),
                 ttl,
                 margin,
+                unconfirmed: None,
             })),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(Error::nats(e)),
         }
     }
 
-    /// Renews the lease (an expected-revision update).
+    /// Renews the lease (an expected-revision update). Refused, it reads
+    /// the entry back: when that is exactly this renewal (applied by an
+    /// earlier try whose reply was lost), the lease is kept, valid from
+    /// the earliest unconfirmed try.
     pub async fn renew(&mut self) -> Result<(), Renewal> {
         let sent = Instant::now();
+        let value = lease_value(&self.holder, self.revision);
         match self
             .store
-            .update(
-                &self.key,
-                self.holder.clone().into_bytes().into(),
-                self.revision,
-            )
+            .update(&self.key, value.clone().into(), self.revision)
             .await
         {
             Ok(revision) => {
                 self.revision = revision;
                 self.valid_until = sent + self.ttl.saturating_sub(self.margin);
+                self.unconfirmed = None;
                 Ok(())
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(Renewal::Lost),
-            Err(e) => Err(Renewal::Failed(e.to_string())),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                match own_write(&self.store, &self.key, &value).await {
+                    Ok(Some(revision)) => {
+                        self.revision = revision;
+                        if let Some(first) = self.unconfirmed.take() {
+                            self.valid_until = self
+                                .valid_until
+                                .max(first + self.ttl.saturating_sub(self.margin));
+                        }
+                        Ok(())
+                    }
+                    Ok(None) => Err(Renewal::Lost),
+                    Err(e) => Err(Renewal::Failed(e)),
+                }
+            }
+            Err(e) => {
+                self.unconfirmed.get_or_insert(sent);
+                Err(Renewal::Failed(e.to_string()))
+            }
         }
     }
 
@@ -201,26 +229,51 @@ impl Positions {
 
     async fn write(&mut self) -> Result<(), Store> {
         let value = encode(self.token, &self.positions);
-        let res = if self.revision == 0 {
-            self.store
-                .create(&self.key, value.into_bytes().into())
-                .await
-                .map_err(|e| match e.kind() {
-                    CreateErrorKind::AlreadyExists => Store::Fenced,
-                    _ => Store::Failed(e.to_string()),
-                })
+        // `Ok(None)`: refused as out of date.
+        let written = if self.revision == 0 {
+            match self.store.create(&self.key, value.clone().into()).await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(Store::Failed(e.to_string())),
+            }
         } else {
-            self.store
-                .update(&self.key, value.into_bytes().into(), self.revision)
+            match self
+                .store
+                .update(&self.key, value.clone().into(), self.revision)
                 .await
-                .map_err(|e| match e.kind() {
-                    UpdateErrorKind::WrongLastRevision => Store::Fenced,
-                    _ => Store::Failed(e.to_string()),
-                })
+            {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(Store::Failed(e.to_string())),
+            }
         };
-        self.revision = res?;
+        self.revision = match written? {
+            Some(r) => r,
+            // Exactly this write (this lease's token: no other holder
+            // writes it) was applied by an earlier try whose reply was
+            // lost; anything else is another holder's.
+            None => own_write(&self.store, &self.key, &value)
+                .await
+                .map_err(Store::Failed)?
+                .ok_or(Store::Fenced)?,
+        };
         Ok(())
     }
+}
+
+/// The lease's value: the holder, and the revision its write expects
+/// (0 for an acquisition), which makes a renewal's value unique to it.
+fn lease_value(holder: &str, expected: u64) -> String {
+    format!("{holder} {expected}")
+}
+
+/// The revision of `key` when its entry is exactly `value` (a write of
+/// ours that was applied), `None` when it is anything else.
+async fn own_write(store: &kv::Store, key: &str, value: &str) -> Result<Option<u64>, String> {
+    let entry = store.entry(key).await.map_err(|e| e.to_string())?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put && e.value == value.as_bytes())
+        .map(|e| e.revision))
 }
 
 /// `token <n>` then one `<folder> <uidvalidity> <next uid>` line per folder

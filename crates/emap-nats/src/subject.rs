@@ -54,20 +54,26 @@ pub fn escape(s: &str) -> String {
 }
 
 /// The inverse of [`escape`] (and so of [`encode_token`], lower-cased), or
-/// `None` for text it never produces.
+/// `None` for text it never produces (a byte it would have escaped, lower-
+/// case or signed hex, an escape of a byte it keeps as is).
 pub fn decode_token(t: &str) -> Option<String> {
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
     let mut bytes = Vec::with_capacity(t.len());
     let mut it = t.bytes();
     while let Some(b) = it.next() {
         if b == b'=' {
-            let hex = [it.next()?, it.next()?];
-            let hex = std::str::from_utf8(&hex).ok()?;
-            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            bytes.push((hex(it.next()?)? << 4) | hex(it.next()?)?);
         } else {
             bytes.push(b);
         }
     }
-    String::from_utf8(bytes).ok()
+    let s = String::from_utf8(bytes).ok()?;
+    // Only what `escape` produces: one spelling per string.
+    (escape(&s) == t).then_some(s)
 }
 
 /// Checks that `value` (an inbox name, a prefix) is a plain subject token.
@@ -128,8 +134,15 @@ pub fn msg_id(inbox: &str, mail: &Mail, subject: &str) -> String {
 /// The headers of `mail` published on `subject`; `truncated` when the
 /// payload is cut to the server's maximum.
 pub fn headers(inbox: &str, mail: &Mail, subject: &str, truncated: bool) -> HeaderMap {
-    let mut h = HeaderMap::new();
+    let mut h = mail_headers(inbox, mail, truncated);
     h.insert(MSG_ID, msg_id(inbox, mail, subject).as_str());
+    h
+}
+
+/// The headers of `mail` that are the same on every subject (all but the
+/// `Nats-Msg-Id`): built once per mail.
+pub(crate) fn mail_headers(inbox: &str, mail: &Mail, truncated: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
     h.insert(INBOX, inbox);
     h.insert(FOLDER, escape(mail.mailbox()).as_str());
     h.insert(UID_VALIDITY, mail.uid_validity().to_string().as_str());
@@ -216,6 +229,12 @@ mod tests {
         }
         assert_eq!(decode_token("=4"), None);
         assert_eq!(decode_token("=ZZ"), None);
+        // Never produced by escape: signed or lower-case hex, an escaped
+        // byte escape keeps, a byte escape escapes.
+        for t in ["=+1", "=2e", "=41", "a.b", "a b"] {
+            assert_eq!(decode_token(t), None, "{t}");
+        }
+        assert_eq!(decode_token("a=2Eb").as_deref(), Some("a.b"));
     }
 
     #[test]

@@ -15,15 +15,17 @@ mod support;
 
 mod nats;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emap::{Filter, Mail};
+use async_nats::jetstream::{self, kv, stream};
+use emap::{Auth, Credential, Filter, Mail, Position, TlsMode};
+use emap_nats::bridge::{Event, Reporter};
+use emap_nats::lease::{Lease, Positions, Renewal, Store};
 use emap_nats::subject;
-use emap_nats::{StreamConfig, Waiter};
-use nats::{Child, NatsServer, bridge, holder, waiter};
-use support::{EVENTUALLY, blocking, dovecot, header_value, mail, until_some};
+use emap_nats::{Bridge, BridgeConfig, Inbox, StreamConfig, Waiter};
+use nats::{Child, NatsServer, bridge, holder, id_of, pct, received, waiter};
+use support::{EVENTUALLY, blocking, dovecot, mail, until_some};
 
 const FROM: &str = "sender@emap.test";
 
@@ -37,13 +39,6 @@ async fn deliver(rcpt: &str, subject: &str) -> String {
         id_of(&raw)
     })
     .await
-}
-
-fn id_of(raw: &[u8]) -> String {
-    header_value(raw, "Message-ID")
-        .expect("a Message-ID")
-        .trim_matches(['<', '>'])
-        .to_owned()
 }
 
 async fn waiter_client(nats: &NatsServer) -> Waiter {
@@ -171,15 +166,231 @@ async fn malformed_messages_on_an_emap_subject_are_skipped_and_counted() {
     assert_eq!(w.malformed(), 3);
 }
 
-/// Reads `w`'s `<address> <id>` lines into counts per (address, id).
-fn received(w: &Child) -> BTreeMap<(String, String), usize> {
-    let mut out = BTreeMap::new();
-    for l in w.lines() {
-        if let Some((a, id)) = l.split_once(' ') {
-            *out.entry((a.to_owned(), id.to_owned())).or_default() += 1;
-        }
+/// The lease and positions buckets, made by [`Bridge::connect`] as a bridge
+/// makes them, opened as plain key-value stores.
+async fn buckets(
+    nats: &NatsServer,
+) -> (
+    async_nats::jetstream::kv::Store,
+    async_nats::jetstream::kv::Store,
+) {
+    let config = BridgeConfig::default();
+    let (leases, positions) = (
+        config.stream.lease_bucket.clone(),
+        config.stream.position_bucket.clone(),
+    );
+    Bridge::connect(&nats.url(), config, Arc::new(|_: &_| {}))
+        .await
+        .expect("bridge connects");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    (
+        js.get_key_value(leases).await.unwrap(),
+        js.get_key_value(positions).await.unwrap(),
+    )
+}
+
+fn position(next_uid: u32) -> Position {
+    Position {
+        folder: "INBOX".into(),
+        uid_validity: 7,
+        next_uid,
     }
-    out
+}
+
+/// The fencing itself, without a clock check in front of it (no IMAP, no
+/// Dovecot): a holder whose position was claimed by a later lease cannot
+/// store, nor claim again with its old token; a holder whose lease key
+/// was taken by another cannot renew. Every holder write in the bridge is
+/// preceded by a check of its own deadline, so only this test fails when
+/// the expected-revision updates are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_holder_is_fenced_by_the_store_not_by_its_clock() {
+    let nats = NatsServer::start();
+    let (leases, positions) = buckets(&nats).await;
+
+    let mut old = Positions::claim(&positions, "k", 5).await.unwrap();
+    old.store(position(10)).await.unwrap();
+    let mut new = Positions::claim(&positions, "k", 9).await.unwrap();
+    assert_eq!(new.positions(), [position(10)]);
+    assert_eq!(old.store(position(11)).await, Err(Store::Fenced));
+    assert_eq!(
+        Positions::claim(&positions, "k", 5).await.err(),
+        Some(Store::Fenced)
+    );
+    new.store(position(12)).await.unwrap();
+    let next = Positions::claim(&positions, "k", 10).await.unwrap();
+    assert_eq!(
+        next.positions(),
+        [position(12)],
+        "the fenced store moved it"
+    );
+
+    let (ttl, margin) = (Duration::from_secs(10), Duration::from_secs(2));
+    let mut a = Lease::acquire(&leases, "lease.k", "a", ttl, margin)
+        .await
+        .unwrap()
+        .expect("a free lease");
+    a.renew().await.unwrap();
+    assert!(
+        Lease::acquire(&leases, "lease.k", "b", ttl, margin)
+            .await
+            .unwrap()
+            .is_none(),
+        "a held lease taken"
+    );
+    leases.delete("lease.k").await.unwrap();
+    let mut b = Lease::acquire(&leases, "lease.k", "b", ttl, margin)
+        .await
+        .unwrap()
+        .expect("a deleted lease is free");
+    assert!(a.is_valid(), "a's own clock still says valid");
+    assert_eq!(a.renew().await, Err(Renewal::Lost));
+    b.renew().await.unwrap();
+}
+
+/// An inbox whose IMAP server nobody listens for (for tests that never
+/// reach IMAP).
+fn unreachable_inbox(name: &str) -> Inbox {
+    Inbox {
+        name: name.into(),
+        credential: Credential::new(
+            "127.0.0.1",
+            "nobody",
+            Auth::password(String::from("unused")),
+        )
+        .port(1)
+        .tls(TlsMode::None),
+    }
+}
+
+/// A write the server applied but whose reply was lost is tried again
+/// with the same expected revision, and refused: that is not fencing. A
+/// position store and a lease renewal read the entry back and carry on
+/// when it is exactly their own write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_applied_whose_reply_was_lost_is_not_taken_for_fencing() {
+    let nats = NatsServer::start();
+    let (leases, positions) = buckets(&nats).await;
+
+    // The exact value a holder with token 5 stores for position(10).
+    let mut twin = Positions::claim(&positions, "twin", 5).await.unwrap();
+    twin.store(position(10)).await.unwrap();
+    let value = positions.get("twin").await.unwrap().unwrap();
+    let mut p = Positions::claim(&positions, "k", 5).await.unwrap();
+    let claimed = positions.entry("k").await.unwrap().unwrap().revision;
+    // Its store of position(10) reached the server; the reply did not.
+    positions.update("k", value, claimed).await.unwrap();
+    assert_eq!(p.store(position(10)).await, Ok(()));
+    assert_eq!(p.store(position(11)).await, Ok(()));
+    let next = Positions::claim(&positions, "k", 6).await.unwrap();
+    assert_eq!(next.positions(), [position(11)]);
+
+    let (ttl, margin) = (Duration::from_secs(10), Duration::from_secs(2));
+    let mut a = Lease::acquire(&leases, "lease.k", "a", ttl, margin)
+        .await
+        .unwrap()
+        .expect("a free lease");
+    let r = a.revision();
+    // Its renewal (the value names the holder and the revision it
+    // expected) reached the server; the reply did not.
+    let applied = leases
+        .update("lease.k", format!("a {r}").into(), r)
+        .await
+        .unwrap();
+    assert_eq!(a.renew().await, Ok(()));
+    assert_eq!(a.revision(), applied);
+    assert_eq!(a.renew().await, Ok(()));
+    assert!(a.revision() > applied);
+}
+
+/// A claim of the position that fails for want of NATS (here: the bucket
+/// refuses every write) is reported as what it is, not as fencing, and
+/// the lease is given back at once rather than left unserved until its
+/// TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_claim_gives_the_lease_back_and_says_why() {
+    let nats = NatsServer::start();
+    let config = BridgeConfig {
+        holder: "a".into(),
+        ..BridgeConfig::default()
+    };
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let bucket = &config.stream.position_bucket;
+    js.create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_message_size: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lease_bucket = config.stream.lease_bucket.clone();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    // Stops the bridge at its first loss, so it does not try again.
+    let report: Reporter = Arc::new(move |e: &Event| {
+        sink.lock().unwrap().push(e.clone());
+        if matches!(e, Event::Lost { .. }) {
+            let _ = stop_tx.send(true);
+        }
+    });
+    let bridge = Bridge::connect(&nats.url(), config, report).await.unwrap();
+    tokio::time::timeout(
+        EVENTUALLY,
+        bridge.run(vec![unreachable_inbox("claim")], stop),
+    )
+    .await
+    .expect("the bridge stops at its first loss")
+    .unwrap();
+    let events = events.lock().unwrap().clone();
+    match &events[..] {
+        [Event::Acquired { .. }, Event::Lost { why, .. }] => {
+            assert!(!why.contains("fenced"), "{why}");
+            assert!(why.contains("claim"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let lease = js
+        .get_key_value(lease_bucket)
+        .await
+        .unwrap()
+        .entry("lease.claim")
+        .await
+        .unwrap();
+    assert!(
+        lease
+            .as_ref()
+            .is_none_or(|e| e.operation != kv::Operation::Put),
+        "the lease was kept: {lease:?}"
+    );
+}
+
+/// A bridge whose stop sender is dropped (nobody can stop it any more)
+/// stops, instead of acquiring and giving back its lease in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_whose_stop_sender_is_dropped_stops() {
+    let nats = NatsServer::start();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let report: Reporter = Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+    let bridge = Bridge::connect(&nats.url(), BridgeConfig::default(), report)
+        .await
+        .unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    drop(stop_tx);
+    tokio::time::timeout(
+        EVENTUALLY,
+        bridge.run(vec![unreachable_inbox("dropped")], stop),
+    )
+    .await
+    .expect("the bridge stops")
+    .unwrap();
+    assert_eq!(*events.lock().unwrap(), []);
 }
 
 /// Awaits until waiter `w` printed every `(address, id)` of `expected`,
@@ -188,12 +399,12 @@ async fn exactly_once(w: &Child, expected: &[(String, String)]) {
     until_some(
         &format!("{} to receive {} mails", w.name, expected.len()),
         async || {
-            let got = received(w);
+            let got = received([w]);
             expected.iter().all(|k| got.contains_key(k)).then_some(())
         },
     )
     .await;
-    let got = received(w);
+    let got = received([w]);
     for k in expected {
         assert_eq!(got.get(k), Some(&1), "{}: {k:?} not exactly once", w.name);
     }
@@ -238,9 +449,16 @@ async fn kill_9_of_the_holder_loses_and_repeats_nothing() {
     let mut took = Vec::new();
     for round in 0..kills {
         let to = addresses.clone();
+        // The second half of the round is delivered after the kill, so
+        // the new holder publishes mail of its own, not only the old
+        // holder's backlog.
+        let (second_half, gate) = std::sync::mpsc::channel::<()>();
         let writer = tokio::task::spawn_blocking(move || {
             (0..PER_ROUND)
                 .map(|i| {
+                    if i == PER_ROUND / 2 {
+                        gate.recv().expect("the second half's go");
+                    }
                     let rcpt = &to[i % to.len()];
                     let raw = mail(FROM, rcpt, &format!("r{round}-m{i}"), "hello");
                     dovecot().deliver(rcpt, &raw);
@@ -251,9 +469,11 @@ async fn kill_9_of_the_holder_loses_and_repeats_nothing() {
         // Kill in the middle of the writer's round.
         let published = h.count("published");
         h.until("published", published + 20).await;
+        let acquired = s.count("acquired");
         h.signal("KILL");
         let killed = std::time::Instant::now();
-        let took_over = s.until("acquired", 1).await;
+        second_half.send(()).unwrap();
+        let took_over = s.until("acquired", acquired + 1).await;
         took.push(took_over.saturating_duration_since(killed));
         println!("round {round}: take-over after kill -9: {:?}", took[round]);
         sent.extend(writer.await.unwrap());
@@ -311,6 +531,17 @@ async fn a_paused_holder_publishes_nothing_after_it_wakes_up() {
     // waking up it must drop it, not publish it.
     h.signal("CONT");
     h.until("lost", 1).await;
+    let lost = h
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("lost"))
+        .unwrap();
+    // Its own deadline passed (or, had a store been in flight, the store
+    // was fenced): never an IMAP failure or a stop.
+    assert!(
+        lost.contains("why=\"lease lost\"") || lost.contains("why=\"fenced"),
+        "{lost}"
+    );
     sent.push((addr.clone(), deliver(&addr, "m4").await));
     exactly_once(&w, &sent).await;
     assert_eq!(h.count("published"), published_before, "{:?}", h.lines());
@@ -352,13 +583,17 @@ async fn a_nats_restart_mid_writer_loses_nothing_and_stores_nothing_twice() {
     go_tx.send(()).unwrap();
     phase_done.recv().await.unwrap();
     a.until("published", PHASE).await;
-    // While the server is down.
+    // While the server is down, past the lease: the holder loses it,
+    // then takes it again after the restart.
+    let (lost, acquired) = (a.count("lost"), a.count("acquired"));
     let s = nats.clone();
     blocking(move || s.stop()).await;
     go_tx.send(()).unwrap();
     phase_done.recv().await.unwrap();
+    a.until("lost", lost + 1).await;
     let s = nats.clone();
     blocking(move || s.start_again()).await;
+    a.until("acquired", acquired + 1).await;
     // After.
     go_tx.send(()).unwrap();
     phase_done.recv().await.unwrap();
@@ -447,10 +682,6 @@ async fn latency_added_by_the_bus() {
         via_bus.push(b.1);
         in_process.push(l.1);
     }
-    let pct = |v: &mut Vec<Duration>, p: usize| {
-        v.sort();
-        v[(v.len() * p / 100).min(v.len() - 1)]
-    };
     println!(
         "{n} mails, LMTP accepted -> mail: in-process p50 {:?} p99 {:?}; via NATS p50 {:?} p99 {:?}",
         pct(&mut in_process, 50),

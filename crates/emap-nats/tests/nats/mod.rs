@@ -5,21 +5,25 @@
 //!
 //! The server runs under the suite's watchdog (it is stopped when the test
 //! process ends, however it ends); its JetStream store lives in a
-//! directory of its own, so [`NatsServer::restart`] keeps the stream, the
-//! buckets and the de-duplication state, as a real restart does. A child
-//! process is killed when its [`Child`] is dropped (a failed assertion
-//! included).
+//! directory of its own, so [`NatsServer::stop`] then
+//! [`NatsServer::start_again`] keeps the stream, the buckets and the
+//! de-duplication state, as a real restart does. A child process is
+//! killed when its [`Child`] is dropped (a failed assertion included).
+//!
+//! `examples/nats_figures.rs` includes this module too, for the same
+//! servers and processes.
 
-#![allow(dead_code)]
-
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::support::dovecot::{find_binary, free_ports, stop_watchdog, watchdog_command};
-use crate::support::{EVENTUALLY, TestUser, dovecot, wait_for};
+use crate::support::{EVENTUALLY, TestUser, dovecot, header_value, wait_for};
 
 const INSTALL_HINT: &str = "the emap-nats tests need Debian's nats-server: \
     `apt-get install -y nats-server` (as root), or run scripts/install-deps";
@@ -91,12 +95,6 @@ impl NatsServer {
         });
         assert!(down.is_some(), "nats-server did not stop");
     }
-
-    /// Stops and starts the server: the store survives.
-    pub fn restart(&self) {
-        self.stop();
-        self.start_again();
-    }
 }
 
 impl Drop for NatsServer {
@@ -111,7 +109,16 @@ impl Drop for NatsServer {
 pub struct Child {
     pub name: String,
     child: std::process::Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    out: Arc<Mutex<Output>>,
+    /// Bumped by the reader thread on each line and at the end.
+    read: Arc<watch::Sender<u64>>,
+}
+
+/// What a child printed so far, and whether its output ended.
+#[derive(Default)]
+struct Output {
+    lines: Vec<(Instant, String)>,
+    ended: bool,
 }
 
 impl Child {
@@ -123,18 +130,23 @@ impl Child {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let out = child.stdout.take().expect("piped stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let out = Arc::new(Mutex::new(Output::default()));
+        let read = Arc::new(watch::channel(0).0);
+        let (sink, bump) = (out.clone(), read.clone());
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push((Instant::now(), line));
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().lines.push((Instant::now(), line));
+                bump.send_modify(|n| *n += 1);
             }
+            sink.lock().unwrap().ended = true;
+            bump.send_modify(|n| *n += 1);
         });
         Child {
             name: name.to_owned(),
             child,
-            lines,
+            out,
+            read,
         }
     }
 
@@ -144,40 +156,53 @@ impl Child {
 
     /// Every line so far.
     pub fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
+        let out = self.out.lock().unwrap();
+        out.lines.iter().map(|(_, l)| l.clone()).collect()
     }
 
     /// Lines starting with `prefix`.
     pub fn count(&self, prefix: &str) -> usize {
-        self.lines()
+        let out = self.out.lock().unwrap();
+        out.lines
             .iter()
-            .filter(|l| l.starts_with(prefix))
+            .filter(|(_, l)| l.starts_with(prefix))
             .count()
     }
 
-    /// Awaits the `n`-th line starting with `prefix`; returns when it was read.
+    /// Awaits the `n`-th line starting with `prefix`; returns when it was
+    /// read. Panics after `2 x EVENTUALLY`, or when the output ends first.
     pub async fn until(&self, prefix: &str, n: usize) -> Instant {
-        let lines = self.lines.clone();
-        let prefix = prefix.to_owned();
-        let name = self.name.clone();
-        crate::support::blocking(move || {
-            wait_for(EVENTUALLY * 2, || {
-                lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|(_, l)| l.starts_with(&prefix))
-                    .nth(n - 1)
-                    .map(|(t, _)| *t)
-            })
-            .unwrap_or_else(|| panic!("{name}: no {n}th line starting with {prefix:?}"))
-        })
-        .await
+        self.until_within(prefix, n, EVENTUALLY * 2).await
+    }
+
+    /// [`Child::until`] with a bound of `within`. Woken by each line the
+    /// reader thread reads, not by a timer.
+    pub async fn until_within(&self, prefix: &str, n: usize, within: Duration) -> Instant {
+        let mut read = self.read.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            read.borrow_and_update();
+            {
+                let out = self.out.lock().unwrap();
+                let mut matching = out.lines.iter().filter(|(_, l)| l.starts_with(prefix));
+                if let Some((t, _)) = matching.nth(n - 1) {
+                    return *t;
+                }
+                assert!(
+                    !out.ended,
+                    "{}: its output ended before a {n}th line starting with {prefix:?}; lines: {:?}",
+                    self.name,
+                    out.lines.iter().map(|(_, l)| l).collect::<Vec<_>>()
+                );
+            }
+            let changed = tokio::time::timeout_at(deadline, read.changed()).await;
+            assert!(
+                changed.is_ok(),
+                "{}: no {n}th line starting with {prefix:?} within {within:?}; lines: {:?}",
+                self.name,
+                self.lines()
+            );
+        }
     }
 
     /// Sends `signal` (e.g. "KILL", "STOP", "CONT").
@@ -190,11 +215,6 @@ impl Child {
             .unwrap_or(false);
         assert!(ok, "kill -{signal} {} failed", self.pid());
     }
-
-    /// Whether the process has exited.
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
 }
 
 impl Drop for Child {
@@ -204,16 +224,47 @@ impl Drop for Child {
     }
 }
 
+/// A binary of this package: `compiled_in` (Cargo's `CARGO_BIN_EXE_<name>`,
+/// set for tests), else beside the running program's directory
+/// (`target/<profile>/<name>` for an example in `target/<profile>/examples`).
+fn binary(compiled_in: Option<&'static str>, name: &str) -> PathBuf {
+    if let Some(path) = compiled_in {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the running program's path");
+    let path = exe
+        .parent()
+        .and_then(|dir| dir.parent())
+        .map(|profile| profile.join(name))
+        .expect("a target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo build -p emap-nats --bins --examples",
+        path.display()
+    );
+    path
+}
+
 /// Bridge timings for tests: a 3 s lease renewed every 500 ms, standbys
 /// trying every 200 ms, a 1 s safety margin.
 pub const LEASE_TTL: &str = "3s";
 
-/// An `emap-bridge` process for `user`'s INBOX as inbox `inbox`.
+/// An `emap-bridge` process for `user`'s INBOX (on the suite's Dovecot)
+/// as inbox `inbox`.
 pub fn bridge(name: &str, nats: &NatsServer, inbox: &str, user: &TestUser) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emap-bridge"));
+    bridge_at(name, nats, inbox, dovecot().imap_port, user)
+}
+
+/// An `emap-bridge` process for `user`'s INBOX on the IMAP server at
+/// 127.0.0.1:`port` (no TLS) as inbox `inbox`.
+pub fn bridge_at(name: &str, nats: &NatsServer, inbox: &str, port: u16, user: &TestUser) -> Child {
+    let mut cmd = Command::new(binary(
+        option_env!("CARGO_BIN_EXE_emap-bridge"),
+        "emap-bridge",
+    ));
     cmd.args(["--nats", &nats.url(), "--inbox", inbox])
         .args(["--host", "127.0.0.1", "--port"])
-        .arg(dovecot().imap_port.to_string())
+        .arg(port.to_string())
         .args(["--tls", "none", "--user", &user.name])
         .args(["--password-env", "EMAP_TEST_PASSWORD"])
         .env("EMAP_TEST_PASSWORD", &user.password)
@@ -226,7 +277,7 @@ pub fn bridge(name: &str, nats: &NatsServer, inbox: &str, user: &TestUser) -> Ch
 /// An `emap-wait` process for `addresses` of `inbox`, printing every mail
 /// until killed.
 pub fn waiter(name: &str, nats: &NatsServer, inbox: &str, addresses: &[String]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emap-wait"));
+    let mut cmd = Command::new(binary(option_env!("CARGO_BIN_EXE_emap-wait"), "emap-wait"));
     cmd.args(["--nats", &nats.url(), "--inbox", inbox])
         .args(["--count", "0", "--timeout", "10m"]);
     for a in addresses {
@@ -250,5 +301,32 @@ pub async fn holder<'a>(a: &'a Child, b: &'a Child) -> (&'a Child, &'a Child) {
     .await
 }
 
-/// Sleep-free guard against a test that never ends.
-pub const DEADLINE: Duration = Duration::from_secs(120);
+/// The Message-ID of `raw`, without brackets.
+pub fn id_of(raw: &[u8]) -> String {
+    header_value(raw, "Message-ID")
+        .expect("a Message-ID")
+        .trim_matches(['<', '>'])
+        .to_owned()
+}
+
+/// Reads the waiters' `<address> <id>` lines into counts per
+/// (address, id) (`ready` has no space: not counted).
+pub fn received<'a>(
+    waiters: impl IntoIterator<Item = &'a Child>,
+) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    for w in waiters {
+        for l in w.lines() {
+            if let Some((a, id)) = l.split_once(' ') {
+                *out.entry((a.to_owned(), id.to_owned())).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The `p`-th percentile of `v` (sorted in place).
+pub fn pct(v: &mut [Duration], p: usize) -> Duration {
+    v.sort();
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
