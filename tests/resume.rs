@@ -6,15 +6,19 @@
 //! publish is acknowledged) and restarts from it must get exactly the mail
 //! that arrived while it was away, once; a position under another
 //! UIDVALIDITY is void; and a position report never goes back nor passes a
-//! mail that was not reported.
+//! mail that was not reported. One test, of a session that fails for
+//! good, runs on the scripted mailbox server.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use emap::{Config, Followed, Follower, Handle, Position};
-use support::emap::{deliver, dovecot_config, dovecot_cred, start, stats_of_user};
+use emap::{Config, Error, Followed, Follower, Handle, Position};
+use support::emap::{
+    deliver, dovecot_config, dovecot_cred, fake_cred_with, scripted_config, start, stats_of_user,
+};
+use support::mailbox_server::{Login, MailboxServer};
 use support::{EVENTUALLY, TestUser, blocking, dovecot, until_some};
 
 /// The next report of `f`; panics if none comes within [`EVENTUALLY`].
@@ -334,5 +338,42 @@ async fn each_folder_resumes_from_its_own_position() {
     deliver(&user.name, "inbox-after").await;
     let (got, _) = follow_all(&mut f, &["inbox-gap", "junk-gap", "inbox-after"], stored).await;
     assert_eq!(got, ["inbox-after", "inbox-gap", "junk-gap"]);
+    h.shutdown().await;
+}
+
+/// A followed session that fails for good after it started (the password
+/// changed, the reconnect is refused) ends its follower with the session's
+/// error, not a bare end: the session closes the tap before it ends its
+/// subscriptions, and `next` must still wait for the error. On the
+/// scripted mailbox server, whose password changes at once (Dovecot's
+/// passwd-file is re-read at most once a second).
+#[tokio::test]
+async fn a_follower_whose_session_fails_ends_with_its_error() {
+    let h = start(scripted_config());
+    // The error used to be lost only when the follower woke before the
+    // keep-alive subscription had ended: a race, so run it many times.
+    for round in 0..20 {
+        let server = MailboxServer::start(1, 1, Vec::new()).await;
+        server.set_login(Login::Password("old".into()));
+        let mut f = h
+            .follow(fake_cred_with(server.port, "old"))
+            .await
+            .expect("follow");
+        let Followed::Advanced(_) = next(&mut f).await else {
+            panic!("a mail before the first position");
+        };
+        // The password changes; the reconnect forced by a BYE is refused.
+        server.set_login(Login::Password("new".into()));
+        server.kick();
+        let ended =
+            tokio::time::timeout(EVENTUALLY, async { while f.next().await.is_some() {} }).await;
+        assert!(ended.is_ok(), "round {round}: the follower did not end");
+        assert!(!f.overflowed());
+        assert!(
+            matches!(f.error(), Some(Error::AuthenticationFailed(_))),
+            "round {round}: {:?}",
+            f.error()
+        );
+    }
     h.shutdown().await;
 }
