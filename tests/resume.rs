@@ -220,12 +220,16 @@ async fn a_follower_that_falls_behind_is_cut_off_and_resumes_without_loss() {
     assert_eq!(stats.fetched, 20);
     let mut got = Vec::new();
     let mut stored = start_at.clone();
-    while let Some(event) = f.next().await {
-        match event {
-            Followed::Arrived(m) => got.push(m.subject().unwrap_or_default().to_owned()),
-            Followed::Advanced(p) => stored = p,
+    tokio::time::timeout(EVENTUALLY, async {
+        while let Some(event) = f.next().await {
+            match event {
+                Followed::Arrived(m) => got.push(m.subject().unwrap_or_default().to_owned()),
+                Followed::Advanced(p) => stored = p,
+            }
         }
-    }
+    })
+    .await
+    .expect("the follower that fell behind was not cut off");
     assert!(f.overflowed());
     assert!(got.len() <= 4, "{got:?}");
     drop(f);
