@@ -311,7 +311,8 @@ impl Mailbox {
 }
 
 /// A followed session ([`Handle::follow`]): its mail and positions, in
-/// order. Dropping it ends the session (after `Config::linger`).
+/// order. Dropping it ends the session at once: nobody can join a followed
+/// session, so it does not linger.
 #[derive(Debug)]
 pub struct Follower {
     rx: tokio::sync::mpsc::Receiver<Followed>,

@@ -16,7 +16,8 @@
 //! each session *instance* (a set, not a counter, so an unsubscribe from a
 //! subscription of an earlier instance can never end a later one's), keeps
 //! a session `linger` after its last one leaves, so that a task that
-//! subscribes again soon reuses the connection, and remembers a permanent
+//! subscribes again soon reuses the connection (a followed session, which
+//! nobody can join, ends at once), and remembers a permanent
 //! failure for `Config::failure_memory`, so that callers retrying in a loop
 //! cannot get the account locked.
 
@@ -71,7 +72,8 @@ pub struct Registry {
     live: Arc<ActorCensus>,
     /// Permanent failures, remembered for `Config::failure_memory`, one
     /// per secret: a right password's session never makes the registry
-    /// forget a wrong one's failure, nor the other way round.
+    /// forget a wrong one's failure, nor the other way round. Keyed by
+    /// [`Identity::for_failures`], so that they apply to `follow` too.
     failures: HashMap<Identity, Vec<RememberedFailure>>,
     /// The key of the keyed hash that fingerprints secrets.
     secret_keys: RandomState,
@@ -211,8 +213,9 @@ impl Registry {
     }
 
     /// Removes subscription `id` from the session it belongs to, if that
-    /// session instance is still the one registered under `key`; starts the
-    /// linger when it was the last.
+    /// session instance is still the one registered under `key`; when it
+    /// was the last, starts the linger, or for a followed session, which
+    /// nobody can join, ends it at once.
     fn release(&mut self, key: &SessionKey, id: u64, ctx: &mut Context<Self>) {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
@@ -223,6 +226,13 @@ impl Registry {
         }
         slot.addr.do_send(RemoveSubscriber { id });
         if !slot.subscribers.is_empty() {
+            return;
+        }
+        if slot.identity.followed() {
+            if let Some(slot) = self.remove_session(key) {
+                tracing::info!(session = %key, "follower gone; logging out");
+                slot.addr.do_send(EndSession);
+            }
             return;
         }
         let generation = slot.generation;
@@ -304,7 +314,7 @@ impl Registry {
         let identity = credential.identity();
         let fingerprint = credential.secret_fingerprint(&self.secret_keys);
         if !self.config.failure_memory.is_zero()
-            && let Some(e) = self.remembered(&identity, fingerprint)
+            && let Some(e) = self.remembered(&identity.for_failures(), fingerprint)
         {
             tracing::debug!(identity = ?identity, "permanent failure remembered");
             return Box::pin(fut::ready(Err(e)));
@@ -395,7 +405,12 @@ impl Handler<SessionEnded> for Registry {
                     failures.retain(|f| f.at.elapsed() < memory);
                     !failures.is_empty()
                 });
-                let failures = self.failures.entry(slot.identity).or_default();
+                // Under the identity without a follower's tap: each
+                // `follow` makes a new one, and must meet this failure.
+                let failures = self
+                    .failures
+                    .entry(slot.identity.for_failures())
+                    .or_default();
                 failures.retain(|f| !same_secret(f.fingerprint, slot.fingerprint));
                 failures.push(RememberedFailure {
                     at: Instant::now(),

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use emap::{Config, Error, Followed, Follower, Handle, Position};
 use support::emap::{
-    deliver, dovecot_config, dovecot_cred, fake_cred_with, scripted_config, start, stats_of_user,
+    deliver, dovecot_config, dovecot_cred, dovecot_cred_with, fake_cred_with, scripted_config,
+    start, stats_of_user,
 };
 use support::mailbox_server::{Login, MailboxServer};
 use support::{EVENTUALLY, TestUser, blocking, dovecot, until_some};
@@ -379,5 +380,51 @@ async fn a_follower_whose_session_fails_ends_with_its_error() {
             f.error()
         );
     }
+    h.shutdown().await;
+}
+/// A followed session is never joined, so a dropped follower's session
+/// ends at once instead of lingering: following again (what a bridge does
+/// after an overflow) leaves one connection to the server, not two.
+#[tokio::test]
+async fn a_dropped_followers_session_does_not_linger() {
+    let user = dovecot().user("followagain");
+    let h = start(Config {
+        linger: Duration::from_secs(600),
+        ..dovecot_config()
+    });
+    let f = h.follow(dovecot_cred(&user)).await.expect("follow");
+    drop(f);
+    let _f = h.follow(dovecot_cred(&user)).await.expect("follow again");
+    let connections = dovecot()
+        .wait_connections_async(&user.name, 1, EVENTUALLY)
+        .await;
+    assert_eq!(
+        connections, 1,
+        "connections of the user after following again"
+    );
+    h.shutdown().await;
+}
+
+/// A refused login is remembered for `follow` as for `subscribe`: a loop
+/// that follows with a wrong password makes one LOGIN, not one per try.
+#[tokio::test]
+async fn a_refused_login_is_remembered_for_follow() {
+    let user = dovecot().user("followwrong");
+    let h = start(dovecot_config());
+    let wrong = dovecot_cred_with(&user, "not-the-password");
+    for i in 0..3 {
+        let res = tokio::time::timeout(EVENTUALLY, h.follow(wrong.clone()))
+            .await
+            .expect("follow did not answer");
+        assert!(
+            matches!(res, Err(Error::AuthenticationFailed(_))),
+            "follow #{i}: {:?}",
+            res.map(|_| ())
+        );
+    }
+    let name = user.name.clone();
+    let logins =
+        blocking(move || dovecot().settled_login_attempts(&name, Duration::from_millis(500))).await;
+    assert_eq!(logins, 1, "LOGIN attempts Dovecot saw for 3 follow calls");
     h.shutdown().await;
 }
