@@ -63,18 +63,23 @@ unsafe extern "C" {
     fn getrusage(who: i32, usage: *mut Rusage) -> i32;
 }
 
+/// `getrusage`'s `who` for the whole process (Linux `RUSAGE_SELF`).
+const RUSAGE_SELF: i32 = 0;
+/// `getrusage`'s `who` for the calling thread (Linux `RUSAGE_THREAD`).
+const RUSAGE_THREAD: i32 = 1;
+
 /// User + system CPU time of the whole process (all threads, also those
 /// that already exited): `getrusage(RUSAGE_SELF)`, whose sum is exact to
 /// the microsecond (`/proc/self/stat` counts 10 ms ticks, too coarse for
 /// a few thousand messages of a few microseconds each).
 pub fn cpu_time() -> Duration {
-    rusage(0)
+    rusage(RUSAGE_SELF)
 }
 
 /// User + system CPU time of the calling thread (`RUSAGE_THREAD`): the
 /// raw client's, which runs on a thread of the parent.
 pub fn thread_cpu_time() -> Duration {
-    rusage(1)
+    rusage(RUSAGE_THREAD)
 }
 
 fn rusage(who: i32) -> Duration {

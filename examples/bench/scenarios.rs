@@ -325,7 +325,6 @@ pub fn fanout(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
             x_label: "subscribers (N)",
             y_label: "RSS above the connected client (MiB)",
             series: rss,
-            log_x: false,
         }
         .write(&o.svg, &format!("rss-{}.svg", server.kind.name()));
     }
@@ -467,7 +466,6 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
                     points: crate::plot::cdf(&emap_m.sorted),
                 },
             ],
-            log_x: false,
         }
         .write(&o.svg, &format!("latency-{}.svg", server.kind.name()));
     }
@@ -851,7 +849,6 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
                     points: crate::plot::cdf(&meas.sorted),
                 },
             ],
-            log_x: false,
         }
         .write(
             &o.svg,
