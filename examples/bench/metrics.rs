@@ -105,12 +105,13 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Nearest-rank percentiles of `samples` (sorted here).
-    pub fn of(mut samples: Vec<u64>) -> Percentiles {
+    /// Nearest-rank percentiles of `samples`, sorted ascending (the
+    /// caller keeps them sorted for the CDF too, so they are sorted once).
+    pub fn of_sorted(samples: &[u64]) -> Percentiles {
+        debug_assert!(samples.is_sorted(), "samples not sorted");
         if samples.is_empty() {
             return Percentiles::default();
         }
-        samples.sort_unstable();
         let rank = |p: f64| {
             let idx = ((p / 100.0) * samples.len() as f64).ceil() as usize;
             samples[idx.clamp(1, samples.len()) - 1]
@@ -169,8 +170,9 @@ mod tests {
 
     #[test]
     fn percentiles_nearest_rank() {
-        let p = Percentiles::of((1..=100).collect());
+        let samples: Vec<u64> = (1..=100).collect();
+        let p = Percentiles::of_sorted(&samples);
         assert_eq!((p.p50, p.p95, p.p99, p.max), (50, 95, 99, 100));
-        assert_eq!(Percentiles::of(vec![7]).p99, 7);
+        assert_eq!(Percentiles::of_sorted(&[7]).p99, 7);
     }
 }
