@@ -1007,7 +1007,6 @@ pub fn burst(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     Ok(vec![row])
 }
 
-/// Peak RSS of this (parent) process, for the record.
 /// 7. subscribe: N subscribes on one inbox from a plain tokio task, one
 ///    after another, 64 at a time, and in batches (`subscribe_many`), each
 ///    in a fresh child process (issue 14, goal 3).
@@ -1052,6 +1051,7 @@ pub fn subscribe(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
+/// Peak RSS of this (parent) process, for the record.
 pub fn parent_rss() -> u64 {
     metrics::hwm_kb()
 }
