@@ -615,6 +615,25 @@ pub(crate) struct Identity {
     followed: Option<ByAddress<Tap>>,
 }
 
+impl Identity {
+    /// Whether this is a followed session's identity
+    /// ([`Handle::follow`](crate::Handle::follow)): its tap is its own, so
+    /// no other subscriber ever joins it.
+    pub(crate) fn followed(&self) -> bool {
+        self.followed.is_some()
+    }
+
+    /// This identity without the follower's tap: the key a permanent
+    /// failure is remembered under, so that it applies to every `follow`
+    /// (each makes a new tap) and to `subscribe` alike.
+    pub(crate) fn for_failures(&self) -> Identity {
+        Identity {
+            followed: None,
+            ..self.clone()
+        }
+    }
+}
+
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let trust = match &self.trust {

@@ -213,12 +213,7 @@ impl Handle {
         let keep = self
             .subscribe_with_capacity(credential, Filter::new().to("follow@emap.invalid"), Some(1))
             .await?;
-        Ok(Follower {
-            rx,
-            tap,
-            keep,
-            ended: false,
-        })
+        Ok(Follower { rx, tap, keep })
     }
 
     /// A view of one mailbox, for repeated watches.
@@ -316,13 +311,13 @@ impl Mailbox {
 }
 
 /// A followed session ([`Handle::follow`]): its mail and positions, in
-/// order. Dropping it ends the session (after `Config::linger`).
+/// order. Dropping it ends the session at once: nobody can join a followed
+/// session, so it does not linger.
 #[derive(Debug)]
 pub struct Follower {
     rx: tokio::sync::mpsc::Receiver<Followed>,
     tap: Arc<Tap>,
     keep: crate::Subscription,
-    ended: bool,
 }
 
 impl Follower {
@@ -330,18 +325,14 @@ impl Follower {
     /// [`Follower::error`]) or the follower fell behind (see
     /// [`Follower::overflowed`]).
     pub async fn next(&mut self) -> Option<Followed> {
-        if !self.ended {
-            tokio::select! {
-                biased;
-                event = self.rx.recv() => return event,
-                mail = self.keep.recv() => {
-                    // The session ended; what it reported before is queued.
-                    debug_assert!(mail.is_none(), "no mail is addressed to the keep-alive");
-                    self.ended = true;
-                }
-            }
+        let event = self.rx.recv().await;
+        if event.is_none() && !self.tap.overflowed() {
+            // The session closes the tap before it ends its subscriptions:
+            // wait for the keep-alive's end, which carries the session's
+            // error, so that `error` answers once this returns `None`.
+            while self.keep.recv().await.is_some() {}
         }
-        self.rx.try_recv().ok()
+        event
     }
 
     /// Whether reports stopped because this follower fell

@@ -11,6 +11,7 @@
 //! Commands are imperative (`Subscribe`), events past tense
 //! (`SessionEnded`).
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
@@ -195,12 +196,13 @@ pub(crate) struct AddSubscribers(pub Vec<NewSubscriber>);
 #[rtype(result = "()")]
 pub(crate) struct EndStream(pub(crate) Option<Error>);
 
-/// Registry → session: remove a subscriber.
+/// Registry → session: remove subscribers (one for an unsubscribe, a
+/// whole batch when a [`SubscribeMany`] fails or is cancelled).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct RemoveSubscriber {
-    /// The subscription's id.
-    pub id: u64,
+    /// The subscriptions' ids: a batch's ids are consecutive.
+    pub ids: RangeInclusive<u64>,
 }
 
 /// Registry → session: LOGOUT and end (linger elapsed, or shutdown).

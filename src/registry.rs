@@ -16,12 +16,14 @@
 //! each session *instance* (a set, not a counter, so an unsubscribe from a
 //! subscription of an earlier instance can never end a later one's), keeps
 //! a session `linger` after its last one leaves, so that a task that
-//! subscribes again soon reuses the connection, and remembers a permanent
+//! subscribes again soon reuses the connection (a followed session, which
+//! nobody can join, ends at once), and remembers a permanent
 //! failure for `Config::failure_memory`, so that callers retrying in a loop
 //! cannot get the account locked.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::RandomState;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,7 +73,8 @@ pub struct Registry {
     live: Arc<ActorCensus>,
     /// Permanent failures, remembered for `Config::failure_memory`, one
     /// per secret: a right password's session never makes the registry
-    /// forget a wrong one's failure, nor the other way round.
+    /// forget a wrong one's failure, nor the other way round. Keyed by
+    /// [`Identity::for_failures`], so that they apply to `follow` too.
     failures: HashMap<Identity, Vec<RememberedFailure>>,
     /// The key of the keyed hash that fingerprints secrets.
     secret_keys: RandomState,
@@ -140,20 +143,20 @@ impl Registry {
         found
     }
 
-    /// The session a subscriber of `credential` joins: a live one of the same
-    /// identity and secret, or a new one.
+    /// The session the subscribers `ids` of `credential` join: a live one of
+    /// the same identity and secret, or a new one.
     fn session(
         &mut self,
         credential: &Credential,
         identity: Identity,
         fingerprint: u64,
-        id: u64,
+        ids: RangeInclusive<u64>,
         ctx: &mut Context<Self>,
     ) -> (SessionKey, Addr<Session>, Arc<SessionLink>) {
         if let Some(key) = self.joinable(&identity, fingerprint)
             && let Some(slot) = self.sessions.get_mut(&key)
         {
-            slot.subscribers.insert(id);
+            slot.subscribers.extend(ids);
             slot.generation += 1;
             let link = match slot.link.upgrade() {
                 Some(link) => link,
@@ -190,7 +193,7 @@ impl Registry {
                 instance,
                 identity,
                 fingerprint,
-                subscribers: BTreeSet::from([id]),
+                subscribers: ids.collect(),
                 generation: 0,
                 link: Arc::downgrade(&link),
             },
@@ -210,19 +213,32 @@ impl Registry {
         Some(slot)
     }
 
-    /// Removes subscription `id` from the session it belongs to, if that
-    /// session instance is still the one registered under `key`; starts the
-    /// linger when it was the last.
-    fn release(&mut self, key: &SessionKey, id: u64, ctx: &mut Context<Self>) {
+    /// Removes subscriptions `ids` (one, or a whole batch) from the session
+    /// they belong to, if that session instance is still the one registered
+    /// under `key`, with one message to it; when they were the last, starts
+    /// the linger, or for a followed session, which nobody can join, ends it
+    /// at once.
+    fn release(&mut self, key: &SessionKey, ids: RangeInclusive<u64>, ctx: &mut Context<Self>) {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
-        if !slot.subscribers.remove(&id) {
-            // A subscription of an earlier instance: not ours to end.
+        let mut removed = false;
+        for id in ids.clone() {
+            removed |= slot.subscribers.remove(&id);
+        }
+        if !removed {
+            // Subscriptions of an earlier instance: not ours to end.
             return;
         }
-        slot.addr.do_send(RemoveSubscriber { id });
+        slot.addr.do_send(RemoveSubscriber { ids });
         if !slot.subscribers.is_empty() {
+            return;
+        }
+        if slot.identity.followed() {
+            if let Some(slot) = self.remove_session(key) {
+                tracing::info!(session = %key, "follower gone; logging out");
+                slot.addr.do_send(EndSession);
+            }
             return;
         }
         let generation = slot.generation;
@@ -304,24 +320,21 @@ impl Registry {
         let identity = credential.identity();
         let fingerprint = credential.secret_fingerprint(&self.secret_keys);
         if !self.config.failure_memory.is_zero()
-            && let Some(e) = self.remembered(&identity, fingerprint)
+            && let Some(e) = self.remembered(&identity.for_failures(), fingerprint)
         {
             tracing::debug!(identity = ?identity, "permanent failure remembered");
             return Box::pin(fut::ready(Err(e)));
         }
-        let first = self.next_id + 1;
-        self.next_id += filters.len() as u64;
-        let ids: Vec<u64> = (first..=self.next_id).collect();
-        let (key, addr, link) = self.session(credential, identity, fingerprint, first, ctx);
-        if let Some(slot) = self.sessions.get_mut(&key) {
-            slot.subscribers.extend(ids.iter().copied());
-        }
+        // The batch's ids are consecutive: kept as a range, never a list.
+        let ids = self.next_id + 1..=self.next_id + filters.len() as u64;
+        self.next_id = *ids.end();
+        let (key, addr, link) = self.session(credential, identity, fingerprint, ids.clone(), ctx);
         let capacity = capacity.unwrap_or(self.config.queue_capacity);
-        let mut queues = Vec::with_capacity(ids.len());
+        let mut queues = Vec::with_capacity(filters.len());
         let add = AddSubscribers(
-            ids.iter()
+            ids.clone()
                 .zip(filters)
-                .map(|(&id, filter)| {
+                .map(|(id, filter)| {
                     let queue = SubscriberQueue::new(capacity);
                     queues.push(queue.clone());
                     NewSubscriber { id, filter, queue }
@@ -341,22 +354,17 @@ impl Registry {
         Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Some(Ok(())) => Ok(ids
-                    .into_iter()
                     .zip(queues)
                     .map(|(id, queue)| Subscribed::new(queue, id, link.clone()))
                     .collect()),
                 Some(Err(e)) => {
-                    for id in ids {
-                        act.release(&key, id, ctx);
-                    }
+                    act.release(&key, ids, ctx);
                     Err(e)
                 }
                 None => {
                     // The caller went away (a timed-out `wait_for`): remove the
                     // subscribers now, not when the session next connects.
-                    for id in ids {
-                        act.release(&key, id, ctx);
-                    }
+                    act.release(&key, ids, ctx);
                     Err(Error::Closed)
                 }
             }
@@ -368,7 +376,7 @@ impl Handler<Unsubscribe> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
-        self.release(&msg.key, msg.id, ctx);
+        self.release(&msg.key, msg.id..=msg.id, ctx);
     }
 }
 
@@ -395,7 +403,12 @@ impl Handler<SessionEnded> for Registry {
                     failures.retain(|f| f.at.elapsed() < memory);
                     !failures.is_empty()
                 });
-                let failures = self.failures.entry(slot.identity).or_default();
+                // Under the identity without a follower's tap: each
+                // `follow` makes a new one, and must meet this failure.
+                let failures = self
+                    .failures
+                    .entry(slot.identity.for_failures())
+                    .or_default();
                 failures.retain(|f| !same_secret(f.fingerprint, slot.fingerprint));
                 failures.push(RememberedFailure {
                     at: Instant::now(),

@@ -792,7 +792,7 @@ impl Handler<RemoveSubscriber> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveSubscriber, _: &mut Context<Self>) {
-        self.remove_subscriber(msg.id);
+        msg.ids.for_each(|id| self.remove_subscriber(id));
     }
 }
 

@@ -6,15 +6,20 @@
 //! publish is acknowledged) and restarts from it must get exactly the mail
 //! that arrived while it was away, once; a position under another
 //! UIDVALIDITY is void; and a position report never goes back nor passes a
-//! mail that was not reported.
+//! mail that was not reported. One test, of a session that fails for
+//! good, runs on the scripted mailbox server.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use emap::{Config, Followed, Follower, Handle, Position};
-use support::emap::{deliver, dovecot_config, dovecot_cred, start, stats_of_user};
+use emap::{Config, Error, Followed, Follower, Handle, Position};
+use support::emap::{
+    deliver, dovecot_config, dovecot_cred, dovecot_cred_with, fake_cred_with, scripted_config,
+    start, stats_of_user,
+};
+use support::mailbox_server::{Login, MailboxServer};
 use support::{EVENTUALLY, TestUser, blocking, dovecot, until_some};
 
 /// The next report of `f`; panics if none comes within [`EVENTUALLY`].
@@ -216,12 +221,16 @@ async fn a_follower_that_falls_behind_is_cut_off_and_resumes_without_loss() {
     assert_eq!(stats.fetched, 20);
     let mut got = Vec::new();
     let mut stored = start_at.clone();
-    while let Some(event) = f.next().await {
-        match event {
-            Followed::Arrived(m) => got.push(m.subject().unwrap_or_default().to_owned()),
-            Followed::Advanced(p) => stored = p,
+    tokio::time::timeout(EVENTUALLY, async {
+        while let Some(event) = f.next().await {
+            match event {
+                Followed::Arrived(m) => got.push(m.subject().unwrap_or_default().to_owned()),
+                Followed::Advanced(p) => stored = p,
+            }
         }
-    }
+    })
+    .await
+    .expect("the follower that fell behind was not cut off");
     assert!(f.overflowed());
     assert!(got.len() <= 4, "{got:?}");
     drop(f);
@@ -334,5 +343,88 @@ async fn each_folder_resumes_from_its_own_position() {
     deliver(&user.name, "inbox-after").await;
     let (got, _) = follow_all(&mut f, &["inbox-gap", "junk-gap", "inbox-after"], stored).await;
     assert_eq!(got, ["inbox-after", "inbox-gap", "junk-gap"]);
+    h.shutdown().await;
+}
+
+/// A followed session that fails for good after it started (the password
+/// changed, the reconnect is refused) ends its follower with the session's
+/// error, not a bare end: the session closes the tap before it ends its
+/// subscriptions, and `next` must still wait for the error. On the
+/// scripted mailbox server, whose password changes at once (Dovecot's
+/// passwd-file is re-read at most once a second).
+#[tokio::test]
+async fn a_follower_whose_session_fails_ends_with_its_error() {
+    let h = start(scripted_config());
+    // The error used to be lost only when the follower woke before the
+    // keep-alive subscription had ended: a race, so run it many times.
+    for round in 0..20 {
+        let server = MailboxServer::start(1, 1, Vec::new()).await;
+        server.set_login(Login::Password("old".into()));
+        let mut f = h
+            .follow(fake_cred_with(server.port, "old"))
+            .await
+            .expect("follow");
+        let Followed::Advanced(_) = next(&mut f).await else {
+            panic!("a mail before the first position");
+        };
+        // The password changes; the reconnect forced by a BYE is refused.
+        server.set_login(Login::Password("new".into()));
+        server.kick();
+        let ended =
+            tokio::time::timeout(EVENTUALLY, async { while f.next().await.is_some() {} }).await;
+        assert!(ended.is_ok(), "round {round}: the follower did not end");
+        assert!(!f.overflowed());
+        assert!(
+            matches!(f.error(), Some(Error::AuthenticationFailed(_))),
+            "round {round}: {:?}",
+            f.error()
+        );
+    }
+    h.shutdown().await;
+}
+/// A followed session is never joined, so a dropped follower's session
+/// ends at once instead of lingering: following again (what a bridge does
+/// after an overflow) leaves one connection to the server, not two.
+#[tokio::test]
+async fn a_dropped_followers_session_does_not_linger() {
+    let user = dovecot().user("followagain");
+    let h = start(Config {
+        linger: Duration::from_secs(600),
+        ..dovecot_config()
+    });
+    let f = h.follow(dovecot_cred(&user)).await.expect("follow");
+    drop(f);
+    let _f = h.follow(dovecot_cred(&user)).await.expect("follow again");
+    let connections = dovecot()
+        .wait_connections_async(&user.name, 1, EVENTUALLY)
+        .await;
+    assert_eq!(
+        connections, 1,
+        "connections of the user after following again"
+    );
+    h.shutdown().await;
+}
+
+/// A refused login is remembered for `follow` as for `subscribe`: a loop
+/// that follows with a wrong password makes one LOGIN, not one per try.
+#[tokio::test]
+async fn a_refused_login_is_remembered_for_follow() {
+    let user = dovecot().user("followwrong");
+    let h = start(dovecot_config());
+    let wrong = dovecot_cred_with(&user, "not-the-password");
+    for i in 0..3 {
+        let res = tokio::time::timeout(EVENTUALLY, h.follow(wrong.clone()))
+            .await
+            .expect("follow did not answer");
+        assert!(
+            matches!(res, Err(Error::AuthenticationFailed(_))),
+            "follow #{i}: {:?}",
+            res.map(|_| ())
+        );
+    }
+    let name = user.name.clone();
+    let logins =
+        blocking(move || dovecot().settled_login_attempts(&name, Duration::from_millis(500))).await;
+    assert_eq!(logins, 1, "LOGIN attempts Dovecot saw for 3 follow calls");
     h.shutdown().await;
 }

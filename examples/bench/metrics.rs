@@ -63,18 +63,23 @@ unsafe extern "C" {
     fn getrusage(who: i32, usage: *mut Rusage) -> i32;
 }
 
+/// `getrusage`'s `who` for the whole process (Linux `RUSAGE_SELF`).
+const RUSAGE_SELF: i32 = 0;
+/// `getrusage`'s `who` for the calling thread (Linux `RUSAGE_THREAD`).
+const RUSAGE_THREAD: i32 = 1;
+
 /// User + system CPU time of the whole process (all threads, also those
 /// that already exited): `getrusage(RUSAGE_SELF)`, whose sum is exact to
 /// the microsecond (`/proc/self/stat` counts 10 ms ticks, too coarse for
 /// a few thousand messages of a few microseconds each).
 pub fn cpu_time() -> Duration {
-    rusage(0)
+    rusage(RUSAGE_SELF)
 }
 
 /// User + system CPU time of the calling thread (`RUSAGE_THREAD`): the
 /// raw client's, which runs on a thread of the parent.
 pub fn thread_cpu_time() -> Duration {
-    rusage(1)
+    rusage(RUSAGE_THREAD)
 }
 
 fn rusage(who: i32) -> Duration {
@@ -100,12 +105,13 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Nearest-rank percentiles of `samples` (sorted here).
-    pub fn of(mut samples: Vec<u64>) -> Percentiles {
+    /// Nearest-rank percentiles of `samples`, sorted ascending (the
+    /// caller keeps them sorted for the CDF too, so they are sorted once).
+    pub fn of_sorted(samples: &[u64]) -> Percentiles {
+        debug_assert!(samples.is_sorted(), "samples not sorted");
         if samples.is_empty() {
             return Percentiles::default();
         }
-        samples.sort_unstable();
         let rank = |p: f64| {
             let idx = ((p / 100.0) * samples.len() as f64).ceil() as usize;
             samples[idx.clamp(1, samples.len()) - 1]
@@ -164,8 +170,9 @@ mod tests {
 
     #[test]
     fn percentiles_nearest_rank() {
-        let p = Percentiles::of((1..=100).collect());
+        let samples: Vec<u64> = (1..=100).collect();
+        let p = Percentiles::of_sorted(&samples);
         assert_eq!((p.p50, p.p95, p.p99, p.max), (50, 95, 99, 100));
-        assert_eq!(Percentiles::of(vec![7]).p99, 7);
+        assert_eq!(Percentiles::of_sorted(&[7]).p99, 7);
     }
 }

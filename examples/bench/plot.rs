@@ -21,8 +21,6 @@ pub struct Chart<'a> {
     pub x_label: &'a str,
     pub y_label: &'a str,
     pub series: Vec<Series>,
-    /// Whether the x axis is logarithmic (subscriber counts).
-    pub log_x: bool,
 }
 
 const W: f64 = 720.0;
@@ -58,9 +56,14 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
+/// A tick's text: thousands as `2k` or `1.5k` (one decimal when that is
+/// exact), otherwise the number itself, with two decimals when not whole.
 fn label(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        format!("{:.0}k", v / 1000.0)
+    let k = v / 1000.0;
+    if v.abs() >= 1000.0 && k.fract() == 0.0 {
+        format!("{k:.0}k")
+    } else if v.abs() >= 1000.0 && (k * 10.0).fract() == 0.0 {
+        format!("{k:.1}k")
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
@@ -71,12 +74,11 @@ fn label(v: f64) -> String {
 impl Chart<'_> {
     /// The chart as an SVG document.
     pub fn svg(&self) -> String {
-        let fx = |x: f64| if self.log_x { x.max(1.0).log10() } else { x };
         let pts = self.series.iter().flat_map(|s| s.points.iter());
         let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
         for &(x, y) in pts {
-            x0 = x0.min(fx(x));
-            x1 = x1.max(fx(x));
+            x0 = x0.min(x);
+            x1 = x1.max(x);
             y1 = y1.max(y);
         }
         if x0 > x1 {
@@ -87,7 +89,7 @@ impl Chart<'_> {
         }
         let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.05 };
         let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-        let px = |x: f64| LEFT + (fx(x) - x0) / (x1 - x0) * pw;
+        let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
         let py = |y: f64| TOP + ph - y / y1 * ph;
         let mut s = String::new();
         let _ = write!(
@@ -117,15 +119,7 @@ impl Chart<'_> {
                 label(t)
             );
         }
-        let xt: Vec<f64> = if self.log_x {
-            (x0.floor() as i32..=x1.ceil() as i32)
-                .map(|e| 10f64.powi(e))
-                .filter(|v| fx(*v) >= x0 - 1e-9 && fx(*v) <= x1 + 1e-9)
-                .collect()
-        } else {
-            ticks(x0, x1)
-        };
-        for t in xt {
+        for t in ticks(x0, x1) {
             let x = px(t);
             let _ = writeln!(
                 s,
@@ -194,4 +188,19 @@ pub fn cdf(sorted: &[u64]) -> Vec<(f64, f64)> {
         .enumerate()
         .map(|(i, &ns)| (ns as f64 / 1e6, (i + 1) as f64 / n))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn tick_labels_keep_a_decimal_of_thousands() {
+        assert_eq!(label(1500.0), "1.5k");
+        assert_eq!(label(2000.0), "2k");
+        assert_eq!(label(12_500.0), "12.5k");
+        assert_eq!(label(1250.0), "1250");
+        assert_eq!(label(500.0), "500");
+        assert_eq!(label(0.25), "0.25");
+    }
 }

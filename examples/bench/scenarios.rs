@@ -169,15 +169,14 @@ fn measure(accepted: &[u64], got: &[(u32, u64, u32)]) -> Measured {
     }
     let sent = accepted.iter().filter(|a| **a > 0).count();
     let received = seen.iter().filter(|s| **s).count();
-    let mut sorted = latencies.clone();
-    sorted.sort_unstable();
+    latencies.sort_unstable();
     Measured {
         sent,
         received,
         lost: sent - received,
         duplicates,
-        latency: Percentiles::of(latencies),
-        sorted,
+        latency: Percentiles::of_sorted(&latencies),
+        sorted: latencies,
         first_accept: accepted
             .iter()
             .copied()
@@ -212,11 +211,15 @@ fn random_targets(
         .collect()
 }
 
-fn emap_child(
+/// A child process in `mode` (`emap`, `pertask`, `subscribe-emap`) on
+/// `inboxes` of `server` with `n` tasks or subscriptions, `m` messages to
+/// expect if it receives any, and the `extra` arguments.
+fn bench_child(
     server: &Server,
+    mode: &str,
     inboxes: &[&Inbox],
     n: usize,
-    m: usize,
+    m: Option<usize>,
     extra: &[(&str, String)],
 ) -> Result<ChildProc, String> {
     let mut args = vec![
@@ -228,19 +231,26 @@ fn emap_child(
         child::inboxes_arg(inboxes),
         "--n".into(),
         n.to_string(),
-        "--m".into(),
-        m.to_string(),
     ];
+    if let Some(m) = m {
+        args.extend(["--m".to_owned(), m.to_string()]);
+    }
     for (k, v) in extra {
         args.push(format!("--{k}"));
         args.push(v.clone());
     }
     let passwords: Vec<&str> = inboxes.iter().map(|i| i.password.as_str()).collect();
-    ChildProc::spawn("emap", &args, &passwords)
+    ChildProc::spawn(mode, &args, &passwords)
 }
 
 fn ready_timeout(n: usize) -> Duration {
     Duration::from_secs(60 + (n / 500) as u64)
+}
+
+/// Microseconds per item, one decimal: `total_us` over `n` items (at
+/// least one, so that no item reads as the total rather than a NaN).
+fn us_per(total_us: i64, n: usize) -> f64 {
+    (total_us as f64 / n.max(1) as f64 * 10.0).round() / 10.0
 }
 
 fn kib_per(total_kib: i64, n: usize) -> f64 {
@@ -291,7 +301,7 @@ pub fn fanout(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
                 .collect::<Result<_, _>>()?;
             eprintln!("bench: fanout N={n} K={k}: subscribing");
             let refs: Vec<&Inbox> = inboxes.iter().collect();
-            let mut c = emap_child(server, &refs, n, m, &[])?;
+            let mut c = bench_child(server, "emap", &refs, n, Some(m), &[])?;
             let ready = c.ready(ready_timeout(n))?;
             let conns = server.connections(&refs);
             let mut rng = Rng::new(o.seed ^ (n as u64) ^ ((k as u64) << 40));
@@ -325,7 +335,6 @@ pub fn fanout(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
             x_label: "subscribers (N)",
             y_label: "RSS above the connected client (MiB)",
             series: rss,
-            log_x: false,
         }
         .write(&o.svg, &format!("rss-{}.svg", server.kind.name()));
     }
@@ -343,7 +352,6 @@ fn fanout_row(
 ) -> Row {
     let meas = measure(&sent.accepted, &out.got);
     let d = &out.done;
-    let received = fk(d, "received").max(1);
     let mut row = Row::new("fanout")
         .with("server", server.kind.name())
         .with("N", n)
@@ -356,7 +364,7 @@ fn fanout_row(
     latency_fields(&mut row, &meas.latency);
     row.set(
         "cpu_us_per_msg",
-        (fk(d, "cpu_us") as f64 / received as f64 * 10.0).round() / 10.0,
+        us_per(fk(d, "cpu_us"), fk(d, "received").max(0) as usize),
     );
     row.set("peak_rss_mib", fk(d, "hwm") as f64 / 1024.0);
     row.set(
@@ -394,7 +402,7 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
         "bench: limit on {}: emap N={n} + raw client",
         server.kind.name()
     );
-    let mut c = emap_child(server, &[&inbox], n, m, &[])?;
+    let mut c = bench_child(server, "emap", &[&inbox], n, Some(m), &[])?;
     let ready_fields = c.ready(ready_timeout(n))?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -467,7 +475,6 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
                     points: crate::plot::cdf(&emap_m.sorted),
                 },
             ],
-            log_x: false,
         }
         .write(&o.svg, &format!("latency-{}.svg", server.kind.name()));
     }
@@ -495,7 +502,7 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
             // CPU cost per mail.
             row.set(
                 "cpu_us_per_msg",
-                (raw_cpu.as_micros() as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+                us_per(raw_cpu.as_micros() as i64, meas.received),
             );
         }
         if client == "emap" {
@@ -505,8 +512,7 @@ pub fn limit(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
             row.set("max_ratio", ratio(e.max, r.max));
             row.set(
                 "cpu_us_per_msg",
-                (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round()
-                    / 10.0,
+                us_per(fk(&out.done, "cpu_us"), meas.received),
             );
             row.set("dropped", fk(&out.done, "dropped"));
             row.set(
@@ -733,19 +739,7 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     server.release_inboxes();
     let inbox = server.inbox("pertask")?;
     eprintln!("bench: pertask: {n} async-imap tasks, one connection each");
-    let args = vec![
-        "--host".to_owned(),
-        server.host(),
-        "--port".into(),
-        server.imap_port().to_string(),
-        "--inboxes".into(),
-        child::inboxes_arg(&[&inbox]),
-        "--n".into(),
-        n.to_string(),
-        "--m".into(),
-        m.to_string(),
-    ];
-    let mut c = ChildProc::spawn("pertask", &args, &[inbox.password.as_str()])?;
+    let mut c = bench_child(server, "pertask", &[&inbox], n, Some(m), &[])?;
     let ready = c.ready(Duration::from_secs(120))?;
     let conns = server.connections(&[&inbox]);
     let ids: Vec<usize> = ready
@@ -798,7 +792,7 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     server.release_inboxes();
     let inbox = server.inbox("pertask-emap")?;
     eprintln!("bench: pertask: the same {n} tasks through emap");
-    let mut c = emap_child(server, &[&inbox], n, m, &[])?;
+    let mut c = bench_child(server, "emap", &[&inbox], n, Some(m), &[])?;
     let ready = c.ready(ready_timeout(n))?;
     let conns = server.connections(&[&inbox]);
     let targets = random_targets(n, 1, m, &mut rng, |i| i);
@@ -830,7 +824,7 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     row.set("cpu_ms", fk(&out.done, "cpu_us") as f64 / 1000.0);
     row.set(
         "cpu_us_per_msg",
-        (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+        us_per(fk(&out.done, "cpu_us"), meas.received),
     );
     rows.push(row);
     if !o.svg.is_empty() {
@@ -851,7 +845,6 @@ pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
                     points: crate::plot::cdf(&meas.sorted),
                 },
             ],
-            log_x: false,
         }
         .write(
             &o.svg,
@@ -885,11 +878,12 @@ pub fn soak(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     server.release_inboxes();
     let inbox = server.inbox("soak")?;
     eprintln!("bench: soak: N={n} ({pool} churning at {churn}/s), {rate}/s for {minutes} min");
-    let mut c = emap_child(
+    let mut c = bench_child(
         server,
+        "emap",
         &[&inbox],
         n,
-        m,
+        Some(m),
         &[
             ("churn-pool", pool.to_string()),
             ("churn-per-sec", churn.to_string()),
@@ -934,7 +928,7 @@ pub fn soak(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     latency_fields(&mut row, &meas.latency);
     row.set(
         "cpu_us_per_msg",
-        (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+        us_per(fk(&out.done, "cpu_us"), meas.received),
     );
     row.set("rss_start_mib", fk(&ready, "rss2") as f64 / 1024.0);
     row.set("rss_base_mib", base.map(|(_, kb)| *kb as f64 / 1024.0));
@@ -970,7 +964,7 @@ pub fn burst(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     server.release_inboxes();
     let inbox = server.inbox("burst")?;
     eprintln!("bench: burst: {m} mails to N={n} over {parallel} connections");
-    let mut c = emap_child(server, &[&inbox], n, m, &[])?;
+    let mut c = bench_child(server, "emap", &[&inbox], n, Some(m), &[])?;
     let _ready = c.ready(ready_timeout(n))?;
     let mut rng = Rng::new(o.seed ^ 0xb065);
     let targets = random_targets(n, 1, m, &mut rng, |i| i);
@@ -1004,7 +998,7 @@ pub fn burst(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     row.set("cpu_ms", fk(&out.done, "cpu_us") as f64 / 1000.0);
     row.set(
         "cpu_us_per_msg",
-        (fk(&out.done, "cpu_us") as f64 / meas.received.max(1) as f64 * 10.0).round() / 10.0,
+        us_per(fk(&out.done, "cpu_us"), meas.received),
     );
     row.set("send_errors", sent.errors);
     if let Some(e) = &sent.first_error {
@@ -1013,7 +1007,6 @@ pub fn burst(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     Ok(vec![row])
 }
 
-/// Peak RSS of this (parent) process, for the record.
 /// 7. subscribe: N subscribes on one inbox from a plain tokio task, one
 ///    after another, 64 at a time, and in batches (`subscribe_many`), each
 ///    in a fresh child process (issue 14, goal 3).
@@ -1028,22 +1021,11 @@ pub fn subscribe(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
             server.release_inboxes();
             let inbox = server.inbox("sub")?;
             eprintln!("bench: subscribe N={n} {how} {batch}");
-            let mut args = vec![
-                "--host".to_owned(),
-                server.host(),
-                "--port".into(),
-                server.imap_port().to_string(),
-                "--inboxes".into(),
-                child::inboxes_arg(&[&inbox]),
-                "--n".into(),
-                n.to_string(),
-                "--how".into(),
-                how.into(),
-            ];
+            let mut extra = vec![("how", how.to_owned())];
             if batch > 0 {
-                args.extend(["--batch".to_owned(), batch.to_string()]);
+                extra.push(("batch", batch.to_string()));
             }
-            let mut c = ChildProc::spawn("subscribe-emap", &args, &[inbox.password.as_str()])?;
+            let mut c = bench_child(server, "subscribe-emap", &[&inbox], n, None, &extra)?;
             let d = c.collect(Duration::from_secs(600))?.done;
             let ms = fk(&d, "ms").max(1) as f64;
             let mut row = Row::new("subscribe")
@@ -1069,6 +1051,7 @@ pub fn subscribe(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
+/// Peak RSS of this (parent) process, for the record.
 pub fn parent_rss() -> u64 {
     metrics::hwm_kb()
 }
