@@ -448,10 +448,7 @@ impl Credential {
     /// (`INBOX` normalised), or the special-use attribute (`\Junk`), which
     /// `special_use` tells apart from a mailbox of that name.
     fn mailbox_key(&self) -> String {
-        match self.special_use {
-            Some(u) => u.attribute().to_owned(),
-            None => normal_mailbox(&self.mailbox),
-        }
+        self.main_folder().to_string()
     }
 
     /// Trusts the root certificates in `pem` (one or more PEM blocks) in
