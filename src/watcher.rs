@@ -860,12 +860,8 @@ impl Watcher {
 
     /// One IDLE command; returns whether LOGOUT was ordered.
     async fn idle_once(&mut self) -> Result<bool, Error> {
-        let tag = self.conn().start(|c, now| c.idle(now))?;
-        let started = std::time::Instant::now();
-        let mut accepted = false;
-        let mut done_sent = false;
-        // With further folders, the IDLE ends after `poll_interval` for
-        // their STATUS check (unless NOTIFY reports them all).
+        // With further folders, the IDLE ends at the next check, one
+        // `poll_interval` after the last (unless NOTIFY reports them all).
         let checking = self.needs_polling();
         if checking && tokio::time::Instant::now() >= self.next_check {
             // The check is due already (INBOX's mail kept ending the
@@ -873,6 +869,10 @@ impl Watcher {
             self.check_due = true;
             return Ok(false);
         }
+        let tag = self.conn().start(|c, now| c.idle(now))?;
+        let started = std::time::Instant::now();
+        let mut accepted = false;
+        let mut done_sent = false;
         // One deadline for all rounds until the check, not a new
         // `poll_interval` per round.
         let check = tokio::time::sleep_until(self.next_check);
