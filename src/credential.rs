@@ -377,7 +377,10 @@ impl Credential {
     /// (`SpecialUse::Junk`) — on the **same connection** as the main folder
     /// ([`Credential::mailbox`] or [`Credential::special_use`]). Call it
     /// once per folder; a folder given twice, or equal to the main folder,
-    /// is watched once.
+    /// is watched once. So is one that the server resolves to the same
+    /// mailbox as a folder before it (a special use marking a folder also
+    /// watched by name): the later one is skipped with a warning, and
+    /// `SessionStats::folders` names the folder it repeats (`same_as`).
     ///
     /// The session IDLEs on the main folder and, at connect and every
     /// `Config::poll_interval`, asks the server for each other folder's
