@@ -1128,26 +1128,24 @@ impl<F: Clone> Folders<F> {
     /// use and a name for one mailbox (`\Junk` and `"Junk"`), or two
     /// special uses on one. It is not watched — two trackers would hand
     /// each of its mails out twice. Returns the folders newly marked, each
-    /// with the folder it repeats. A folder not found yet is not marked.
+    /// with the folder it repeats. A folder not found (yet, or any more)
+    /// is not marked, and marks no other: they are worked out again at
+    /// each call.
     pub(crate) fn mark_repeats(&mut self) -> Vec<(usize, usize)> {
         let mut marked = Vec::new();
         for i in 1..self.list.len() {
-            if self.list[i].same_as.is_some() {
-                continue;
-            }
-            let Some(name) = &self.list[i].name else {
-                continue;
-            };
-            let first = self.list[..i].iter().position(|f| {
-                f.same_as.is_none()
-                    && f.name
-                        .as_deref()
-                        .is_some_and(|n| crate::proto::encode::same_mailbox(n, name))
+            let first = self.list[i].name.as_deref().and_then(|name| {
+                self.list[..i].iter().position(|f| {
+                    f.same_as.is_none()
+                        && f.name
+                            .as_deref()
+                            .is_some_and(|n| crate::proto::encode::same_mailbox(n, name))
+                })
             });
-            if let Some(j) = first {
-                self.list[i].same_as = Some(j);
-                marked.push((i, j));
+            if first.is_some() && first != self.list[i].same_as {
+                marked.extend(first.map(|j| (i, j)));
             }
+            self.list[i].same_as = first;
         }
         marked
     }

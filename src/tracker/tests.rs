@@ -1582,8 +1582,9 @@ fn missing_folders_notices_and_counters_are_per_folder() {
 
 /// Further folders whose names on this connection name one mailbox (INBOX
 /// in any case, or the same name) are marked as repeats of the first:
-/// found ones only, each against the main folder and the earlier ones;
-/// a new connection clears the marks, and positions show them.
+/// found ones only, each against the main folder and the earlier ones,
+/// worked out again when a name is lost; a new connection clears the
+/// marks, and positions show them.
 #[test]
 fn further_folders_naming_one_mailbox_are_marked_as_repeats() {
     let mut f = Folders::new("Work", vec!["\\Junk", "Spam", "inbox", "Other"], tracker);
@@ -1600,6 +1601,10 @@ fn further_folders_naming_one_mailbox_are_marked_as_repeats() {
     assert_eq!(p[4].same_as, Some("Work"));
     assert_eq!((p[1].same_as, p[3].same_as), (None, None));
     assert!(f.positions_are(&p));
+    // \\Junk not found any more: Spam is watched as itself again.
+    f.get_mut(1).name = None;
+    assert_eq!(f.mark_repeats(), []);
+    assert_eq!(f.positions()[2].same_as, None);
     f.connecting();
     assert!(!f.positions_are(&p));
     assert!(f.positions().iter().all(|p| p.same_as.is_none()));
