@@ -377,7 +377,10 @@ impl Credential {
     /// (`SpecialUse::Junk`) — on the **same connection** as the main folder
     /// ([`Credential::mailbox`] or [`Credential::special_use`]). Call it
     /// once per folder; a folder given twice, or equal to the main folder,
-    /// is watched once.
+    /// is watched once. So is one that the server resolves to the same
+    /// mailbox as a folder before it (a special use marking a folder also
+    /// watched by name): the later one is skipped with a warning, and
+    /// `SessionStats::folders` names the folder it repeats (`same_as`).
     ///
     /// The session IDLEs on the main folder and, at connect and every
     /// `Config::poll_interval`, asks the server for each other folder's
@@ -448,10 +451,7 @@ impl Credential {
     /// (`INBOX` normalised), or the special-use attribute (`\Junk`), which
     /// `special_use` tells apart from a mailbox of that name.
     fn mailbox_key(&self) -> String {
-        match self.special_use {
-            Some(u) => u.attribute().to_owned(),
-            None => normal_mailbox(&self.mailbox),
-        }
+        self.main_folder().to_string()
     }
 
     /// Trusts the root certificates in `pem` (one or more PEM blocks) in

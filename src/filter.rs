@@ -15,7 +15,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::proto::encode::check_value;
+use crate::proto::encode::{check_value, same_mailbox};
 use crate::{Config, Folder, Mail};
 
 /// What a subscriber wants. [`Filter::new`] matches every mail; each
@@ -77,12 +77,6 @@ impl After {
             _ => true,
         }
     }
-}
-
-/// Whether two mailbox names name the same mailbox: exactly, except that
-/// `INBOX` is case-insensitive (RFC 3501 5.1).
-fn same_mailbox(a: &str, b: &str) -> bool {
-    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
 }
 
 impl Default for Filter {

@@ -35,8 +35,12 @@ pub struct Position {
 /// What a followed session reports, in order (see
 /// [`Handle::follow`](crate::Handle::follow)): each new mail, and each move
 /// of its position. An `Advanced` position is reported only after every
-/// mail below it was reported, never goes back under one UIDVALIDITY, and
-/// never passes a mail that was not reported.
+/// mail below it was reported, and never passes a mail that was not
+/// reported. Under one UIDVALIDITY it never goes back except when the
+/// server's UIDNEXT went back or a special use moved to another folder,
+/// both counted (`SessionStats::uidnext_regressions`,
+/// `SessionStats::validity_changes`): the position then follows the
+/// server down, so that mail reported after it lies above it.
 #[derive(Debug, Clone)]
 pub enum Followed {
     /// A new mail.

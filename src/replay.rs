@@ -110,11 +110,18 @@ impl ReplayWindow {
         self.kept.iter().map(|k| &k.mail)
     }
 
-    /// Forgets every mail (the mailbox's UIDVALIDITY changed, or the
-    /// session ends).
-    pub(crate) fn clear(&mut self) {
-        self.kept.clear();
-        self.bytes = 0;
+    /// Keeps only the mails `keep` accepts (a folder's UIDVALIDITY
+    /// changed: its mails go, the other folders' stay).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Mail) -> bool) {
+        let mut bytes = self.bytes;
+        self.kept.retain(|k| {
+            let kept = keep(&k.mail);
+            if !kept {
+                bytes -= k.cost;
+            }
+            kept
+        });
+        self.bytes = bytes;
     }
 
     /// How many mails are kept (possibly including some past `max_age`
@@ -158,7 +165,6 @@ impl ReplayWindow {
     }
 }
 
-/// Whether two mails are the same message of the same mailbox.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +179,19 @@ mod tests {
     }
 
     const MIN: Duration = Duration::from_secs(60);
+
+    /// `retain` drops only the mails it is told to, and their bytes.
+    #[test]
+    fn retain_drops_only_what_it_is_told_and_its_bytes() {
+        let now = Instant::now();
+        let mut w = ReplayWindow::new(8, usize::MAX, MIN);
+        for uid in 1..=4 {
+            assert!(w.push(now, mail(uid, 100 * uid as usize)));
+        }
+        w.retain(|m| m.uid() % 2 == 0);
+        assert_eq!(uids(&mut w, now), [2, 4]);
+        assert_eq!(w.bytes(), 600 + 2 * ENTRY_OVERHEAD);
+    }
 
     #[test]
     fn count_bound_evicts_the_oldest() {
@@ -304,12 +323,12 @@ mod tests {
     }
 
     #[test]
-    fn clear_forgets_everything() {
+    fn retaining_nothing_forgets_everything() {
         let now = Instant::now();
         let mut w = ReplayWindow::new(64, usize::MAX, MIN);
         w.push(now, mail(1, 10));
         w.push(now, mail(2, 10));
-        w.clear();
+        w.retain(|_| false);
         assert!(w.is_empty());
         assert_eq!(w.bytes(), 0);
         assert_eq!(uids(&mut w, now), []);

@@ -164,9 +164,9 @@ pub struct Session {
     _live: Counted,
     /// A followed session's report channel (`Handle::follow`).
     tap: Option<Arc<Tap>>,
-    /// The position last reported to `tap`, per folder (as the credential
-    /// names it): (UIDVALIDITY, next UID).
-    reported: HashMap<String, (u32, u32)>,
+    /// The position last reported to `tap`, per folder (by index, the
+    /// main one first): (UIDVALIDITY, next UID).
+    reported: Vec<Option<(u32, u32)>>,
 }
 
 impl Session {
@@ -194,20 +194,34 @@ impl Session {
                 .with_silent_span(config.poison_silent_span)
         });
         // A stored position applies to the folder it names, as the
-        // credential names it (`INBOX`, a name, or `\Junk`).
-        for i in 0..folders.len() {
-            let state = folders.get_mut(i);
-            let name = state.folder.to_string();
-            if let Some(p) = cred.resume.positions.iter().find(|p| p.folder == name) {
-                tracing::info!(session = %key, folder = %name, uid_validity = p.uid_validity, next_uid = p.next_uid, "resuming from a stored position");
-                state.tracker.resume(p.uid_validity, p.next_uid);
+        // credential names it (`INBOX` in any case, a name, or `\Junk`).
+        // One that names no folder is said: its folder starts at UIDNEXT.
+        let names: Vec<String> = (0..folders.len())
+            .map(|i| folders.get(i).folder.to_string())
+            .collect();
+        for p in &cred.resume.positions {
+            let stored = crate::Folder::Named(p.folder.clone()).normal().to_string();
+            match names.iter().position(|n| *n == stored) {
+                Some(i) => {
+                    tracing::info!(session = %key, folder = %names[i], uid_validity = p.uid_validity, next_uid = p.next_uid, "resuming from a stored position");
+                    folders
+                        .get_mut(i)
+                        .tracker
+                        .resume(p.uid_validity, p.next_uid);
+                }
+                None => tracing::warn!(
+                    session = %key,
+                    folder = %p.folder,
+                    watched = ?names,
+                    "a stored position names no folder watched; ignored"
+                ),
             }
         }
         Session {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
             tracker: Some(folders),
             tap: cred.resume.tap.clone(),
-            reported: HashMap::new(),
+            reported: Vec::new(),
             snapshot: Snapshot::default(),
             positions: Vec::new(),
             recent: ReplayWindow::from_config(&config),
@@ -453,13 +467,15 @@ impl Session {
                     self.maybe_look_back();
                 }
             }
-            LoopEvent::Progress(snapshot) => {
-                if snapshot.validity_changes > self.snapshot.validity_changes {
-                    self.recent.clear();
-                }
-                self.snapshot = snapshot;
-            }
+            LoopEvent::Progress(snapshot) => self.snapshot = snapshot,
             LoopEvent::Folders(positions) => {
+                // A folder's new epoch voids its kept mail, and only its:
+                // the other folders' mail stays for late subscribers.
+                for (p, was) in positions.iter().zip(&self.positions) {
+                    if p.validity_changes > was.validity_changes {
+                        self.recent.retain(|m| m.folder() != Some(&p.folder));
+                    }
+                }
                 self.positions = positions;
                 self.report_positions();
             }
@@ -482,26 +498,26 @@ impl Session {
 
     /// Tells a follower that a folder's position moved: after the mail
     /// below it (the watcher reports positions after the mail they cover,
-    /// through this same mailbox), never backwards under one UIDVALIDITY.
+    /// through this same mailbox). Every move is told, also one down under
+    /// the same UIDVALIDITY (the tracker follows a UIDNEXT that went back,
+    /// or starts over where a special use moved, both counted): a stored
+    /// position above mail reported after it would lose that mail at the
+    /// next restart.
     fn report_positions(&mut self) {
         let Some(tap) = &self.tap else {
             return;
         };
-        for p in &self.positions {
+        self.reported.resize(self.positions.len(), None);
+        for (p, reported) in self.positions.iter().zip(&mut self.reported) {
             let (Some(v), Some(w)) = (p.uid_validity, p.watermark) else {
                 continue;
             };
-            let folder = p.folder.to_string();
-            if self
-                .reported
-                .get(&folder)
-                .is_some_and(|&(rv, rw)| rv == v && rw >= w)
-            {
+            if *reported == Some((v, w)) {
                 continue;
             }
-            self.reported.insert(folder.clone(), (v, w));
+            *reported = Some((v, w));
             tap.send(Followed::Advanced(Position {
-                folder,
+                folder: p.folder.to_string(),
                 uid_validity: v,
                 next_uid: w,
             }));

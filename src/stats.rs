@@ -108,6 +108,10 @@ pub struct FolderStats {
     pub missing: bool,
     /// Times it was found missing.
     pub failures: u64,
+    /// The folder watched before it that names the same mailbox on the
+    /// server (`\Junk` marking the folder also watched as `Junk`): this
+    /// one is then not watched, so that its mail is delivered once.
+    pub same_as: Option<Folder>,
 }
 
 impl From<FolderPosition<Folder>> for FolderStats {
@@ -119,6 +123,7 @@ impl From<FolderPosition<Folder>> for FolderStats {
             watermark: p.watermark,
             missing: p.missing,
             failures: p.failures,
+            same_as: p.same_as,
         }
     }
 }

@@ -999,6 +999,10 @@ pub(crate) struct FolderState<F> {
     pub missing: bool,
     /// Times the folder was found missing or refused.
     pub failures: u64,
+    /// On this connection its name names the same mailbox as this
+    /// earlier folder: it is not watched, or its mail would be delivered
+    /// twice (see [`Folders::mark_repeats`]).
+    pub same_as: Option<usize>,
 }
 
 /// A position for statistics (and for whoever stores positions): the
@@ -1011,6 +1015,29 @@ pub(crate) struct FolderPosition<F> {
     pub watermark: Option<u32>,
     pub missing: bool,
     pub failures: u64,
+    /// The earlier folder naming the same mailbox, when this one is not
+    /// watched for that reason.
+    pub same_as: Option<F>,
+    /// Times this folder's tracker started a new epoch (UIDVALIDITY
+    /// changed, or its special use moved): the mail kept from it before
+    /// is void.
+    pub validity_changes: u64,
+}
+
+impl<F: PartialEq> FolderPosition<F> {
+    /// Whether `f` would be reported as this position: compared in
+    /// place, without making a position of it.
+    fn is(&self, f: &FolderState<F>, folder: Option<&F>) -> bool {
+        let s = f.tracker.snapshot();
+        self.folder == f.folder
+            && self.name == f.name
+            && self.uid_validity == s.uid_validity
+            && self.watermark == s.watermark
+            && self.missing == f.missing
+            && self.failures == f.failures
+            && self.same_as.as_ref() == folder
+            && self.validity_changes == s.validity_changes
+    }
 }
 
 /// Every folder a session watches, the main one first, each with its own
@@ -1019,11 +1046,11 @@ pub(crate) struct FolderPosition<F> {
 /// it has no I/O and no clock. Its size is fixed by the credential: the
 /// folders are named once, so nothing here grows with what the server
 /// sends beyond what each tracker bounds.
-#[derive(Debug)]
 ///
 /// `F` names a folder (the credential's `Folder`); it is a parameter so
 /// that this file needs nothing beyond the protocol types (the fuzz target
 /// compiles it alone).
+#[derive(Debug)]
 pub(crate) struct Folders<F> {
     list: Vec<FolderState<F>>,
 }
@@ -1043,6 +1070,7 @@ impl<F: Clone> Folders<F> {
                 known_as: None,
                 missing: false,
                 failures: 0,
+                same_as: None,
             })
             .collect();
         Folders { list }
@@ -1090,7 +1118,36 @@ impl<F: Clone> Folders<F> {
         for f in &mut self.list {
             f.name = None;
             f.raw_name = None;
+            f.same_as = None;
         }
+    }
+
+    /// Marks each further folder whose name on this connection names the
+    /// same mailbox ([`same_mailbox`](crate::proto::encode::same_mailbox))
+    /// as the main folder or an earlier further folder watched: a special
+    /// use and a name for one mailbox (`\Junk` and `"Junk"`), or two
+    /// special uses on one. It is not watched — two trackers would hand
+    /// each of its mails out twice. Returns the folders newly marked, each
+    /// with the folder it repeats. A folder not found (yet, or any more)
+    /// is not marked, and marks no other: they are worked out again at
+    /// each call.
+    pub(crate) fn mark_repeats(&mut self) -> Vec<(usize, usize)> {
+        let mut marked = Vec::new();
+        for i in 1..self.list.len() {
+            let first = self.list[i].name.as_deref().and_then(|name| {
+                self.list[..i].iter().position(|f| {
+                    f.same_as.is_none()
+                        && f.name
+                            .as_deref()
+                            .is_some_and(|n| crate::proto::encode::same_mailbox(n, name))
+                })
+            });
+            if first.is_some() && first != self.list[i].same_as {
+                marked.extend(first.map(|j| (i, j)));
+            }
+            self.list[i].same_as = first;
+        }
+        marked
     }
 
     /// A subscriber wants mail since `since`: in every folder.
@@ -1184,9 +1241,25 @@ impl<F: Clone> Folders<F> {
                     watermark: s.watermark,
                     missing: f.missing,
                     failures: f.failures,
+                    same_as: f.same_as.map(|j| self.list[j].folder.clone()),
+                    validity_changes: s.validity_changes,
                 }
             })
             .collect()
+    }
+
+    /// Whether `reported` is what [`Folders::positions`] would return now,
+    /// compared in place (the watcher asks after every command; most
+    /// often nothing moved, and nothing is cloned to tell).
+    pub(crate) fn positions_are(&self, reported: &[FolderPosition<F>]) -> bool
+    where
+        F: PartialEq,
+    {
+        reported.len() == self.list.len()
+            && reported
+                .iter()
+                .zip(&self.list)
+                .all(|(p, f)| p.is(f, f.same_as.map(|j| &self.list[j].folder)))
     }
 }
 

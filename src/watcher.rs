@@ -19,12 +19,16 @@
 //! the same connection. The loop IDLEs on the main folder and, at connect
 //! and then every `poll_interval`, asks each further folder's `STATUS
 //! (UIDNEXT UIDVALIDITY)`; a folder whose answer moved since its last visit
-//! is visited: EXAMINE it, let its own tracker (in [`Folders`]) fetch what
+//! is visited (those found at connect once the main folder is watched, so
+//! that a folder failing there cannot keep the main folder unwatched):
+//! EXAMINE it, let its own tracker (in [`Folders`]) fetch what
 //! it asks for, EXAMINE the main folder again (its tracker fetches any gap
 //! by UID, as after a reconnect) and IDLE. Untagged data is routed to the
 //! tracker of the folder selected at the time. A further folder that is
 //! missing is counted and looked for again at the next check; it never
-//! ends the connection.
+//! ends the connection. A further folder whose name on the server names
+//! the same mailbox as an earlier one (`\Junk` marking `Junk`, also
+//! watched by name) is watched once, as the earlier one.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -120,6 +124,7 @@ pub(crate) async fn run(
         "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)",
         config.max_message_size
     );
+    let next_check = tokio::time::Instant::now() + config.poll_interval;
     let mut w = Watcher {
         fetch_items,
         conn: None,
@@ -128,6 +133,8 @@ pub(crate) async fn run(
         current: 0,
         read_only: true,
         check_due: false,
+        next_check,
+        due: Vec::new(),
         notifying: None,
         sink,
         orders,
@@ -281,6 +288,15 @@ struct Watcher {
     read_only: bool,
     /// The further folders are to be checked at the next quiet moment.
     check_due: bool,
+    /// When the further folders are checked next without NOTIFY: one
+    /// `poll_interval` after the last check, however many IDLE rounds
+    /// the main folder's mail ends meanwhile.
+    next_check: tokio::time::Instant,
+    /// Further folders whose STATUS at connect asked for a visit
+    /// (`(folder, UIDVALIDITY, UIDNEXT)`): visited from the main loop,
+    /// once the main folder is watched, so that a folder failing there
+    /// cannot keep the main folder from being watched.
+    due: Vec<(usize, Option<u32>, Option<u32>)>,
     /// The further folders the server reports by NOTIFY (RFC 5465), as
     /// they go on the wire; `None` when NOTIFY is not in use on this
     /// connection (not offered, refused, or nothing to ask for).
@@ -338,9 +354,11 @@ impl Watcher {
         );
         if self.folders.len() > 1 {
             // Before the session counts as started: each further folder's
-            // position is fixed (or its gap fetched) first, so mail there
-            // from before is old mail, as in the main folder.
-            self.check_folders().await?;
+            // position is fixed by its STATUS, so mail there from before
+            // is old mail, as in the main folder. Visits wait for the main
+            // loop: a folder that fails there (a timeout, a violation) must
+            // not keep the main folder from being watched.
+            self.check_folders(false).await?;
         }
         self.phase = Phase::Watch;
         self.drain_notices();
@@ -358,9 +376,16 @@ impl Watcher {
                 return self.logout().await;
             }
             match self.tracker().next_step() {
+                Step::Wait if !self.due.is_empty() => {
+                    for (i, uid_validity, uid_next) in std::mem::take(&mut self.due) {
+                        self.visit(i, uid_validity, uid_next).await?;
+                    }
+                    self.drain_notices();
+                    self.report_progress();
+                }
                 Step::Wait if self.check_due => {
                     self.check_due = false;
-                    self.check_folders().await?;
+                    self.check_folders(true).await?;
                 }
                 Step::Wait => {
                     let stop = if self.idle {
@@ -388,6 +413,9 @@ impl Watcher {
             None => self.uid_next_fallback(info.exists).await?,
         };
         self.tracker().position_known(uid_validity, uid_next);
+        // A new epoch is reported before any mail of it, so that the
+        // session forgets the folder's kept mail first.
+        self.report_progress();
         Ok(())
     }
 
@@ -433,16 +461,29 @@ impl Watcher {
 
     /// Checks every further folder with `STATUS (UIDNEXT UIDVALIDITY)` on
     /// this connection, the main folder selected, and visits those whose
-    /// answer moved. A folder not found, or whose STATUS or EXAMINE is
+    /// answer moved (with `visit`; else they are left in `due` for the
+    /// main loop). A folder not found, or whose STATUS or EXAMINE is
     /// refused, is counted missing; the others and the main folder carry
-    /// on.
-    async fn check_folders(&mut self) -> Result<(), Error> {
+    /// on. A folder naming the same mailbox as an earlier one is skipped.
+    async fn check_folders(&mut self, visit: bool) -> Result<(), Error> {
         self.find_folders().await?;
+        for (i, j) in self.folders.mark_repeats() {
+            let (f, first) = (self.folders.get(i), self.folders.get(j));
+            tracing::warn!(
+                folder = %f.folder,
+                same_as = %first.folder,
+                mailbox = f.name.as_deref().unwrap_or_default(),
+                "two watched folders name the same mailbox; watching it once"
+            );
+        }
         for i in 1..self.folders.len() {
             let f = self.folders.get(i);
+            if f.same_as.is_some() {
+                continue;
+            }
             if f.name.is_none() {
                 tracing::warn!(folder = %f.folder, "further folder not found; looking again at the next check");
-                self.folders.missing(i);
+                self.missing(i);
                 continue;
             }
             let raw = f.raw_name.clone();
@@ -469,9 +510,14 @@ impl Watcher {
             let (uid_validity, uid_next) = (item("UIDVALIDITY"), item("UIDNEXT"));
             tracing::trace!(mailbox = %name, uid_validity, uid_next, "status");
             if self.folders.on_status(i, uid_validity, uid_next) {
-                self.visit(i, uid_validity, uid_next).await?;
+                if visit {
+                    self.visit(i, uid_validity, uid_next).await?;
+                } else {
+                    self.due.push((i, uid_validity, uid_next));
+                }
             }
         }
+        self.next_check = tokio::time::Instant::now() + self.config.poll_interval;
         self.notify().await?;
         self.drain_notices();
         self.report_progress();
@@ -489,19 +535,18 @@ impl Watcher {
         }
     }
 
-    /// The further folders found, as they go on the wire.
+    /// The further folders found (each mailbox once), as they go on the
+    /// wire.
     fn wire_names(&self) -> Vec<Vec<u8>> {
         (1..self.folders.len())
             .filter_map(|i| {
                 let f = self.folders.get(i);
+                if f.same_as.is_some() {
+                    return None;
+                }
                 match (&f.raw_name, &f.name) {
                     (Some(raw), _) => Some(raw.clone()),
-                    (None, Some(name)) if name.eq_ignore_ascii_case("INBOX") => {
-                        Some(b"INBOX".to_vec())
-                    }
-                    (None, Some(name)) => {
-                        Some(crate::proto::encode::utf7_encode(name).into_bytes())
-                    }
+                    (None, Some(name)) => crate::proto::encode::wire_mailbox(name).ok(),
                     (None, None) => None,
                 }
             })
@@ -548,7 +593,12 @@ impl Watcher {
         let Some(names) = &self.notifying else {
             return;
         };
-        if names.iter().any(|n| String::from_utf8_lossy(n) == mailbox) {
+        // The name as the server sent it, compared with the one sent, as
+        // the client compares a STATUS it asked for.
+        if names
+            .iter()
+            .any(|n| crate::proto::encode::same_mailbox(&String::from_utf8_lossy(n), mailbox))
+        {
             tracing::debug!(%mailbox, "NOTIFY: a further folder changed");
             self.check_due = true;
         }
@@ -810,14 +860,22 @@ impl Watcher {
 
     /// One IDLE command; returns whether LOGOUT was ordered.
     async fn idle_once(&mut self) -> Result<bool, Error> {
+        // With further folders, the IDLE ends at the next check, one
+        // `poll_interval` after the last (unless NOTIFY reports them all).
+        let checking = self.needs_polling();
+        if checking && tokio::time::Instant::now() >= self.next_check {
+            // The check is due already (INBOX's mail kept ending the
+            // rounds): no IDLE before it.
+            self.check_due = true;
+            return Ok(false);
+        }
         let tag = self.conn().start(|c, now| c.idle(now))?;
         let started = std::time::Instant::now();
         let mut accepted = false;
         let mut done_sent = false;
-        // With further folders, the IDLE ends after `poll_interval` for
-        // their STATUS check (unless NOTIFY reports them all).
-        let checking = self.needs_polling();
-        let check = tokio::time::sleep(self.config.poll_interval);
+        // One deadline for all rounds until the check, not a new
+        // `poll_interval` per round.
+        let check = tokio::time::sleep_until(self.next_check);
         tokio::pin!(check);
         loop {
             let conn = self.conn.as_mut().expect("connected");
@@ -913,9 +971,9 @@ impl Watcher {
             self.reported = now;
             (self.sink)(LoopEvent::Progress(now));
         }
-        let positions = self.folders.positions();
-        if positions != self.reported_folders {
-            self.reported_folders = positions.clone();
+        if !self.folders.positions_are(&self.reported_folders) {
+            let positions = self.folders.positions();
+            self.reported_folders.clone_from(&positions);
             (self.sink)(LoopEvent::Folders(positions));
         }
     }

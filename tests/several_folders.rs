@@ -597,6 +597,251 @@ async fn a_refused_notify_falls_back_to_status_polling() {
     h.shutdown().await;
 }
 
+/// INBOX mail ends every IDLE round, again and again, sooner than
+/// `poll_interval`: Junk is checked all the same, one `poll_interval` after
+/// the last check — the deadline is not started over by each round — and
+/// its mail arrives. The server announces INBOX mail in every IDLE until
+/// the client sends STATUS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_mail_more_often_than_the_poll_interval_does_not_starve_junk() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        start_up(&mut c, 1, 1, 5).await;
+        let mut n = 0;
+        loop {
+            let line = c.line().await.expect("the client left");
+            let (tag, rest) = line.split_once(' ').unwrap();
+            if rest.starts_with("STATUS") {
+                c.send(format!(
+                    "* STATUS Junk (UIDNEXT 2 UIDVALIDITY 5)\r\n{tag} OK s\r\n"
+                ))
+                .await;
+                break;
+            }
+            assert_eq!(rest, "IDLE", "{line:?}");
+            n += 1;
+            c.send(format!("+ idling\r\n* {n} EXISTS\r\n")).await;
+            c.done(tag).await;
+            let (tag, _) = c.expect("FETCH").await;
+            c.send(FakeConn::fetch_ok(&tag, &[(n, n, &message("inbox"))]))
+                .await;
+        }
+        examine(&mut c, "Junk", 1, 2, 5).await;
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("junk one"))])
+            .await;
+        examine(&mut c, "INBOX", n, n + 1, 1).await;
+        quiet(&mut c, Some(("Junk", 2, 5)), "").await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut junk = h
+        .subscribe(junk_too(server.port), Filter::new().folder("Junk"))
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut junk).await, "junk one");
+    assert_eq!(server.accepted(), 1);
+    h.shutdown().await;
+}
+
+/// A Junk folder whose visit fails on every connection (the server drops
+/// the link at its EXAMINE; its STATUS lacks UIDNEXT, so every connect
+/// asks for a visit) does not keep INBOX from being watched: the
+/// subscribe resolves, and INBOX's mail arrives on the next connection,
+/// whose INBOX gap is fetched before Junk is visited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_further_folder_failing_at_every_connect_does_not_stop_inbox() {
+    let server = FakeServer::start(|mut c: FakeConn, n| async move {
+        c.greet_and_login("IDLE").await;
+        let (inbox_next, exists) = if n == 0 { (1, 0) } else { (2, 1) };
+        examine(&mut c, "INBOX", exists, inbox_next, 1).await;
+        let (tag, rest) = c.expect("STATUS").await;
+        assert!(rest.starts_with("Junk "), "{rest}");
+        c.send(format!("* STATUS Junk (UIDVALIDITY 5)\r\n{tag} OK s\r\n"))
+            .await;
+        if n == 1 {
+            // The mail that arrived meanwhile: INBOX's gap, by UID.
+            c.answer_fetch("UID FETCH", &[(1, 1, &message("inbox one"))])
+                .await;
+        }
+        // EXAMINE Junk: the link dies, every time.
+        c.expect("EXAMINE").await;
+    })
+    .await;
+    let h = start(scripted_config());
+    let mut sub = tokio::time::timeout(
+        support::EVENTUALLY,
+        h.subscribe(junk_too(server.port), Filter::new()),
+    )
+    .await
+    .expect("subscribe never resolved")
+    .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "inbox one");
+    assert!(server.accepted() >= 2);
+    h.shutdown().await;
+}
+
+/// Two further folders that the server resolves to one mailbox — `\Junk`
+/// by special use, and `Spam` by name, which the server marks `\Junk` —
+/// are watched once: Spam's mail is delivered once (the sentinel follows
+/// it), and the repeat is visible in the folder statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mailbox_watched_by_special_use_and_by_name_delivers_once() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("IDLE SPECIAL-USE").await;
+        examine(&mut c, "INBOX", 0, 1, 1).await;
+        // Spam's UIDNEXT is 1 until the first IDLE, then 2 (one mail).
+        let (mut idled, mut visited, mut sentinel_sent) = (false, false, false);
+        let mut idle_tag = None;
+        while let Some(line) = c.line().await {
+            if line.eq_ignore_ascii_case("DONE") {
+                if let Some(t) = idle_tag.take() {
+                    c.send(format!("{t} OK Idle completed\r\n")).await;
+                }
+                continue;
+            }
+            let (tag, rest) = line.split_once(' ').unwrap();
+            let reply = if rest == "IDLE" {
+                idled = true;
+                idle_tag = Some(tag.to_owned());
+                if visited && !sentinel_sent {
+                    sentinel_sent = true;
+                    "+ idling\r\n* 1 EXISTS\r\n".to_owned()
+                } else {
+                    "+ idling\r\n".to_owned()
+                }
+            } else if rest.starts_with("LIST") {
+                format!(
+                    "* LIST (\\HasNoChildren) \"/\" INBOX\r\n\
+                     * LIST (\\HasNoChildren \\Junk) \"/\" Spam\r\n{tag} OK l\r\n"
+                )
+            } else if rest.starts_with("STATUS") {
+                assert!(rest.starts_with("STATUS Spam "), "{rest}");
+                let next = if idled { 2 } else { 1 };
+                format!("* STATUS Spam (UIDNEXT {next} UIDVALIDITY 4)\r\n{tag} OK s\r\n")
+            } else if rest == "EXAMINE Spam" {
+                format!(
+                    "* 1 EXISTS\r\n* OK [UIDVALIDITY 4] v\r\n* OK [UIDNEXT 2] n\r\n{tag} OK [READ-ONLY] e\r\n"
+                )
+            } else if rest == "EXAMINE INBOX" {
+                visited = true;
+                let (exists, next) = if sentinel_sent { (1, 2) } else { (0, 1) };
+                format!(
+                    "* {exists} EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n* OK [UIDNEXT {next}] n\r\n{tag} OK [READ-ONLY] e\r\n"
+                )
+            } else if rest.starts_with("UID FETCH") {
+                String::from_utf8(FakeConn::fetch_ok(tag, &[(1, 1, &message("spam one"))]))
+                    .unwrap()
+            } else if rest.starts_with("FETCH") {
+                String::from_utf8(FakeConn::fetch_ok(tag, &[(1, 1, &message("sentinel"))]))
+                    .unwrap()
+            } else if rest == "LOGOUT" {
+                c.send(format!("* BYE bye\r\n{tag} OK bye\r\n")).await;
+                return;
+            } else {
+                format!("{tag} OK done\r\n")
+            };
+            c.send(reply).await;
+        }
+    })
+    .await;
+    let h = start(scripted_config());
+    let cred = fake_cred(server.port)
+        .also_watch(SpecialUse::Junk)
+        .also_watch("Spam");
+    let mut sub = h.subscribe(cred, Filter::new()).await.unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(m.subject(), Some("spam one"));
+    assert_eq!(m.folder(), Some(&Folder::SpecialUse(SpecialUse::Junk)));
+    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    let st = stats_of(&h, server.port).await.unwrap();
+    let spam = &st.folders[2];
+    assert_eq!(spam.folder, Folder::Named("Spam".into()));
+    assert_eq!(spam.same_as, Some(Folder::SpecialUse(SpecialUse::Junk)));
+    assert_eq!(st.folders[1].same_as, None);
+    assert_eq!(server.accepted(), 1);
+    h.shutdown().await;
+}
+
+/// A new UIDVALIDITY in Junk voids Junk's kept mail only: INBOX mail that
+/// arrived before it is still replayed to a late subscriber reaching back
+/// (`since`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_uidvalidity_in_junk_keeps_inbox_mail_for_late_subscribers() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        start_up(&mut c, 1, 1, 5).await;
+        let (tag, _) = c.announce(1).await;
+        c.send(FakeConn::fetch_ok(&tag, &[(1, 1, &message("inbox one"))]))
+            .await;
+        idle_round(&mut c).await;
+        status(&mut c, "Junk", 4, 9).await;
+        examine(&mut c, "Junk", 3, 4, 9).await;
+        examine(&mut c, "INBOX", 1, 2, 1).await;
+        sentinel(&mut c, 2, 2, Some(("Junk", 4, 9))).await;
+    })
+    .await;
+    // No look-back: only the replay window answers the late subscriber.
+    let h = start(Config {
+        look_back_limit: 0,
+        ..scripted_config()
+    });
+    let mut sub = h
+        .subscribe(junk_too(server.port), Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut sub).await, "inbox one");
+    assert_eq!(next_subject(&mut sub).await, "sentinel");
+    let st = stats_of(&h, server.port).await.unwrap();
+    assert_eq!(st.validity_changes, 1);
+    let mut late = h
+        .subscribe(
+            junk_too(server.port),
+            Filter::new().since(std::time::UNIX_EPOCH),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next_subject(&mut late).await, "inbox one");
+    assert_eq!(next_subject(&mut late).await, "sentinel");
+    h.shutdown().await;
+}
+
+/// NOTIFY reports a further folder by the name the server uses, and
+/// `INBOX` is case-insensitive: a `* STATUS inbox` during IDLE is the
+/// further folder `INBOX` (the main folder being `Work`), and starts the
+/// check at once — the poll interval is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_names_inbox_in_any_case() {
+    let server = FakeServer::start(|mut c: FakeConn, _| async move {
+        c.greet_and_login("IDLE NOTIFY").await;
+        examine(&mut c, "Work", 0, 1, 1).await;
+        status(&mut c, "INBOX", 1, 5).await;
+        let (tag, rest) = c.expect("NOTIFY").await;
+        assert_eq!(
+            rest,
+            "SET (selected (MessageNew MessageExpunge)) (mailboxes INBOX (MessageNew MessageExpunge))"
+        );
+        c.send(format!("{tag} OK NOTIFY completed\r\n")).await;
+        let tag = c.idle().await;
+        c.send("* STATUS inbox (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 5)\r\n")
+            .await;
+        c.done(&tag).await;
+        status(&mut c, "INBOX", 2, 5).await;
+        examine(&mut c, "INBOX", 1, 2, 5).await;
+        c.answer_fetch("UID FETCH", &[(1, 1, &message("notified inbox"))])
+            .await;
+        examine(&mut c, "Work", 0, 1, 1).await;
+        quiet(&mut c, Some(("INBOX", 2, 5)), "").await;
+    })
+    .await;
+    let h = start(Config {
+        poll_interval: Duration::from_secs(3600),
+        ..scripted_config()
+    });
+    let cred = fake_cred(server.port).mailbox("Work").also_watch("inbox");
+    let mut sub = h.subscribe(cred, Filter::new()).await.unwrap();
+    assert_eq!(next_subject(&mut sub).await, "notified inbox");
+    assert_eq!(server.accepted(), 1);
+    h.shutdown().await;
+}
+
 // ─────────────────────────────── real servers ───────────────────────────────
 
 /// Plaintext credential of `user` on `s`.
@@ -683,8 +928,8 @@ async fn junk_mail_reaches_its_subscriber_on_one_connection(
     h.shutdown().await;
 }
 
-/// Dovecot 2.3 (which offers NOTIFY; emap does not use it yet: the STATUS
-/// check runs here as everywhere): Junk by special use — the
+/// Dovecot 2.3 (which offers NOTIFY: it reports Junk, and the STATUS
+/// check runs at connect and on its reports): Junk by special use — the
 /// configuration marks `Junk` with `\Junk`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_junk_mail_reaches_its_subscriber_on_one_connection() {

@@ -719,27 +719,17 @@ impl Client {
         Ok(tag)
     }
 
-    /// `SELECT mailbox`, or `EXAMINE mailbox` when `read_only`.
+    /// `SELECT mailbox`, or `EXAMINE mailbox` when `read_only`: the name
+    /// as [`encode::wire_mailbox`](super::encode::wire_mailbox) puts it on
+    /// the wire.
     pub fn select(
         &mut self,
         mailbox: &str,
         read_only: bool,
         now: Instant,
     ) -> Result<String, ClientError> {
-        self.check_ready(&[State::Authenticated, State::Selected])?;
-        let tag = self.next_tag();
-        let name = if read_only { "EXAMINE" } else { "SELECT" };
-        let enc = CommandBuilder::new(self.literal_mode(), &tag, name)
-            .mailbox(mailbox)?
-            .finish();
-        let tag = self.start(CommandKind::Select, enc, tag, now);
-        if let Some(p) = self.pending.as_mut() {
-            p.select = Some(SelectInfo {
-                read_only,
-                ..SelectInfo::default()
-            });
-        }
-        Ok(tag)
+        let raw = super::encode::wire_mailbox(mailbox)?;
+        self.select_listed(&raw, read_only, now)
     }
 
     /// [`Client::select`] of a mailbox by the name as the server listed it
@@ -753,14 +743,7 @@ impl Client {
         read_only: bool,
         now: Instant,
     ) -> Result<String, ClientError> {
-        self.check_ready(&[State::Authenticated, State::Selected])?;
-        if raw_name.is_empty() {
-            return Err(InputError {
-                field: "mailbox",
-                reason: "is empty",
-            }
-            .into());
-        }
+        self.check_mailboxes(&[raw_name])?;
         let tag = self.next_tag();
         let name = if read_only { "EXAMINE" } else { "SELECT" };
         let enc = CommandBuilder::new(self.literal_mode(), &tag, name)
@@ -774,6 +757,21 @@ impl Client {
             });
         }
         Ok(tag)
+    }
+
+    /// The preamble of a command naming mailboxes by their wire bytes:
+    /// ready for it (authenticated or selected, nothing running), and no
+    /// name empty (CR, LF and NUL the encoder refuses).
+    fn check_mailboxes(&self, raw_names: &[&[u8]]) -> Result<(), ClientError> {
+        self.check_ready(&[State::Authenticated, State::Selected])?;
+        if raw_names.iter().any(|m| m.is_empty()) {
+            return Err(InputError {
+                field: "mailbox",
+                reason: "is empty",
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// `LIST reference pattern`, with `RETURN (SPECIAL-USE)` (RFC 6154
@@ -799,29 +797,17 @@ impl Client {
         Ok(self.start(CommandKind::List, b.finish(), tag, now))
     }
 
-    /// `STATUS mailbox (items)`, e.g. items `"UIDNEXT UIDVALIDITY"`.
+    /// `STATUS mailbox (items)`, e.g. items `"UIDNEXT UIDVALIDITY"`: the
+    /// name as [`encode::wire_mailbox`](super::encode::wire_mailbox) puts
+    /// it on the wire.
     pub fn status(
         &mut self,
         mailbox: &str,
         items: &str,
         now: Instant,
     ) -> Result<String, ClientError> {
-        self.check_ready(&[State::Authenticated, State::Selected])?;
-        let tag = self.next_tag();
-        let enc = CommandBuilder::new(self.literal_mode(), &tag, "STATUS")
-            .mailbox(mailbox)?
-            .raw(&format!("({items})"))
-            .finish();
-        let tag = self.start(CommandKind::Status, enc, tag, now);
-        let asked = if mailbox.eq_ignore_ascii_case("INBOX") {
-            "INBOX".to_owned()
-        } else {
-            super::encode::utf7_encode(mailbox)
-        };
-        if let Some(p) = self.pending.as_mut() {
-            p.status_of = Some(asked);
-        }
-        Ok(tag)
+        let raw = super::encode::wire_mailbox(mailbox)?;
+        self.status_listed(&raw, items, now)
     }
 
     /// `STATUS mailbox (items)` for a mailbox named by the bytes a LIST
@@ -834,14 +820,7 @@ impl Client {
         items: &str,
         now: Instant,
     ) -> Result<String, ClientError> {
-        self.check_ready(&[State::Authenticated, State::Selected])?;
-        if raw_name.is_empty() {
-            return Err(InputError {
-                field: "mailbox",
-                reason: "is empty",
-            }
-            .into());
-        }
+        self.check_mailboxes(&[raw_name])?;
         let tag = self.next_tag();
         let enc = CommandBuilder::new(self.literal_mode(), &tag, "STATUS")
             .string("mailbox", raw_name)?
@@ -861,14 +840,7 @@ impl Client {
     /// and expunged mail with an unsolicited `* STATUS`, also during IDLE.
     /// Empty names, or names holding CR, LF or NUL, are refused.
     pub fn notify_set(&mut self, mailboxes: &[&[u8]], now: Instant) -> Result<String, ClientError> {
-        self.check_ready(&[State::Authenticated, State::Selected])?;
-        if mailboxes.iter().any(|m| m.is_empty()) {
-            return Err(InputError {
-                field: "mailbox",
-                reason: "is empty",
-            }
-            .into());
-        }
+        self.check_mailboxes(mailboxes)?;
         let tag = self.next_tag();
         let mut b = CommandBuilder::new(self.literal_mode(), &tag, "NOTIFY")
             .raw("SET (selected (MessageNew MessageExpunge))");
@@ -1275,10 +1247,9 @@ impl Client {
                     return;
                 }
                 (CommandKind::Status, Data::MailboxStatus { mailbox, items })
-                    if p.status_of.as_deref().is_none_or(|asked| {
-                        asked == mailbox
-                            || (asked == "INBOX" && mailbox.eq_ignore_ascii_case("INBOX"))
-                    }) =>
+                    if p.status_of
+                        .as_deref()
+                        .is_none_or(|asked| super::encode::same_mailbox(asked, mailbox)) =>
                 {
                     let room = MAX_STATUS_ITEMS.saturating_sub(p.status.len());
                     p.status.extend(items.iter().take(room).cloned());

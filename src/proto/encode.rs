@@ -150,19 +150,8 @@ impl CommandBuilder {
     /// Appends a mailbox name, encoded in modified UTF-7 (RFC 3501 §5.1.3)
     /// when it is not plain ASCII.
     pub fn mailbox(self, name: &str) -> Result<Self, InputError> {
-        check_value("mailbox", name.as_bytes())?;
-        if name.is_empty() {
-            return Err(InputError {
-                field: "mailbox",
-                reason: "is empty",
-            });
-        }
-        let encoded = if name.eq_ignore_ascii_case("INBOX") {
-            "INBOX".to_owned()
-        } else {
-            utf7_encode(name)
-        };
-        self.string("mailbox", encoded.as_bytes())
+        let encoded = wire_mailbox(name)?;
+        self.string("mailbox", &encoded)
     }
 
     /// Ends the command with CR LF.
@@ -196,6 +185,31 @@ fn classify(value: &[u8]) -> Form {
     } else {
         Form::Literal
     }
+}
+
+/// A mailbox name as it goes on the wire: `INBOX` in capitals (any case
+/// names it, RFC 3501 §5.1), any other name in modified UTF-7 (§5.1.3).
+/// An empty name, or one holding CR, LF or NUL, is refused.
+pub fn wire_mailbox(name: &str) -> Result<Vec<u8>, InputError> {
+    check_value("mailbox", name.as_bytes())?;
+    if name.is_empty() {
+        return Err(InputError {
+            field: "mailbox",
+            reason: "is empty",
+        });
+    }
+    Ok(if name.eq_ignore_ascii_case("INBOX") {
+        b"INBOX".to_vec()
+    } else {
+        utf7_encode(name).into_bytes()
+    })
+}
+
+/// Whether two mailbox names name the same mailbox: exactly, except that
+/// `INBOX` is case-insensitive (RFC 3501 §5.1). The one comparison of
+/// names, decoded or as sent, wherever two are compared.
+pub fn same_mailbox(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
 }
 
 /// Modified UTF-7 (RFC 3501 §5.1.3) for mailbox names.
