@@ -1188,15 +1188,37 @@ pub fn stop_watchdog(child: &mut Child) {
 }
 
 /// `n` distinct free TCP ports on 127.0.0.1 (held together while picking,
-/// then released).
+/// then released), none of them handed out before in this process.
+///
+/// A server some test stops and starts again on its port (the NATS restart
+/// test) leaves that port free in between; the kernel may offer it to
+/// another test's `bind(0)` then, and two servers would meet on one port
+/// (seen: a client connected to the other test's server, which then went
+/// away). Ports are therefore never reused within one test process.
 pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut held = Vec::new();
+    let mut ports = Vec::with_capacity(n);
+    // Bounded: the ephemeral range holds ~28 000 ports and a test process
+    // uses a few hundred.
+    for _ in 0..n + 1000 {
+        if ports.len() == n {
+            break;
+        }
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = l.local_addr()?.port();
+        if !handed.contains(&port) {
+            ports.push(port);
+        }
+        // Held until the end, so that the kernel offers another port next.
+        held.push(l);
+    }
+    if ports.len() < n {
+        return Err(io::Error::other("no port left that was not handed out"));
+    }
+    handed.extend_from_slice(&ports);
+    Ok(ports)
 }
 
 /// Runs a command with piped output (stdin closed), killing it after
