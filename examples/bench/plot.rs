@@ -23,10 +23,16 @@ pub struct Chart<'a> {
     pub series: Vec<Series>,
 }
 
-const W: f64 = 720.0;
+/// The plot area's width; the picture is this plus the margins, the right
+/// one as wide as the longest legend label needs.
+const PLOT_W: f64 = 480.0;
 const H: f64 = 420.0;
 const LEFT: f64 = 70.0;
+/// The right margin at least (legend swatch, gap, a short label).
 const RIGHT: f64 = 170.0;
+/// A generous width of one character at font-size 12 (sans-serif digits
+/// and lower case are ~6.7 px): a label is never cut off at the edge.
+const CHAR_W: f64 = 7.5;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 55.0;
 const COLOURS: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
@@ -88,17 +94,25 @@ impl Chart<'_> {
             x1 = x0 + 1.0;
         }
         let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.05 };
-        let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+        let longest = self
+            .series
+            .iter()
+            .map(|s| s.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let right = RIGHT.max(42.0 + longest as f64 * CHAR_W + 12.0);
+        let (pw, ph) = (PLOT_W, H - TOP - BOTTOM);
+        let w = LEFT + pw + right;
         let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
         let py = |y: f64| TOP + ph - y / y1 * ph;
         let mut s = String::new();
         let _ = write!(
             s,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{H}\" \
              font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
              <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
-            W / 2.0,
+            w / 2.0,
             esc(self.title)
         );
         // Axes and ticks.
@@ -158,8 +172,8 @@ impl Chart<'_> {
                 s,
                 "<path d=\"M{} {ly}h24\" stroke=\"{colour}\" stroke-width=\"3\"/>\
                  <text x=\"{}\" y=\"{}\">{}</text>",
-                W - RIGHT + 12.0,
-                W - RIGHT + 42.0,
+                LEFT + pw + 12.0,
+                LEFT + pw + 42.0,
                 ly + 4.0,
                 esc(&ser.name)
             );
@@ -192,7 +206,7 @@ pub fn cdf(sorted: &[u64]) -> Vec<(f64, f64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::label;
+    use super::{CHAR_W, Chart, Series, label};
 
     #[test]
     fn tick_labels_keep_a_decimal_of_thousands() {
@@ -202,5 +216,40 @@ mod tests {
         assert_eq!(label(1250.0), "1250");
         assert_eq!(label(500.0), "500");
         assert_eq!(label(0.25), "0.25");
+    }
+
+    /// A legend label as long as the benchmark's longest ("emap, 1000
+    /// subscribers" was cut at the right edge of a 720-pixel picture): the
+    /// picture is wide enough for the label's end.
+    #[test]
+    fn the_picture_is_wide_enough_for_its_longest_legend_label() {
+        let name = "emap, 100000 subscribers with a waiting task each".to_owned();
+        let chars = name.chars().count() as f64;
+        let chart = Chart {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+            series: vec![Series {
+                name,
+                points: vec![(0.0, 0.0), (1.0, 1.0)],
+            }],
+        };
+        let svg = chart.svg();
+        let width: f64 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .and_then(|s| s.parse().ok())
+            .expect("the svg's width");
+        let start: f64 = svg
+            .rsplit("<text x=\"")
+            .next()
+            .and_then(|s| s.split('"').next())
+            .and_then(|s| s.parse().ok())
+            .expect("the legend label's x");
+        assert!(
+            start + chars * CHAR_W <= width,
+            "label from {start} of {chars} chars in a {width}-wide picture"
+        );
     }
 }
