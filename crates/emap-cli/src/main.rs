@@ -60,6 +60,7 @@
 //!
 //! This file holds what every subcommand shares: the exit statuses, the
 //! one-line error report and Ctrl-C.
+#![forbid(unsafe_code)]
 
 mod args;
 mod credential;

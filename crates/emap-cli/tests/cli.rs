@@ -4,12 +4,10 @@
 //! printed, `watch --json` lines a script can parse, implicit TLS with an
 //! extra trusted root.
 //!
-//! The binary exists only with the `cli` feature (the suite runs with
-//! `--all-features`), hence the crate-wide `cfg`. Every child process is
-//! held by a [`Running`] guard that kills it if the test fails, so a
-//! failing test never leaves a `watch` behind.
-#![cfg(feature = "cli")]
+//! Every child process is held by a [`Running`] guard that kills it if the
+//! test fails, so a failing test never leaves a `watch` behind.
 
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Child, Command, Stdio};
