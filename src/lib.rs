@@ -56,9 +56,10 @@
 //! let _ = emap::messages::EndSession;
 //! ```
 //!
-//! The crate's own binary, tests and benchmark drive the protocol layer
-//! directly (the command line parses RFC 3339 with its calendar code; the
-//! hostile-server tests push limits through the client state machine).
+//! The `emap` command line (the workspace crate `crates/emap-cli`), the
+//! crate's tests and its benchmark drive the protocol layer directly (the
+//! command line parses RFC 3339 with its calendar code; the hostile-server
+//! tests push limits through the client state machine).
 //! They reach it through `__private`, which is hidden from the docs and
 //! **outside semver**: it is released in lockstep with the code that uses
 //! it and may change in any release. Nothing else may use it. (The fuzz
@@ -158,7 +159,8 @@ pub use registry::Registry;
 pub use stats::{ActorCounts, FolderStats, SessionState, SessionStats};
 pub use subscription::Subscription;
 
-/// Not public API: the protocol layer, for this package's own binary,
+/// Not public API: the protocol layer, for the workspace's `emap` command
+/// line (crates/emap-cli, which pins this exact version), this package's
 /// tests and benchmark. Outside semver; may change in any release.
 #[doc(hidden)]
 pub mod __private {

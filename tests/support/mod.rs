@@ -46,6 +46,8 @@
 //!   change;
 //! - [`emap`](mod@emap): configs, credentials, delivery and receiving
 //!   through emap's API;
+//! - [`workspace`]: the workspace's programs (`emap`, `emap-bridge`),
+//!   built once, for tests of the packages that do not build them;
 //! - [`until`] / [`until_some`] here: the one polling wait, for states
 //!   that announce no event.
 
@@ -64,6 +66,7 @@ pub mod proxy;
 pub mod raw_imap;
 pub mod servers;
 pub mod trace;
+pub mod workspace;
 
 pub use dovecot::{CATCHALL_DOMAIN, CatchAll, Dovecot, TestUser, dovecot};
 pub use message::{header_value, mail, message, message_id};

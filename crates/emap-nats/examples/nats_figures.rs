@@ -37,7 +37,6 @@ mod support;
 
 // The figures use the server, the processes and the counting, not the
 // tests' helpers (waiters as processes, the lease holder of two).
-#[allow(dead_code)]
 #[path = "../tests/nats/mod.rs"]
 mod nats;
 

@@ -35,7 +35,7 @@ pub mod waiter;
 
 pub use bridge::{Bridge, Inbox};
 pub use config::{BridgeConfig, StreamConfig};
-pub use waiter::{MailStream, Waiter};
+pub use waiter::{MailStream, Received, Waiter};
 
 /// What can go wrong between emap and NATS.
 #[derive(Debug, thiserror::Error)]

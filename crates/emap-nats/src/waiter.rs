@@ -149,9 +149,41 @@ impl std::fmt::Debug for MailStream {
     }
 }
 
+/// What [`MailStream::next_received`] read next.
+#[derive(Debug, Clone)]
+pub enum Received {
+    /// A mail of the inbox that matches the filter.
+    Mail(Arc<Mail>),
+    /// A message on the inbox's subject that no bridge published (missing
+    /// or unreadable metadata, no body), skipped and counted in
+    /// [`Waiter::malformed`]: it is never handed out as mail.
+    Skipped {
+        /// The subject it came on.
+        subject: String,
+        /// Why it is not a bridge's mail.
+        reason: subject::Malformed,
+    },
+}
+
 impl MailStream {
-    /// The next matching mail; `None` if the consumer ended.
+    /// The next matching mail; `None` if the consumer ended. Skipped
+    /// messages are logged (a warning) and counted, not returned.
     pub async fn next(&mut self) -> Option<Result<Arc<Mail>, Error>> {
+        loop {
+            match self.next_received().await? {
+                Ok(Received::Mail(mail)) => return Some(Ok(mail)),
+                Ok(Received::Skipped { .. }) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next matching mail, or the next message [skipped](Received::Skipped)
+    /// before it, for a caller that reports skipped messages itself (the
+    /// `emap` command line's warning on standard error); `None` if the
+    /// consumer ended. Mail that does not match the filter is passed over
+    /// silently.
+    pub async fn next_received(&mut self) -> Option<Result<Received, Error>> {
         loop {
             let message = match self.messages.next().await? {
                 Ok(m) => m,
@@ -159,14 +191,17 @@ impl MailStream {
             };
             let mail = match subject::mail_of(message.headers.as_ref(), &message.payload) {
                 Ok(m) => m,
-                Err(e) => {
+                Err(reason) => {
                     self.malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(subject = %message.subject, error = %e, "skipped a message that no bridge published");
-                    continue;
+                    tracing::warn!(subject = %message.subject, error = %reason, "skipped a message that no bridge published");
+                    return Some(Ok(Received::Skipped {
+                        subject: message.subject.to_string(),
+                        reason,
+                    }));
                 }
             };
             if self.filter.matches(&mail, SystemTime::now()) {
-                return Some(Ok(Arc::new(mail)));
+                return Some(Ok(Received::Mail(Arc::new(mail))));
             }
         }
     }

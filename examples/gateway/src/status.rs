@@ -253,7 +253,7 @@ fn state_words(s: &SessionStats, now: SystemTime) -> (String, &'static str) {
 /// `idle` or `poll`: how the session watches, while it is connected
 /// (watching, or selected with a connection time); `None` otherwise — a
 /// session backing off or connecting watches nothing. The same rule as
-/// `emap status` in direct mode (`Row::from_stats` in src/bin/emap).
+/// `emap status` in direct mode (`Row::from_stats` in crates/emap-cli).
 fn mode(s: &SessionStats) -> Option<&'static str> {
     (s.state == SessionState::Watching || s.connected_since.is_some()).then_some(if s.idle {
         "idle"

@@ -4,84 +4,24 @@
 //! refused, status scope missing, no key, gateway down); `--watch` frame
 //! after frame until Ctrl-C.
 //!
-//! The `emap` binary belongs to the root package (feature `cli`), so cargo
-//! gives this package no `CARGO_BIN_EXE_emap`. [`emap_binary`] builds it
-//! once per test process with the cargo that builds these tests, into the
-//! same target directory, with the options of the CI run (`cargo test
-//! --workspace --all-features`): there it is already built and the call
-//! only checks that; run alone, this test builds it first.
+//! The `emap` binary belongs to the workspace crate crates/emap-cli, so
+//! cargo gives this package no `CARGO_BIN_EXE_emap`;
+//! `support::workspace::binary` builds it once per test process.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use common::{Gateway, Setup, junk_gateway, new_key};
 use support::{EVENTUALLY, dovecot, interrupt, lines_of};
 
 /// The `emap` binary of this workspace, built once (see the module docs).
-fn emap_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // This test runs as <target>/<profile>/deps/<name>-<hash>.
-        let exe = std::env::current_exe().expect("the test's own path");
-        let profile = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("<target>/<profile>");
-        let target = profile.parent().expect("<target>");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let mut cargo = Command::new(env!("CARGO"));
-        // Without what cargo sets for this test (CARGO_PKG_NAME,
-        // CARGO_MANIFEST_DIR, ...): build scripts (ring's) rerun when they
-        // change, which would rebuild half the tree here and again in the
-        // next top-level cargo run.
-        for (var, _) in std::env::vars_os() {
-            let name = var.to_string_lossy();
-            if name.starts_with("CARGO_PKG_")
-                || name.starts_with("CARGO_MANIFEST_")
-                || name.starts_with("CARGO_BIN_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&name.as_ref())
-            {
-                cargo.env_remove(&var);
-            }
-        }
-        cargo
-            .args([
-                "test",
-                "--no-run",
-                "--quiet",
-                "--workspace",
-                "--all-features",
-            ])
-            .args(["--test", "cli", "--manifest-path"])
-            .arg(&root)
-            .arg("--target-dir")
-            .arg(target);
-        if profile.file_name().is_some_and(|p| p == "release") {
-            cargo.arg("--release");
-        }
-        let out = cargo.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building emap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = profile.join("emap");
-        assert!(bin.exists(), "{} after the build", bin.display());
-        bin
-    })
+fn emap_binary() -> PathBuf {
+    support::workspace::binary("emap")
 }
 
 /// `emap status --gateway <gw> args...` with `env`, and nothing of the

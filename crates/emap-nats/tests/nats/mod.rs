@@ -1,7 +1,7 @@
 //! Test support for emap-nats: a private `nats-server -js` on 127.0.0.1 in
 //! a temporary directory (as `tests/support/dovecot.rs` starts Dovecot),
-//! and the bridge and waiter binaries as child processes whose output
-//! lines the test reads.
+//! and `emap-bridge` and `emap watch --nats` (the waiter from the shell,
+//! crates/emap-cli) as child processes whose output lines the test reads.
 //!
 //! The server runs under the suite's watchdog (it is stopped when the test
 //! process ends, however it ends); its JetStream store lives in a
@@ -10,8 +10,13 @@
 //! de-duplication state, as a real restart does. A child process is
 //! killed when its [`Child`] is dropped (a failed assertion included).
 //!
-//! `examples/nats_figures.rs` includes this module too, for the same
-//! servers and processes.
+//! `examples/nats_figures.rs` and crates/emap-cli's tests include this
+//! module too, for the same servers and processes.
+//!
+//! Each includer uses a subset of it, hence the module-wide `dead_code`
+//! allowance.
+
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -105,32 +110,53 @@ impl Drop for NatsServer {
     }
 }
 
-/// A child process whose standard output lines are collected.
+/// A child process whose standard output and standard error lines are
+/// collected (stderr lines are also passed on to the test's stderr, named).
 pub struct Child {
     pub name: String,
     child: std::process::Child,
     out: Arc<Mutex<Output>>,
-    /// Bumped by the reader thread on each line and at the end.
+    /// Bumped by the reader threads on each line and at the end.
     read: Arc<watch::Sender<u64>>,
 }
 
-/// What a child printed so far, and whether its output ended.
+/// What a child printed so far, and whether each output ended.
 #[derive(Default)]
 struct Output {
     lines: Vec<(Instant, String)>,
+    errors: Vec<(Instant, String)>,
     ended: bool,
+    errors_ended: bool,
+}
+
+/// Which of a child's outputs.
+#[derive(Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
+
+impl Output {
+    /// The lines of `stream` so far, and whether it ended.
+    fn of(&self, stream: Stream) -> (&Vec<(Instant, String)>, bool) {
+        match stream {
+            Stream::Out => (&self.lines, self.ended),
+            Stream::Err => (&self.errors, self.errors_ended),
+        }
+    }
 }
 
 impl Child {
-    /// Spawns `cmd` with its stdout collected (stderr inherited).
+    /// Spawns `cmd` with its stdout and stderr collected.
     pub fn spawn(name: &str, mut cmd: Command) -> Child {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
         let out = Arc::new(Mutex::new(Output::default()));
         let read = Arc::new(watch::channel(0).0);
         let (sink, bump) = (out.clone(), read.clone());
@@ -140,6 +166,16 @@ impl Child {
                 bump.send_modify(|n| *n += 1);
             }
             sink.lock().unwrap().ended = true;
+            bump.send_modify(|n| *n += 1);
+        });
+        let (sink, bump, who) = (out.clone(), read.clone(), name.to_owned());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{who}] {line}");
+                sink.lock().unwrap().errors.push((Instant::now(), line));
+                bump.send_modify(|n| *n += 1);
+            }
+            sink.lock().unwrap().errors_ended = true;
             bump.send_modify(|n| *n += 1);
         });
         Child {
@@ -178,31 +214,81 @@ impl Child {
     /// [`Child::until`] with a bound of `within`. Woken by each line the
     /// reader thread reads, not by a timer.
     pub async fn until_within(&self, prefix: &str, n: usize, within: Duration) -> Instant {
+        self.until_in(Stream::Out, prefix, n, within).await
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        let out = self.out.lock().unwrap();
+        out.errors.iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// [`Child::until`] for stderr lines.
+    pub async fn until_stderr(&self, prefix: &str, n: usize) -> Instant {
+        self.until_in(Stream::Err, prefix, n, EVENTUALLY * 2).await
+    }
+
+    async fn until_in(&self, stream: Stream, prefix: &str, n: usize, within: Duration) -> Instant {
         let mut read = self.read.subscribe();
         let deadline = tokio::time::Instant::now() + within;
         loop {
             read.borrow_and_update();
             {
                 let out = self.out.lock().unwrap();
-                let mut matching = out.lines.iter().filter(|(_, l)| l.starts_with(prefix));
+                let (lines, ended) = out.of(stream);
+                let mut matching = lines.iter().filter(|(_, l)| l.starts_with(prefix));
                 if let Some((t, _)) = matching.nth(n - 1) {
                     return *t;
                 }
                 assert!(
-                    !out.ended,
+                    !ended,
                     "{}: its output ended before a {n}th line starting with {prefix:?}; lines: {:?}",
                     self.name,
-                    out.lines.iter().map(|(_, l)| l).collect::<Vec<_>>()
+                    lines.iter().map(|(_, l)| l).collect::<Vec<_>>()
                 );
             }
             let changed = tokio::time::timeout_at(deadline, read.changed()).await;
             assert!(
                 changed.is_ok(),
-                "{}: no {n}th line starting with {prefix:?} within {within:?}; lines: {:?}",
+                "{}: no {n}th line starting with {prefix:?} within {within:?}; stdout: {:?}; \
+                 stderr: {:?}",
                 self.name,
-                self.lines()
+                self.lines(),
+                self.stderr_lines()
             );
         }
+    }
+
+    /// Waits until the child closed both outputs (it exits; killed after
+    /// `EVENTUALLY`), then returns its exit status code; every line it
+    /// printed has been read by then.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
+        let mut read = self.read.subscribe();
+        loop {
+            read.borrow_and_update();
+            {
+                let out = self.out.lock().unwrap();
+                if out.ended && out.errors_ended {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, read.changed())
+                .await
+                .is_err()
+            {
+                let _ = self.child.kill();
+                panic!(
+                    "{} did not exit in time; stdout: {:?}; stderr: {:?}",
+                    self.name,
+                    self.lines(),
+                    self.stderr_lines()
+                );
+            }
+        }
+        // Both outputs closed: it is exiting, if not gone already.
+        let status = tokio::task::block_in_place(|| self.child.wait()).expect("wait");
+        status.code()
     }
 
     /// Sends `signal` (e.g. "KILL", "STOP", "CONT").
@@ -224,12 +310,17 @@ impl Drop for Child {
     }
 }
 
-/// A binary of this package: `compiled_in` (Cargo's `CARGO_BIN_EXE_<name>`,
-/// set for tests), else beside the running program's directory
-/// (`target/<profile>/<name>` for an example in `target/<profile>/examples`).
+/// A program of this workspace: `compiled_in` (Cargo's
+/// `CARGO_BIN_EXE_<name>`, set for the tests of its own package); for
+/// other packages' tests, built once by `support::workspace`; for an
+/// example, the one beside the running program's directory
+/// (`target/<profile>/<name>` for `target/<profile>/examples`), as built.
 fn binary(compiled_in: Option<&'static str>, name: &str) -> PathBuf {
     if let Some(path) = compiled_in {
         return PathBuf::from(path);
+    }
+    if cfg!(test) {
+        return crate::support::workspace::binary(name);
     }
     let exe = std::env::current_exe().expect("the running program's path");
     let path = exe
@@ -274,16 +365,47 @@ pub fn bridge_at(name: &str, nats: &NatsServer, inbox: &str, port: u16, user: &T
     Child::spawn(name, cmd)
 }
 
-/// An `emap-wait` process for `addresses` of `inbox`, printing every mail
-/// until killed.
-pub fn waiter(name: &str, nats: &NatsServer, inbox: &str, addresses: &[String]) -> Child {
-    let mut cmd = Command::new(binary(option_env!("CARGO_BIN_EXE_emap-wait"), "emap-wait"));
-    cmd.args(["--nats", &nats.url(), "--inbox", inbox])
-        .args(["--count", "0", "--timeout", "10m"]);
-    for a in addresses {
-        cmd.args(["--to", a]);
+/// An `emap watch --nats --json` process for `inbox` (the mail to `to`,
+/// or every mail of the inbox), printing every mail until killed (a count
+/// it never reaches) or `extra` ends it. Its readiness line is the stderr
+/// line `watching `.
+pub fn waiter(
+    name: &str,
+    nats: &NatsServer,
+    inbox: &str,
+    to: Option<&str>,
+    extra: &[&str],
+) -> Child {
+    let mut cmd = Command::new(binary(option_env!("CARGO_BIN_EXE_emap"), "emap"));
+    cmd.args(["watch", "--nats", &nats.url(), "--inbox", inbox, "--json"])
+        .env_remove("EMAP_NATS")
+        .env_remove("RUST_LOG");
+    if let Some(to) = to {
+        cmd.args(["--to", to]);
     }
+    if !extra.contains(&"--count") {
+        cmd.args(["--count", "1000000000"]);
+    }
+    if !extra.contains(&"--timeout") {
+        cmd.args(["--timeout", "10m"]);
+    }
+    cmd.args(extra);
     Child::spawn(name, cmd)
+}
+
+/// The Message-IDs a waiter of [`waiter`] printed (its JSON lines), with
+/// how often each; a line that is not a mail's JSON panics.
+pub fn mail_ids(w: &Child) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in w.lines() {
+        let mail: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{}: not a mail's JSON ({e}): {line:?}", w.name));
+        let id = mail["message_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: a mail without message_id: {line}", w.name));
+        *out.entry(id.to_owned()).or_default() += 1;
+    }
+    out
 }
 
 /// Which of `a` and `b` printed `acquired` first (the holder), and the

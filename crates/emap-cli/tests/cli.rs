@@ -4,19 +4,17 @@
 //! printed, `watch --json` lines a script can parse, implicit TLS with an
 //! extra trusted root.
 //!
-//! The binary exists only with the `cli` feature (the suite runs with
-//! `--all-features`), hence the crate-wide `cfg`. Every child process is
-//! held by a [`Running`] guard that kills it if the test fails, so a
-//! failing test never leaves a `watch` behind.
-#![cfg(feature = "cli")]
+//! Every child process is held by a [`Running`] guard that kills it if the
+//! test fails, so a failing test never leaves a `watch` behind.
 
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{TestUser, dovecot, interrupt, lines_of, mail};
+use support::{TestUser, dovecot, header_value, interrupt, lines_of, mail};
 
 /// The binary under test, built by cargo for this test target.
 const EMAP: &str = env!("CARGO_BIN_EXE_emap");
@@ -274,16 +272,14 @@ fn watch_prints_two_mails_as_json_lines() {
             "Your code is 111111",
         ),
     );
-    d.deliver(
+    let verify = mail(
+        "Service <noreply@service.test>",
         &task,
-        &mail(
-            "Service <noreply@service.test>",
-            &task,
-            "Verify your email address",
-            "Hello,\n\nYour verification code is 482913.\n\
-             Or open https://service.test/verify?t=abc&amp;u=42.\n\n(c) 2024 Service",
-        ),
+        "Verify your email address",
+        "Hello,\n\nYour verification code is 482913.\n\
+         Or open https://service.test/verify?t=abc&amp;u=42.\n\n(c) 2024 Service",
     );
+    d.deliver(&task, &verify);
     let html = format!(
         "From: Service <noreply@service.test>\r\nTo: {task}\r\nSubject: Sign in\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
@@ -306,6 +302,10 @@ fn watch_prints_two_mails_as_json_lines() {
     assert_eq!(a["uid"], 2);
     assert_eq!(b["uid"], 3);
     assert_eq!(a["subject"], "Verify your email address");
+    let id = header_value(&verify, "Message-ID").expect("a Message-ID");
+    assert_eq!(a["message_id"], id.trim_matches(['<', '>']), "{a}");
+    // The second has no Message-ID header.
+    assert!(b["message_id"].is_null(), "{b}");
     assert_eq!(a["codes"][0], "482913");
     assert_eq!(
         a["links"],

@@ -24,6 +24,7 @@ fn address_json(a: &Address) -> serde_json::Value {
 pub(crate) fn json_line(mail: &Mail) -> String {
     let value = json!({
         "uid": mail.uid(),
+        "message_id": mail.message_id(),
         "from": mail.from().iter().map(address_json).collect::<Vec<_>>(),
         "to": mail.to().iter().map(address_json).collect::<Vec<_>>(),
         "recipients": mail.recipients(),

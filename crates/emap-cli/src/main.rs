@@ -1,26 +1,39 @@
-//! `emap`: wait for mail on an IMAP mailbox from the shell, or check a
-//! credential.
+//! `emap`: wait for mail from the shell — on an IMAP mailbox, or through
+//! the bus of an emap-bridge group — or check a credential.
 //!
 //! Shell scripts, CI jobs and manual tests of sign-up flows want the same
 //! thing as the library's tasks — "the next mail to task42@catchall, and
 //! its code" — without writing Rust. This tool wraps
-//! [`emap::Registry::start_in_thread`] and [`emap::test_login`]:
+//! [`emap::Registry::start_in_thread`], [`emap::test_login`] and
+//! [`emap_nats::Waiter`]:
 //!
 //! ```text
 //! EMAP_PASSWORD=... emap watch --host imap.example.com --user bot@example.com \
 //!     --password-env EMAP_PASSWORD --to task42@catchall.example --timeout 5m --json
+//! emap watch --nats nats://10.0.0.5:4222 --inbox signups \
+//!     --to task42@catchall.example --timeout 5m --json
 //! EMAP_PASSWORD=... emap login --host imap.example.com --user bot@example.com \
 //!     --password-env EMAP_PASSWORD
 //! emap status --gateway https://gw.example.com:8443 --key-file ops.key --watch
 //! ```
 //!
-//! `watch` prints `watching ...` on stderr once the mailbox is selected (mail
-//! delivered after that line is seen), then each matching mail: a short
-//! block (uid, from, to, subject, date, first code, links), or with `--json`
-//! one JSON object per line with the keys `uid`, `from`, `to` (arrays of
-//! `{"name", "email"}`), `recipients`, `subject`, `date` (RFC 3339 UTC: the
-//! `Date` header, else the server's INTERNALDATE; or null), `text`, `html`,
-//! `links` and `codes`.
+//! `watch` prints `watching ...` on stderr once the mailbox is selected, or
+//! with `--nats` once its consumer on the bus is open (mail delivered after
+//! that line is seen; with `--since`/`--max-age` also earlier mail, from
+//! the stream), then each matching mail: a short block (uid, from, to,
+//! subject, date, first code, links), or with `--json` one JSON object per
+//! line with the keys `uid`, `message_id` (without brackets; or null),
+//! `from`, `to` (arrays of `{"name", "email"}`), `recipients`, `subject`,
+//! `date` (RFC 3339 UTC: the `Date` header, else the server's INTERNALDATE;
+//! or null), `text`, `html`, `links` and `codes`.
+//!
+//! `watch --nats URL --inbox NAME` (the URL also from the variable
+//! `EMAP_NATS` when no IMAP flag is given) needs no IMAP credential: the
+//! inbox's bridge holds it. IMAP flags with `--nats`, and `--inbox`,
+//! `--stream` or `--folder` without it, are refused. A message on the
+//! inbox's subject that no bridge published is skipped with a `warning:`
+//! line on stderr; it is never printed as mail and does not change the
+//! exit status.
 //!
 //! `status` shows each inbox's state as a table (or `--json`, one document
 //! per refresh and line), from an emap-gateway's `/v1/status` or for one
@@ -35,7 +48,8 @@
 //!   failed for good (its row is shown first);
 //! - 2: `watch --timeout` passed before `--count` mails arrived (if the
 //!   mailbox could not even be opened by then because of a connection
-//!   error, that error is reported instead, with status 1);
+//!   error, that error is reported instead, with status 1; with `--nats`,
+//!   a bus that did not answer by then is such an error);
 //! - 130: interrupted by Ctrl-C (SIGINT); the subscription is closed and the
 //!   session logged out first.
 //!
@@ -43,8 +57,10 @@
 //! `--password-env` or `--oauth-token-env` (a command line is visible to
 //! every user through `ps` and stays in shell history); `--password` is
 //! refused, and so is `--key`: a gateway's API key comes from
-//! `--key-file`, `--key-env` or `EMAP_GATEWAY_KEY`. The OAuth2 token is read again from the variable at each
-//! connect.
+//! `--key-file`, `--key-env` or `EMAP_GATEWAY_KEY`; and a `--nats` URL with
+//! credentials in it (`nats://user:pass@host`): such a URL goes in
+//! `EMAP_NATS`, and is never printed. The OAuth2 token is read again from
+//! the variable at each connect.
 //!
 //! # Layout
 //! One module a concern, so that a reader of one subcommand meets only what
@@ -52,7 +68,10 @@
 //! - `args`: the command line (clap) and the refusal of secrets on it;
 //! - `credential`: the [`emap::Credential`] the connection flags describe,
 //!   with the secret read from the environment;
-//! - `login`, `watch`, `status`: one module per subcommand;
+//! - `login`, `watch`, `status`: one module per subcommand; `watch` holds
+//!   what its two sources share (the filter, the readiness line, the
+//!   printing loop and its endings) and the IMAP source;
+//! - `bus`: `watch --nats`, the source on the bus of an emap-bridge group;
 //! - `gateway`: `status`'s HTTP client for an emap-gateway's `/v1/status`,
 //!   with its typed errors;
 //! - `output`: a mail as a JSON line or a human-readable block;
@@ -60,8 +79,10 @@
 //!
 //! This file holds what every subcommand shares: the exit statuses, the
 //! one-line error report and Ctrl-C.
+#![forbid(unsafe_code)]
 
 mod args;
+mod bus;
 mod credential;
 mod gateway;
 mod login;
