@@ -60,6 +60,42 @@ impl From<SpecialUse> for Folder {
     }
 }
 
+/// A folder as people write it in a configuration file or on a command
+/// line: `\Junk` (an RFC 6154 attribute, any case) is that special use;
+/// anything else is a folder name. A name that starts with a backslash but
+/// is no special use is refused rather than taken for a folder of that
+/// name: it is far more likely a misspelt attribute (`\Spam`) than a
+/// mailbox, and a watch of a folder that never exists would never say so.
+///
+/// ```
+/// use emap::{Folder, SpecialUse};
+/// assert_eq!("\\junk".parse::<Folder>().unwrap(), Folder::SpecialUse(SpecialUse::Junk));
+/// assert_eq!("Notifications".parse::<Folder>().unwrap(), Folder::Named("Notifications".into()));
+/// assert!("\\Spam".parse::<Folder>().is_err());
+/// assert!("".parse::<Folder>().is_err());
+/// ```
+impl std::str::FromStr for Folder {
+    type Err = crate::Error;
+
+    fn from_str(text: &str) -> Result<Folder, crate::Error> {
+        if text.is_empty() {
+            return Err(crate::Error::InvalidConfig("a folder name is empty".into()));
+        }
+        if text.starts_with('\\') {
+            return SpecialUse::from_attribute(text)
+                .map(Folder::SpecialUse)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = SpecialUse::ALL.iter().map(|u| u.attribute()).collect();
+                    crate::Error::InvalidConfig(format!(
+                        "unknown special use {text:?} (one of {})",
+                        known.join(", ")
+                    ))
+                });
+        }
+        Ok(Folder::Named(text.to_owned()))
+    }
+}
+
 /// `INBOX` is case-insensitive (RFC 3501 §5.1); every other name is kept.
 pub(crate) fn normal_mailbox(mailbox: &str) -> String {
     if mailbox.eq_ignore_ascii_case("INBOX") {

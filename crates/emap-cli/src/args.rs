@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use emap::Folder;
 
 use crate::time::{parse_duration, parse_since};
 
@@ -61,6 +62,21 @@ pub(crate) struct ConnArgs {
     /// The mailbox to watch.
     #[arg(long, value_name = "NAME", default_value = "INBOX")]
     pub(crate) mailbox: String,
+    /// Also watch this folder on the same connection: a name, or a special
+    /// use such as '\Junk' (found by LIST, whatever the server calls it).
+    /// Repeatable.
+    #[arg(long, value_name = "FOLDER", value_parser = parse_folder)]
+    pub(crate) also_watch: Vec<Folder>,
+}
+
+/// A folder as `--also-watch` and `--folder` take it (emap's reading:
+/// `\Junk`, any case, is the special use; another backslash name is an
+/// error; anything else a name).
+fn parse_folder(s: &str) -> Result<Folder, String> {
+    s.parse::<Folder>().map_err(|e| match e {
+        emap::Error::InvalidConfig(why) => why,
+        other => other.to_string(),
+    })
 }
 
 /// Where the secret comes from: exactly one environment variable.
@@ -120,8 +136,9 @@ pub(crate) struct WatchArgs {
     /// stream).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Filters")]
     pub(crate) max_age: Option<Duration>,
-    /// With --nats: only mail from this folder of the bridge (repeatable).
-    #[arg(long, value_name = "NAME", help_heading = "Filters")]
+    /// Only mail from this folder (repeatable): one of --mailbox and
+    /// --also-watch, or with --nats a folder of the bridge.
+    #[arg(long, value_name = "FOLDER", help_heading = "Filters")]
     pub(crate) folder: Vec<String>,
     // Last: each section heading holds for the arguments after it.
     #[command(flatten)]
@@ -161,10 +178,14 @@ pub(crate) struct WatchImapArgs {
     /// The mailbox to watch [default: INBOX].
     #[arg(long, value_name = "NAME")]
     pub(crate) mailbox: Option<String>,
+    /// Also watch this folder on the same connection: a name, or a special
+    /// use such as '\Junk' (found by LIST). Repeatable.
+    #[arg(long, value_name = "FOLDER", value_parser = parse_folder)]
+    pub(crate) also_watch: Vec<Folder>,
 }
 
 /// The IMAP flags' ids, which `--nats` conflicts with.
-const IMAP_FLAGS: [&str; 8] = [
+const IMAP_FLAGS: [&str; 9] = [
     "host",
     "port",
     "tls",
@@ -173,6 +194,7 @@ const IMAP_FLAGS: [&str; 8] = [
     "password_env",
     "oauth_token_env",
     "mailbox",
+    "also_watch",
 ];
 
 impl WatchImapArgs {
@@ -187,6 +209,7 @@ impl WatchImapArgs {
             password_env,
             oauth_token_env,
             mailbox,
+            also_watch,
         } = self;
         host.is_some()
             || port.is_some()
@@ -196,6 +219,7 @@ impl WatchImapArgs {
             || password_env.is_some()
             || oauth_token_env.is_some()
             || mailbox.is_some()
+            || !also_watch.is_empty()
     }
 }
 
@@ -265,7 +289,6 @@ impl WatchArgs {
         let nats_only: Vec<&str> = [
             ("--inbox", self.bus.inbox.is_some()),
             ("--stream", self.bus.stream.is_some()),
-            ("--folder", !self.folder.is_empty()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -298,6 +321,7 @@ impl WatchArgs {
                 oauth_token_env: i.oauth_token_env.clone(),
             },
             mailbox: i.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
+            also_watch: i.also_watch.clone(),
         }))
     }
 }
@@ -313,7 +337,7 @@ pub(crate) struct StatusArgs {
     #[arg(
         long,
         value_name = "URL",
-        conflicts_with_all = ["host", "port", "ca_file", "user", "password_env", "oauth_token_env"]
+        conflicts_with_all = ["host", "port", "ca_file", "user", "password_env", "oauth_token_env", "also_watch"]
     )]
     pub(crate) gateway: Option<String>,
     /// The gateway API key, alone in this file.
@@ -357,6 +381,10 @@ pub(crate) struct StatusArgs {
     /// The mailbox.
     #[arg(long, value_name = "NAME", default_value = "INBOX")]
     pub(crate) mailbox: String,
+    /// Also watch this folder on the same connection (a name, or a special
+    /// use such as '\Junk'); each is shown under the row. Repeatable.
+    #[arg(long, value_name = "FOLDER", value_parser = parse_folder)]
+    pub(crate) also_watch: Vec<Folder>,
     /// Refresh in place every --interval until Ctrl-C.
     #[arg(long)]
     pub(crate) watch: bool,
@@ -386,6 +414,7 @@ impl StatusArgs {
                 oauth_token_env: self.oauth_token_env.clone(),
             },
             mailbox: self.mailbox.clone(),
+            also_watch: self.also_watch.clone(),
         })
     }
 }
@@ -567,6 +596,12 @@ mod tests {
                 Some(""),
                 None,
             ),
+            // A folder filter from IMAP names one of the watched folders.
+            (
+                "emap watch --host h --user u --password-env P --also-watch \\Junk --folder \\Junk",
+                None,
+                None,
+            ),
         ];
         for (line, env, want) in ok {
             match (source(line, *env), want) {
@@ -638,9 +673,9 @@ mod tests {
                 "--inbox",
             ),
             (
-                "emap watch --host h --user u --password-env P --folder Junk",
+                "emap watch --nats nats://h --inbox i --also-watch Junk",
                 None,
-                "--folder",
+                "--also-watch",
             ),
             (
                 "emap watch --host h --user u --password-env P --stream S",
@@ -663,6 +698,43 @@ mod tests {
                 Ok(s) => panic!("{line} with EMAP_NATS={env:?} parsed: {s:?}"),
             }
         }
+    }
+
+    /// `--also-watch` on `watch`, `login` and `status`: a special use by
+    /// its attribute (any case), a name as given, repeatable; a backslash
+    /// name that is no special use is refused with the known ones.
+    #[test]
+    fn also_watch_takes_names_and_special_uses() {
+        use emap::SpecialUse;
+        let conn = |line: &str| -> Result<ConnArgs, String> {
+            let cli = Cli::try_parse_from(words(line)).map_err(|e| e.to_string())?;
+            Ok(match cli.command {
+                Command::Watch(w) => match w.source(None)? {
+                    Source::Imap(c) => c,
+                    Source::Nats(b) => panic!("bus: {b:?}"),
+                },
+                Command::Login(c) => c,
+                Command::Status(s) => s.conn().expect("connection flags"),
+            })
+        };
+        let want = vec![
+            Folder::SpecialUse(SpecialUse::Junk),
+            Folder::Named("Notifications".into()),
+        ];
+        for cmd in ["watch", "login", "status"] {
+            let line = format!(
+                "emap {cmd} --host h --user u --password-env P --also-watch \\junk --also-watch Notifications"
+            );
+            assert_eq!(conn(&line).unwrap().also_watch, want, "{line}");
+            let line = format!("emap {cmd} --host h --user u --password-env P --also-watch \\Spam");
+            let e = conn(&line).unwrap_err();
+            assert!(
+                e.contains("unknown special use") && e.contains("\\Junk"),
+                "{line}: {e}"
+            );
+        }
+        let plain = conn("emap watch --host h --user u --password-env P").unwrap();
+        assert!(plain.also_watch.is_empty());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub(crate) fn credential(c: &ConnArgs) -> Result<Credential, String> {
         .port(c.port.unwrap_or(default_port))
         .tls(mode)
         .mailbox(&c.mailbox);
+    for folder in &c.also_watch {
+        cred = cred.also_watch(folder.clone());
+    }
     if let Some(path) = &c.ca_file {
         let pem =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -21,16 +21,23 @@
 //! with `--nats` once its consumer on the bus is open (mail delivered after
 //! that line is seen; with `--since`/`--max-age` also earlier mail, from
 //! the stream), then each matching mail: a short block (uid, from, to,
-//! subject, date, first code, links), or with `--json` one JSON object per
-//! line with the keys `uid`, `message_id` (without brackets; or null),
+//! subject, date, first code, links; the mailbox when it is not INBOX), or
+//! with `--json` one JSON object per line with the keys `uid`, `mailbox`
+//! (the folder's name on the server), `message_id` (without brackets; or null),
 //! `from`, `to` (arrays of `{"name", "email"}`), `recipients`, `subject`,
 //! `date` (RFC 3339 UTC: the `Date` header, else the server's INTERNALDATE;
 //! or null), `text`, `html`, `links` and `codes`.
 //!
 //! `watch --nats URL --inbox NAME` (the URL also from the variable
 //! `EMAP_NATS` when no IMAP flag is given) needs no IMAP credential: the
-//! inbox's bridge holds it. IMAP flags with `--nats`, and `--inbox`,
-//! `--stream` or `--folder` without it, are refused. A message on the
+//! inbox's bridge holds it. IMAP flags with `--nats`, and `--inbox` or
+//! `--stream` without it, are refused.
+//!
+//! `--also-watch FOLDER` (repeatable; `login`, `watch`, `status`) watches
+//! further folders on the same connection: a name, or a special use such
+//! as `\Junk`, found by LIST whatever the server calls it. `--folder
+//! FOLDER` keeps only mail from those folders (from IMAP as
+//! `--also-watch` names them; with `--nats` the server's folder name). A message on the
 //! inbox's subject that no bridge published is skipped with a `warning:`
 //! line on stderr; it is never printed as mail and does not change the
 //! exit status.

@@ -24,6 +24,7 @@ fn address_json(a: &Address) -> serde_json::Value {
 pub(crate) fn json_line(mail: &Mail) -> String {
     let value = json!({
         "uid": mail.uid(),
+        "mailbox": mail.mailbox(),
         "message_id": mail.message_id(),
         "from": mail.from().iter().map(address_json).collect::<Vec<_>>(),
         "to": mail.to().iter().map(address_json).collect::<Vec<_>>(),
@@ -57,6 +58,10 @@ pub(crate) fn human_block(mail: &Mail, separate: bool) -> String {
         out.push_str(&format!("{label:<8} {}\n", one_line(value)));
     };
     line("uid", &mail.uid().to_string());
+    // Said only when it is news: a watch with --also-watch.
+    if !mail.mailbox().eq_ignore_ascii_case("INBOX") {
+        line("mailbox", mail.mailbox());
+    }
     line("from", &join(mail.from()));
     // On a catch-all the address is often only in Delivered-To.
     let to = if mail.to().is_empty() {

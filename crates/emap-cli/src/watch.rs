@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emap::{Config, Credential, Filter, Handle, Mail, Registry};
+use emap::{Config, Credential, Filter, Folder, Handle, Mail, Registry};
 use tokio::time::Instant;
 
 use crate::args::{ConnArgs, NATS_VAR, Source, WatchArgs};
@@ -72,7 +72,7 @@ pub(crate) async fn watch(args: WatchArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let filter = match filter(&args) {
+    let filter = match filter(&args, matches!(source, Source::Imap(_))) {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
@@ -83,8 +83,10 @@ pub(crate) async fn watch(args: WatchArgs) -> u8 {
     }
 }
 
-/// The filter the flags describe.
-fn filter(args: &WatchArgs) -> Result<Filter, String> {
+/// The filter the flags describe. From IMAP, `--folder` names a folder
+/// as `--also-watch` does (`\Junk` is the special use); from the bus, a
+/// folder is the name the bridge's server gave it.
+fn filter(args: &WatchArgs, imap: bool) -> Result<Filter, String> {
     let mut filter = Filter::new();
     if let Some(to) = &args.to {
         filter = filter.to(to);
@@ -102,7 +104,11 @@ fn filter(args: &WatchArgs) -> Result<Filter, String> {
         filter = filter.max_age(age);
     }
     for folder in &args.folder {
-        filter = filter.folder(folder.as_str());
+        filter = if imap {
+            filter.folder(folder.parse::<Folder>().map_err(|e| e.to_string())?)
+        } else {
+            filter.folder(folder.as_str())
+        };
     }
     filter.validate().map_err(|e| e.to_string())?;
     Ok(filter)
@@ -284,7 +290,7 @@ mod tests {
         let Command::Watch(args) = cli.command else {
             panic!("not watch")
         };
-        let f = filter(&args).unwrap();
+        let f = filter(&args, false).unwrap();
         let now = std::time::SystemTime::now();
         assert!(f.matches(&mail("task@x.test", "Junk", "Your code"), now));
         assert!(f.matches(&mail("task@x.test", "Spam", "Your code"), now));
@@ -303,6 +309,6 @@ mod tests {
         let Command::Watch(args) = cli.command else {
             panic!("not watch")
         };
-        assert!(filter(&args).is_err());
+        assert!(filter(&args, false).is_err());
     }
 }

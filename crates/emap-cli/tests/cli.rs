@@ -302,6 +302,7 @@ fn watch_prints_two_mails_as_json_lines() {
     assert_eq!(a["uid"], 2);
     assert_eq!(b["uid"], 3);
     assert_eq!(a["subject"], "Verify your email address");
+    assert_eq!(a["mailbox"], "INBOX");
     let id = header_value(&verify, "Message-ID").expect("a Message-ID");
     assert_eq!(a["message_id"], id.trim_matches(['<', '>']), "{a}");
     // The second has no Message-ID header.
@@ -334,6 +335,55 @@ fn watch_prints_two_mails_as_json_lines() {
     );
     assert!(b["html"].as_str().unwrap().contains("<b>7H3K9Q</b>"));
     assert!(!f.stderr.contains(&ca.user.password));
+}
+
+/// `--also-watch '\\Junk'` watches the folder Dovecot marks `\\Junk` on
+/// the same connection, and `--folder '\\Junk'` keeps only its mail: the
+/// INBOX mail delivered first is not printed, the Junk mail is, with its
+/// mailbox named; one connection in all, counted by Dovecot.
+#[test]
+fn watch_also_watches_junk_and_filters_by_folder() {
+    let d = dovecot();
+    let u = d.user("clijunk");
+    d.create_junk(&u);
+    let conn = plain(&u);
+    let mut w = Running::spawn(
+        &args(
+            "watch",
+            &conn,
+            &[
+                "--also-watch",
+                "\\Junk",
+                "--folder",
+                "\\Junk",
+                "--json",
+                "--timeout",
+                "60s",
+            ],
+        ),
+        &u.password,
+    );
+    w.wait_for_stderr("watching ");
+    assert_eq!(d.wait_connections(&u.name, 1, EVENTUALLY), 1);
+    d.deliver(
+        &u.name,
+        &mail("sender@emap.test", &u.name, "to inbox", "hello"),
+    );
+    d.append(
+        &u,
+        "Junk",
+        &mail("sender@emap.test", &u.name, "to junk", "spam?"),
+    );
+    let f = w.finish();
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let lines: Vec<serde_json::Value> = f
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{:?}", f.stdout);
+    assert_eq!(lines[0]["subject"], "to junk", "{}", lines[0]);
+    assert_eq!(lines[0]["mailbox"], "Junk", "{}", lines[0]);
 }
 
 #[test]

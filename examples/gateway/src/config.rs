@@ -78,7 +78,7 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use emap::{Auth, Credential, Folder, Secret, SpecialUse, TlsMode};
+use emap::{Auth, Credential, Folder, Secret, TlsMode};
 use serde::Deserialize;
 
 use crate::auth::{self, Caller, Endpoint, Limits, Pattern, Scope};
@@ -232,23 +232,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-/// A further folder as `also_watch` names it: `\Junk` (any case) is the
-/// special use, another backslash name an error, anything else a folder
-/// name (checked further by `Credential::validate`).
+/// A further folder as `also_watch` names it: emap's reading of a folder
+/// (`\Junk`, any case, is the special use; another backslash name an error;
+/// anything else a folder name, checked further by `Credential::validate`).
 pub fn parse_folder(text: &str) -> Result<Folder, String> {
-    if text.is_empty() {
-        return Err("also_watch: a folder name is empty".into());
-    }
-    if text.starts_with('\\') {
-        return SpecialUse::from_attribute(text)
-            .map(Folder::SpecialUse)
-            .ok_or_else(|| {
-                format!(
-                    "also_watch: unknown special use {text:?} (\\All, \\Archive, \\Drafts, \\Flagged, \\Junk, \\Sent, \\Trash)"
-                )
-            });
-    }
-    Ok(Folder::Named(text.to_owned()))
+    text.parse::<Folder>().map_err(|e| match e {
+        emap::Error::InvalidConfig(why) => format!("also_watch: {why}"),
+        other => format!("also_watch: {other}"),
+    })
 }
 
 /// Shortest API key accepted.
@@ -518,6 +509,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use emap::SpecialUse;
 
     #[test]
     fn durations() {
