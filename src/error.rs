@@ -74,6 +74,21 @@ pub enum Error {
     /// [`Credential::mailbox`](crate::Credential::mailbox) instead.
     #[error("no mailbox is marked {0} on this server")]
     SpecialUseNotFound(crate::proto::SpecialUse),
+    /// A further folder the credential watches
+    /// ([`Credential::also_watch`](crate::Credential::also_watch)), given by
+    /// name, was refused by the server (`STATUS` answered NO without
+    /// marking it temporary: the folder does not exist, or the user may
+    /// not read it). Reported by [`test_login`](crate::test_login), so that
+    /// a typo in a folder name is found before mail fails to arrive; a
+    /// running session instead counts the folder missing and looks again
+    /// (see [`FolderStats`](crate::FolderStats)). Permanent.
+    #[error("the watched folder {folder:?} was not found: {text}")]
+    FolderNotFound {
+        /// The folder's name, as given to `also_watch`.
+        folder: String,
+        /// The server's text.
+        text: String,
+    },
     /// The server broke the protocol, or a limit was reached.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtoError),
@@ -114,6 +129,7 @@ impl Error {
             | Error::InvalidInput(_)
             | Error::InvalidConfig(_)
             | Error::SpecialUseNotFound(_)
+            | Error::FolderNotFound { .. }
             | Error::Shutdown => false,
         }
     }

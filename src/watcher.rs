@@ -223,8 +223,9 @@ pub(crate) async fn find_special_use(
 }
 
 /// Every mailbox listed, with the special-use attributes: see
-/// [`find_special_use`].
-async fn list_special_uses(conn: &mut Connection) -> Result<Vec<ListEntry>, Error> {
+/// [`find_special_use`]. Also how [`crate::test_login`] finds further
+/// special-use folders.
+pub(crate) async fn list_special_uses(conn: &mut Connection) -> Result<Vec<ListEntry>, Error> {
     let mut done = None;
     if conn.has_capability("SPECIAL-USE") {
         let extended = conn.run(|c, now| c.list("", "*", true, now)).await?;

@@ -9,6 +9,12 @@
 //! tests/support's starter (compiled into the example by `#[path]`), so it
 //! needs the same packages as the integration tests (`scripts/test`
 //! installs them). Cyrus is not used here (tests/servers.rs covers it).
+//! Courier is, for the `limit` scenario only (its latency figure in
+//! BENCHMARKS.md comes from it, and the floor's raw client must keep
+//! coping with Courier's replies): the suite's Courier needs root, so that
+//! test skips otherwise, as tests/courier.rs does.
+
+mod support;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -171,5 +177,45 @@ fn bench_runs_every_scenario_and_loses_no_mail() {
             let delivered: u64 = delivered.parse().expect("delivered is a number");
             assert!(delivered > 0, "nothing was delivered: {line}");
         }
+    }
+}
+
+/// `limit` on the suite's Courier: emap and the floor (the raw one-socket
+/// client, which SELECTs there and goes without UIDNEXT) each receive
+/// every mail delivered into the maildir, on two connections that Courier
+/// counts (its imapd processes).
+#[test]
+fn bench_limit_runs_on_courier() {
+    if let Some(why) = support::courier::unavailable() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let bench = build_bench();
+    let mut cmd = Command::new(&bench);
+    cmd.args([
+        "limit",
+        "--server",
+        "courier",
+        "--quick",
+        "--json",
+        "--messages",
+        "30",
+    ]);
+    let (ok, stdout, stderr) = run(cmd, RUN_TIMEOUT);
+    assert!(ok, "the benchmark failed on Courier:\n{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    for client in ["raw", "emap"] {
+        let line = lines
+            .iter()
+            .find(|l| json_field(l, "client") == Some(client))
+            .unwrap_or_else(|| panic!("no {client} line:\n{stdout}\n{stderr}"));
+        assert_eq!(json_field(line, "scenario"), Some("limit"), "{line}");
+        assert_eq!(json_field(line, "server"), Some("courier"), "{line}");
+        assert!(json_field(line, "error").is_none(), "{line}");
+        assert_eq!(json_field(line, "sent"), Some("30"), "{line}");
+        assert_eq!(json_field(line, "delivered"), Some("30"), "{line}");
+        assert_eq!(json_field(line, "lost"), Some("0"), "{line}");
+        // emap's connection and the floor's, as Courier counts them.
+        assert_eq!(json_field(line, "conns"), Some("2"), "{line}");
     }
 }

@@ -1,9 +1,10 @@
 //! `test_login` against a real Dovecot: every TLS mode, wrong passwords,
-//! untrusted certificates, the connection cap, awkward passwords.
+//! untrusted certificates, the connection cap, awkward passwords, and the
+//! further folders a credential watches.
 
 mod support;
 
-use emap::{Auth, Credential, Error, TlsMode};
+use emap::{Auth, Credential, Error, SpecialUse, TlsMode};
 use support::dovecot;
 
 fn plain(user: &str, password: &str) -> Credential {
@@ -135,4 +136,69 @@ async fn connection_cap_refusal_is_transient() {
     assert!(matches!(err, Error::Refused(_)), "{err:?}");
     assert!(err.is_transient());
     drop(held);
+}
+
+/// A further folder given by name that exists passes, as does one given by
+/// a special use the server's LIST marks (Dovecot marks `Junk` `\Junk`
+/// once the user has it).
+#[tokio::test]
+async fn existing_further_folders_pass() {
+    let d = dovecot();
+    let u = d.user("alsook");
+    let name = u.clone();
+    support::blocking(move || {
+        dovecot().create_mailbox(&name, "Notifications");
+        dovecot().create_junk(&name);
+    })
+    .await;
+    let cred = plain(&u.name, &u.password)
+        .also_watch("Notifications")
+        .also_watch(SpecialUse::Junk);
+    emap::test_login(&cred).await.unwrap();
+}
+
+/// A further folder given by name that does not exist fails the login test
+/// with a permanent error naming that folder (not the one that exists
+/// before it, nor the main folder). It used to pass: only the main folder
+/// was opened.
+#[tokio::test]
+async fn missing_further_folder_fails_naming_it() {
+    let d = dovecot();
+    let u = d.user("alsomissing");
+    let name = u.clone();
+    support::blocking(move || dovecot().create_mailbox(&name, "Notifications")).await;
+    let cred = plain(&u.name, &u.password)
+        .also_watch("Notifications")
+        .also_watch("Notificatons");
+    let err = emap::test_login(&cred)
+        .await
+        .expect_err("a watched folder does not exist");
+    match &err {
+        Error::FolderNotFound { folder, .. } => assert_eq!(folder, "Notificatons"),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_permanent());
+    assert!(err.to_string().contains("\"Notificatons\""), "{err}");
+}
+
+/// A further folder given by special use is looked up with LIST as a
+/// session would: without a folder marked `\Junk` the login test fails
+/// with the typed error naming the attribute, and passes once the server
+/// marks one.
+#[tokio::test]
+async fn further_special_use_is_looked_up_with_list() {
+    let d = dovecot();
+    let u = d.user("alsojunk");
+    let cred = plain(&u.name, &u.password).also_watch(SpecialUse::Junk);
+    let err = emap::test_login(&cred)
+        .await
+        .expect_err("no folder is marked \\Junk yet");
+    assert!(
+        matches!(err, Error::SpecialUseNotFound(SpecialUse::Junk)),
+        "{err:?}"
+    );
+    assert!(err.is_permanent());
+    let name = u.clone();
+    support::blocking(move || dovecot().create_junk(&name)).await;
+    emap::test_login(&cred).await.expect("Junk is marked now");
 }

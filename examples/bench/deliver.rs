@@ -5,6 +5,12 @@
 //!   session per [`Deliverer`], one transaction per message (`MAIL FROM`,
 //!   `RCPT TO`, `DATA`); "accepted" is when the per-recipient 250 reply
 //!   after the data was read — the server has stored the message.
+//! - Maildir (Courier, which has no LMTP): the message, with the
+//!   `Return-Path:` and `Delivered-To:` headers Courier's local delivery
+//!   adds, is written into the account's `tmp/` and renamed into `new/`
+//!   (tests/support's `Courier::deliver_as`, as the integration suite
+//!   delivers); "accepted" is when the rename returned — the moment the
+//!   file is where imapd looks.
 //! - APPEND (an existing server reached with `--host`): "accepted" is
 //!   when the tagged OK was read, on a connection of its own.
 
@@ -15,6 +21,7 @@ use std::time::Duration;
 use crate::metrics::now_ns;
 use crate::raw_client;
 use crate::support::RawImap;
+use crate::support::courier::Courier;
 use crate::support::lmtp::dot_stuff;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,6 +30,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub enum Route {
     LmtpTcp(u16),
+    /// Into the maildir of this Courier account.
+    Maildir {
+        user: String,
+    },
     Append {
         host: String,
         port: u16,
@@ -40,6 +51,10 @@ pub enum Deliverer {
         /// ACK later).
         tcp: Option<TcpStream>,
     },
+    Maildir {
+        courier: &'static Courier,
+        user: String,
+    },
     Append(Box<RawImap>),
 }
 
@@ -56,6 +71,10 @@ impl Deliverer {
                 let q = s.try_clone().map_err(|e| e.to_string())?;
                 Self::lmtp(Box::new(s), Box::new(w), Some(q))
             }
+            Route::Maildir { user } => Ok(Deliverer::Maildir {
+                courier: crate::support::courier::try_courier()?,
+                user: user.clone(),
+            }),
             Route::Append {
                 host,
                 port,
@@ -86,12 +105,22 @@ impl Deliverer {
         Ok(d)
     }
 
-    /// Delivers `raw` to `rcpt` (envelope recipient; ignored by APPEND);
+    /// Delivers `raw` to `rcpt` (envelope recipient; the `Delivered-To:`
+    /// address on Courier; ignored by APPEND);
     /// returns when the server accepted it (ns, realtime clock).
     pub fn deliver(&mut self, rcpt: &str, raw: &[u8]) -> Result<u64, String> {
         match self {
             Deliverer::Append(c) => {
                 raw_client::append(c, "INBOX", raw).map_err(|e| format!("APPEND: {e}"))
+            }
+            Deliverer::Maildir { courier, user } => {
+                // The harness panics on a file system error; here that is
+                // one failed delivery, counted like a refused one.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    courier.deliver_as(user, rcpt, raw)
+                }))
+                .map_err(|_| format!("maildir delivery to {user} failed"))?;
+                Ok(now_ns())
             }
             Deliverer::Lmtp { .. } => {
                 self.send("MAIL FROM:<bench@emap.bench>")?;

@@ -1,10 +1,10 @@
 //! emap's benchmark (issue 5): what sharing one IMAP connection per inbox
 //! among many subscribers costs and saves, measured against a real server
-//! that the benchmark starts itself (Dovecot 2.3, Cyrus 3.6) or an
-//! existing one.
+//! that the benchmark starts itself (Dovecot 2.3, Cyrus 3.6, Courier 5.0)
+//! or an existing one.
 //!
 //! ```text
-//! cargo run --release --example bench -- [SCENARIOS] [--server dovecot|cyrus]
+//! cargo run --release --example bench -- [SCENARIOS] [--server dovecot|cyrus|courier]
 //!     [--host H --port P --user U --password-env VAR] [--json] [--quick]
 //!     [--minutes M] [--rate R] [--messages M] [--n 100,2000] [--k 1,5] [--seed S]
 //!     [--svg DIR]
@@ -14,7 +14,10 @@
 //! `limit`, `backlog`, `pertask`, `soak`, `burst`, `subscribe`; see
 //! BENCHMARKS.md for what each measures and the results. Without
 //! `--server`, `limit` runs
-//! on Cyrus and on Dovecot, the others on Dovecot. Output: a table per
+//! on Cyrus and on Dovecot, the others on Dovecot; `--server courier`
+//! (the test suite's Courier, which needs root: see
+//! tests/support/courier.rs) is for `limit` above all (`backlog` and
+//! `pertask` answer with a note there). Output: a table per
 //! scenario on stdout (progress on stderr), or with `--json` one JSON
 //! object per result line. Exit status 1 if a scenario failed or emap lost mail
 //! (the per-task client it is compared with may lose some: that is reported).
@@ -36,7 +39,7 @@ mod raw_client;
 mod report;
 mod scenarios;
 mod server;
-// The servers (Dovecot, Cyrus), their process plumbing and the raw IMAP
+// The servers (Dovecot, Cyrus, Courier), their process plumbing and the raw IMAP
 // client are the integration tests' own: one copy, in tests/support.
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -59,7 +62,7 @@ const SCENARIOS: [&str; 7] = [
 ];
 
 const USAGE: &str = "usage: bench [all|fanout,limit,backlog,pertask,soak,burst,subscribe] \
-    [--server dovecot|cyrus] [--host H --port P --user U --password-env VAR] [--json] [--quick] \
+    [--server dovecot|cyrus|courier] [--host H --port P --user U --password-env VAR] [--json] [--quick] \
     [--minutes M] [--rate R] [--messages M] [--n 100,2000] [--k 1,5] [--seed S] [--svg DIR]";
 
 struct Cli {
@@ -108,6 +111,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
                 cli.server = Some(match value(a)?.as_str() {
                     "dovecot" => Kind::Dovecot,
                     "cyrus" => Kind::Cyrus,
+                    "courier" => Kind::Courier,
                     other => return Err(format!("unknown server {other}")),
                 })
             }

@@ -98,6 +98,12 @@ pub type Receipts = Vec<(u32, u64)>;
 /// `deadline`, and returns each message's receipt time (when its FETCH
 /// response was complete). Nothing else: no parsing beyond the subject, no
 /// reconnects — the least work a client can do for the same result.
+///
+/// The mailbox is opened as emap opens it: EXAMINE, except on Courier
+/// (greeting `Courier-IMAP`), where emap SELECTs because Courier stores
+/// the UIDs it gives new mail only for read-write sessions (INTEROP.md).
+/// Without UIDNEXT in the reply (Courier never sends it) the first fetch
+/// starts at UID 1: the benchmark's inboxes are empty when it starts.
 pub fn raw_idle_client(
     host: &str,
     port: u16,
@@ -109,7 +115,12 @@ pub fn raw_idle_client(
 ) -> io::Result<Receipts> {
     let mut c = connect(host, port)?;
     login(&mut c, user, password)?;
-    let sel = c.try_command("EXAMINE INBOX")?;
+    let open = if c.greeting().contains("Courier-IMAP") {
+        "SELECT"
+    } else {
+        "EXAMINE"
+    };
+    let sel = c.try_command(&format!("{open} INBOX"))?;
     ok_or_err(&sel)?;
     let mut exists = sel
         .iter()

@@ -733,6 +733,12 @@ fn examine_ms(server: &Server, inbox: &Inbox) -> Result<f64, String> {
 /// 4. pertask: one IMAP connection with IDLE per task (async-imap), under
 ///    the server's per-user cap; then the same tasks through emap.
 pub fn pertask(server: &mut Server, o: &Opts) -> Result<Vec<Row>, String> {
+    if server.kind == Kind::Courier {
+        return Ok(vec![Row::new("pertask").with(
+            "note",
+            "needs a per-user connection cap (Dovecot, Cyrus); Courier caps per IP only",
+        )]);
+    }
     let n = if o.quick { 20 } else { 100 };
     let m = o.messages(200, 20);
     let rate = o.rate(20.0, 50.0);

@@ -249,6 +249,17 @@ pub fn courier() -> &'static Courier {
     }
 }
 
+/// [`courier()`] that returns why Courier could not be started instead of
+/// panicking: for the benchmark (examples/bench), which reports a server
+/// that failed to start as an error of the scenario.
+pub fn try_courier() -> Result<&'static Courier, String> {
+    super::trace::install();
+    COURIER
+        .get_or_init(Courier::start)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// A running Courier (see the module docs for its configuration).
 pub struct Courier {
     /// Plaintext IMAP on 127.0.0.1: enhanced IDLE (FAM), no practical cap.
