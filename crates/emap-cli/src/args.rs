@@ -32,7 +32,8 @@ pub(crate) enum Command {
     /// Wait for new mail matching the filters and print it: from an IMAP
     /// mailbox, or with --nats URL --inbox NAME from an emap-bridge group.
     Watch(WatchArgs),
-    /// Check that the credential can log in and open the mailbox.
+    /// Check that the credential can log in, open the mailbox and find
+    /// every --also-watch folder.
     Login(ConnArgs),
     /// Show each inbox's state: from an emap-gateway (--gateway URL), or
     /// for one credential directly (the connection flags of `watch`).

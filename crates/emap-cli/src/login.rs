@@ -1,4 +1,5 @@
-//! `emap login`: check that a credential can log in and open its mailbox.
+//! `emap login`: check that a credential can log in, open its mailbox and
+//! find every further folder it watches (`--also-watch`).
 
 use crate::args::ConnArgs;
 use crate::credential::credential;
@@ -13,8 +14,14 @@ pub(crate) async fn login(args: ConnArgs) -> u8 {
     tokio::select! {
         r = emap::test_login(&cred) => match r {
             Ok(()) => {
+                let also: Vec<String> = args.also_watch.iter().map(ToString::to_string).collect();
+                let also = if also.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and find {}", also.join(", "))
+                };
                 println!(
-                    "ok: {} can log in to {}:{} and open {}",
+                    "ok: {} can log in to {}:{} and open {}{also}",
                     cred.user, cred.host, cred.port, cred.mailbox
                 );
                 EXIT_OK

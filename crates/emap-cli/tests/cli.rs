@@ -337,6 +337,34 @@ fn watch_prints_two_mails_as_json_lines() {
     assert!(!f.stderr.contains(&ca.user.password));
 }
 
+/// `login --also-watch`: every folder must be found — a name by STATUS,
+/// `\\Junk` by LIST; a missing one fails naming it, exit 1.
+#[test]
+fn login_finds_every_also_watched_folder() {
+    let d = dovecot();
+    let u = d.user("clilogjunk");
+    let conn = plain(&u);
+    let missing = run(
+        &args("login", &conn, &["--also-watch", "Notificatons"]),
+        &u.password,
+    );
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert_one_error_line(&missing);
+    assert!(missing.stderr.contains("Notificatons"), "{missing:?}");
+    let no_junk = run(
+        &args("login", &conn, &["--also-watch", "\\Junk"]),
+        &u.password,
+    );
+    assert_eq!(no_junk.code, Some(1), "{no_junk:?}");
+    d.create_junk(&u);
+    let ok = run(
+        &args("login", &conn, &["--also-watch", "\\Junk"]),
+        &u.password,
+    );
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+    assert!(ok.stdout.contains("and find \\Junk"), "{ok:?}");
+}
+
 /// `--also-watch '\\Junk'` watches the folder Dovecot marks `\\Junk` on
 /// the same connection, and `--folder '\\Junk'` keeps only its mail: the
 /// INBOX mail delivered first is not printed, the Junk mail is, with its
