@@ -181,6 +181,9 @@ enum Op {
     Kick,
     /// The connection closes when the next command arrives, whatever it is.
     CloseAtNextCommand,
+    /// The next command of this kind is cut: the connection closes when it
+    /// arrives, or (`bye`) it is answered and then `* BYE` closes it.
+    Cut { at: Step, bye: bool },
     /// Expunges the `n`-th newest mail of the folder still there.
     Expunge(Place, usize),
     /// The folder's UIDVALIDITY changes (INBOX's with a kick, so that the
@@ -195,6 +198,39 @@ enum Op {
     Unsubscribe(usize),
     /// Waits until the session has resolved every mail delivered so far.
     Settle,
+}
+
+/// A command of the session's flow, as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Login,
+    List,
+    Examine,
+    Status,
+    Notify,
+    Idle,
+    /// By sequence number: new mail.
+    Fetch,
+    /// By UID: a gap after a reconnect or a visit, a careful refetch.
+    UidFetch,
+    /// Careful mode: which UIDs are pending.
+    UidSearch,
+}
+
+impl Step {
+    fn prefix(self) -> &'static str {
+        match self {
+            Step::Login => "LOGIN",
+            Step::List => "LIST",
+            Step::Examine => "EXAMINE",
+            Step::Status => "STATUS",
+            Step::Notify => "NOTIFY",
+            Step::Idle => "IDLE",
+            Step::Fetch => "FETCH",
+            Step::UidFetch => "UID FETCH",
+            Step::UidSearch => "UID SEARCH",
+        }
+    }
 }
 
 /// How the credential names Junk.
@@ -243,12 +279,27 @@ fn wants() -> impl Strategy<Value = Wants> {
     ]
 }
 
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        Just(Step::Login),
+        Just(Step::List),
+        Just(Step::Examine),
+        Just(Step::Status),
+        Just(Step::Notify),
+        Just(Step::Idle),
+        Just(Step::Fetch),
+        Just(Step::UidFetch),
+        Just(Step::UidSearch),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (place(), proptest::option::weighted(0.4, trouble()))
             .prop_map(|(p, t)| Op::Deliver(p, t)),
         2 => Just(Op::Kick),
         2 => Just(Op::CloseAtNextCommand),
+        2 => (step(), any::<bool>()).prop_map(|(at, bye)| Op::Cut { at, bye }),
         1 => (place(), 0usize..3).prop_map(|(p, n)| Op::Expunge(p, n)),
         1 => place().prop_map(Op::NewValidity),
         2 => (wants(), any::<bool>()).prop_map(|(wants, slow)| Op::Subscribe { wants, slow }),
@@ -438,6 +489,14 @@ impl World {
                 on: On::Prefix(""),
                 times: Times::First(1),
             }),
+            Op::Cut { at, bye } => {
+                let (on, times) = (On::Prefix(at.prefix()), Times::First(1));
+                self.server.fault(if *bye {
+                    Fault::ByeAfter { on, times }
+                } else {
+                    Fault::Close { on, times }
+                });
+            }
             Op::Expunge(p, n) => {
                 let there: Vec<usize> = (0..self.sent.len())
                     .filter(|&i| self.sent[i].place == *p && !self.sent[i].gone)
