@@ -184,6 +184,9 @@ enum Op {
     /// The next command of this kind is cut: the connection closes when it
     /// arrives, or (`bye`) it is answered and then `* BYE` closes it.
     Cut { at: Step, bye: bool },
+    /// A mail arrives in the selected folder while the next command of
+    /// this kind is answered (its EXISTS before the tagged reply).
+    MailDuring(Step),
     /// Expunges the `n`-th newest mail of the folder still there.
     Expunge(Place, usize),
     /// The folder's UIDVALIDITY changes (INBOX's with a kick, so that the
@@ -300,6 +303,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Kick),
         2 => Just(Op::CloseAtNextCommand),
         2 => (step(), any::<bool>()).prop_map(|(at, bye)| Op::Cut { at, bye }),
+        2 => step().prop_map(Op::MailDuring),
         1 => (place(), 0usize..3).prop_map(|(p, n)| Op::Expunge(p, n)),
         1 => place().prop_map(Op::NewValidity),
         2 => (wants(), any::<bool>()).prop_map(|(wants, slow)| Op::Subscribe { wants, slow }),
@@ -333,8 +337,10 @@ struct Sent {
     id: String,
     place: Place,
     uid: u32,
-    /// How many mails were delivered before it (old ones not counted).
-    n: usize,
+    /// When it was delivered, on the [`World::clock`]; for mail that
+    /// arrives during a command ([`Op::MailDuring`]), when that was
+    /// scheduled (it arrived then or later).
+    n: u64,
     /// In the mailbox before the session started.
     old: bool,
     /// The server never sends it whole (a failure every time).
@@ -346,6 +352,15 @@ struct Sent {
     voided: bool,
     /// The sentinel of its folder.
     sentinel: bool,
+}
+
+/// Mail scheduled to arrive during a command ([`Op::MailDuring`]), not
+/// seen on the server yet.
+struct Pending {
+    id: String,
+    n: u64,
+    /// A UIDVALIDITY changed while it was pending.
+    voided: bool,
 }
 
 impl Sent {
@@ -376,8 +391,9 @@ struct Sub {
     sub: Option<Subscription>,
     wants: Wants,
     slow: bool,
-    /// Mails delivered before its subscribe returned.
-    since: usize,
+    /// When its subscribe returned, on the [`World::clock`]: mail after
+    /// that is due.
+    since: u64,
     /// Message-IDs received, in order.
     got: Vec<String>,
     /// Its dropped counter when it was dropped.
@@ -424,6 +440,11 @@ struct World {
     validity_changes: u64,
     /// Mails delivered so far (old ones not counted).
     delivered: usize,
+    /// Ticks at each delivery and each subscribe, so that which came first
+    /// is known.
+    clock: u64,
+    /// Mail scheduled to arrive during a command, not seen yet.
+    pending: Vec<Pending>,
 }
 
 impl World {
@@ -462,10 +483,54 @@ impl World {
             validity: [INBOX_VALIDITY, JUNK_VALIDITY],
             validity_changes: 0,
             delivered: 0,
+            clock: 1,
+            pending: Vec::new(),
         };
         // The first subscription takes everything and lives to the end.
         w.subscribe(Wants::All, false).await;
         w
+    }
+
+    /// The next tick of the clock.
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Moves the mail scheduled during commands that has arrived on the
+    /// server into the record.
+    fn detect(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let models = [
+            (Place::Inbox, self.server.model()),
+            (Place::Junk, self.server.model_of(JUNK)),
+        ];
+        let mut still = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let found = models.iter().find_map(|(place, m)| {
+                m.messages
+                    .iter()
+                    .find(|s| id_of(&s.raw) == p.id)
+                    .map(|s| (*place, s.uid))
+            });
+            match found {
+                Some((place, uid)) => self.sent.push(Sent {
+                    id: p.id,
+                    place,
+                    uid,
+                    n: p.n,
+                    old: false,
+                    poison: false,
+                    gone: false,
+                    voided: p.voided,
+                    sentinel: false,
+                }),
+                None => still.push(p),
+            }
+        }
+        self.pending = still;
     }
 
     fn watched(&self, p: Place) -> bool {
@@ -480,7 +545,24 @@ impl World {
     }
 
     async fn apply(&mut self, op: &Op) {
+        self.detect();
         match op {
+            Op::MailDuring(at) => {
+                let raw = mail(&format!("mail {} during {at:?}", self.delivered));
+                self.delivered += 1;
+                let id = id_of(&raw);
+                let n = self.tick();
+                self.pending.push(Pending {
+                    id,
+                    n,
+                    voided: false,
+                });
+                self.server.fault(Fault::ExistsDuring {
+                    on: On::Prefix(at.prefix()),
+                    times: Times::First(1),
+                    raw,
+                });
+            }
             Op::Deliver(p, trouble) => {
                 self.deliver(*p, *trouble, false);
             }
@@ -546,10 +628,7 @@ impl World {
         };
         let raw = mail(&subject);
         let id = id_of(&raw);
-        let uid = match p {
-            Place::Inbox => self.server.model().uid_next,
-            Place::Junk => self.server.model_of(JUNK).uid_next,
-        };
+        let mut fault = None;
         if let Some((t, often)) = trouble {
             let how = match t {
                 Trouble::No => FetchFault::No("[SERVERBUG] Internal error occurred".into()),
@@ -566,32 +645,36 @@ impl World {
                 Often::Once => Times::First(1),
                 Often::Always => Times::Always,
             };
-            self.server.fault(match p {
-                Place::Inbox => Fault::Fetch { uid, times, how },
-                Place::Junk => Fault::FetchIn {
-                    mailbox: JUNK.to_owned(),
-                    uid,
-                    times,
-                    how,
-                },
-            });
+            fault = Some((times, how));
         }
-        let got = match p {
-            Place::Inbox => self.server.append(raw),
-            Place::Junk => self.server.append_to(JUNK, raw),
+        let uid = match (p, fault) {
+            (Place::Inbox, None) => self.server.append(raw),
+            (Place::Junk, None) => self.server.append_to(JUNK, raw),
+            (Place::Inbox, Some((times, how))) => self
+                .server
+                .append_with_fault(None, raw, |uid| Fault::Fetch { uid, times, how }),
+            (Place::Junk, Some((times, how))) => {
+                self.server
+                    .append_with_fault(Some(JUNK), raw, |uid| Fault::FetchIn {
+                        mailbox: JUNK.to_owned(),
+                        uid,
+                        times,
+                        how,
+                    })
+            }
         };
-        assert_eq!(got, uid, "the model server gave another UID");
         let (poison, gone) = match trouble {
             Some((Trouble::Expunged, _)) => (false, true),
             Some((Trouble::Split, _)) | None => (false, false),
             Some((_, Often::Once)) => (false, false),
             Some((_, Often::Always)) => (true, false),
         };
+        let n = self.tick();
         self.sent.push(Sent {
             id,
             place: p,
             uid,
-            n: self.delivered,
+            n,
             old: false,
             poison,
             gone,
@@ -613,6 +696,9 @@ impl World {
             Place::Junk => self.server.edit_mailbox(JUNK, set),
         }
         for m in self.sent.iter_mut().filter(|m| m.place == p) {
+            m.voided = true;
+        }
+        for m in &mut self.pending {
             m.voided = true;
         }
         if !self.watched(p) {
@@ -649,11 +735,12 @@ impl World {
         .await
         .unwrap_or_else(|_| panic!("subscribe hung\n{}", self.report(None)))
         .unwrap_or_else(|e| panic!("subscribe failed: {e}\n{}", self.report(None)));
+        let since = self.tick();
         self.subs.push(Sub {
             sub: Some(sub),
             wants,
             slow,
-            since: self.delivered,
+            since,
             got: Vec::new(),
             dropped_at_end: 0,
         });
@@ -717,6 +804,11 @@ impl World {
     /// Resolves everything, delivers a sentinel per watched folder, reads
     /// every live subscription up to its sentinels, and checks the promise.
     async fn finish(mut self) {
+        // From here the link behaves (mails keep their FETCH faults): mail
+        // scheduled during a command that has not come yet never comes,
+        // and the sentinels are the last mail.
+        self.server.clear_command_faults();
+        self.detect();
         self.settle("every mail to be resolved").await;
         for p in self.watched_places() {
             self.deliver(p, None, true);
@@ -874,7 +966,7 @@ impl World {
                 .subs
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.live() && !s.slow && s.since <= m.n && s.wants.accepts(m.place))
+                .filter(|(_, s)| s.live() && !s.slow && s.since < m.n && s.wants.accepts(m.place))
                 .map(|(i, s)| (i, s.got.contains(&m.id)))
                 .collect();
             if got.iter().any(|(_, g)| *g) && got.iter().any(|(_, g)| !*g) {
@@ -937,7 +1029,7 @@ impl World {
 
     /// Whether `s` must receive `m` (or account for it).
     fn required(&self, s: &Sub, m: &Sent) -> bool {
-        m.n >= s.since
+        m.n > s.since
             && !m.old
             && !m.poison
             && !m.gone
@@ -978,6 +1070,8 @@ impl World {
                 s.dropped()
             );
         }
+        let pending: Vec<u64> = self.pending.iter().map(|p| p.n).collect();
+        let _ = writeln!(r, "scheduled during a command, not arrived: {pending:?}");
         let _ = writeln!(r, "stats: {stats:?}");
         let commands = self.server.commands_by_connection();
         let skip = commands.len().saturating_sub(80);
@@ -1054,3 +1148,29 @@ proptest! {
 
 // ───────────────────────────── regressions ─────────────────────────────
 // Minimal cases proptest found, kept by name.
+
+/// Mail that arrives while a reconnect's EXAMINE is being answered — its
+/// `* n EXISTS` after `[UIDNEXT]`, before the tagged OK — is new mail (its
+/// UID is at least that UIDNEXT) and is delivered. It used to be counted
+/// among the messages SELECT reported, so it was never fetched, and the next
+/// mail moved the watermark past it: lost without a count. (The
+/// subscribe returns once the reconnect has selected INBOX, so the mail
+/// has arrived by then.) The property found it as `[.., MailDuring(Examine),
+/// .., Kick, .., Subscribe { .. }, ..]`: with no later mail, the session
+/// never resolved it.
+#[test]
+fn mail_arriving_during_a_reconnects_examine_is_delivered() {
+    run(&Case {
+        junk: Junk::Unwatched,
+        extensions: false,
+        ops: vec![
+            Op::MailDuring(Step::Examine),
+            Op::Kick,
+            Op::Subscribe {
+                wants: Wants::All,
+                slow: false,
+            },
+            Op::Deliver(Place::Inbox, None),
+        ],
+    });
+}

@@ -464,6 +464,16 @@ impl MailboxServer {
         self.shared.lock().faults.push((fault, 0));
     }
 
+    /// Removes every fault, fired or not, except those of one message's
+    /// FETCH ([`Fault::Fetch`], [`Fault::FetchIn`]): from now on the
+    /// connection and the mailbox behave, and only those messages fail.
+    pub fn clear_command_faults(&self) {
+        self.shared
+            .lock()
+            .faults
+            .retain(|(f, _)| matches!(f, Fault::Fetch { .. } | Fault::FetchIn { .. }));
+    }
+
     /// Sets the greeting of connections accepted from now on.
     pub fn set_greeting(&self, greeting: Greeting) {
         self.shared.lock().greeting = greeting;
@@ -521,6 +531,27 @@ impl MailboxServer {
             let mut s = self.shared.lock();
             let i = s.extra(mailbox);
             s.mailbox_mut(i).push(raw, SystemTime::now())
+        };
+        self.shared.notify();
+        uid
+    }
+
+    /// Delivers one message received now to the main mailbox (`None`) or
+    /// the further mailbox `mailbox`, and at the same moment adds the fault
+    /// `fault(uid)` made for its UID (so that mail arriving meanwhile by
+    /// [`Fault::ExistsDuring`] cannot take that UID); returns the UID.
+    pub fn append_with_fault(
+        &self,
+        mailbox: Option<&str>,
+        raw: Vec<u8>,
+        fault: impl FnOnce(u32) -> Fault,
+    ) -> u32 {
+        let uid = {
+            let mut s = self.shared.lock();
+            let i = mailbox.map_or(0, |m| s.extra(m));
+            let uid = s.mailbox_mut(i).push(raw, SystemTime::now());
+            s.faults.push((fault(uid), 0));
+            uid
         };
         self.shared.notify();
         uid
