@@ -826,7 +826,11 @@ impl MailboxTracker {
                 }
             }
             FetchKind::FromWatermark => {
-                if failed || incomplete {
+                // `NO [EXPUNGEISSUED]` says that some asked message is
+                // gone, not that every other one came: a server may leave
+                // out one it failed on as well. Like a failure, it leaves
+                // unknown what is missing; the careful search tells.
+                if failed || incomplete || ended == Ended::ExpungeIssued {
                     // Unknown what is missing: keep the watermark.
                     self.attempt_failed();
                 } else {

@@ -410,6 +410,11 @@ impl Watcher {
         self.tracker().selected(info.exists);
         let uid_validity = info.uid_validity.unwrap_or(0);
         let uid_next = match info.uid_next {
+            // Mail arrived after UIDNEXT was reported (its EXISTS came
+            // later in the response): counted in `exists`, yet new. As a
+            // lower bound, UIDNEXT makes the tracker fetch from its
+            // watermark by UID, which finds it.
+            Some(n) if info.uid_next_stale => crate::tracker::UidNext::AtLeast(n),
             Some(n) => crate::tracker::UidNext::Exact(n),
             None => self.uid_next_fallback(info.exists).await?,
         };

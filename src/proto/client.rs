@@ -176,6 +176,12 @@ pub struct SelectInfo {
     pub read_only: bool,
     /// `[HIGHESTMODSEQ n]` (CONDSTORE).
     pub highest_modseq: Option<u64>,
+    /// An `* n EXISTS` after `[UIDNEXT]` raised the count an earlier EXISTS
+    /// of the response gave: mail arrived while the command was answered,
+    /// after UIDNEXT was reported, so UIDNEXT is only a lower bound (the
+    /// new message's UID is at least UIDNEXT, yet it is counted in
+    /// `exists`).
+    pub uid_next_stale: bool,
 }
 
 /// Data gathered for the running command and handed over on completion.
@@ -276,6 +282,8 @@ struct Pending {
     parts: VecDeque<Vec<u8>>,
     sasl: Option<Sasl>,
     select: Option<SelectInfo>,
+    /// An `* n EXISTS` came in the SELECT response so far.
+    select_exists_seen: bool,
     search: Vec<u32>,
     status: Vec<(String, u64)>,
     /// The mailbox a STATUS asked about, as the parser shows a name: only
@@ -579,6 +587,7 @@ impl Client {
             parts,
             sasl: None,
             select: None,
+            select_exists_seen: false,
             search: Vec::new(),
             status: Vec::new(),
             status_of: None,
@@ -1198,7 +1207,11 @@ impl Client {
             match (&p.kind, &d) {
                 (CommandKind::Select, Data::Exists(n)) => {
                     if let Some(s) = p.select.as_mut() {
+                        if p.select_exists_seen && s.uid_next.is_some() && *n > s.exists {
+                            s.uid_next_stale = true;
+                        }
                         s.exists = *n;
+                        p.select_exists_seen = true;
                     }
                     return;
                 }

@@ -540,6 +540,25 @@ fn expungeissued_is_a_race_not_a_failure() {
     assert_eq!(t.snapshot().skipped, 0);
 }
 
+/// Regression (found by tests/sequences.rs): a gap fetch after a reconnect
+/// answered `NO [EXPUNGEISSUED]` may have left out a message that still
+/// exists (the server failed on it as well): the tracker searches for what
+/// is pending instead of taking the range as complete.
+#[test]
+fn a_gap_fetch_answered_expungeissued_searches_for_what_it_left_out() {
+    let mut t = connected(2, UidNext::Exact(3));
+    reconnect(&mut t, 4, UidNext::Exact(5));
+    expect_fetch(t.next_step(), true, "3:*");
+    // UID 3 left out (its FETCH failed), UID 4 expunged meanwhile.
+    assert_eq!(t.completed(Ended::ExpungeIssued), Verdict::Continue);
+    uid_search(&mut t, "UID 3:*", &[3]);
+    assert_eq!(uid_fetch(&mut t, "3", [mail(3, 3)]), [Some(3)]);
+    uid_search(&mut t, "UID 4:*", &[]);
+    assert_eq!(t.next_step(), Step::Wait);
+    assert_eq!(watermark(&t), 4);
+    assert_eq!(t.snapshot().skipped, 0);
+}
+
 /// Regression: a careful `UID FETCH <uid>` answered `NO [EXPUNGEISSUED]`
 /// (the message was expunged between the search and the fetch) is not a
 /// failed attempt on that UID, so it is never reported as `Skipped`, even

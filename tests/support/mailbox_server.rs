@@ -20,6 +20,13 @@
 //! Every command line is recorded with its connection number; connections,
 //! LOGINs and body FETCHes are counted, and [`MailboxServer::until`]
 //! awaits them (each one wakes it) instead of polling.
+//!
+//! Further mailboxes ([`MailboxServer::add_mailbox`], for the several-folder
+//! sequences of `tests/sequences.rs`) each have a model of their own (UIDs,
+//! UIDVALIDITY, UIDNEXT), optionally a special-use attribute in LIST; STATUS,
+//! EXAMINE/SELECT and [`Fault::FetchIn`] name them. Any other name means the
+//! main mailbox, as it always did, and NOTIFY is refused with BAD, so a
+//! client that asks for it polls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -146,13 +153,29 @@ pub enum FetchFault {
     Garbage,
     /// A body literal of this many bytes, whatever was asked.
     HugeLiteral(usize),
+    /// The response starts normally, then the connection closes in the
+    /// middle of the body literal (half of it sent).
+    CutLiteral,
 }
 
 /// One injected misbehaviour.
 #[derive(Debug, Clone)]
 pub enum Fault {
-    /// The FETCH of message `uid` (any FETCH asking for its body) goes wrong.
+    /// The FETCH of message `uid` of the main mailbox (any FETCH asking for
+    /// its body) goes wrong.
     Fetch {
+        /// Which message.
+        uid: u32,
+        /// On which attempts.
+        times: Times,
+        /// How.
+        how: FetchFault,
+    },
+    /// [`Fault::Fetch`] for message `uid` of the further mailbox `mailbox`
+    /// ([`MailboxServer::add_mailbox`]).
+    FetchIn {
+        /// Which mailbox, by the name it was added with.
+        mailbox: String,
         /// Which message.
         uid: u32,
         /// On which attempts.
@@ -245,8 +268,18 @@ pub struct SelectShape {
     pub missing: bool,
 }
 
-struct State {
+/// A further mailbox: its name, special-use attribute and model.
+struct Extra {
+    name: String,
+    special_use: Option<&'static str>,
     model: Model,
+}
+
+struct State {
+    /// The main mailbox: INBOX, or any name not of a further mailbox.
+    model: Model,
+    /// The further mailboxes ([`MailboxServer::add_mailbox`]).
+    extras: Vec<Extra>,
     greeting: Greeting,
     /// Announced in the greeting, CAPABILITY and the LOGIN OK.
     capabilities: String,
@@ -258,8 +291,9 @@ struct State {
     commands: Vec<(usize, String)>,
     connections: usize,
     logins: usize,
-    /// Body FETCHes that included each UID.
-    body_fetches: HashMap<u32, usize>,
+    /// Body FETCHes that included each UID, by mailbox (0: the main one,
+    /// `i`: further mailbox `i - 1`).
+    body_fetches: HashMap<(usize, u32), usize>,
     /// Bumped by [`MailboxServer::kick`].
     kicks: u64,
 }
@@ -271,6 +305,42 @@ struct Shared {
     /// What the server observed changed (a connection, a command line and
     /// what it counted): wakes [`MailboxServer::until`].
     observed: watch::Sender<u64>,
+}
+
+impl State {
+    /// Mailbox `i`: 0 the main one, `i` further mailbox `i - 1`.
+    fn mailbox(&self, i: usize) -> &Model {
+        match i {
+            0 => &self.model,
+            i => &self.extras[i - 1].model,
+        }
+    }
+
+    fn mailbox_mut(&mut self, i: usize) -> &mut Model {
+        match i {
+            0 => &mut self.model,
+            i => &mut self.extras[i - 1].model,
+        }
+    }
+
+    /// The mailbox a command names (an astring): a further mailbox by its
+    /// name, anything else the main one.
+    fn named(&self, arg: &str) -> usize {
+        let name = astrings(arg).into_iter().next().unwrap_or_default();
+        self.extras
+            .iter()
+            .position(|e| e.name == name)
+            .map_or(0, |i| i + 1)
+    }
+
+    /// The index of the further mailbox called `name`; panics if none.
+    fn extra(&self, name: &str) -> usize {
+        self.extras
+            .iter()
+            .position(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no mailbox {name} was added"))
+            + 1
+    }
 }
 
 impl Shared {
@@ -329,6 +399,7 @@ impl MailboxServer {
                 uid_next,
                 messages,
             },
+            extras: Vec::new(),
             greeting: Greeting::Normal,
             capabilities: "IMAP4rev1 IDLE".to_owned(),
             login: Login::Accept,
@@ -365,9 +436,42 @@ impl MailboxServer {
         MailboxServer { port, shared, task }
     }
 
+    /// Adds a further mailbox `name`, empty, with `uid_validity` and
+    /// `uid_next`, listed with the attribute `special_use` (e.g. `\Junk`)
+    /// if given. STATUS, EXAMINE and SELECT of this name serve
+    /// it; LIST lists it after INBOX.
+    pub fn add_mailbox(
+        &self,
+        name: &str,
+        special_use: Option<&'static str>,
+        uid_validity: u32,
+        uid_next: u32,
+    ) {
+        self.shared.lock().extras.push(Extra {
+            name: name.to_owned(),
+            special_use,
+            model: Model {
+                uid_validity,
+                uid_next,
+                messages: Vec::new(),
+            },
+        });
+        self.shared.notify();
+    }
+
     /// Adds a fault.
     pub fn fault(&self, fault: Fault) {
         self.shared.lock().faults.push((fault, 0));
+    }
+
+    /// Removes every fault, fired or not, except those of one message's
+    /// FETCH ([`Fault::Fetch`], [`Fault::FetchIn`]): from now on the
+    /// connection and the mailbox behave, and only those messages fail.
+    pub fn clear_command_faults(&self) {
+        self.shared
+            .lock()
+            .faults
+            .retain(|(f, _)| matches!(f, Fault::Fetch { .. } | Fault::FetchIn { .. }));
     }
 
     /// Sets the greeting of connections accepted from now on.
@@ -420,6 +524,55 @@ impl MailboxServer {
         self.shared.notify();
     }
 
+    /// Delivers one message received now to the further mailbox `mailbox`;
+    /// returns its UID.
+    pub fn append_to(&self, mailbox: &str, raw: Vec<u8>) -> u32 {
+        let uid = {
+            let mut s = self.shared.lock();
+            let i = s.extra(mailbox);
+            s.mailbox_mut(i).push(raw, SystemTime::now())
+        };
+        self.shared.notify();
+        uid
+    }
+
+    /// Delivers one message received now to the main mailbox (`None`) or
+    /// the further mailbox `mailbox`, and at the same moment adds the fault
+    /// `fault(uid)` made for its UID (so that mail arriving meanwhile by
+    /// [`Fault::ExistsDuring`] cannot take that UID); returns the UID.
+    pub fn append_with_fault(
+        &self,
+        mailbox: Option<&str>,
+        raw: Vec<u8>,
+        fault: impl FnOnce(u32) -> Fault,
+    ) -> u32 {
+        let uid = {
+            let mut s = self.shared.lock();
+            let i = mailbox.map_or(0, |m| s.extra(m));
+            let uid = s.mailbox_mut(i).push(raw, SystemTime::now());
+            s.faults.push((fault(uid), 0));
+            uid
+        };
+        self.shared.notify();
+        uid
+    }
+
+    /// [`MailboxServer::edit`] for the further mailbox `mailbox`.
+    pub fn edit_mailbox(&self, mailbox: &str, f: impl FnOnce(&mut Model)) {
+        {
+            let mut s = self.shared.lock();
+            let i = s.extra(mailbox);
+            f(s.mailbox_mut(i));
+        }
+        self.shared.notify();
+    }
+
+    /// The further mailbox `mailbox` as it is now.
+    pub fn model_of(&self, mailbox: &str) -> Model {
+        let s = self.shared.lock();
+        s.mailbox(s.extra(mailbox)).clone()
+    }
+
     /// Ends every open connection with `* BYE` (a server restart).
     pub fn kick(&self) {
         self.shared.lock().kicks += 1;
@@ -451,14 +604,22 @@ impl MailboxServer {
         self.shared.lock().commands.clone()
     }
 
-    /// How many body FETCHes included message `uid`.
+    /// How many body FETCHes included message `uid` (of the main mailbox).
     pub fn body_fetches(&self, uid: u32) -> usize {
         self.shared
             .lock()
             .body_fetches
-            .get(&uid)
+            .get(&(0, uid))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many body FETCHes included message `uid` of the further mailbox
+    /// `mailbox`.
+    pub fn body_fetches_in(&self, mailbox: &str, uid: u32) -> usize {
+        let s = self.shared.lock();
+        let i = s.extra(mailbox);
+        s.body_fetches.get(&(i, uid)).copied().unwrap_or(0)
     }
 
     /// Awaits what the server observes (connections, command lines, LOGINs,
@@ -493,6 +654,8 @@ struct Conn {
     /// The UIDs this connection has announced, in sequence order.
     view: Vec<u32>,
     selected: bool,
+    /// Which mailbox is selected (see [`State::mailbox`]).
+    mailbox: usize,
     /// EXAMINE answered and no command answered normally since.
     after_select: bool,
     idle_tag: Option<String>,
@@ -539,6 +702,7 @@ async fn serve(shared: Arc<Shared>, sock: tokio::net::TcpStream, n: usize) {
         n,
         view: Vec::new(),
         selected: false,
+        mailbox: 0,
         after_select: false,
         idle_tag: None,
         auth_tag: None,
@@ -646,18 +810,19 @@ fn sync(s: &mut State, conn: &mut Conn, expunge: bool) -> Vec<u8> {
     if !conn.selected {
         return Vec::new();
     }
+    let model = s.mailbox(conn.mailbox);
     if expunge {
         let mut i = conn.view.len();
         while i > 0 {
             i -= 1;
-            if !s.model.has(conn.view[i]) {
+            if !model.has(conn.view[i]) {
                 out.push_str(&format!("* {} EXPUNGE\r\n", i + 1));
                 conn.view.remove(i);
             }
         }
     }
     let before = conn.view.len();
-    for m in &s.model.messages {
+    for m in &model.messages {
         if !conn.view.contains(&m.uid) {
             conn.view.push(m.uid);
         }
@@ -768,7 +933,7 @@ fn handle(shared: &Shared, conn: &mut Conn, line: &str) -> (Vec<u8>, Then) {
         return (out, then);
     }
     if let Some(raw) = exists_during {
-        s.model.push(raw, SystemTime::now());
+        s.mailbox_mut(conn.mailbox).push(raw, SystemTime::now());
         shared.notify();
     }
     let expunge_ok = !(upper.starts_with("FETCH")
@@ -840,9 +1005,12 @@ fn answer(
                 Then::Continue,
             );
         }
+        let verb = if upper.starts_with("EXAMINE") { 7 } else { 6 };
+        conn.mailbox = s.named(&rest[verb..]);
         conn.selected = true;
         conn.after_select = true;
-        conn.view = s.model.messages.iter().map(|m| m.uid).collect();
+        let model = s.mailbox(conn.mailbox);
+        conn.view = model.messages.iter().map(|m| m.uid).collect();
         let mut out = String::from("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
         if !shape.omit_exists {
             out.push_str(&format!("* {} EXISTS\r\n* 0 RECENT\r\n", conn.view.len()));
@@ -850,13 +1018,13 @@ fn answer(
         if !shape.omit_uid_validity {
             out.push_str(&format!(
                 "* OK [UIDVALIDITY {}] UIDs valid\r\n",
-                s.model.uid_validity
+                model.uid_validity
             ));
         }
         if !shape.omit_uid_next {
             out.push_str(&format!(
                 "* OK [UIDNEXT {}] Predicted next UID\r\n",
-                s.model.uid_next
+                model.uid_next
             ));
         }
         let mode = if upper.starts_with("EXAMINE") {
@@ -872,19 +1040,38 @@ fn answer(
     }
     if upper.starts_with("STATUS ") {
         let name = rest[7..].split(" (").next().unwrap_or("INBOX").to_owned();
+        let model = s.mailbox(s.named(&name));
         let mut items = Vec::new();
         if upper.contains("MESSAGES") {
-            items.push(format!("MESSAGES {}", s.model.messages.len()));
+            items.push(format!("MESSAGES {}", model.messages.len()));
         }
         if upper.contains("UIDNEXT") {
-            items.push(format!("UIDNEXT {}", s.model.uid_next));
+            items.push(format!("UIDNEXT {}", model.uid_next));
         }
         if upper.contains("UIDVALIDITY") {
-            items.push(format!("UIDVALIDITY {}", s.model.uid_validity));
+            items.push(format!("UIDVALIDITY {}", model.uid_validity));
         }
         return (
             format!("* STATUS {name} ({})\r\n", items.join(" ")).into_bytes(),
             ok("Status"),
+            Then::Continue,
+        );
+    }
+    if upper.starts_with("LIST ") {
+        let mut out = String::from("* LIST (\\HasNoChildren) \"/\" INBOX\r\n");
+        for e in &s.extras {
+            let attributes = match e.special_use {
+                Some(u) => format!("\\HasNoChildren {u}"),
+                None => "\\HasNoChildren".to_owned(),
+            };
+            out.push_str(&format!("* LIST ({attributes}) \"/\" \"{}\"\r\n", e.name));
+        }
+        return (out.into_bytes(), ok("List"), Then::Continue);
+    }
+    if upper.starts_with("NOTIFY") {
+        return (
+            Vec::new(),
+            format!("{tag} BAD NOTIFY not supported\r\n"),
             Then::Continue,
         );
     }
@@ -1013,12 +1200,16 @@ fn fetch(
         .enumerate()
         .map(|(i, &uid)| (u32::try_from(i).unwrap() + 1, uid))
         .filter(|&(seq, uid)| in_set(set, if by_uid { uid } else { seq }, star))
-        .filter(|&(_, uid)| s.model.has(uid))
+        .filter(|&(_, uid)| s.mailbox(conn.mailbox).has(uid))
         .collect();
+    let selected = match conn.mailbox {
+        0 => None,
+        i => Some(s.extras[i - 1].name.clone()),
+    };
     let mut twice = false;
     if want_body {
         for &(_, uid) in &hits {
-            *s.body_fetches.entry(uid).or_default() += 1;
+            *s.body_fetches.entry((conn.mailbox, uid)).or_default() += 1;
         }
         for (fault, count) in s.faults.iter_mut() {
             match fault {
@@ -1034,19 +1225,22 @@ fn fetch(
         let mut how = None;
         if want_body {
             for (fault, count) in s.faults.iter_mut() {
-                if let Fault::Fetch {
-                    uid: u,
-                    times,
-                    how: h,
-                } = fault
-                    && *u == uid
-                    && fires(count, *times)
-                {
+                let (u, times, h) = match fault {
+                    Fault::Fetch { uid, times, how } if selected.is_none() => (uid, times, how),
+                    Fault::FetchIn {
+                        mailbox,
+                        uid,
+                        times,
+                        how,
+                    } if selected.as_ref() == Some(mailbox) => (uid, times, how),
+                    _ => continue,
+                };
+                if *u == uid && fires(count, *times) {
                     how = Some(h.clone());
                 }
             }
         }
-        let Some(m) = s.model.get(uid).cloned() else {
+        let Some(m) = s.mailbox(conn.mailbox).get(uid).cloned() else {
             continue;
         };
         let date = imap_date(m.internal_date);
@@ -1097,7 +1291,9 @@ fn fetch(
                 tagged = format!("{tag} NO {text}\r\n");
             }
             Some(FetchFault::Expunged) => {
-                s.model.messages.retain(|x| x.uid != uid);
+                s.mailbox_mut(conn.mailbox)
+                    .messages
+                    .retain(|x| x.uid != uid);
                 tagged = format!(
                     "{tag} NO [EXPUNGEISSUED] Some of the requested messages no longer exist\r\n"
                 );
@@ -1133,6 +1329,13 @@ fn fetch(
                 out.extend_from_slice(body);
                 out.extend_from_slice(b" !!)\r\n");
             }
+            Some(FetchFault::CutLiteral) => {
+                out.extend_from_slice(
+                    format!("* {seq} FETCH ({meta} {label} {{{}}}\r\n", body.len()).as_bytes(),
+                );
+                out.extend_from_slice(&body[..body.len() / 2]);
+                return (out, String::new(), Then::Close);
+            }
             Some(FetchFault::HugeLiteral(n)) => {
                 out.extend_from_slice(
                     format!("* {seq} FETCH ({meta} {label} {{{n}}}\r\n").as_bytes(),
@@ -1158,9 +1361,9 @@ fn search(
         .position(|w| *w == "UID")
         .and_then(|i| words.get(i + 1))
         .map(|w| w.to_string());
-    let highest = s.model.messages.iter().map(|m| m.uid).max().unwrap_or(0);
-    let found: Vec<u32> = s
-        .model
+    let model = s.mailbox(conn.mailbox);
+    let highest = model.messages.iter().map(|m| m.uid).max().unwrap_or(0);
+    let found: Vec<u32> = model
         .messages
         .iter()
         .map(|m| m.uid)

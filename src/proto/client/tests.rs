@@ -242,6 +242,37 @@ fn debug_output_hides_secrets() {
     assert!(!format!("{c:?}").contains("nter2"));
 }
 
+/// An EXISTS after `[UIDNEXT]` that raises the count an earlier EXISTS gave
+/// is mail that arrived while SELECT was answered: UIDNEXT is stale. One
+/// that only repeats the count, or the only EXISTS coming after UIDNEXT (a
+/// server's own order), says nothing.
+#[test]
+fn exists_growing_after_uidnext_marks_uidnext_stale() {
+    for (response, stale) in [
+        (
+            &b"* 2 EXISTS\r\n* OK [UIDNEXT 3] n\r\n* 3 EXISTS\r\n"[..],
+            true,
+        ),
+        (b"* 2 EXISTS\r\n* OK [UIDNEXT 3] n\r\n* 2 EXISTS\r\n", false),
+        (b"* 2 EXISTS\r\n* 3 EXISTS\r\n* OK [UIDNEXT 4] n\r\n", false),
+        (b"* OK [UIDNEXT 3] n\r\n* 2 EXISTS\r\n", false),
+    ] {
+        let (mut c, t0) = selected();
+        c.select("INBOX", true, t0).unwrap();
+        c.receive(response, t0).unwrap();
+        c.receive(b"A3 OK [READ-ONLY] done\r\n", t0).unwrap();
+        let CommandData::Selected(info) = completed(&mut c).data else {
+            panic!("no SELECT data");
+        };
+        assert_eq!(
+            info.uid_next_stale,
+            stale,
+            "{}",
+            String::from_utf8_lossy(response)
+        );
+    }
+}
+
 #[test]
 fn select_gathers_its_data_and_surfaces_alerts() {
     let (mut c, t0) = greeted(GREETING);
@@ -274,6 +305,7 @@ fn select_gathers_its_data_and_surfaces_alerts() {
             uid_validity: Some(123),
             read_only: false,
             highest_modseq: None,
+            uid_next_stale: false,
         })
     );
     assert_eq!(c.state(), State::Selected);
