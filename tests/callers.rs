@@ -1082,3 +1082,25 @@ fn regression(ops: Vec<Op>) {
 fn a_subscribe_pending_at_shutdown_fails_with_shutdown() {
     regression(vec![Op::Down, Op::Subscribe(Who::Good, 2), Op::Shutdown]);
 }
+
+/// The same with the subscribe already waiting at its session, which is
+/// backing off (the server is down) when the shutdown ends it.
+#[test]
+fn a_subscribe_waiting_at_a_backing_off_session_fails_with_shutdown() {
+    let rt = runtime();
+    let res: CaseResult = rt.block_on(async {
+        let mut m = Model::new().await;
+        m.apply(&Op::Down).await?;
+        m.apply(&Op::Subscribe(Who::Good, 0)).await?;
+        let h = m.h.clone();
+        poll_until("the subscriber waiting at its session", || {
+            h.actors().subscribers == 1
+        })
+        .await?;
+        m.apply(&Op::Shutdown).await?;
+        m.finish().await
+    });
+    if let Err(e) = res {
+        panic!("{e}");
+    }
+}
