@@ -404,8 +404,17 @@ impl Session {
         if let Some(tap) = &self.tap {
             tap.close();
         }
+        // Without an error the session ends because it was told to, and
+        // only a shutdown can leave a subscribe waiting then (a linger or
+        // a follower's end comes after its last subscriber left): the
+        // caller gets `Shutdown`, not a server's hang-up it could retry.
+        let ended = match &error {
+            Some(e) => e.clone(),
+            None if self.ending => Error::Shutdown,
+            None => Error::Closed,
+        };
         for (_, w) in self.waiting.drain() {
-            let _ = w.send(Err(error.clone().unwrap_or(Error::Closed)));
+            let _ = w.send(Err(ended.clone()));
         }
         let mut acks = Vec::with_capacity(self.subscribers.len());
         for (_, e) in std::mem::take(&mut self.subscribers) {
@@ -781,7 +790,11 @@ impl Handler<AddSubscribers> for Session {
             return Box::pin(async move { Err(e) });
         }
         if self.ending {
-            return Box::pin(async { Err(Error::Closed) });
+            // Only a shutdown ends a session that callers may still join:
+            // the registry forgets a lingering session before it ends it,
+            // but queues its shutdown's ends ahead of the subscribes it
+            // has already accepted.
+            return Box::pin(async { Err(Error::Shutdown) });
         }
         let watching = self.state == SessionState::Watching;
         let mut selected = Vec::new();
