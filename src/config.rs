@@ -44,10 +44,19 @@ pub struct Config {
     /// How long one IDLE command lasts before it is re-issued. RFC 2177 asks
     /// clients to re-issue within 29 minutes; some providers cut sooner
     /// (AOL: 300 s). Default 25 min.
+    ///
+    /// A round ended this way is followed by NOOP before the next IDLE, so
+    /// that mail a server failed to push while it kept the link alive is
+    /// found at the end of the round at the latest.
     pub idle_round: Duration,
     /// How long IDLE may go without a single byte from the server before
     /// emap ends it with DONE to check the link (Dovecot sends
     /// `* OK Still here` every 2 min). Default 5 min.
+    ///
+    /// The DONE is followed by NOOP before the next IDLE: against a server
+    /// whose push silently stopped (Courier once its FAM watch breaks,
+    /// INTEROP.md), this bounds how late its mail is found. Lower it for a
+    /// tighter bound; each quiet round costs two round trips (DONE, NOOP).
     pub idle_inactivity: Duration,
     /// How often a server without IDLE is polled with NOOP. Default 30 s.
     pub poll_interval: Duration,

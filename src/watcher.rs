@@ -15,6 +15,11 @@
 //! and mail is fetched with `BODY.PEEK[]<0.max>` (never marked read) from a
 //! mailbox opened with EXAMINE.
 //!
+//! An IDLE round that the protocol machine ends itself (nothing heard for
+//! `idle_inactivity`, or `idle_round` over) is followed by NOOP before the
+//! next IDLE: a server whose push silently stopped still reports its mail
+//! then (`tests/silent_idle.rs`).
+//!
 //! A credential may watch further folders ([`Credential::also_watch`]) on
 //! the same connection. The loop IDLEs on the main folder and, at connect
 //! and then every `poll_interval`, asks each further folder's `STATUS
@@ -879,6 +884,10 @@ impl Watcher {
         let started = std::time::Instant::now();
         let mut accepted = false;
         let mut done_sent = false;
+        // The protocol machine ended the round itself (`idle_inactivity`
+        // or `idle_round`): the server may have stopped pushing, so NOOP
+        // asks before the next IDLE.
+        let mut timer_ended = false;
         // One deadline for all rounds until the check, not a new
         // `poll_interval` per round.
         let check = tokio::time::sleep_until(self.next_check);
@@ -925,11 +934,22 @@ impl Watcher {
                     } else {
                         self.early_idle_ends = 0;
                     }
+                    if timer_ended && self.orders_open && !self.tracker().has_work() {
+                        // A server whose push silently stopped (Courier
+                        // once its FAM watch breaks) still answers NOOP:
+                        // its mail is found one round late, not never.
+                        self.noop().await?;
+                    }
                     return Ok(!self.orders_open);
                 }
                 Event::IdleStarted => {
                     accepted = true;
                     tracing::trace!("idling");
+                }
+                Event::IdleDoneSent => {
+                    done_sent = true;
+                    timer_ended = true;
+                    tracing::debug!("IDLE round ended");
                 }
                 ev => {
                     self.handle(ev).await?;
@@ -952,6 +972,13 @@ impl Watcher {
                 return Ok(!self.orders_open);
             }
         }
+        self.noop().await?;
+        self.check_due |= self.needs_polling();
+        Ok(false)
+    }
+
+    /// NOOP: what changed in the selected folder comes with its answer.
+    async fn noop(&mut self) -> Result<(), Error> {
         let tag = self.conn().start(|c, now| c.noop(now))?;
         let done = self.until_completed(&tag).await?;
         if done.status != Status::Ok {
@@ -961,8 +988,7 @@ impl Watcher {
                 temporary: true,
             });
         }
-        self.check_due |= self.needs_polling();
-        Ok(false)
+        Ok(())
     }
 
     fn drain_notices(&mut self) {

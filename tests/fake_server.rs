@@ -210,8 +210,11 @@ async fn idle_is_reissued_every_round() {
         c.examine(0, Some(1), Some(1)).await;
         for _ in 0..3 {
             let tag = c.idle().await;
-            // The server stays quiet; the client ends the round itself.
+            // The server stays quiet; the client ends the round itself
+            // and asks with NOOP whether a push was missed.
             c.done(&tag).await;
+            let (tag, _) = c.expect("NOOP").await;
+            c.send(format!("{tag} OK NOOP completed\r\n")).await;
         }
         c.idle().await;
         c.drain().await;
