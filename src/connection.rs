@@ -60,18 +60,72 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// A connection the server greeted (OK or PREAUTH), not yet logged in:
+/// what [`Connection::greet`] returns.
+#[derive(Debug)]
+pub(crate) struct Greeted {
+    conn: Connection,
+    greeting: Greeting,
+}
+
+impl Greeted {
+    /// STARTTLS (when the credential asks for it), authentication (unless
+    /// PREAUTH) and the capabilities: the rest of the start-up.
+    pub(crate) async fn log_in(
+        self,
+        cred: &Credential,
+        cfg: &Config,
+        tls: Option<&Tls>,
+    ) -> Result<Connection, Error> {
+        let Greeted { mut conn, greeting } = self;
+        if cred.tls == TlsMode::StartTls {
+            if greeting == Greeting::Preauth {
+                return Err(Error::StartTlsUnavailable(
+                    "server sent PREAUTH over plaintext".into(),
+                ));
+            }
+            conn.starttls(cred, cfg, tls).await?;
+        }
+        if greeting != Greeting::Preauth {
+            conn.authenticate(cred, cfg).await?;
+        }
+        if conn.client.capabilities().is_none() {
+            conn.command(|c, now| c.capability(now)).await?;
+        }
+        tracing::debug!(user = %cred.user, "authenticated");
+        Ok(conn)
+    }
+}
+
 impl Connection {
     /// The text of the server's greeting (see [`Client::greeting_text`]).
     pub(crate) fn greeting_text(&self) -> &str {
         self.client.greeting_text()
     }
 
-    /// Dials, secures, reads the greeting and authenticates.
+    /// Dials, secures, reads the greeting and authenticates: [`Connection::greet`]
+    /// then [`Greeted::log_in`].
     pub(crate) async fn open(
         cred: &Credential,
         cfg: &Config,
         tls: Option<&Tls>,
     ) -> Result<Connection, Error> {
+        Connection::greet(cred, cfg, tls)
+            .await?
+            .log_in(cred, cfg, tls)
+            .await
+    }
+
+    /// Dials, secures (implicit TLS) and reads the greeting: the part of
+    /// the start-up in which a failure (an unknown host, a garbage or BYE
+    /// greeting) speaks about the settings or the server's refusal of us.
+    /// The session marks the boundary, so that its policy can tell a BYE
+    /// greeting from a kick during the login.
+    pub(crate) async fn greet(
+        cred: &Credential,
+        cfg: &Config,
+        tls: Option<&Tls>,
+    ) -> Result<Greeted, Error> {
         cred.validate()?;
         let tcp = transport::dial(&cred.host, cred.port, cfg.dial_timeout).await?;
         tracing::debug!(host = %cred.host, port = cred.port, "TCP connected");
@@ -98,22 +152,7 @@ impl Connection {
             bytes_read: 0,
         };
         let greeting = conn.greeting().await?;
-        if cred.tls == TlsMode::StartTls {
-            if greeting == Greeting::Preauth {
-                return Err(Error::StartTlsUnavailable(
-                    "server sent PREAUTH over plaintext".into(),
-                ));
-            }
-            conn.starttls(cred, cfg, tls).await?;
-        }
-        if greeting != Greeting::Preauth {
-            conn.authenticate(cred, cfg).await?;
-        }
-        if conn.client.capabilities().is_none() {
-            conn.command(|c, now| c.capability(now)).await?;
-        }
-        tracing::debug!(user = %cred.user, "authenticated");
-        Ok(conn)
+        Ok(Greeted { conn, greeting })
     }
 
     async fn greeting(&mut self) -> Result<Greeting, Error> {

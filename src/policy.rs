@@ -8,7 +8,9 @@
 //! mailbox missing at the first SELECT is a typo; missing on a healthy
 //! session it is being recreated by a cleanup script. So the decision takes
 //! the phase reached, whether the session was ever healthy, and how long a
-//! missing mailbox has been missing. No I/O and no clock: `now` is passed
+//! missing mailbox has been missing. The phase tells a BYE greeting (the
+//! server refuses us) from a BYE during the first login (a restart, an
+//! admin's kick: retried). No I/O and no clock: `now` is passed
 //! in, so every row is table-tested.
 
 use std::time::{Duration, Instant};
@@ -58,7 +60,7 @@ pub(crate) fn decide(error: &Error, cx: &Context) -> Action {
     if error.is_permanent() {
         return Action::Fail;
     }
-    if !cx.healthy_before && cx.phase == Phase::Connect && hopeless_on_first_contact(error) {
+    if !cx.healthy_before && hopeless_on_first_contact(error, cx.phase) {
         return Action::Fail;
     }
     Action::Retry
@@ -79,20 +81,25 @@ pub(crate) fn mailbox_missing(error: &Error, phase: Phase) -> bool {
 }
 
 /// Errors that, on a session that never connected, say the settings are
-/// wrong rather than the server busy: retrying only hides the cause.
-fn hopeless_on_first_contact(error: &Error) -> bool {
-    match error {
+/// wrong rather than the server busy: retrying only hides the cause. The
+/// phase matters: a BYE is a refusal of us only as the greeting; once
+/// greeted, a BYE or a drop during the login is a restart or an admin's
+/// kick, as passing as on a healthy session.
+fn hopeless_on_first_contact(error: &Error, phase: Phase) -> bool {
+    match (phase, error) {
         // Name resolution failed: unknown host.
-        Error::Io(_) => crate::transport::is_unknown_host(error),
+        (Phase::Connect, Error::Io(_)) => crate::transport::is_unknown_host(error),
         // Not an IMAP server on that port (an SMTP banner, binary noise).
-        Error::Protocol(ProtoError::BadGreeting(_)) => true,
-        // TLS against a plaintext port (the handshake fails on garbage).
-        Error::Tls(_) => true,
+        (Phase::Connect, Error::Protocol(ProtoError::BadGreeting(_))) => true,
+        // TLS against a plaintext port (the handshake fails on garbage),
+        // or a STARTTLS handshake that fails the same way.
+        (Phase::Connect | Phase::Login, Error::Tls(_)) => true,
         // Plaintext against a TLS port: the server waits for a ClientHello,
         // we wait for a greeting (the client state machine's timeout).
-        Error::Protocol(ProtoError::Timeout(what)) => *what == "greeting",
-        // A BYE greeting that is not a "too many connections" refusal.
-        Error::Bye(_) => true,
+        (Phase::Connect, Error::Protocol(ProtoError::Timeout(what))) => *what == "greeting",
+        // A BYE greeting that is not a "too many connections" refusal
+        // (that one is `Error::Refused`).
+        (Phase::Connect, Error::Bye(_)) => true,
         _ => false,
     }
 }
@@ -134,19 +141,17 @@ mod tests {
             std::io::Error::other("Name or service not known"),
         );
         let rows: Vec<(Error, Phase, bool, Action)> = vec![
+            (Error::AuthenticationFailed("no".into()), Login, true, Fail),
+            (Error::AuthenticationFailed("no".into()), Login, false, Fail),
+            (Error::StartTlsUnavailable("no".into()), Login, false, Fail),
             (
-                Error::AuthenticationFailed("no".into()),
-                Connect,
-                true,
-                Fail,
-            ),
-            (
-                Error::AuthenticationFailed("no".into()),
-                Connect,
+                Error::TlsVerification("untrusted".into()),
+                Login,
                 false,
                 Fail,
             ),
             (Error::Closed, Connect, false, Retry),
+            (Error::Closed, Login, false, Retry),
             (Error::Closed, Watch, true, Retry),
             (Error::Refused("limit".into()), Connect, false, Retry),
             (Error::Timeout("dial"), Connect, false, Retry),
@@ -172,7 +177,16 @@ mod tests {
             ),
             (Error::Tls("garbage".into()), Connect, false, Fail),
             (Error::Tls("garbage".into()), Connect, true, Retry),
+            // A STARTTLS handshake that fails: the settings, as above.
+            (Error::Tls("garbage".into()), Login, false, Fail),
+            (Error::Tls("garbage".into()), Login, true, Retry),
+            // A BYE greeting refuses us; a BYE after it (a restart, a kick
+            // during the first login) is passing, and so is a refusal.
             (Error::Bye("go away".into()), Connect, false, Fail),
+            (Error::Bye("go away".into()), Connect, true, Retry),
+            (Error::Bye("restarting".into()), Login, false, Retry),
+            (Error::Bye("restarting".into()), Login, true, Retry),
+            (Error::Refused("limit".into()), Login, false, Retry),
             (Error::Bye("go away".into()), Watch, true, Retry),
             (Error::Bye("kicked".into()), Watch, false, Retry),
             (select_no(), Select, false, Fail),

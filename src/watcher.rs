@@ -98,8 +98,10 @@ pub(crate) enum LoopCommand {
 /// depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Dial, TLS, greeting, authentication.
+    /// Dial, implicit TLS, greeting.
     Connect,
+    /// Greeted: STARTTLS, capabilities, authentication.
+    Login,
     /// SELECT (EXAMINE) and fixing the position.
     Select,
     /// Selected: fetching and waiting.
@@ -335,7 +337,10 @@ impl Watcher {
     }
 
     async fn run(&mut self, cred: &Credential, tls: Option<&Tls>) -> Result<(), Error> {
-        let conn = Connection::open(cred, &self.config, tls).await?;
+        let greeted = Connection::greet(cred, &self.config, tls).await?;
+        // From here on a BYE is no refusal of the connection (see `policy`).
+        self.phase = Phase::Login;
+        let conn = greeted.log_in(cred, &self.config, tls).await?;
         tracing::info!("connected");
         self.conn = Some(conn);
         self.folders.connecting();
