@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 
 use emap::Mail;
 use emap_nats::subject;
-use nats::{Child, NatsServer, bridge, id_of, mail_ids, waiter};
+use nats::{Child, NatsServer, bridge, id_of, mail_ids, publish_malformed, waiter};
 use support::dovecot::free_ports;
 use support::{blocking, dovecot, mail};
 
@@ -243,18 +243,7 @@ async fn a_malformed_message_is_skipped_with_a_warning() {
 
     let subj = subject::to("emap", "bad", to);
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    js.publish(subj.clone(), "no headers at all".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(subject::UID, "not-a-number");
-    js.publish_with_headers(subj.clone(), h, "x".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_malformed(&js, &subj).await;
     let raw = mail(FROM, to, "valid", "hello");
     let good = Mail::parse(5, 9, "INBOX", None, raw.clone(), false);
     let h = subject::headers("bad", &good, &subj, false);

@@ -26,7 +26,7 @@ use emap_nats::bridge::{Event, Reporter};
 use emap_nats::lease::{Lease, Positions, Renewal, Store};
 use emap_nats::subject;
 use emap_nats::{Bridge, BridgeConfig, Inbox, StreamConfig, Waiter};
-use nats::{Child, NatsServer, bridge, holder, id_of, mail_ids, pct, waiter};
+use nats::{Child, NatsServer, bridge, holder, id_of, mail_ids, pct, publish_malformed, waiter};
 use support::{EVENTUALLY, blocking, dovecot, mail, until_some};
 
 const FROM: &str = "sender@emap.test";
@@ -133,19 +133,7 @@ async fn malformed_messages_on_an_emap_subject_are_skipped_and_counted() {
     let mut s = w.watch("bad", Filter::new().to(to)).await.unwrap();
     let subj = subject::to("emap", "bad", to);
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-
-    js.publish(subj.clone(), "no headers at all".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(subject::UID, "not-a-number");
-    js.publish_with_headers(subj.clone(), h, "x".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_malformed(&js, &subj).await;
     let raw = mail(FROM, to, "valid", "hello");
     let good = Mail::parse(5, 9, "INBOX", None, raw.clone(), false);
     let mut h = subject::headers("bad", &good, &subj, false);

@@ -452,3 +452,21 @@ pub fn pct(v: &mut [Duration], p: usize) -> Duration {
     v.sort();
     v[(v.len() * p / 100).min(v.len() - 1)]
 }
+
+/// Publishes on `subj` the two kinds of message no bridge sends: one
+/// without headers, and one whose UID header is no number. Both are
+/// acknowledged by the stream before this returns.
+pub async fn publish_malformed(js: &async_nats::jetstream::Context, subj: &str) {
+    js.publish(subj.to_owned(), "no headers at all".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(emap_nats::subject::UID, "not-a-number");
+    js.publish_with_headers(subj.to_owned(), h, "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
