@@ -91,6 +91,23 @@ pub struct SessionStats {
     pub folders: Vec<FolderStats>,
 }
 
+impl SessionStats {
+    /// The state in one word, as an operator's view shows it (the
+    /// gateway's status page and `/v1/status`, `emap status`):
+    /// `connecting`, `idling` or `polling` (watching, with or without
+    /// IDLE), `backing_off`, `failed` or `closing`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            SessionState::Connecting => "connecting",
+            SessionState::Watching if self.idle => "idling",
+            SessionState::Watching => "polling",
+            SessionState::Backoff => "backing_off",
+            SessionState::Failed => "failed",
+            SessionState::Closing => "closing",
+        }
+    }
+}
+
 /// One watched folder's position and state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -154,15 +154,7 @@ impl Row {
     /// A session's figures at `now`, less `own` subscribers that are this
     /// command's probe.
     fn from_stats(inbox: String, s: &SessionStats, own: usize, now: SystemTime) -> Row {
-        let state = match s.state {
-            SessionState::Connecting => "connecting",
-            SessionState::Watching if s.idle => "idling",
-            SessionState::Watching => "polling",
-            SessionState::Backoff => "backing_off",
-            SessionState::Failed => "failed",
-            SessionState::Closing => "closing",
-            _ => "unknown",
-        };
+        let state = s.state_name();
         let watching = s.state == SessionState::Watching;
         Row {
             inbox,

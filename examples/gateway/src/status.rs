@@ -193,20 +193,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// The state as a token (`idling`, `polling`, `connecting`,
-/// `backing_off`, `failed`, `closing`): what `/v1/status` says.
-fn state_token(s: &SessionStats) -> &'static str {
-    match s.state {
-        SessionState::Connecting => "connecting",
-        SessionState::Watching if s.idle => "idling",
-        SessionState::Watching => "polling",
-        SessionState::Backoff => "backing_off",
-        SessionState::Failed => "failed",
-        SessionState::Closing => "closing",
-        _ => "unknown",
-    }
-}
-
 /// Seconds since the Unix epoch (0 before it).
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -230,10 +216,10 @@ pub fn age(d: Duration) -> String {
     }
 }
 
-/// The state in plain words (the [`state_token`], with the time of the
+/// The state in plain words (`SessionStats::state_name`, with the time of the
 /// next attempt while backing off) and its colour class.
 fn state_words(s: &SessionStats, now: SystemTime) -> (String, &'static str) {
-    let token = state_token(s);
+    let token = s.state_name();
     let class = match token {
         "idling" | "polling" => "ok",
         "failed" => "bad",
@@ -506,7 +492,7 @@ pub fn line_json(line: &Line, now: SystemTime) -> Value {
     };
     let fields = json!({
         "session": s.key.to_string(),
-        "state": state_token(s),
+        "state": s.state_name(),
         "mode": mode(s),
         "connected_since": s.connected_since.map(unix),
         "connection_age_s": connection_age(s, now).map(|d| d.as_secs()),
