@@ -72,6 +72,20 @@ impl Connection {
         cfg: &Config,
         tls: Option<&Tls>,
     ) -> Result<Connection, Error> {
+        let (mut conn, greeting) = Connection::dial(cred, cfg, tls).await?;
+        conn.log_in(greeting, cred, cfg).await?;
+        Ok(conn)
+    }
+
+    /// The first half of [`open`](Self::open): dials, secures (STARTTLS
+    /// too) and reads the greeting, returning it for
+    /// [`log_in`](Self::log_in). Split so that a session told to end
+    /// meanwhile can log out before it authenticates.
+    pub(crate) async fn dial(
+        cred: &Credential,
+        cfg: &Config,
+        tls: Option<&Tls>,
+    ) -> Result<(Connection, Greeting), Error> {
         cred.validate()?;
         let tcp = transport::dial(&cred.host, cred.port, cfg.dial_timeout).await?;
         tracing::debug!(host = %cred.host, port = cred.port, "TCP connected");
@@ -106,14 +120,25 @@ impl Connection {
             }
             conn.starttls(cred, cfg, tls).await?;
         }
+        Ok((conn, greeting))
+    }
+
+    /// The second half of [`open`](Self::open): authenticates (unless the
+    /// server greeted with PREAUTH) and learns the capabilities.
+    pub(crate) async fn log_in(
+        &mut self,
+        greeting: Greeting,
+        cred: &Credential,
+        cfg: &Config,
+    ) -> Result<(), Error> {
         if greeting != Greeting::Preauth {
-            conn.authenticate(cred, cfg).await?;
+            self.authenticate(cred, cfg).await?;
         }
-        if conn.client.capabilities().is_none() {
-            conn.command(|c, now| c.capability(now)).await?;
+        if self.client.capabilities().is_none() {
+            self.command(|c, now| c.capability(now)).await?;
         }
         tracing::debug!(user = %cred.user, "authenticated");
-        Ok(conn)
+        Ok(())
     }
 
     async fn greeting(&mut self) -> Result<Greeting, Error> {
