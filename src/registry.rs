@@ -26,10 +26,14 @@
 //! can join it — but keeps its connection until its LOGOUT completes. The
 //! registry remembers it, per identity, as *closing* until it reports
 //! that it has closed (its answer to [`EndSession`]), and a new session of
-//! that identity dials only after every closing one has closed, or after
-//! `2 × Config::command_timeout` (the command in flight, then the LOGOUT)
-//! if one never answers — a hung server must not block the next session
-//! for ever. Without a closing session, a new one dials at once.
+//! that identity dials only after every closing one has closed. A hung
+//! server does not block the next session for ever: the old session's
+//! LOGOUT times out after `Config::command_timeout` and it closes then
+//! (`a_session_whose_logout_hangs_delays_the_next_only_until_it_closes`
+//! in tests/callers.rs); and the registry stops waiting for a session
+//! that has not answered after `2 × Config::command_timeout` (the command
+//! in flight, then the LOGOUT), whatever it is stuck in. Without a
+//! closing session, a new one dials at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::RandomState;

@@ -1365,3 +1365,87 @@ fn a_kick_during_the_first_login_is_not_remembered() {
         panic!("{e}");
     }
 }
+
+/// The same promise when the old session's server never answers its
+/// LOGOUT (a hung server): the new session still dials only once the old
+/// connection has closed — here when the old LOGOUT times out after
+/// `command_timeout` — and it does dial: the subscribe completes. (Before
+/// the fix the new connection logged in while the old one waited for its
+/// LOGOUT's answer.) The registry's own bound, `2 × command_timeout`, is
+/// for a session that does not even close then; this test proves the
+/// next session is not blocked, not that bound.
+#[test]
+fn a_session_whose_logout_hangs_delays_the_next_only_until_it_closes() {
+    use support::emap::fake_cred;
+    use support::fake::{FakeConn, FakeServer};
+    let rt = runtime();
+    rt.block_on(async {
+        // Whether the first connection was closed when each later one sent
+        // its LOGIN.
+        let first_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<bool>>> = Arc::default();
+        let server = {
+            let (first_closed, seen) = (first_closed.clone(), seen.clone());
+            FakeServer::start(move |mut c: FakeConn, n| {
+                let (first_closed, seen) = (first_closed.clone(), seen.clone());
+                async move {
+                    if n == 0 {
+                        c.greet_and_login("IDLE").await;
+                        c.examine(0, Some(1), Some(1)).await;
+                        let tag = c.idle().await;
+                        c.done(&tag).await;
+                        c.expect("LOGOUT").await;
+                        // Never answered: held until the client leaves.
+                        c.blackhole().await;
+                        first_closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    c.send("* OK [CAPABILITY IMAP4rev1 IDLE] fake ready\r\n")
+                        .await;
+                    let (tag, _) = c.expect("LOGIN").await;
+                    seen.lock()
+                        .unwrap()
+                        .push(first_closed.load(std::sync::atomic::Ordering::SeqCst));
+                    c.send(format!(
+                        "{tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
+                    ))
+                    .await;
+                    c.examine(0, Some(1), Some(1)).await;
+                    c.idle().await;
+                    c.drain().await;
+                }
+            })
+            .await
+        };
+        let config = Config {
+            linger: Duration::from_millis(50),
+            command_timeout: Duration::from_secs(1),
+            ..scripted_config()
+        };
+        let h = emap::Registry::start_in_thread(config).expect("the registry starts");
+        let first = h
+            .subscribe(fake_cred(server.port), Filter::new())
+            .await
+            .expect("the first subscribe");
+        drop(first);
+        server
+            .until("the first session's LOGOUT", |s| {
+                s.commands().iter().any(|c| c.ends_with(" LOGOUT"))
+            })
+            .await;
+        let second = tokio::time::timeout(
+            support::EVENTUALLY,
+            h.subscribe(fake_cred(server.port), Filter::new()),
+        )
+        .await
+        .expect("the next session waited for ever")
+        .expect("the second subscribe");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![true],
+            "the next session logged in while the old connection was open"
+        );
+        drop(second);
+        h.shutdown().await;
+    });
+}
