@@ -69,6 +69,12 @@ pub(crate) struct Greeted {
 }
 
 impl Greeted {
+    /// Logs out without logging in: a session told to end while it was
+    /// connecting (its linger ended) need not authenticate first.
+    pub(crate) async fn logout(self) -> Result<(), Error> {
+        self.conn.logout().await
+    }
+
     /// STARTTLS (when the credential asks for it), authentication (unless
     /// PREAUTH) and the capabilities: the rest of the start-up.
     pub(crate) async fn log_in(

@@ -20,6 +20,20 @@
 //! nobody can join, ends at once), and remembers a permanent
 //! failure for `Config::failure_memory`, so that callers retrying in a loop
 //! cannot get the account locked.
+//!
+//! One connection per credential at a time: a session the registry ends
+//! (its linger elapsed, its follower left) is forgotten at once — nobody
+//! can join it — but keeps its connection until its LOGOUT completes. The
+//! registry remembers it, per identity, as *closing* until it reports
+//! that it has closed (its answer to [`EndSession`]), and a new session of
+//! that identity dials only after every closing one has closed. A hung
+//! server does not block the next session for ever: the old session's
+//! LOGOUT times out after `Config::command_timeout` and it closes then
+//! (`a_session_whose_logout_hangs_delays_the_next_only_until_it_closes`
+//! in tests/callers.rs); and the registry stops waiting for a session
+//! that has not answered after `2 × Config::command_timeout` (the command
+//! in flight, then the LOGOUT), whatever it is stuck in. Without a
+//! closing session, a new one dials at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::RandomState;
@@ -29,6 +43,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use actix::{Arbiter, Supervisor};
+use tokio_util::sync::CancellationToken;
 
 use crate::credential::{Identity, same_secret};
 use crate::messages::{
@@ -78,6 +93,10 @@ pub struct Registry {
     failures: HashMap<Identity, Vec<RememberedFailure>>,
     /// The key of the keyed hash that fingerprints secrets.
     secret_keys: RandomState,
+    /// The sessions ended but not yet closed, per identity (without a
+    /// follower's tap, like `failures`): (instance, cancelled once it has
+    /// closed). A new session of the identity waits for them all.
+    closing: HashMap<Identity, Vec<(u64, CancellationToken)>>,
 }
 
 /// A session's permanent failure, with the secret it was made with.
@@ -107,6 +126,7 @@ impl Registry {
             live,
             failures: HashMap::new(),
             secret_keys: RandomState::new(),
+            closing: HashMap::new(),
         }
     }
 
@@ -177,8 +197,13 @@ impl Registry {
         let config = self.config.clone();
         let me = ctx.address().downgrade().recipient();
         let live = self.live.clone();
+        let after: Vec<CancellationToken> = self
+            .closing
+            .get(&identity.for_failures())
+            .map(|closing| closing.iter().map(|(_, t)| t.clone()).collect())
+            .unwrap_or_default();
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
-            Session::new(cred, config, instance, me, live)
+            Session::new(cred, config, instance, me, live, after)
         });
         tracing::info!(session = %key, "session started");
         self.by_identity
@@ -213,6 +238,43 @@ impl Registry {
         Some(slot)
     }
 
+    /// Ends a session already forgotten (`remove_session`) and remembers
+    /// it as closing until it answers that it has closed, or for at most
+    /// `2 × command_timeout`: see the module doc.
+    fn end_session(&mut self, slot: Slot, ctx: &mut Context<Self>) {
+        let identity = slot.identity.for_failures();
+        let instance = slot.instance;
+        let closed = CancellationToken::new();
+        self.closing
+            .entry(identity.clone())
+            .or_default()
+            .push((instance, closed.clone()));
+        // Enqueued now; answered once the session has closed (or dropped
+        // unanswered if it stops first, which ends the wait too).
+        let ended = slot.addr.send(EndSession);
+        let bound = self.config.command_timeout.saturating_mul(2);
+        // Cancelled also if the registry stops before the session closes.
+        let guard = closed.drop_guard();
+        let wait = async move {
+            if tokio::time::timeout(bound, ended).await.is_err() {
+                tracing::warn!("a session did not close in time; not waiting for it any more");
+            }
+            guard.disarm()
+        };
+        ctx.spawn(wait.into_actor(self).map(move |closed, act, _| {
+            closed.cancel();
+            if let Some(all) = act.closing.get_mut(&identity) {
+                all.retain(|(i, _)| *i != instance);
+                if all.is_empty() {
+                    act.closing.remove(&identity);
+                }
+            }
+        }));
+        // Dropping the only strong address lets the session stop once it
+        // has closed.
+        drop(slot);
+    }
+
     /// Removes subscriptions `ids` (one, or a whole batch) from the session
     /// they belong to, if that session instance is still the one registered
     /// under `key`, with one message to it; when they were the last, starts
@@ -237,20 +299,20 @@ impl Registry {
         if slot.identity.followed() {
             if let Some(slot) = self.remove_session(key) {
                 tracing::info!(session = %key, "follower gone; logging out");
-                slot.addr.do_send(EndSession);
+                self.end_session(slot, ctx);
             }
             return;
         }
         let generation = slot.generation;
         let key = key.clone();
-        ctx.run_later(self.config.linger, move |act, _| {
+        ctx.run_later(self.config.linger, move |act, ctx| {
             let idle = act
                 .sessions
                 .get(&key)
                 .is_some_and(|s| s.subscribers.is_empty() && s.generation == generation);
             if idle && let Some(slot) = act.remove_session(&key) {
                 tracing::info!(session = %key, "linger elapsed; logging out");
-                slot.addr.do_send(EndSession);
+                act.end_session(slot, ctx);
             }
         });
     }

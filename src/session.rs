@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::WeakRecipient;
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::credential::Tap;
@@ -167,6 +168,11 @@ pub struct Session {
     /// The position last reported to `tap`, per folder (by index, the
     /// main one first): (UIDVALIDITY, next UID).
     reported: Vec<Option<(u32, u32)>>,
+    /// The earlier sessions of this credential that were still closing
+    /// when this one started: each token is cancelled once its session
+    /// has closed its connection (or the registry stopped waiting for
+    /// it). Taken by the first `started`, which connects only after them.
+    after: Vec<CancellationToken>,
 }
 
 impl Session {
@@ -176,6 +182,7 @@ impl Session {
         instance: u64,
         registry: WeakRecipient<SessionEnded>,
         live: Arc<ActorCensus>,
+        after: Vec<CancellationToken>,
     ) -> Self {
         let key = cred.session_key(instance);
         let tls = match cred.tls {
@@ -256,6 +263,7 @@ impl Session {
             next_attempt: None,
             _live: live.session(),
             live,
+            after,
         }
     }
 
@@ -674,6 +682,23 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.ending || self.failed.is_some() {
             // Never stop here: a stop in `started` restarts at once.
+            return;
+        }
+        let after = std::mem::take(&mut self.after);
+        if !after.is_empty() {
+            // One connection per credential at a time: an earlier session
+            // of it is still logging out (the registry forgot it when its
+            // linger ended), so this one dials once that one has closed.
+            // The registry bounds the wait. Spawned, not awaited in the
+            // context: subscribes and an end are handled meanwhile (an
+            // end makes `connect` do nothing).
+            tracing::debug!(session = %self.key, "waiting for the previous session to close");
+            let closed = async move {
+                for token in after {
+                    token.cancelled().await;
+                }
+            };
+            ctx.spawn(closed.into_actor(self).map(|(), act, ctx| act.connect(ctx)));
             return;
         }
         if self.delay.is_zero() {

@@ -337,12 +337,27 @@ impl Watcher {
     }
 
     async fn run(&mut self, cred: &Credential, tls: Option<&Tls>) -> Result<(), Error> {
+        // A session told to end while this connection was being made
+        // (its linger ended) logs out as soon as it can — before it logs
+        // in, or before it opens the mailbox — so that the next session
+        // of its credential, which waits for this one to close, is not
+        // kept waiting by a login and an EXAMINE nobody needs.
         let greeted = Connection::greet(cred, &self.config, tls).await?;
         // From here on a BYE is no refusal of the connection (see `policy`).
         self.phase = Phase::Login;
+        self.take_orders();
+        if !self.orders_open {
+            tracing::debug!("told to end before logging in; logging out");
+            return greeted.logout().await;
+        }
         let conn = greeted.log_in(cred, &self.config, tls).await?;
         tracing::info!("connected");
         self.conn = Some(conn);
+        self.take_orders();
+        if !self.orders_open {
+            tracing::debug!("told to end before opening the mailbox; logging out");
+            return self.logout().await;
+        }
         self.folders.connecting();
         self.phase = Phase::Select;
         let access = self.config.mailbox_access;
