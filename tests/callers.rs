@@ -577,9 +577,6 @@ struct Model {
     step: usize,
     /// Mails received, over all subscriptions (for the verbose summary).
     received: usize,
-    /// Answer no known bug's tolerance (only the kick during a first
-    /// login's remains); `EMAP_CALLERS_STRICT` sets it.
-    strict: bool,
 }
 
 impl Model {
@@ -603,7 +600,6 @@ impl Model {
             bad_told: None,
             step: 0,
             received: 0,
-            strict: std::env::var_os("EMAP_CALLERS_STRICT").is_some(),
         }
     }
 
@@ -1318,13 +1314,12 @@ fn a_session_logging_out_does_not_overlap_the_next() {
 /// `Error::Bye` for minutes although the server never refused it.
 /// Sequence: the network slow, a subscribe, the greeting on its way, a
 /// kick: the subscribe must be answered once the session has reconnected,
-/// and the next one must succeed too (strict: no tolerance applies).
+/// and the next one must succeed too.
 #[test]
 fn a_kick_during_the_first_login_is_not_remembered() {
     let rt = runtime();
     let res: CaseResult = rt.block_on(async {
         let mut m = Model::new().await;
-        m.strict = true;
         m.apply(&Op::Slow(true)).await?;
         let first = m.start_subscribe(Who::Good, 0, None).await;
         m.pending.push(first);
