@@ -106,6 +106,14 @@ impl SessionStats {
             SessionState::Closing => "closing",
         }
     }
+
+    /// How the session watches, `idle` or `poll`, while it is connected
+    /// (watching, or selected with a connection time); `None` otherwise —
+    /// a session backing off or connecting watches nothing.
+    pub fn mode_name(&self) -> Option<&'static str> {
+        (self.state == SessionState::Watching || self.connected_since.is_some())
+            .then_some(if self.idle { "idle" } else { "poll" })
+    }
 }
 
 /// One watched folder's position and state.

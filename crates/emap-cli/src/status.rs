@@ -154,13 +154,10 @@ impl Row {
     /// A session's figures at `now`, less `own` subscribers that are this
     /// command's probe.
     fn from_stats(inbox: String, s: &SessionStats, own: usize, now: SystemTime) -> Row {
-        let state = s.state_name();
-        let watching = s.state == SessionState::Watching;
         Row {
             inbox,
-            state: state.to_owned(),
-            mode: (watching || s.connected_since.is_some())
-                .then(|| if s.idle { "idle" } else { "poll" }.to_owned()),
+            state: s.state_name().to_owned(),
+            mode: s.mode_name().map(str::to_owned),
             connected_since: s.connected_since,
             connection_age: s
                 .connected_since

@@ -326,12 +326,10 @@ pub async fn stats(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     // credential: the registry matches server, user, TLS and secret. Two
     // inboxes with the same credential share one session: listed once.
     let mut sessions: Vec<emap::SessionStats> = Vec::new();
-    for (name, cred) in &state.config.inboxes {
-        if caller.scope.inbox(name) {
-            for s in state.handle.stats_of(cred).await.unwrap_or_default() {
-                if !sessions.iter().any(|seen| seen.key == s.key) {
-                    sessions.push(s);
-                }
+    for (_, cred) in state.inboxes_in_scope(&caller.scope) {
+        for s in state.handle.stats_of(cred).await.unwrap_or_default() {
+            if !sessions.iter().any(|seen| seen.key == s.key) {
+                sessions.push(s);
             }
         }
     }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use base64::Engine as _;
-use emap::{FolderStats, SessionState, SessionStats};
+use emap::{FolderStats, SessionStats};
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -236,18 +236,6 @@ fn state_words(s: &SessionStats, now: SystemTime) -> (String, &'static str) {
     (words, class)
 }
 
-/// `idle` or `poll`: how the session watches, while it is connected
-/// (watching, or selected with a connection time); `None` otherwise — a
-/// session backing off or connecting watches nothing. The same rule as
-/// `emap status` in direct mode (`Row::from_stats` in crates/emap-cli).
-fn mode(s: &SessionStats) -> Option<&'static str> {
-    (s.state == SessionState::Watching || s.connected_since.is_some()).then_some(if s.idle {
-        "idle"
-    } else {
-        "poll"
-    })
-}
-
 /// How long the current connection has been up, if it is.
 fn connection_age(s: &SessionStats, now: SystemTime) -> Option<Duration> {
     s.connected_since
@@ -371,7 +359,7 @@ fn row(out: &mut String, line: &Line, now: SystemTime) {
         return;
     };
     let (words, class) = state_words(s, now);
-    let mode = match mode(s) {
+    let mode = match s.mode_name() {
         Some("idle") => "IDLE",
         Some(m) => m,
         None => "–",
@@ -493,7 +481,7 @@ pub fn line_json(line: &Line, now: SystemTime) -> Value {
     let fields = json!({
         "session": s.key.to_string(),
         "state": s.state_name(),
-        "mode": mode(s),
+        "mode": s.mode_name(),
         "connected_since": s.connected_since.map(unix),
         "connection_age_s": connection_age(s, now).map(|d| d.as_secs()),
         "next_attempt": s.next_attempt.map(unix),
