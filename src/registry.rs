@@ -31,15 +31,19 @@
 //! LOGOUT times out after `Config::command_timeout` and it closes then
 //! (`a_session_whose_logout_hangs_delays_the_next_only_until_it_closes`
 //! in tests/callers.rs); and the registry stops waiting for a session
-//! that has not answered after `2 × Config::command_timeout` (the command
-//! in flight, then the LOGOUT), whatever it is stuck in. Without a
+//! that has not answered within [`closing_bound`] — the start-up's own
+//! timeouts (dial, greeting) plus four commands (STARTTLS, authentication,
+//! CAPABILITY or the command in flight, LOGOUT) — whatever it is stuck in,
+//! with a warning. `command_timeout` is a silence timeout, so a session
+//! still receiving a large FETCH past that bound is no longer waited for:
+//! the one case in which two connections may briefly overlap. Without a
 //! closing session, a new one dials at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::RandomState;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix::{Arbiter, Supervisor};
@@ -104,6 +108,16 @@ struct RememberedFailure {
     at: Instant,
     fingerprint: u64,
     error: Error,
+}
+
+/// How long the registry waits for an ended session to close before a new
+/// session of its identity may dial: every step a session can be in when
+/// told to end, each with its own timeout (see the module doc).
+fn closing_bound(config: &Config) -> Duration {
+    config
+        .dial_timeout
+        .saturating_add(config.greeting_timeout)
+        .saturating_add(config.command_timeout.saturating_mul(4))
 }
 
 impl Registry {
@@ -240,7 +254,7 @@ impl Registry {
 
     /// Ends a session already forgotten (`remove_session`) and remembers
     /// it as closing until it answers that it has closed, or for at most
-    /// `2 × command_timeout`: see the module doc.
+    /// [`closing_bound`]: see the module doc.
     fn end_session(&mut self, slot: Slot, ctx: &mut Context<Self>) {
         let identity = slot.identity.for_failures();
         let instance = slot.instance;
@@ -252,7 +266,7 @@ impl Registry {
         // Enqueued now; answered once the session has closed (or dropped
         // unanswered if it stops first, which ends the wait too).
         let ended = slot.addr.send(EndSession);
-        let bound = self.config.command_timeout.saturating_mul(2);
+        let bound = closing_bound(&self.config);
         // Cancelled also if the registry stops before the session closes.
         let guard = closed.drop_guard();
         let wait = async move {

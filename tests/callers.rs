@@ -1345,9 +1345,10 @@ fn a_kick_during_the_first_login_is_not_remembered() {
 /// connection has closed — here when the old LOGOUT times out after
 /// `command_timeout` — and it does dial: the subscribe completes. (Before
 /// the fix the new connection logged in while the old one waited for its
-/// LOGOUT's answer.) The registry's own bound, `2 × command_timeout`, is
-/// for a session that does not even close then; this test proves the
-/// next session is not blocked, not that bound.
+/// LOGOUT's answer.) The registry's own bound (`closing_bound`: dial,
+/// greeting and four commands' timeouts) is for a session that does not
+/// even close then; this test proves the next session is not blocked, not
+/// that bound.
 #[test]
 fn a_session_whose_logout_hangs_delays_the_next_only_until_it_closes() {
     use support::emap::fake_cred;
