@@ -14,13 +14,16 @@ use support::fake::{FakeConn, FakeServer};
 use support::message;
 
 /// Serves a connection whose IDLE never reports anything: IDLE is accepted
-/// and stays silent, DONE completes it without news, NOOP reports the one
-/// mail (`* 1 EXISTS`), FETCH returns it, anything else is answered OK.
+/// and stays silent, DONE completes it without news, the first NOOP finds
+/// nothing and the second reports the one mail (`* 1 EXISTS`) — so a
+/// client must NOOP after every quiet round, not only the first — FETCH
+/// returns it, anything else is answered OK.
 async fn silent_idle_server(mut c: FakeConn) {
     c.greet_and_login("IDLE").await;
     c.examine(0, Some(1), Some(1)).await;
     let raw = message("found by NOOP");
     let mut idle_tag = None;
+    let mut noops = 0;
     while let Some(line) = c.line().await {
         if line.eq_ignore_ascii_case("DONE") {
             if let Some(tag) = idle_tag.take() {
@@ -34,8 +37,9 @@ async fn silent_idle_server(mut c: FakeConn) {
             c.send("+ idling\r\n").await;
             idle_tag = Some(tag.to_owned());
         } else if verb == "NOOP" {
-            c.send(format!("* 1 EXISTS\r\n{tag} OK NOOP completed\r\n"))
-                .await;
+            noops += 1;
+            let news = if noops >= 2 { "* 1 EXISTS\r\n" } else { "" };
+            c.send(format!("{news}{tag} OK NOOP completed\r\n")).await;
         } else if verb.starts_with("FETCH") {
             c.send(FakeConn::fetch_ok(tag, &[(1, 1, &raw)])).await;
         } else if verb == "LOGOUT" {

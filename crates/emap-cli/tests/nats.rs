@@ -189,7 +189,7 @@ async fn without_mail_the_timeout_exits_with_status_2() {
                 "--to",
                 "a@b.test",
                 "--timeout",
-                "1s",
+                "3s",
             ],
             Some(&url),
         )
