@@ -858,6 +858,14 @@ impl World {
         for i in 0..self.subs.len() {
             self.read_to_sentinels(i).await;
         }
+        // A subscription that wants none of the watched places is drained
+        // only now, once every other one has read up to its sentinels (the
+        // last mail): a wrongly routed mail cannot still be on its way.
+        for i in 0..self.subs.len() {
+            if self.subs[i].live() && !self.wants_a_sentinel(i) {
+                self.subs[i].drain().await;
+            }
+        }
         // Connections first: the session counts a reconnect before it
         // dials again, so this many connections need one fewer reconnects.
         let connections = self.server.connections();
@@ -880,6 +888,14 @@ impl World {
         self.h.shutdown().await;
     }
 
+    /// Whether subscription `i` wants one of the sentinels (a watched
+    /// place its filter accepts).
+    fn wants_a_sentinel(&self, i: usize) -> bool {
+        self.sent
+            .iter()
+            .any(|m| m.sentinel && self.subs[i].wants.accepts(m.place))
+    }
+
     async fn read_to_sentinels(&mut self, i: usize) {
         let wanted: Vec<String> = self
             .sent
@@ -887,12 +903,8 @@ impl World {
             .filter(|m| m.sentinel && self.subs[i].wants.accepts(m.place))
             .map(|m| m.id.clone())
             .collect();
-        if !self.subs[i].live() {
-            return;
-        }
-        if wanted.is_empty() {
-            // Nothing it wants is watched: it must have got nothing.
-            self.subs[i].drain().await;
+        if !self.subs[i].live() || wanted.is_empty() {
+            // Nothing it wants is watched: drained after all the others.
             return;
         }
         let deadline = tokio::time::Instant::now() + BOUND;
