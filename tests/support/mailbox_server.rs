@@ -323,14 +323,19 @@ impl State {
         }
     }
 
-    /// The mailbox a command names (an astring): a further mailbox by its
-    /// name, anything else the main one.
-    fn named(&self, arg: &str) -> usize {
+    /// The mailbox a command names (an astring): INBOX (any case) the main
+    /// one, a further mailbox by its name; `None` for any other name, so
+    /// that a client asking for the wrong folder is told it does not
+    /// exist rather than served INBOX.
+    fn named(&self, arg: &str) -> Option<usize> {
         let name = astrings(arg).into_iter().next().unwrap_or_default();
+        if name.eq_ignore_ascii_case("INBOX") {
+            return Some(0);
+        }
         self.extras
             .iter()
             .position(|e| e.name == name)
-            .map_or(0, |i| i + 1)
+            .map(|i| i + 1)
     }
 
     /// The index of the further mailbox called `name`; panics if none.
@@ -1006,7 +1011,14 @@ fn answer(
             );
         }
         let verb = if upper.starts_with("EXAMINE") { 7 } else { 6 };
-        conn.mailbox = s.named(&rest[verb..]);
+        let Some(mailbox) = s.named(&rest[verb..]) else {
+            return (
+                Vec::new(),
+                format!("{tag} NO [NONEXISTENT] No such mailbox\r\n"),
+                Then::Continue,
+            );
+        };
+        conn.mailbox = mailbox;
         conn.selected = true;
         conn.after_select = true;
         let model = s.mailbox(conn.mailbox);
@@ -1040,7 +1052,14 @@ fn answer(
     }
     if upper.starts_with("STATUS ") {
         let name = rest[7..].split(" (").next().unwrap_or("INBOX").to_owned();
-        let model = s.mailbox(s.named(&name));
+        let Some(named) = s.named(&name) else {
+            return (
+                Vec::new(),
+                format!("{tag} NO [NONEXISTENT] No such mailbox\r\n"),
+                Then::Continue,
+            );
+        };
+        let model = s.mailbox(named);
         let mut items = Vec::new();
         if upper.contains("MESSAGES") {
             items.push(format!("MESSAGES {}", model.messages.len()));
