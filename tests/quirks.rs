@@ -178,6 +178,7 @@ async fn gmail_bye_system_error_during_idle_loses_and_repeats_nothing() {
 async fn gmail_spam_folder_is_watched_by_its_name() {
     let server = server().await;
     gmail(&server);
+    server.name_main("[Gmail]/Spam");
     let h = start(config());
     let mut sub = h
         .subscribe(

@@ -276,8 +276,11 @@ struct Extra {
 }
 
 struct State {
-    /// The main mailbox: INBOX, or any name not of a further mailbox.
+    /// The main mailbox: INBOX, or the name given to `name_main`.
     model: Model,
+    /// Another name the main mailbox answers to besides INBOX
+    /// ([`MailboxServer::name_main`]).
+    main_name: Option<String>,
     /// The further mailboxes ([`MailboxServer::add_mailbox`]).
     extras: Vec<Extra>,
     greeting: Greeting,
@@ -329,7 +332,7 @@ impl State {
     /// exist rather than served INBOX.
     fn named(&self, arg: &str) -> Option<usize> {
         let name = astrings(arg).into_iter().next().unwrap_or_default();
-        if name.eq_ignore_ascii_case("INBOX") {
+        if name.eq_ignore_ascii_case("INBOX") || self.main_name.as_deref() == Some(name.as_str()) {
             return Some(0);
         }
         self.extras
@@ -405,6 +408,7 @@ impl MailboxServer {
                 messages,
             },
             extras: Vec::new(),
+            main_name: None,
             greeting: Greeting::Normal,
             capabilities: "IMAP4rev1 IDLE".to_owned(),
             login: Login::Accept,
@@ -439,6 +443,12 @@ impl MailboxServer {
             })
         };
         MailboxServer { port, shared, task }
+    }
+
+    /// Lets the main mailbox answer to `name` too (a credential watching
+    /// a provider's folder by name, such as `[Gmail]/Spam`).
+    pub fn name_main(&self, name: &str) {
+        self.shared.lock().main_name = Some(name.to_owned());
     }
 
     /// Adds a further mailbox `name`, empty, with `uid_validity` and
